@@ -1,0 +1,381 @@
+"""Client sessions: drive the negotiation table, bind resources, carry stanzas.
+
+One :class:`C2SSession` per TCP connection. It reads bytes, feeds the
+sans-IO :class:`~server.xmpp.stream.StreamParser`, asks
+:func:`~server.xmpp.negotiation.decide` what each element means in the
+current phase and runs the matching ``on_<action>`` method. Once bound,
+stanzas go to the router.
+
+RFC 6120 §5 (STARTTLS), §6 (SASL), §7 (bind); RFC 3921 §3 session (no-op);
+XEP-0368 direct TLS (the listener wraps the socket before we see it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import itertools
+import logging
+import secrets
+import ssl
+from typing import TYPE_CHECKING
+
+from .router import StanzaEvent
+from .throttle import FailureThrottle
+from .trace import Tracer
+from .xmpp import sasl
+from .xmpp.errors import StanzaError, StreamError
+from .xmpp.jid import JID, JIDError, resourceprep
+from .xmpp.negotiation import (BIND_NS, SASL_NS, TLS_NS, Phase, classify, decide,
+                               features, phase_after_header)
+from .xmpp.stanza import E, error_reply, result, stream_error, sub
+from .xmpp.stream import (CLIENT_NS, STREAM_FOOTER, Element, StreamClosed, StreamOpened,
+                          StreamParser, serialize, stream_header)
+
+if TYPE_CHECKING:
+    from .hosts import Host
+    from .service import Xferd
+
+log = logging.getLogger("xferd.c2s")
+
+READ_SIZE = 64 * 1024
+TLS_HANDSHAKE_TIMEOUT = 30.0
+_numbers = itertools.count(1)
+
+
+class AuthThrottles:
+    """Failed-login bookkeeping shared by all client sessions."""
+
+    def __init__(self, max_failures: int, window: float, max_failures_per_ip: int):
+        self.by_account = FailureThrottle(max_failures, window)
+        self.by_ip = FailureThrottle(max_failures_per_ip, window)
+
+
+class C2SSession:
+    def __init__(self, server: "Xferd", reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, *, direct_tls: bool):
+        self.server = server
+        self.config = server.config
+        self.reader = reader
+        self.writer = writer
+        self.secure = direct_tls
+        self.number = next(_numbers)
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        self.ip = str(peer[0])
+        self.tracer = Tracer(f"c2s#{self.number} {self.ip}:{peer[1]}")
+        self.host: Host | None = None
+        self.username: str | None = None      # set by SASL success
+        self.jid: JID | None = None           # set by bind
+        self.phase: Phase | None = None       # None until a stream header arrived
+        self.stream_id = ""
+        self.header_sent = False
+        self.closing = False
+        self.mechanism: sasl.ServerMechanism | None = None
+        self._attempted_user: str | None = None   # for the per-account throttle
+        self.parser = self._new_parser()
+        self._timeout = None
+
+    def __repr__(self):
+        return f"<c2s#{self.number} {self.jid or self.ip}>"
+
+    def _new_parser(self) -> StreamParser:
+        c2s = self.config.c2s
+        return StreamParser(CLIENT_NS, max_stanza_size=c2s.max_stanza_size,
+                            max_depth=c2s.max_depth)
+
+    # -- connection life cycle -------------------------------------------------
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timeout = loop.call_later(self.config.c2s.auth_timeout, self._negotiation_timeout)
+        self.server.c2s_sessions.add(self)
+        try:
+            while not self.closing:
+                data = await self.reader.read(READ_SIZE)
+                if not data:
+                    break
+                await self._receive(data)
+        except StreamError as exc:
+            log.info("%r: stream error %s (%s)", self, exc.condition, exc.text)
+            self.stream_error(exc.condition, exc.text)
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            log.debug("%r: connection lost: %s", self, exc)
+        except Exception:
+            log.exception("%r: internal error", self)
+            self.stream_error("internal-server-error")
+        finally:
+            await self._teardown()
+
+    async def _receive(self, data: bytes) -> None:
+        parser = self.parser
+        for event in parser.feed(data):
+            if isinstance(event, Element):
+                await self._on_element(event.element)
+            elif isinstance(event, StreamOpened):
+                self._on_header(event)
+            elif isinstance(event, StreamClosed):
+                self.close()
+                return
+            if self.parser is not parser or self.closing:
+                return      # stream restarted (or closed): the rest belonged to the old one
+
+    async def _teardown(self) -> None:
+        self.closing = True
+        if self._timeout is not None:
+            self._timeout.cancel()
+        self.server.c2s_sessions.discard(self)
+        if self.jid is not None and self.host is not None:
+            self.host.remove_session(self)
+            await self.host.events.fire("resource-unbind", self)
+        if not self.writer.is_closing():
+            self.writer.close()
+        try:
+            await asyncio.wait_for(self.writer.wait_closed(), 5)
+        except (Exception, asyncio.CancelledError):
+            pass
+        log.debug("%r: closed", self)
+
+    def _negotiation_timeout(self) -> None:
+        if self.phase is not Phase.READY and not self.closing:
+            log.info("%r: negotiation timeout", self)
+            self.stream_error("connection-timeout", "authentication took too long")
+
+    # -- output -----------------------------------------------------------------
+    def send(self, element) -> None:
+        """Queue *element* on this stream (no await: routing never blocks on a peer)."""
+        if self.closing:
+            return
+        self.tracer.element("send", element)
+        self.writer.write(serialize(element).encode())
+
+    def _send_raw(self, text: str) -> None:
+        if not self.writer.is_closing():
+            self.tracer.text("send", text)
+            self.writer.write(text.encode())
+
+    def _send_header(self) -> None:
+        self.stream_id = secrets.token_urlsafe(12)
+        domain = self.host.domain if self.host else next(iter(self.server.hosts))
+        self._send_raw(stream_header(from_=domain, id=self.stream_id))
+        self.header_sent = True
+
+    def stream_error(self, condition: str, text: str | None = None) -> None:
+        """Send ``<stream:error/>`` and close (RFC 6120 §4.9.1.1)."""
+        if self.closing:
+            return
+        if not self.header_sent:
+            self._send_header()          # §4.9.1.2: header first, even for errors
+        self.send(stream_error(condition, text))
+        self.close()
+
+    def close(self) -> None:
+        """End the stream politely and close the connection."""
+        if self.closing:
+            return
+        self._send_raw(STREAM_FOOTER)
+        self.closing = True
+        self.writer.close()
+
+    # -- negotiation ----------------------------------------------------------------
+    def _on_header(self, opened: StreamOpened) -> None:
+        self.tracer.text("recv", f"<stream:stream to={opened.to!r} version={opened.version!r}>")
+        host = self.server.hosts.get((opened.to or "").lower())
+        if self.host is not None and host is not self.host:
+            raise StreamError("host-unknown", "the restarted stream names another host")
+        self.host = host
+        self._send_header()
+        if host is None:
+            raise StreamError("host-unknown", f"{opened.to!r} is not served here")
+        if opened.version is None or not opened.version.startswith("1."):
+            raise StreamError("unsupported-version", "XMPP 1.0 is required")
+        self.phase = phase_after_header(secure=self.secure,
+                                        require_tls=self.config.c2s.require_encryption,
+                                        authenticated=self.username is not None)
+        self.send(features(self.phase, secure=self.secure, mechanisms=self._mechanisms(),
+                           registration=self._registration_open()))
+
+    def _mechanisms(self) -> list[str]:
+        mechanisms = list(sasl.MECHANISMS_SCRAM)
+        if self.secure and self.config.auth.allow_plain:
+            mechanisms.append("PLAIN")          # never offered without TLS
+        return mechanisms
+
+    def _registration_open(self) -> bool:
+        return bool(self.host and self.host.config.registration and self.secure)
+
+    async def _on_element(self, el) -> None:
+        self.tracer.element("recv", el)
+        rule = decide(self.phase, classify(el))
+        self.phase = rule.then
+        await getattr(self, f"on_{rule.action}")(el)
+
+    async def on_starttls(self, el) -> None:
+        if self.secure:
+            raise StreamError("policy-violation", "TLS is already in place")
+        if _unread_bytes(self.reader):
+            # anything sent after <starttls/> but before the handshake would be
+            # treated as encrypted: the classic STARTTLS injection
+            raise StreamError("policy-violation", "data after <starttls/>")
+        self.send(E(f"{{{TLS_NS}}}proceed"))
+        try:
+            await self.writer.start_tls(self.server.tls.context,
+                                        ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+        except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
+            log.info("%r: TLS handshake failed: %s", self, exc)
+            self.closing = True
+            self.writer.close()
+            return
+        self.secure = True
+        self._restart()
+
+    def _restart(self) -> None:
+        """RFC 6120 §4.3.3: a fresh stream on the same connection."""
+        self.parser = self._new_parser()
+        self.header_sent = False
+        self.phase = None
+
+    # SASL (RFC 6120 §6.4) .......................................................
+    async def on_sasl_encryption_required(self, el) -> None:
+        self._sasl_failure("encryption-required", "use STARTTLS before authenticating")
+
+    async def on_sasl_start(self, el) -> None:
+        name = el.get("mechanism", "")
+        if name not in self._mechanisms():
+            if name == "PLAIN" and not self.secure:
+                return self._sasl_failure("encryption-required", "PLAIN needs TLS")
+            return self._sasl_failure("invalid-mechanism", f"{name!r} is not offered")
+        if self.server.auth_throttles.by_ip.blocked(self.ip):
+            return self._sasl_failure("temporary-auth-failure",
+                                      "too many failed attempts; try again later")
+        try:
+            initial = _decode_sasl(el.text, initial=True)
+            self.mechanism = sasl.server_mechanism(name)
+            step = self.mechanism.start(initial)
+            await self._sasl_continue(step)
+        except sasl.SaslFailure as failure:
+            self._sasl_failed(failure)
+
+    async def on_sasl_step(self, el) -> None:
+        try:
+            if self.mechanism is None:
+                raise sasl.SaslFailure("malformed-request", "no exchange in progress")
+            step = self.mechanism.step(_decode_sasl(el.text, initial=False))
+            await self._sasl_continue(step)
+        except sasl.SaslFailure as failure:
+            self._sasl_failed(failure)
+
+    async def on_sasl_abort(self, el) -> None:
+        self.mechanism = None
+        self._sasl_failure("aborted")
+
+    async def _sasl_continue(self, step) -> None:
+        while isinstance(step, sasl.NeedCredentials):
+            self._attempted_user = step.username
+            if self.server.auth_throttles.by_account.blocked(self._account_key(step.username)):
+                raise sasl.SaslFailure("temporary-auth-failure",
+                                       "too many failed attempts; try again later")
+            creds = await self.server.storage.get_credentials(
+                self.host.domain, step.username, self.mechanism.wants)
+            step = self.mechanism.provide(creds)
+        if isinstance(step, sasl.Challenge):
+            self.phase = Phase.SASL
+            self.send(E(f"{{{SASL_NS}}}challenge", text=_b64(step.data)))
+            return
+        # Success
+        if step.authzid and step.authzid != f"{step.username}@{self.host.domain}":
+            raise sasl.SaslFailure("invalid-authzid", "you may only act as yourself")
+        self.server.auth_throttles.by_account.succeed(self._account_key(step.username))
+        self.username = step.username
+        self.mechanism = None
+        log.info("%r: authenticated as %s@%s", self, step.username, self.host.domain)
+        self.send(E(f"{{{SASL_NS}}}success",
+                    text=_b64(step.data) if step.data is not None else None))
+        self._restart()
+
+    def _account_key(self, username: str) -> str:
+        return f"{username}@{self.host.domain}"
+
+    def _sasl_failed(self, failure: sasl.SaslFailure) -> None:
+        if failure.condition == "not-authorized":
+            self.server.auth_throttles.by_ip.fail(self.ip)
+            if self._attempted_user:
+                self.server.auth_throttles.by_account.fail(self._account_key(self._attempted_user))
+        self.mechanism = None
+        self._sasl_failure(failure.condition, failure.text)
+
+    def _sasl_failure(self, condition: str, text: str | None = None) -> None:
+        self.phase = Phase.AUTH if self.phase is not Phase.TLS else Phase.TLS
+        failure = E(f"{{{SASL_NS}}}failure")
+        sub(failure, f"{{{SASL_NS}}}{condition}")
+        if text:
+            sub(failure, f"{{{SASL_NS}}}text", text=text)
+        self.send(failure)
+
+    # In-band registration before login (XEP-0077 §3) ................................
+    async def on_register(self, el) -> None:
+        host = self.host
+        name = f"iq-{el.get('type')}/unauthenticated/jabber:iq:register:query"
+        event = StanzaEvent(el, self, host, host.jid, None, self.server.router)
+        try:
+            if not self._registration_open() or not await host.events.fire(name, event):
+                raise StanzaError("service-unavailable", "in-band registration is disabled")
+        except StanzaError as err:
+            self.send(error_reply(el, err))
+
+    # Resource binding (RFC 6120 §7) ..........................................................
+    async def on_bind(self, el) -> None:
+        if el.get("type") != "set":
+            self.phase = Phase.BIND
+            return self.send(error_reply(el, StanzaError("bad-request", "bind with type='set'")))
+        requested = el[0].findtext(f"{{{BIND_NS}}}resource")
+        try:
+            resource = resourceprep(requested) if requested else secrets.token_hex(6)
+        except JIDError as exc:
+            self.phase = Phase.BIND
+            return self.send(error_reply(el, StanzaError("bad-request", f"resource: {exc}")))
+        self.jid = JID(self.username, self.host.domain, resource)
+        self.tracer.label += f" {self.jid}"
+        replaced = self.host.add_session(self)
+        if replaced is not None:
+            # RFC 6120 §7.7.2.2: we let the newest session win
+            log.info("%r replaces %r", self, replaced)
+            replaced.stream_error("conflict", "replaced by a new connection")
+        if self._timeout is not None:
+            self._timeout.cancel()
+        bind = E(f"{{{BIND_NS}}}bind")
+        sub(bind, f"{{{BIND_NS}}}jid", text=str(self.jid))
+        self.send(result(el, bind))
+        await self.host.events.fire("resource-bind", self)
+
+    async def on_bind_again(self, el) -> None:
+        self.send(error_reply(el, StanzaError("not-allowed", "a resource is already bound")))
+
+    async def on_session(self, el) -> None:
+        self.send(result(el))           # RFC 6121 App. E: a no-op kept for old clients
+
+    # Stanzas ...........................................................................
+    async def on_stanza(self, el) -> None:
+        await self.server.router.from_client(self, el)
+
+
+def _decode_sasl(text: str | None, *, initial: bool) -> bytes | None:
+    """RFC 6120 §6.4.2: empty element = no data (initial) or empty; '=' = empty."""
+    text = (text or "").strip()
+    if not text:
+        return None if initial else b""
+    if text == "=":
+        return b""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise sasl.SaslFailure("incorrect-encoding", "invalid base64") from None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode() if data else "="
+
+
+def _unread_bytes(reader: asyncio.StreamReader) -> int:
+    # StreamReader keeps bytes read from the socket but not yet returned in
+    # _buffer; there is no public accessor.
+    return len(getattr(reader, "_buffer", b""))

@@ -1,0 +1,232 @@
+"""The ``xferd`` command, in the style of prosodyctl.
+
+    xferd serve [-c FILE] [--trace] [-v]     run the server
+    xferd adduser JID                         create an account (asks for a password)
+    xferd passwd JID                          change a password
+    xferd deluser JID                         delete an account and all its data
+    xferd users [DOMAIN]                      list accounts
+    xferd cert DOMAIN [--force]               make a self-signed certificate
+
+Every command takes ``-c FILE``; without it ``$XFERD_CONFIG`` or
+``conf/xferd.toml`` (if present in the working directory) is used, else the
+built-in defaults. Passwords are read from the terminal, or as one line from
+standard input when it is not a terminal (for scripts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import signal
+import sys
+
+from . import config as configuration
+from .xmpp.jid import JID, JIDError
+
+log = logging.getLogger("xferd")
+
+
+class CommandError(Exception):
+    """Shown to the user as ``xferd: error: …`` with exit status 1."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        conf = configuration.load(args.config or configuration.default_config_path())
+    except configuration.ConfigError as exc:
+        print(f"xferd: error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(conf, args)
+    try:
+        return args.func(conf, args) or 0
+    except CommandError as exc:
+        print(f"xferd: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", metavar="FILE",
+                        help="config file (default: $XFERD_CONFIG or conf/xferd.toml)")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser = argparse.ArgumentParser(prog="xferd", description="xferd XMPP server")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", parents=[common], help="run the server")
+    serve.add_argument("--trace", action="store_true",
+                       help="log every stanza in and out (passwords redacted)")
+    serve.set_defaults(func=cmd_serve)
+
+    for name, func, text in (("adduser", cmd_adduser, "create an account"),
+                             ("passwd", cmd_passwd, "change an account's password"),
+                             ("deluser", cmd_deluser, "delete an account and all its data")):
+        sub = commands.add_parser(name, parents=[common], help=text)
+        sub.add_argument("jid", help="user@domain")
+        sub.set_defaults(func=func)
+
+    users = commands.add_parser("users", parents=[common], help="list accounts")
+    users.add_argument("domain", nargs="?", help="only this domain")
+    users.set_defaults(func=cmd_users)
+
+    cert = commands.add_parser("cert", parents=[common],
+                               help="make a self-signed certificate for DOMAIN")
+    cert.add_argument("domain")
+    cert.add_argument("--force", action="store_true", help="replace an existing one")
+    cert.set_defaults(func=cmd_cert)
+    return parser
+
+
+def _setup_logging(conf, args) -> None:
+    level = logging.DEBUG if args.verbose else getattr(logging, conf.server.log_level.upper())
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    if getattr(args, "trace", False) or conf.server.trace:
+        from .trace import Tracer
+        Tracer.enabled = True
+        logging.getLogger("xferd.trace").setLevel(logging.INFO)
+
+
+# -- serve -----------------------------------------------------------------------
+
+def cmd_serve(conf, args) -> int:
+    return asyncio.run(_serve(conf))
+
+
+async def _serve(conf) -> int:
+    from storage.api import StorageError
+
+    from .service import Xferd
+    server = Xferd(conf)
+    log.info("configuration: %s", conf.source)
+    try:
+        await server.start()
+    except OSError as exc:
+        await server.storage.close()
+        raise CommandError(f"cannot listen: {exc.strerror or exc}") from None
+    except StorageError as exc:
+        raise CommandError(str(exc)) from None
+    loop = asyncio.get_running_loop()
+    stopping = []
+
+    def request_stop(signame: str) -> None:
+        if not stopping:
+            log.info("%s received: shutting down", signame)
+            stopping.append(asyncio.ensure_future(server.stop()))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, request_stop, sig.name)
+    await server.wait_stopped()
+    return 0
+
+
+# -- accounts ------------------------------------------------------------------------
+
+def _user_jid(conf, text: str) -> JID:
+    try:
+        jid = JID.parse(text)
+    except JIDError as exc:
+        raise CommandError(f"{text!r} is not a valid JID: {exc}") from None
+    if jid.local is None or jid.resource is not None:
+        raise CommandError(f"{text!r} must look like user@domain")
+    if jid.domain not in conf.hosts:
+        raise CommandError(f"{jid.domain} is not a host of this server "
+                           f"(hosts in {conf.source}: {', '.join(conf.hosts)})")
+    return jid
+
+
+def _read_password(prompt: bool) -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if prompt and getpass.getpass("Repeat password: ") != first:
+            raise CommandError("the passwords do not match")
+    else:
+        first = sys.stdin.readline().rstrip("\r\n")
+    if not first:
+        raise CommandError("the password must not be empty")
+    return first
+
+
+async def _with_storage(conf, work):
+    from storage.sqlite import SQLiteStorage
+    store = SQLiteStorage(conf.storage_path, synchronous=conf.storage.synchronous)
+    await store.open()
+    try:
+        return await work(store)
+    finally:
+        await store.close()
+
+
+def _credentials(conf, password: str) -> dict:
+    from .xmpp.sasl import make_all_credentials
+    try:
+        return make_all_credentials(password, conf.auth.scram_iterations)
+    except ValueError as exc:
+        raise CommandError(f"unusable password: {exc}") from None
+
+
+def cmd_adduser(conf, args) -> int:
+    jid = _user_jid(conf, args.jid)
+    credentials = _credentials(conf, _read_password(prompt=True))
+    created = asyncio.run(_with_storage(
+        conf, lambda s: s.create_user(jid.domain, jid.local, credentials)))
+    if not created:
+        raise CommandError(f"{jid} already exists")
+    print(f"created {jid}")
+    return 0
+
+
+def cmd_passwd(conf, args) -> int:
+    jid = _user_jid(conf, args.jid)
+    credentials = _credentials(conf, _read_password(prompt=True))
+    changed = asyncio.run(_with_storage(
+        conf, lambda s: s.set_credentials(jid.domain, jid.local, credentials)))
+    if not changed:
+        raise CommandError(f"{jid} does not exist")
+    print(f"password changed for {jid}")
+    return 0
+
+
+def cmd_deluser(conf, args) -> int:
+    jid = _user_jid(conf, args.jid)
+    deleted = asyncio.run(_with_storage(conf, lambda s: s.delete_user(jid.domain, jid.local)))
+    if not deleted:
+        raise CommandError(f"{jid} does not exist")
+    print(f"deleted {jid}")
+    return 0
+
+
+def cmd_users(conf, args) -> int:
+    domains = list(conf.hosts)
+    if args.domain:
+        if args.domain.lower() not in conf.hosts:
+            raise CommandError(f"{args.domain} is not a host of this server")
+        domains = [args.domain.lower()]
+
+    async def listing(store):
+        return {d: await store.list_users(d) for d in domains}
+
+    for domain, users in asyncio.run(_with_storage(conf, listing)).items():
+        for user in users:
+            print(f"{user}@{domain}")
+    return 0
+
+
+def cmd_cert(conf, args) -> int:
+    from .tls import default_cert_paths, generate_self_signed
+    from .xmpp.jid import nameprep
+    try:
+        domain = nameprep(args.domain)
+    except JIDError as exc:
+        raise CommandError(f"{args.domain!r} is not a valid domain: {exc}") from None
+    cert, key = default_cert_paths(conf.certs_dir, domain)
+    if (cert.exists() or key.exists()) and not args.force:
+        raise CommandError(f"{cert} already exists (use --force to replace it)")
+    generate_self_signed(domain, cert, key)
+    print(f"certificate: {cert}\nprivate key: {key}")
+    return 0

@@ -1,0 +1,204 @@
+"""Configuration: a TOML file (``tomllib``) checked against the dataclasses below.
+
+The dataclasses are the schema: every key, its type and its default live in
+one place, and ``conf/xferd.toml`` documents them. Unknown keys and wrong
+types are errors that name the key (with a "did you mean" hint), because a
+silently ignored typo in a server config is a security bug waiting to happen.
+
+Relative paths are taken from the current working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message names the key and the file."""
+
+
+@dataclass
+class ServerConfig:
+    data_dir: str = "data"          # SQLite file, generated certificates
+    log_level: str = "info"         # debug, info, warning, error
+    trace: bool = False             # log every stanza in and out (see README)
+
+
+@dataclass
+class StorageConfig:
+    path: str = "xferd.sqlite"      # relative to data_dir
+    synchronous: str = "full"       # full | normal (see storage/sqlite.py)
+
+
+@dataclass
+class C2SConfig:
+    interfaces: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    port: int = 5222                # STARTTLS; 0 picks a free port
+    direct_tls: bool = True         # XEP-0368 TLS on connect
+    direct_tls_port: int = 5223
+    require_encryption: bool = True  # STARTTLS before anything else
+    auth_timeout: float = 60.0      # seconds to finish authentication and bind
+    max_stanza_size: int = 256 * 1024
+    max_depth: int = 32
+
+
+@dataclass
+class S2SConfig:
+    interfaces: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    port: int = 5269                # federation arrives with the s2s issue
+
+
+@dataclass
+class AuthConfig:
+    scram_iterations: int = 4096    # PBKDF2 rounds for new credentials
+    allow_plain: bool = True        # PLAIN, only ever offered over TLS
+    max_failures: int = 5           # failed logins allowed per account and per IP …
+    failure_window: float = 300.0   # … within this many seconds
+    max_failures_per_ip: int = 20
+
+
+@dataclass
+class HostConfig:
+    cert: str = ""                  # PEM certificate; empty: generated in data_dir/certs
+    key: str = ""                   # PEM private key
+    registration: bool = True       # XEP-0077 in-band registration
+
+
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    c2s: C2SConfig = field(default_factory=C2SConfig)
+    s2s: S2SConfig = field(default_factory=S2SConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    hosts: dict[str, HostConfig] = field(
+        default_factory=lambda: {"localhost": HostConfig()})
+    source: str = "<built-in defaults>"
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.server.data_dir)
+
+    @property
+    def storage_path(self) -> Path:
+        return self.data_dir / self.storage.path
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.data_dir / "certs"
+
+
+_SECTION_TYPES = {"server": ServerConfig, "storage": StorageConfig, "c2s": C2SConfig,
+                  "s2s": S2SConfig, "auth": AuthConfig}
+_CHOICES = {("server", "log_level"): ("debug", "info", "warning", "error"),
+            ("storage", "synchronous"): ("full", "normal")}
+
+
+def default_config_path() -> Path | None:
+    """``$XFERD_CONFIG``, else ``conf/xferd.toml`` below the working directory."""
+    env = os.environ.get("XFERD_CONFIG")
+    if env:
+        return Path(env)
+    candidate = Path("conf/xferd.toml")
+    return candidate if candidate.exists() else None
+
+
+def load(path: str | os.PathLike | None) -> Config:
+    """Read and check a config file; None gives the built-in defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    config = parse(raw, str(path))
+    return config
+
+
+def parse(raw: dict, source: str = "<config>") -> Config:
+    """Build a :class:`Config` from a TOML document (already decoded)."""
+    config = Config(source=source)
+    for name, value in raw.items():
+        if name == "hosts":
+            config.hosts = _parse_hosts(value, source)
+            continue
+        if name not in _SECTION_TYPES:
+            raise ConfigError(_unknown(source, name, "", list(_SECTION_TYPES) + ["hosts"]))
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        setattr(config, name, _parse_section(_SECTION_TYPES[name], value, source, name))
+    if not config.hosts:
+        raise ConfigError(f"{source}: [hosts] must name at least one domain")
+    return config
+
+
+def _parse_hosts(value, source: str) -> dict[str, HostConfig]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: [hosts] must be a table of domains")
+    from .xmpp.jid import JIDError, nameprep
+    hosts = {}
+    for domain, table in value.items():
+        try:
+            prepared = nameprep(domain)
+        except JIDError as exc:
+            raise ConfigError(f"{source}: hosts.{domain!r} is not a valid domain: {exc}") from None
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [hosts.{domain!r}] must be a table")
+        hosts[prepared] = _parse_section(HostConfig, table, source, f"hosts.{domain!r}")
+    return hosts
+
+
+def _parse_section(cls, table: dict, source: str, section: str):
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(_unknown(source, key, section, list(known)))
+        values[key] = _check_type(value, hints[key], f"{source}: {section}.{key}")
+        choices = _CHOICES.get((section, key))
+        if choices and values[key] not in choices:
+            raise ConfigError(f"{source}: {section}.{key} must be one of "
+                              f"{', '.join(choices)}; got {value!r}")
+    instance = cls(**values)
+    for key in ("port", "direct_tls_port"):
+        port = getattr(instance, key, None)
+        if port is not None and not 0 <= port <= 65535:
+            raise ConfigError(f"{source}: {section}.{key} must be 0–65535; got {port}")
+    return instance
+
+
+def _check_type(value, expected, where: str):
+    origin = typing.get_origin(expected)
+    if origin is list:
+        (item_type,) = typing.get_args(expected)
+        if not isinstance(value, list) or not all(isinstance(v, item_type) for v in value):
+            raise ConfigError(f"{where} must be a list of {item_type.__name__}; got {value!r}")
+        return value
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, bool) or not isinstance(value, expected):
+        raise ConfigError(f"{where} must be {_type_name(expected)}; got {value!r}")
+    return value
+
+
+def _type_name(t) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false",
+            str: "a string"}.get(t, t.__name__)
+
+
+def _unknown(source: str, key: str, section: str, known: list[str]) -> str:
+    where = f"{section}.{key}" if section else f"[{key}]"
+    guess = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+    return f"{source}: unknown key {where}{hint}"

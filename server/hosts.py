@@ -1,0 +1,75 @@
+"""Per-domain state: the host's config, its modules, its event bus and its
+online sessions.
+
+Modules register handlers on ``host.events`` in their ``setup(host)`` and
+announce service discovery features in ``host.features``; they never import
+each other.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING
+
+from .events import EventBus
+from .xmpp.jid import JID
+
+if TYPE_CHECKING:
+    from .config import Config, HostConfig
+    from .service import Xferd
+
+log = logging.getLogger("xferd.hosts")
+
+#: Modules every host loads, in order. Later issues add to this list.
+DEFAULT_MODULES = ("disco", "ping", "version", "register")
+
+
+class Host:
+    def __init__(self, domain: str, config: "HostConfig", server: "Xferd"):
+        self.domain = domain
+        self.jid = JID(None, domain)
+        self.config = config
+        self.server = server
+        self.events = EventBus()
+        #: service discovery features (XEP-0030) of the domain itself
+        self.features: set[str] = set()
+        #: username → resource → c2s session (only bound sessions)
+        self.sessions: dict[str, dict[str, object]] = {}
+        self.modules: list[str] = []
+
+    @property
+    def storage(self):
+        return self.server.storage
+
+    @property
+    def global_config(self) -> "Config":
+        return self.server.config
+
+    def load_modules(self, names=DEFAULT_MODULES) -> None:
+        for name in names:
+            module = importlib.import_module(f"server.modules.{name}")
+            module.setup(self)
+            self.modules.append(name)
+            log.debug("%s: module %s loaded", self.domain, name)
+
+    # -- sessions -------------------------------------------------------------
+    def user_sessions(self, username: str) -> dict[str, object]:
+        return self.sessions.get(username, {})
+
+    def session(self, jid: JID):
+        return self.sessions.get(jid.local, {}).get(jid.resource)
+
+    def add_session(self, session) -> object | None:
+        """Register a bound session; returns the session it replaces, if any."""
+        resources = self.sessions.setdefault(session.jid.local, {})
+        old = resources.get(session.jid.resource)
+        resources[session.jid.resource] = session
+        return old
+
+    def remove_session(self, session) -> None:
+        resources = self.sessions.get(session.jid.local)
+        if resources and resources.get(session.jid.resource) is session:
+            del resources[session.jid.resource]
+            if not resources:
+                del self.sessions[session.jid.local]

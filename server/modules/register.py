@@ -1,0 +1,114 @@
+"""XEP-0077 In-Band Registration.
+
+Before login (§3.1): a client on an encrypted stream asks for the form and
+creates an account; ``hosts.<domain>.registration`` switches this off.
+After login (§3.2, §3.3): change one's password, or remove one's account.
+Passwords are turned into SCRAM credentials at once and never stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ..xmpp import sasl
+from ..xmpp.errors import StanzaError
+from ..xmpp.jid import JIDError, nodeprep
+from ..xmpp.stanza import E, sub
+
+NS = "jabber:iq:register"
+log = logging.getLogger("xferd.register")
+
+
+def _q(name: str) -> str:
+    return f"{{{NS}}}{name}"
+
+
+def _fields(query) -> tuple[str | None, str | None]:
+    return query.findtext(_q("username")), query.findtext(_q("password"))
+
+
+async def _credentials(host, password: str) -> dict:
+    """PBKDF2 is deliberately slow: keep it off the event loop."""
+    if not password:
+        raise StanzaError("not-acceptable", "a password is required")
+    iterations = host.global_config.auth.scram_iterations
+    try:
+        return await asyncio.to_thread(sasl.make_all_credentials, password, iterations)
+    except ValueError as exc:
+        raise StanzaError("not-acceptable", f"password: {exc}") from None
+
+
+def _own_account(event, host) -> str:
+    """The local username asking about its own account; others are refused."""
+    sender = event.from_
+    if event.origin is None or sender is None or sender.domain != host.domain:
+        raise StanzaError("forbidden", "only this server's users can manage their account")
+    return sender.local
+
+
+def setup(host) -> None:
+    host.features.add(NS)
+
+    async def form(event) -> bool:
+        query = E(_q("query"))
+        sub(query, _q("instructions"), text="Choose a username and password.")
+        sub(query, _q("username"))
+        sub(query, _q("password"))
+        await event.reply(query)
+        return True
+
+    async def create(event) -> bool:
+        query = event.stanza[0]
+        if query.find(_q("remove")) is not None:
+            raise StanzaError("bad-request", "log in to remove an account")
+        username, password = _fields(query)
+        if not username or password is None:
+            raise StanzaError("not-acceptable", "username and password are required")
+        try:
+            username = nodeprep(username)
+        except JIDError as exc:
+            raise StanzaError("not-acceptable", f"invalid username: {exc}") from None
+        credentials = await _credentials(host, password)
+        if not await host.storage.create_user(host.domain, username, credentials):
+            raise StanzaError("conflict", "that username is taken")
+        log.info("registered %s@%s", username, host.domain)
+        await event.reply()
+        return True
+
+    async def registered(event) -> bool:
+        query = E(_q("query"))
+        sub(query, _q("registered"))
+        sub(query, _q("username"), text=_own_account(event, host))
+        await event.reply(query)
+        return True
+
+    async def change(event) -> bool:
+        query = event.stanza[0]
+        user = _own_account(event, host)
+        if query.find(_q("remove")) is not None:
+            await host.storage.delete_user(host.domain, user)
+            log.info("account %s@%s removed by its owner", user, host.domain)
+            await event.reply()
+            for session in list(host.user_sessions(user).values()):
+                session.stream_error("not-authorized", "account removed")
+            return True
+        username, password = _fields(query)
+        if username is None or password is None:
+            raise StanzaError("bad-request", "username and password are required")
+        try:
+            if nodeprep(username) != user:
+                raise StanzaError("not-allowed", "you can only change your own password")
+        except JIDError:
+            raise StanzaError("bad-request", "invalid username") from None
+        credentials = await _credentials(host, password)
+        await host.storage.set_credentials(host.domain, user, credentials)
+        log.info("password changed for %s@%s", user, host.domain)
+        await event.reply()
+        return True
+
+    host.events.on(f"iq-get/unauthenticated/{NS}:query", form)
+    host.events.on(f"iq-set/unauthenticated/{NS}:query", create)
+    for dest in ("host", "self"):
+        host.events.on(f"iq-get/{dest}/{NS}:query", registered)
+        host.events.on(f"iq-set/{dest}/{NS}:query", change)

@@ -1,0 +1,211 @@
+"""Where a stanza goes (RFC 6120 §8 and §10, RFC 6121 §8).
+
+One page, read top to bottom:
+
+1. ``from_client``: a stanza from a bound client session gets its ``from``
+   stamped with the session's full JID (a different ``from`` is an
+   ``<invalid-from/>`` stream error); a missing ``to`` means the sender's own
+   account.
+2. ``route``: basic checks (IQ type, id, exactly one payload for get/set);
+   a local domain goes to ``deliver_local``; any other domain to federation.
+3. ``deliver_local``: fire the event named after the stanza kind and its
+   destination (``host`` = the domain, ``self`` = the sender's own bare JID,
+   ``bare``, ``full``) — e.g. ``iq-get/host/urn:xmpp:ping:ping`` or
+   ``message/bare``. A module that handles it returns True.
+4. Nothing handled it: the defaults below, taken from RFC 6120 §10.5 and
+   RFC 6121 §8.5 (IQ get/set → ``<service-unavailable/>``; results and
+   errors to a full JID are delivered; messages to an offline full JID are
+   treated as sent to the bare JID).
+
+A handler may raise :class:`StanzaError`; the sender then gets that error.
+Errors are never answered with errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from .xmpp.errors import StanzaError, StreamError
+from .xmpp.jid import JID, JIDError
+from .xmpp.stanza import IQ, MESSAGE, PRESENCE, error_reply, result
+
+if TYPE_CHECKING:
+    from .hosts import Host
+    from .service import Xferd
+
+log = logging.getLogger("xferd.router")
+
+_KIND = {IQ: "iq", MESSAGE: "message", PRESENCE: "presence"}
+_IQ_TYPES = frozenset({"get", "set", "result", "error"})
+
+
+class StanzaEvent:
+    """What a module's handler receives."""
+
+    __slots__ = ("stanza", "origin", "host", "to", "from_", "router")
+
+    def __init__(self, stanza, origin, host: "Host", to: JID | None, from_: JID | None,
+                 router: "Router"):
+        self.stanza = stanza
+        self.origin = origin        # the c2s session it came from, or None
+        self.host = host            # the local host it is addressed to
+        self.to = to
+        self.from_ = from_
+        self.router = router
+
+    async def reply(self, payload=None) -> None:
+        """Answer an IQ get/set with ``type='result'``."""
+        answer = result(self.stanza, payload)
+        if self.origin is not None and self.origin.jid is None:
+            self.origin.send(answer)    # not bound yet: there is no address to route to
+        else:
+            await self.router.route(answer)
+
+    async def send(self, stanza) -> None:
+        await self.router.route(stanza)
+
+
+class Router:
+    def __init__(self, server: "Xferd"):
+        self.server = server
+
+    # 1 -------------------------------------------------------------------------
+    async def from_client(self, session, stanza) -> None:
+        claimed = stanza.get("from")
+        if claimed is not None:
+            try:
+                claimed_jid = JID.parse(claimed)
+            except JIDError:
+                raise StreamError("invalid-from", "malformed from address") from None
+            if claimed_jid not in (session.jid, session.jid.bare):
+                raise StreamError("invalid-from", "from is not this session's address")
+        stanza.set("from", str(session.jid))
+        await self.route(stanza, origin=session)
+
+    # 2 -------------------------------------------------------------------------
+    async def route(self, stanza, origin=None) -> None:
+        kind = _KIND.get(stanza.tag)
+        if kind is None:
+            log.debug("dropping non-stanza %s", stanza.tag)
+            return
+        try:
+            from_ = JID.parse(stanza.get("from")) if stanza.get("from") else None
+            to_text = stanza.get("to")
+            to = JID.parse(to_text) if to_text else None
+        except JIDError as exc:
+            await self._bounce(stanza, StanzaError("jid-malformed", str(exc)))
+            return
+        if kind == "iq":
+            problem = _iq_problem(stanza)
+            if problem:
+                await self._bounce(stanza, StanzaError("bad-request", problem))
+                return
+        if to is None:
+            if from_ is None:
+                log.debug("dropping stanza without to and from")
+                return
+            to = from_.bare                 # RFC 6120 §10.3.3: the sender's account
+        host = self.server.hosts.get(to.domain)
+        try:
+            if host is not None:
+                await self.deliver_local(host, stanza, kind, to, from_, origin)
+            else:
+                await self.route_remote(stanza, to, from_)
+        except StanzaError as err:
+            await self._bounce(stanza, err)
+
+    async def route_remote(self, stanza, to: JID, from_: JID | None) -> None:
+        """Federation (issue 4) plugs in here; until then remote domains are unreachable."""
+        raise StanzaError("remote-server-not-found",
+                          f"{to.domain} is not served here and federation is not enabled")
+
+    # 3 -------------------------------------------------------------------------
+    async def deliver_local(self, host: "Host", stanza, kind: str, to: JID,
+                            from_: JID | None, origin) -> None:
+        if to.local is None:
+            dest = "host" if to.resource is None else "full"
+        elif to.resource is None:
+            dest = "self" if from_ is not None and from_.bare == to else "bare"
+        else:
+            dest = "full"
+        event = StanzaEvent(stanza, origin, host, to, from_, self)
+        names = _event_names(stanza, kind, dest)
+        for name in names:
+            if await host.events.fire(name, event):
+                return
+        await self._default(event, kind, dest)
+
+    # 4 -------------------------------------------------------------------------
+    async def _default(self, event: StanzaEvent, kind: str, dest: str) -> None:
+        stanza, host, to = event.stanza, event.host, event.to
+        stanza_type = stanza.get("type")
+        if kind == "iq":
+            if stanza_type in ("get", "set"):
+                raise StanzaError("service-unavailable")
+            if dest == "full":
+                self.deliver_to_session(host, to, stanza)
+            return
+        if dest == "full" and self.deliver_to_session(host, to, stanza):
+            return
+        if kind == "message" and to.local is not None:
+            # RFC 6121 §8.5.2/8.5.3: to every available resource (issue 3 refines
+            # this with presence, priorities and offline storage)
+            sessions = list(host.user_sessions(to.local).values())
+            for session in sessions:
+                session.send(stanza)
+            if not sessions and stanza_type != "groupchat":
+                raise StanzaError("service-unavailable")
+            return
+        if kind == "message" and dest == "host":
+            raise StanzaError("service-unavailable")
+        # presence without a handler: dropped (RFC 6121 §4.3 handled in issue 3)
+
+    def deliver_to_session(self, host: "Host", to: JID, stanza) -> bool:
+        session = host.session(to)
+        if session is None:
+            return False
+        session.send(stanza)
+        return True
+
+    async def _bounce(self, stanza, err: StanzaError) -> None:
+        """Send *err* back to the sender of *stanza*, unless that would loop."""
+        if stanza.get("type") in ("error", "result") or not stanza.get("from"):
+            log.debug("not bouncing %s (%s)", err.condition, stanza.get("type"))
+            return
+        try:
+            JID.parse(stanza.get("from"))
+        except JIDError:
+            return
+        if stanza.get("to"):
+            try:
+                JID.parse(stanza.get("to"))
+            except JIDError:
+                del stanza.attrib["to"]     # reply comes from the server itself
+        await self.route(error_reply(stanza, err))
+
+
+def _iq_problem(stanza) -> str | None:
+    iq_type = stanza.get("type")
+    if iq_type not in _IQ_TYPES:
+        return f"invalid IQ type {iq_type!r}"
+    if not stanza.get("id"):
+        return "IQ without id"
+    if iq_type in ("get", "set") and len(stanza) != 1:
+        return "IQ get/set must have exactly one payload"
+    return None
+
+
+def _event_names(stanza, kind: str, dest: str) -> tuple[str, ...]:
+    """The events a stanza fires, most specific first (self falls back to bare)."""
+    dests = (dest, "bare") if dest == "self" else (dest,)
+    if kind == "iq":
+        iq_type = stanza.get("type")
+        if iq_type in ("get", "set"):
+            payload = etree.QName(stanza[0])
+            return tuple(f"iq-{iq_type}/{d}/{payload.namespace}:{payload.localname}"
+                         for d in dests)
+        return tuple(f"iq/{d}" for d in dests)
+    return tuple(f"{kind}/{d}" for d in dests)

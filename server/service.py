@@ -1,0 +1,84 @@
+"""The xferd process: wires config, storage, TLS, hosts, router and listeners.
+
+``Xferd.start()`` brings everything up in dependency order and
+``Xferd.stop()`` takes it down gracefully: every client stream is closed with
+``<system-shutdown/>`` before storage is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from storage.sqlite import SQLiteStorage
+
+from .c2s import AuthThrottles, C2SSession
+from .config import Config
+from .hosts import Host
+from .router import Router
+from .tls import ServerTLS, ensure_certificate
+
+log = logging.getLogger("xferd")
+
+
+class Xferd:
+    def __init__(self, config: Config):
+        self.config = config
+        self.storage = SQLiteStorage(config.storage_path, synchronous=config.storage.synchronous)
+        self.hosts: dict[str, Host] = {d: Host(d, hc, self) for d, hc in config.hosts.items()}
+        self.router = Router(self)
+        a = config.auth
+        self.auth_throttles = AuthThrottles(a.max_failures, a.failure_window, a.max_failures_per_ip)
+        self.c2s_sessions: set[C2SSession] = set()
+        self.tls: ServerTLS | None = None
+        self.direct_tls: ServerTLS | None = None
+        self.listeners: list[asyncio.base_events.Server] = []
+        #: listener name → bound port (useful when the config asked for port 0)
+        self.ports: dict[str, int] = {}
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        certs = {domain: ensure_certificate(domain, host.config.cert, host.config.key,
+                                            self.config.certs_dir)
+                 for domain, host in self.hosts.items()}
+        self.tls = ServerTLS(certs)
+        self.direct_tls = ServerTLS(certs, alpn=["xmpp-client"])
+        await self.storage.open()
+        for host in self.hosts.values():
+            host.load_modules()
+        c2s = self.config.c2s
+        await self._listen("c2s", c2s.interfaces, c2s.port, direct_tls=False)
+        if c2s.direct_tls:
+            await self._listen("c2s_direct_tls", c2s.interfaces, c2s.direct_tls_port,
+                               direct_tls=True)
+        log.info("xferd serving %s; c2s on port %s, direct TLS on port %s; data in %s",
+                 ", ".join(self.hosts), self.ports.get("c2s"),
+                 self.ports.get("c2s_direct_tls", "off"), self.config.data_dir)
+
+    async def _listen(self, name: str, interfaces: list[str], port: int, *, direct_tls: bool):
+        async def accept(reader, writer):
+            await C2SSession(self, reader, writer, direct_tls=direct_tls).run()
+
+        server = await asyncio.start_server(
+            accept, host=interfaces, port=port, limit=2 ** 20,
+            ssl=self.direct_tls.context if direct_tls else None,
+            ssl_handshake_timeout=30 if direct_tls else None)
+        self.listeners.append(server)
+        self.ports[name] = server.sockets[0].getsockname()[1]
+
+    async def stop(self, condition: str = "system-shutdown") -> None:
+        """Close listeners, end every stream with *condition*, close storage."""
+        for server in self.listeners:
+            server.close()
+        for session in list(self.c2s_sessions):
+            session.stream_error(condition, "the server is shutting down")
+        for _ in range(50):                   # let sessions flush and tear down
+            if not self.c2s_sessions:
+                break
+            await asyncio.sleep(0.02)
+        await self.storage.close()
+        self._stopped.set()
+        log.info("xferd stopped")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()

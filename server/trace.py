@@ -1,0 +1,56 @@
+"""Stanza trace: every stanza in and out, labelled and pretty-printed.
+
+Enabled by ``xferd serve --trace`` or ``server.trace = true``. Secrets never
+reach the log: SASL payloads and ``jabber:iq:register`` passwords are
+replaced by ``[redacted]`` before printing.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+from lxml import etree
+
+from .xmpp.negotiation import REGISTER_NS, SASL_NS
+from .xmpp.stream import serialize
+
+log = logging.getLogger("xferd.trace")
+
+_SECRET_TEXT = {f"{{{SASL_NS}}}{name}" for name in ("auth", "response", "challenge", "success")}
+_SECRET_TEXT.add(f"{{{REGISTER_NS}}}password")
+
+
+class Tracer:
+    """Writes the trace for one connection (``c2s#7 alice@localhost/phone``)."""
+
+    enabled = False
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def element(self, direction: str, element) -> None:
+        if self.enabled and log.isEnabledFor(logging.INFO):
+            log.info("%s %s\n%s", self.label, direction, pretty(element))
+
+    def text(self, direction: str, text: str) -> None:
+        if self.enabled and log.isEnabledFor(logging.INFO):
+            log.info("%s %s %s", self.label, direction, text)
+
+
+def redact(element):
+    """A copy of *element* with secrets removed (the original is untouched)."""
+    if not any(el.tag in _SECRET_TEXT for el in element.iter()):
+        return element
+    clean = copy.deepcopy(element)
+    for el in clean.iter():
+        if el.tag in _SECRET_TEXT and el.text:
+            el.text = "[redacted]"
+    return clean
+
+
+def pretty(element) -> str:
+    text = serialize(redact(element), stream_ns="", prefixes={})
+    tree = etree.fromstring(text)
+    etree.indent(tree, space="  ")
+    return etree.tostring(tree, encoding="unicode")

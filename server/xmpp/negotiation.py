@@ -1,0 +1,138 @@
+"""Client stream negotiation (RFC 6120 §5–7) as one table: phase × event → action.
+
+Read it beside the RFC: a client connects (HEADER), is offered STARTTLS (TLS,
+or AUTH when encryption is optional), restarts the stream, authenticates with
+SASL (AUTH → SASL), restarts again, binds a resource (BIND) and from then on
+exchanges stanzas (READY). Anything the table does not allow ends the stream
+with the error given per phase.
+
+The table only decides; ``server/c2s.py`` carries out the named actions.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .errors import StreamError
+from .stanza import E, IQ, MESSAGE, PRESENCE, sub
+
+TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
+SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
+BIND_NS = "urn:ietf:params:xml:ns:xmpp-bind"
+SESSION_NS = "urn:ietf:params:xml:ns:xmpp-session"
+REGISTER_NS = "jabber:iq:register"
+REGISTER_FEATURE_NS = "http://jabber.org/features/iq-register"
+STREAMS_NS = "http://etherx.jabber.org/streams"
+
+
+class Phase(enum.Enum):
+    TLS = "encryption required before anything else"
+    AUTH = "waiting for authentication"
+    SASL = "SASL exchange in progress"
+    BIND = "authenticated, waiting for resource binding"
+    READY = "session established"
+
+
+@dataclass(frozen=True)
+class Rule:
+    action: str          # name of the c2s handler, ``on_<action>``
+    then: Phase          # phase after the action succeeds (restarts set their own)
+
+
+#: (phase, event) → what to do. Events come from :func:`classify`.
+C2S_TABLE: dict[tuple[Phase, str], Rule] = {
+    # RFC 6120 §5.4: STARTTLS, then the stream restarts (the driver re-enters AUTH)
+    (Phase.TLS, "starttls"): Rule("starttls", Phase.AUTH),
+    (Phase.AUTH, "starttls"): Rule("starttls", Phase.AUTH),
+    # §6.5.4: SASL attempted before the required TLS → <encryption-required/>
+    (Phase.TLS, "auth"): Rule("sasl_encryption_required", Phase.TLS),
+    # §6.4: SASL exchange
+    (Phase.AUTH, "auth"): Rule("sasl_start", Phase.SASL),
+    (Phase.SASL, "response"): Rule("sasl_step", Phase.SASL),
+    (Phase.SASL, "abort"): Rule("sasl_abort", Phase.AUTH),
+    (Phase.AUTH, "abort"): Rule("sasl_abort", Phase.AUTH),
+    # XEP-0077 §3: in-band registration before authentication
+    (Phase.AUTH, "iq-register"): Rule("register", Phase.AUTH),
+    # §7: resource binding, then stanzas
+    (Phase.BIND, "iq-bind"): Rule("bind", Phase.READY),
+    (Phase.READY, "iq-bind"): Rule("bind_again", Phase.READY),
+    # RFC 3921 §3 legacy session establishment: accepted as a no-op (RFC 6121 App. E)
+    (Phase.BIND, "iq-session"): Rule("session", Phase.BIND),
+    (Phase.READY, "iq-session"): Rule("session", Phase.READY),
+    (Phase.READY, "iq-register"): Rule("stanza", Phase.READY),
+    (Phase.READY, "stanza"): Rule("stanza", Phase.READY),
+}
+
+#: What ends the stream when an event is not in the table for a phase.
+REFUSAL: dict[Phase, tuple[str, str]] = {
+    Phase.TLS: ("policy-violation", "encryption is required: use STARTTLS first"),
+    Phase.AUTH: ("not-authorized", "authenticate first"),
+    Phase.SASL: ("not-authorized", "SASL exchange in progress"),
+    Phase.BIND: ("not-authorized", "bind a resource first"),
+    Phase.READY: ("unsupported-stanza-type", "unexpected element"),
+}
+
+
+def decide(phase: Phase, event: str) -> Rule:
+    """The rule for *event* in *phase*, or a StreamError saying why not."""
+    rule = C2S_TABLE.get((phase, event))
+    if rule is None:
+        condition, text = REFUSAL[phase]
+        if event == "unknown":
+            condition, text = "unsupported-stanza-type", "unknown top-level element"
+        raise StreamError(condition, text)
+    return rule
+
+
+def classify(el) -> str:
+    """Name the negotiation event an incoming top-level element stands for."""
+    tag = el.tag
+    if tag in (IQ, MESSAGE, PRESENCE):
+        if tag == IQ and len(el) == 1 and el.get("type") in ("set", "get"):
+            child = el[0].tag
+            if child == f"{{{BIND_NS}}}bind":
+                return "iq-bind"
+            if child == f"{{{SESSION_NS}}}session":
+                return "iq-session"
+            if child == f"{{{REGISTER_NS}}}query" and "@" not in (el.get("to") or ""):
+                return "iq-register"            # addressed to the server itself
+        return "stanza"
+    if tag == f"{{{TLS_NS}}}starttls":
+        return "starttls"
+    if tag == f"{{{SASL_NS}}}auth":
+        return "auth"
+    if tag == f"{{{SASL_NS}}}response":
+        return "response"
+    if tag == f"{{{SASL_NS}}}abort":
+        return "abort"
+    return "unknown"
+
+
+def phase_after_header(*, secure: bool, require_tls: bool, authenticated: bool) -> Phase:
+    """Where a (re)started stream begins."""
+    if authenticated:
+        return Phase.BIND
+    if require_tls and not secure:
+        return Phase.TLS
+    return Phase.AUTH
+
+
+def features(phase: Phase, *, secure: bool, mechanisms: list[str],
+             registration: bool) -> "E":
+    """The ``<stream:features/>`` offered at the start of *phase* (RFC 6120 §4.3.2)."""
+    el = E(f"{{{STREAMS_NS}}}features")
+    if phase is Phase.TLS:
+        sub(sub(el, f"{{{TLS_NS}}}starttls"), f"{{{TLS_NS}}}required")
+    elif phase is Phase.AUTH:
+        if not secure:
+            sub(el, f"{{{TLS_NS}}}starttls")
+        mechs = sub(el, f"{{{SASL_NS}}}mechanisms")
+        for name in mechanisms:
+            sub(mechs, f"{{{SASL_NS}}}mechanism", text=name)
+        if registration:
+            sub(el, f"{{{REGISTER_FEATURE_NS}}}register")
+    elif phase is Phase.BIND:
+        sub(el, f"{{{BIND_NS}}}bind")
+        sub(sub(el, f"{{{SESSION_NS}}}session"), f"{{{SESSION_NS}}}optional")
+    return el

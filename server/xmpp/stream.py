@@ -1,0 +1,352 @@
+"""XML streams without I/O (RFC 6120 §4 and §11): bytes in, events out; elements in, text out.
+
+:class:`StreamParser` turns the bytes of one stream into events — the opening
+header, one complete lxml element per top-level child (a stanza, or a
+negotiation element such as ``<starttls/>``), and the closing tag. A stream
+restart (after STARTTLS or SASL) is simply a new parser.
+
+Hardening (RFC 6120 §11.1 "restricted XML"):
+
+* Everything before the root element is checked *before* lxml sees it: only an
+  XML declaration and white space may precede ``<stream:stream>``. A DOCTYPE,
+  and with it every entity declaration ("billion laughs"), is refused with
+  ``<restricted-xml/>`` without ever being parsed.
+* Because no DTD can exist, lxml is free to resolve the five predefined
+  entities; any other reference is an undefined entity and libxml2 reports it
+  (``<not-well-formed/>``). We deliberately keep ``resolve_entities`` on: with
+  it off, libxml2 silently stops producing events at an undefined reference.
+  ``no_network`` and ``load_dtd=False`` keep external references out.
+* Comments and processing instructions → ``<restricted-xml/>``.
+* A stanza larger than ``max_stanza_size`` bytes, or nested deeper than
+  ``max_depth`` → ``<policy-violation/>``. Input is fed to lxml in slices so a
+  single huge read cannot slip past the size check.
+* Character data between stanzas may only be white space (keepalives).
+
+Serialisation is our own small writer rather than ``lxml.etree.tostring``:
+stanzas detached from the stream would otherwise come out with ``ns0:``
+prefixes, and the writer re-homes the content namespace in the same pass
+(``jabber:client`` inside the server, ``jabber:server`` on s2s streams).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from .errors import STREAMS_NS, StreamError
+
+CLIENT_NS = "jabber:client"
+SERVER_NS = "jabber:server"
+DIALBACK_NS = "jabber:server:dialback"
+XML_NS = "http://www.w3.org/XML/1998/namespace"
+
+DEFAULT_MAX_STANZA_SIZE = 256 * 1024
+DEFAULT_MAX_DEPTH = 32
+_SLICE = 8 * 1024           # bytes fed to lxml at once, for the size check
+_MAX_PROLOG = 4 * 1024      # bytes allowed before the root element starts
+_XML_DECL = re.compile(rb"\s*(<\?xml\s[^>]*\?>)?\s*")
+
+
+@dataclass
+class StreamOpened:
+    """The peer's ``<stream:stream>`` header."""
+    attrs: dict[str, str]
+    default_ns: str | None
+    prefixes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def to(self) -> str | None:
+        return self.attrs.get("to")
+
+    @property
+    def from_(self) -> str | None:
+        return self.attrs.get("from")
+
+    @property
+    def version(self) -> str | None:
+        return self.attrs.get("version")
+
+    @property
+    def id(self) -> str | None:
+        return self.attrs.get("id")
+
+
+@dataclass
+class Element:
+    """One complete child of the stream root (stanza or negotiation element)."""
+    element: etree._Element
+
+
+@dataclass
+class StreamClosed:
+    """The peer sent ``</stream:stream>``."""
+
+
+class StreamParser:
+    """Incremental parser for one stream (one per restart)."""
+
+    def __init__(self, content_ns: str | tuple[str, ...] = CLIENT_NS, *,
+                 max_stanza_size: int = DEFAULT_MAX_STANZA_SIZE,
+                 max_depth: int = DEFAULT_MAX_DEPTH):
+        self.content_ns = (content_ns,) if isinstance(content_ns, str) else tuple(content_ns)
+        self.max_stanza_size = max_stanza_size
+        self.max_depth = max_depth
+        self._parser = etree.XMLPullParser(
+            events=("start", "end", "start-ns", "comment", "pi"),
+            no_network=True, load_dtd=False, resolve_entities=True,
+            huge_tree=False, remove_comments=False, remove_pis=False)
+        self._prolog: bytes | None = b""   # None once the root element is seen
+        self._root: etree._Element | None = None
+        self._depth = 0
+        self._pending_ns: dict[str, str] = {}
+        self._stanza_bytes = 0
+        self.closed = False
+
+    # -- input ---------------------------------------------------------------
+    def feed(self, data: bytes) -> list[StreamOpened | Element | StreamClosed]:
+        """Parse *data*; return the events it completes. Raises StreamError."""
+        if self.closed:
+            return []
+        if self._prolog is not None:
+            data = self._check_prolog(data)
+            if not data:
+                return []
+        events: list = []
+        for start in range(0, len(data), _SLICE):
+            piece = data[start:start + _SLICE]
+            try:
+                self._parser.feed(piece)
+                self._collect(events)
+            except etree.XMLSyntaxError as exc:
+                raise _syntax_error(exc) from None
+            if self._depth >= 2:
+                self._stanza_bytes += len(piece)
+                if self._stanza_bytes > self.max_stanza_size:
+                    raise StreamError("policy-violation",
+                                      f"stanza exceeds {self.max_stanza_size} bytes")
+            self._check_root_text()
+            if self.closed:
+                break
+        return events
+
+    def _check_prolog(self, data: bytes) -> bytes:
+        """Hold bytes until the root start tag is in sight; refuse DTDs and PIs."""
+        buf = self._prolog + data
+        m = _XML_DECL.match(buf)
+        rest = buf[m.end():]
+        if not rest:
+            if len(buf) > _MAX_PROLOG:
+                raise StreamError("policy-violation", "stream header too long")
+            self._prolog = buf
+            return b""
+        if b"<?xml".startswith(rest[:5]) and b">" not in rest:
+            self._prolog = buf                  # declaration still arriving
+            if len(buf) > _MAX_PROLOG:
+                raise StreamError("policy-violation", "stream header too long")
+            return b""
+        if rest[:1] != b"<":
+            raise StreamError("not-well-formed", "text before the stream header")
+        if len(rest) < 2:
+            self._prolog = buf
+            return b""
+        if rest[1:2] in (b"!", b"?"):
+            raise StreamError("restricted-xml",
+                              "DTDs, comments and processing instructions are not allowed")
+        self._prolog = None
+        return buf
+
+    def _collect(self, out: list) -> None:
+        for kind, obj in self._parser.read_events():
+            if kind == "start-ns":
+                if self._root is None:          # only the header's are kept
+                    prefix, uri = obj
+                    self._pending_ns[prefix or ""] = uri
+            elif kind == "start":
+                self._depth += 1
+                if self._depth > self.max_depth:
+                    raise StreamError("policy-violation",
+                                      f"elements nested deeper than {self.max_depth}")
+                if self._depth == 1:
+                    out.append(self._open(obj))
+                elif self._depth == 2:
+                    self._stanza_bytes = 0
+            elif kind == "end":
+                self._depth -= 1
+                if self._depth == 1:
+                    self._root.remove(obj)
+                    obj.tail = None
+                    out.append(Element(obj))
+                    self._stanza_bytes = 0
+                elif self._depth == 0:
+                    self.closed = True
+                    out.append(StreamClosed())
+                    return
+            else:  # comment or processing instruction
+                raise StreamError("restricted-xml",
+                                  "comments and processing instructions are not allowed")
+
+    def _open(self, root) -> StreamOpened:
+        self._root = root
+        if root.tag != f"{{{STREAMS_NS}}}stream":
+            if etree.QName(root).localname == "stream":
+                raise StreamError("invalid-namespace", "stream element in the wrong namespace")
+            raise StreamError("not-well-formed", "first element is not <stream:stream>")
+        default_ns = self._pending_ns.get("")
+        if default_ns not in self.content_ns:
+            raise StreamError("invalid-namespace",
+                              f"default namespace must be {' or '.join(self.content_ns)}")
+        attrs = {}
+        for key, value in root.attrib.items():
+            if key == f"{{{XML_NS}}}lang":
+                attrs["lang"] = value
+            elif not key.startswith("{"):
+                attrs[key] = value
+        prefixes = {p: u for p, u in self._pending_ns.items() if p}
+        return StreamOpened(attrs, default_ns, prefixes)
+
+    def _check_root_text(self) -> None:
+        """Only white space may sit between stanzas; drop it so it cannot pile up."""
+        root = self._root
+        if root is None:
+            return
+        text = root.text
+        if text is not None and self._depth <= 1:
+            if text.strip():
+                raise StreamError("bad-format", "character data between stanzas")
+            root.text = None
+
+
+def _syntax_error(exc: etree.XMLSyntaxError) -> StreamError:
+    message = str(exc)
+    if "Excessive depth" in message:
+        return StreamError("policy-violation", "elements nested too deeply")
+    if "DOCTYPE" in message or ("Entity" in message and "not defined" not in message):
+        return StreamError("restricted-xml", "DTDs and entity declarations are not allowed")
+    return StreamError("not-well-formed", message.split(", line")[0])
+
+
+# -- output -------------------------------------------------------------------
+
+def stream_header(*, content_ns: str = CLIENT_NS, from_: str | None = None,
+                  to: str | None = None, id: str | None = None,
+                  version: str | None = "1.0", lang: str | None = "en",
+                  extra_ns: dict[str, str] | None = None) -> str:
+    """The opening ``<stream:stream>`` tag we send (with XML declaration)."""
+    parts = [f"<?xml version='1.0'?><stream:stream xmlns='{content_ns}' "
+             f"xmlns:stream='{STREAMS_NS}'"]
+    for prefix, uri in (extra_ns or {}).items():
+        parts.append(f" xmlns:{prefix}='{_escape_attr(uri)}'")
+    for name, value in (("from", from_), ("to", to), ("id", id), ("version", version)):
+        if value is not None:
+            parts.append(f" {name}='{_escape_attr(value)}'")
+    if lang:
+        parts.append(f" xml:lang='{_escape_attr(lang)}'")
+    parts.append(">")
+    return "".join(parts)
+
+
+STREAM_FOOTER = "</stream:stream>"
+
+#: prefixes every stream header we send declares, so elements can use them
+STREAM_PREFIXES = {STREAMS_NS: "stream", DIALBACK_NS: "db"}
+
+
+def serialize(element, *, stream_ns: str = CLIENT_NS,
+              rehome_from: str | None = None,
+              prefixes: dict[str, str] | None = None) -> str:
+    """Write *element* as it should appear inside a stream whose default
+    namespace is *stream_ns*.
+
+    Elements in *rehome_from* are written as if they were in *stream_ns*:
+    that is how a ``jabber:client`` stanza leaves on a ``jabber:server``
+    stream. *prefixes* maps namespaces already bound by the stream header
+    (``stream:``, ``db:``) to their prefix.
+    """
+    out: list[str] = []
+    _write(element, stream_ns, stream_ns, rehome_from,
+           STREAM_PREFIXES if prefixes is None else prefixes, out)
+    return "".join(out)
+
+
+def _write(el, default_ns, stream_ns, rehome_from, prefixes, out) -> None:
+    tag = el.tag
+    if not isinstance(tag, str):          # comments/PIs never leave the server
+        if el.tail:
+            out.append(_escape_text(el.tail))
+        return
+    if tag[0] == "{":
+        ns, _, local = tag[1:].partition("}")
+    else:
+        ns, local = "", tag
+    if ns == rehome_from:
+        ns = stream_ns
+    declarations = ""
+    if ns in prefixes:
+        name = f"{prefixes[ns]}:{local}"
+        child_default = default_ns
+    else:
+        name = local
+        child_default = ns
+        if ns != default_ns:
+            declarations = f' xmlns="{_escape_attr(ns)}"'
+    out.append("<" + name + declarations)
+    extra = 0
+    for key, value in el.attrib.items():
+        if key[0] == "{":
+            ans, _, alocal = key[1:].partition("}")
+            if ans == XML_NS:
+                key = "xml:" + alocal
+            else:
+                extra += 1
+                out.append(f' xmlns:a{extra}="{_escape_attr(ans)}"')
+                key = f"a{extra}:{alocal}"
+        out.append(f' {key}="{_escape_attr(value)}"')
+    text = el.text
+    if text is None and len(el) == 0:
+        out.append("/>")
+    else:
+        out.append(">")
+        if text:
+            out.append(_escape_text(text))
+        for child in el:
+            _write(child, child_default, stream_ns, rehome_from, prefixes, out)
+        out.append(f"</{name}>")
+    if el.tail:
+        out.append(_escape_text(el.tail))
+
+
+def _escape_text(s: str) -> str:
+    if "&" in s:
+        s = s.replace("&", "&amp;")
+    if "<" in s:
+        s = s.replace("<", "&lt;")
+    if ">" in s:
+        s = s.replace(">", "&gt;")
+    return s
+
+
+def _escape_attr(s: str) -> str:
+    s = _escape_text(s)
+    if '"' in s:
+        s = s.replace('"', "&quot;")
+    if "'" in s:
+        s = s.replace("'", "&apos;")
+    if "\n" in s or "\r" in s or "\t" in s:
+        s = s.replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
+    return s
+
+
+def rehome(element, from_ns: str, to_ns: str):
+    """Move *element* and its descendants from *from_ns* to *to_ns* in place.
+
+    Used when a ``jabber:server`` stanza arrives over s2s: inside the server
+    every stanza lives in ``jabber:client``.
+    """
+    prefix = f"{{{from_ns}}}"
+    for el in element.iter():
+        tag = el.tag
+        if isinstance(tag, str) and tag.startswith(prefix):
+            el.tag = f"{{{to_ns}}}{tag[len(prefix):]}"
+    return element

@@ -1,0 +1,1 @@
+"""Storage: the interfaces the server uses (api.py) and the SQLite backend."""

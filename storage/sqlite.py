@@ -84,9 +84,11 @@ class SQLiteStorage:
             self._writer = await self._connect()
             await self._migrate()
             self._reader = await self._connect()
-        except aiosqlite.Error as exc:
+        except BaseException as exc:
             await self.close()
-            raise StorageError(f"cannot open {self.path}: {exc}") from exc
+            if isinstance(exc, aiosqlite.Error):
+                raise StorageError(f"cannot open {self.path}: {exc}") from exc
+            raise
 
     async def _connect(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path, isolation_level=None)

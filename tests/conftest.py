@@ -1,0 +1,32 @@
+"""Shared fixtures: real xferd servers on free loopback ports."""
+
+import pytest
+
+from tests.harness import XferdProcess
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One xferd per test module, with alice and bob already registered."""
+    proc = XferdProcess(tmp_path_factory.mktemp("xferd"))
+    proc.adduser("alice@localhost", "alice-pass")
+    proc.adduser("bob@localhost", "bob-pass")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    """Start a dedicated xferd with config overrides: make_server(c2s={...})."""
+    started = []
+
+    def make(*, trace=False, domains=("localhost",), start=True, **overrides):
+        proc = XferdProcess(tmp_path / f"xferd{len(started)}", domains=domains,
+                            overrides=overrides, trace=trace)
+        started.append(proc)
+        return proc.start() if start else proc
+
+    yield make
+    for proc in started:
+        proc.stop()

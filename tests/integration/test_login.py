@@ -1,0 +1,117 @@
+"""Log in as a user would: STARTTLS or direct TLS, SASL, bind (RFC 6120 §5–7)."""
+
+import asyncio
+
+import pytest
+
+from tests.harness import SASL, RawClient, login
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"])
+async def test_login_with_each_mechanism_over_starttls(server, mechanism):
+    client = await login(server, "alice@localhost/desk", "alice-pass", mechanism=mechanism)
+    assert str(client.boundjid) == "alice@localhost/desk"
+    assert await client.ping_server() >= 0
+    await client.close()
+
+
+async def test_direct_tls_login(server):
+    client = await login(server, "bob@localhost/tls", "bob-pass", direct_tls=True)
+    assert str(client.boundjid) == "bob@localhost/tls"
+    assert await client.ping_server() >= 0
+    await client.close()
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"])
+async def test_wrong_password_is_not_authorized(server, mechanism):
+    client = await login(server, "alice@localhost/x", "wrong", mechanism=mechanism,
+                         expect="failed_auth")
+    assert client.auth_failures[0] == "not-authorized"
+    await client.close()
+
+
+async def test_unknown_user_is_not_authorized(server):
+    client = await login(server, "nobody@localhost/x", "whatever", expect="failed_auth")
+    assert client.auth_failures[0] == "not-authorized"
+    await client.close()
+
+
+async def test_features_before_tls_offer_only_starttls(server):
+    raw = await RawClient.connect(server.c2s_port)
+    features = await raw.open_stream()
+    children = [child.tag for child in features]
+    assert children == ["{urn:ietf:params:xml:ns:xmpp-tls}starttls"]
+    assert features[0].find("{urn:ietf:params:xml:ns:xmpp-tls}required") is not None
+    await raw.close()
+
+
+async def test_plain_before_tls_is_refused(server):
+    raw = await RawClient.connect(server.c2s_port)
+    await raw.open_stream()
+    raw.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>AGFsaWNlAGFsaWNlLXBhc3M=</auth>")
+    failure = await raw.expect("failure")
+    assert failure[0].tag == f"{{{SASL}}}encryption-required"
+    await raw.close()
+
+
+async def test_plain_is_not_offered_without_tls_even_when_tls_is_optional(make_server):
+    srv = make_server(c2s={"require_encryption": False})
+    srv.adduser("carol@localhost", "carol-pass")
+    raw = await RawClient.connect(srv.c2s_port)
+    features = await raw.open_stream()
+    mechanisms = [m.text for m in features.iter(f"{{{SASL}}}mechanism")]
+    assert mechanisms == ["SCRAM-SHA-256", "SCRAM-SHA-1"]
+    raw.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>AGNhcm9sAGNhcm9sLXBhc3M=</auth>")
+    failure = await raw.expect("failure")
+    assert failure[0].tag == f"{{{SASL}}}encryption-required"
+    await raw.close()
+
+
+async def test_mechanisms_after_tls(server):
+    raw = await RawClient.connect(server.c2s_port)
+    await raw.open_stream()
+    await raw.starttls(server.cert())
+    features = await raw.open_stream()
+    mechanisms = [m.text for m in features.iter(f"{{{SASL}}}mechanism")]
+    assert mechanisms == ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]
+    assert features.find("{http://jabber.org/features/iq-register}register") is not None
+    await raw.close()
+
+
+async def test_second_bind_of_same_resource_kicks_the_first_with_conflict(server):
+    first = await login(server, "alice@localhost/same", "alice-pass")
+    second = await login(server, "alice@localhost/same", "alice-pass")
+    await asyncio.wait_for(first.gone, 10)
+    assert first.stream_errors == ["conflict"]
+    assert str(second.boundjid) == "alice@localhost/same"
+    assert await second.ping_server() >= 0
+    await second.close()
+
+
+async def test_server_generated_resource(server):
+    raw = await RawClient.connect(server.c2s_port)
+    await raw.open_stream()
+    await raw.starttls(server.cert())
+    await raw.open_stream()
+    raw.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>AGFsaWNlAGFsaWNlLXBhc3M=</auth>")
+    await raw.expect("success")
+    features = await raw.open_stream()
+    assert features.find("{urn:ietf:params:xml:ns:xmpp-bind}bind") is not None
+    raw.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    iq = await raw.expect("iq")
+    jid = iq.findtext("{urn:ietf:params:xml:ns:xmpp-bind}bind/{urn:ietf:params:xml:ns:xmpp-bind}jid")
+    assert iq.get("type") == "result" and jid.startswith("alice@localhost/") and len(jid) > 16
+    # the legacy session element is accepted as a no-op
+    raw.send("<iq type='set' id='s'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
+    assert (await raw.expect("iq")).get("type") == "result"
+    await raw.close()
+
+
+async def test_messages_between_two_sessions(server):
+    alice = await login(server, "alice@localhost/m", "alice-pass")
+    bob = await login(server, "bob@localhost/m", "bob-pass")
+    alice.send_message(mto="bob@localhost/m", mbody="hello bob", mtype="chat")
+    msg = await asyncio.wait_for(bob.messages.get(), 5)
+    assert msg["body"] == "hello bob" and str(msg["from"]) == "alice@localhost/m"
+    await alice.close()
+    await bob.close()

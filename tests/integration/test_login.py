@@ -115,3 +115,69 @@ async def test_messages_between_two_sessions(server):
     assert msg["body"] == "hello bob" and str(msg["from"]) == "alice@localhost/m"
     await alice.close()
     await bob.close()
+
+
+async def _at_auth(server) -> RawClient:
+    raw = await RawClient.connect(server.c2s_port)
+    await raw.open_stream()
+    await raw.starttls(server.cert())
+    await raw.open_stream()
+    return raw
+
+
+@pytest.mark.parametrize("auth, condition", [
+    (f"<auth xmlns='{SASL}' mechanism='DIGEST-MD5'/>", "invalid-mechanism"),
+    (f"<auth xmlns='{SASL}' mechanism='PLAIN'>!!not base64!!</auth>", "incorrect-encoding"),
+    (f"<auth xmlns='{SASL}' mechanism='PLAIN'>bm8gbnVscyBoZXJl</auth>", "malformed-request"),
+    (f"<auth xmlns='{SASL}' mechanism='SCRAM-SHA-1'>cCxuPWEscj1i</auth>", "malformed-request"),
+    (f"<auth xmlns='{SASL}' mechanism='PLAIN'>Ym9iQGxvY2FsaG9zdABhbGljZQBhbGljZS1wYXNz</auth>",
+     "invalid-authzid"),
+])
+async def test_sasl_failure_conditions(server, auth, condition):
+    raw = await _at_auth(server)
+    raw.send(auth)
+    failure = await raw.expect("failure")
+    assert failure[0].tag == f"{{{SASL}}}{condition}"
+    # RFC 6120 §6.4.5: the client may try again on the same stream
+    raw.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>AGFsaWNlAGFsaWNlLXBhc3M=</auth>")
+    await raw.expect("success")
+    await raw.close()
+
+
+async def test_scram_without_initial_response_and_abort(server):
+    raw = await _at_auth(server)
+    raw.send(f"<auth xmlns='{SASL}' mechanism='SCRAM-SHA-1'/>")
+    challenge = await raw.expect("challenge")
+    assert (challenge.text or "=") == "="
+    raw.send(f"<abort xmlns='{SASL}'/>")
+    failure = await raw.expect("failure")
+    assert failure[0].tag == f"{{{SASL}}}aborted"
+    await raw.close()
+
+
+async def test_each_domain_presents_its_own_certificate(make_server):
+    srv = make_server(domains=("localhost", "example.test"))
+    srv.adduser("ann@example.test", "ann-pass")
+    srv.adduser("ann@localhost", "ann-local")
+    # slixmpp checks the certificate against the JID's domain (SNI picks it)
+    ann = await login(srv, "ann@example.test/a", "ann-pass")
+    assert str(ann.boundjid) == "ann@example.test/a"
+    local = await login(srv, "ann@localhost/a", "ann-local", direct_tls=True)
+    await ann.close()
+    await local.close()
+    # same username, different domains: different accounts
+    await (await login(srv, "ann@example.test/b", "ann-local", expect="failed_auth")).close()
+
+
+async def test_a_closed_session_is_gone_from_routing(server):
+    alice = await login(server, "alice@localhost/t", "alice-pass")
+    bob = await login(server, "bob@localhost/t", "bob-pass")
+    await bob.close()
+    await asyncio.sleep(0.2)
+    msg = alice.make_message(mto="bob@localhost/t", mbody="anyone?", mtype="chat")
+    errors = asyncio.Queue()
+    alice.add_event_handler("message_error", errors.put_nowait)
+    msg.send()
+    error = await asyncio.wait_for(errors.get(), 5)
+    assert error["error"]["condition"] == "service-unavailable"
+    await alice.close()

@@ -108,7 +108,16 @@ class C2SSession:
 
     async def _receive(self, data: bytes) -> None:
         parser = self.parser
-        for event in parser.feed(data):
+        try:
+            events = parser.feed(data)
+        except StreamError as exc:
+            # stanzas that arrived whole before the bad bytes are still served
+            await self._handle(parser, exc.events)
+            raise
+        await self._handle(parser, events)
+
+    async def _handle(self, parser: StreamParser, events: list) -> None:
+        for event in events:
             if isinstance(event, Element):
                 await self._on_element(event.element)
             elif isinstance(event, StreamOpened):
@@ -317,6 +326,8 @@ class C2SSession:
         name = f"iq-{el.get('type')}/unauthenticated/jabber:iq:register:query"
         event = StanzaEvent(el, self, host, host.jid, None, self.server.router)
         try:
+            if el.get("to") not in (None, host.domain):
+                raise StanzaError("service-unavailable", "log in to talk to other domains")
             if not self._registration_open() or not await host.events.fire(name, event):
                 raise StanzaError("service-unavailable", "in-band registration is disabled")
         except StanzaError as err:

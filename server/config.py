@@ -154,6 +154,8 @@ def _parse_hosts(value, source: str) -> dict[str, HostConfig]:
             raise ConfigError(f"{source}: hosts.{domain!r} is not a valid domain: {exc}") from None
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: [hosts.{domain!r}] must be a table")
+        if prepared in hosts:
+            raise ConfigError(f"{source}: hosts.{domain!r} names {prepared} a second time")
         hosts[prepared] = _parse_section(HostConfig, table, source, f"hosts.{domain!r}")
     return hosts
 

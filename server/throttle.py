@@ -24,7 +24,7 @@ class FailureThrottle:
         if stamps is None:
             return None
         horizon = self.clock() - self.window
-        while stamps and stamps[0] < horizon:
+        while stamps and stamps[0] <= horizon:
             stamps.popleft()
         if not stamps:
             del self._failures[key]
@@ -45,9 +45,11 @@ class FailureThrottle:
 
     def fail(self, key: str) -> None:
         stamps = self._recent(key)
-        if stamps is None:
+        if stamps is not None:
+            self._failures[key] = self._failures.pop(key)   # now the most recent key
+        else:
             if len(self._failures) >= self.max_keys:
-                self._failures.pop(next(iter(self._failures)))   # forget the oldest key
+                self._failures.pop(next(iter(self._failures)))   # forget the stalest key
             stamps = self._failures[key] = deque(maxlen=self.max_failures)
         stamps.append(self.clock())
 

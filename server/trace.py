@@ -19,6 +19,7 @@ log = logging.getLogger("xferd.trace")
 
 _SECRET_TEXT = {f"{{{SASL_NS}}}{name}" for name in ("auth", "response", "challenge", "success")}
 _SECRET_TEXT.add(f"{{{REGISTER_NS}}}password")
+_DATA_FIELD = "{jabber:x:data}field"      # XEP-0077 §5 forms carry a password field
 
 
 class Tracer:
@@ -38,13 +39,21 @@ class Tracer:
             log.info("%s %s %s", self.label, direction, text)
 
 
+def _secret(el) -> bool:
+    if el.tag in _SECRET_TEXT:
+        return True
+    parent = el.getparent()
+    return (el.tag == "{jabber:x:data}value" and parent is not None
+            and parent.tag == _DATA_FIELD and "password" in (parent.get("var") or ""))
+
+
 def redact(element):
     """A copy of *element* with secrets removed (the original is untouched)."""
-    if not any(el.tag in _SECRET_TEXT for el in element.iter()):
+    if not any(_secret(el) for el in element.iter()):
         return element
     clean = copy.deepcopy(element)
     for el in clean.iter():
-        if el.tag in _SECRET_TEXT and el.text:
+        if el.text and _secret(el):
             el.text = "[redacted]"
     return clean
 

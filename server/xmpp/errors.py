@@ -60,6 +60,8 @@ class StreamError(Exception):
         super().__init__(f"{condition}: {text}" if text else condition)
         self.condition = condition
         self.text = text
+        #: events the parser completed before the error (see StreamParser.feed)
+        self.events: list = []
 
 
 class StanzaError(Exception):

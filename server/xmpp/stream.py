@@ -47,6 +47,10 @@ DEFAULT_MAX_DEPTH = 32
 _SLICE = 8 * 1024           # bytes fed to lxml at once, for the size check
 _MAX_PROLOG = 4 * 1024      # bytes allowed before the root element starts
 _XML_DECL = re.compile(rb"\s*(<\?xml\s[^>]*\?>)?\s*")
+#: a valid reference is matched whole; a bare '&' alone
+_REFERENCE_OR_CDATA = re.compile(
+    rb"&(?:(?:amp|lt|gt|quot|apos|#[0-9]{1,7}|#x[0-9a-fA-F]{1,6});)?|<!\[CDATA\[|\]\]>")
+_CARRY = 16                 # longest token above is 11 bytes ("&#x10FFFF;" + 1)
 
 
 @dataclass
@@ -102,11 +106,18 @@ class StreamParser:
         self._depth = 0
         self._pending_ns: dict[str, str] = {}
         self._stanza_bytes = 0
+        self._slice = max(64, min(_SLICE, max_stanza_size // 8))
+        self._carry = b""          # undecided tail for _scan_references
+        self._in_cdata = False
         self.closed = False
 
     # -- input ---------------------------------------------------------------
     def feed(self, data: bytes) -> list[StreamOpened | Element | StreamClosed]:
-        """Parse *data*; return the events it completes. Raises StreamError."""
+        """Parse *data*; return the events it completes.
+
+        Raises StreamError; its ``events`` attribute holds what *data*
+        completed before the error, so a caller can still act on those.
+        """
         if self.closed:
             return []
         if self._prolog is not None:
@@ -114,22 +125,72 @@ class StreamParser:
             if not data:
                 return []
         events: list = []
-        for start in range(0, len(data), _SLICE):
-            piece = data[start:start + _SLICE]
-            try:
-                self._parser.feed(piece)
-                self._collect(events)
-            except etree.XMLSyntaxError as exc:
-                raise _syntax_error(exc) from None
-            if self._depth >= 2:
-                self._stanza_bytes += len(piece)
-                if self._stanza_bytes > self.max_stanza_size:
-                    raise StreamError("policy-violation",
-                                      f"stanza exceeds {self.max_stanza_size} bytes")
-            self._check_root_text()
-            if self.closed:
-                break
+        try:
+            bad = self._bad_reference(data)
+            good = data if bad is None else data[:bad]
+            for start in range(0, len(good), self._slice):
+                self._feed_piece(good[start:start + self._slice], events)
+                if self.closed:
+                    return events
+            if bad is not None:
+                raise StreamError("not-well-formed", "'&' must start an entity reference")
+        except StreamError as exc:
+            exc.events = events
+            raise
         return events
+
+    def _feed_piece(self, piece: bytes, events: list) -> None:
+        before = len(events)
+        try:
+            self._parser.feed(piece)
+            self._collect(events)
+        except etree.XMLSyntaxError as exc:
+            self._collect(events)               # what parsed before the error
+            if self.closed:
+                return                          # bytes after </stream:stream> don't matter
+            raise _syntax_error(exc) from None
+        self._count_stanza_bytes(piece, stanza_ended=len(events) > before)
+        self._check_root_text()
+
+    def _count_stanza_bytes(self, piece: bytes, *, stanza_ended: bool) -> None:
+        """Bound the bytes of the stanza being received (RFC 6120 §13.12).
+
+        lxml reports no byte offsets, so this counts slices: everything since
+        the last completed stanza, minus white space between stanzas. Slices
+        are at most an eighth of the limit, so the count is never more than
+        that far off, and a huge start tag is counted before lxml has even
+        reported it.
+        """
+        if stanza_ended:
+            self._stanza_bytes = len(piece) - piece.rfind(b">") - 1
+        elif self._depth <= 1 and not piece.strip():
+            self._stanza_bytes = 0              # whitespace keepalives
+        else:
+            self._stanza_bytes += len(piece)
+        if self._stanza_bytes > self.max_stanza_size:
+            raise StreamError("policy-violation",
+                              f"stanza exceeds {self.max_stanza_size} bytes")
+
+    def _bad_reference(self, data: bytes) -> int | None:
+        """Offset in *data* of an ``&`` that starts no predefined entity or
+        character reference, else None. libxml2's push parser silently stops
+        producing events at such an ``&`` in text instead of reporting it,
+        which would hang the stream, so we look for it ourselves.
+        """
+        buf = self._carry + data
+        cut = max(0, len(buf) - _CARRY)          # tokens starting later: next time
+        for m in _REFERENCE_OR_CDATA.finditer(buf):
+            if m.start() >= cut:
+                break
+            token = m.group()
+            if self._in_cdata:
+                self._in_cdata = token != b"]]>"
+            elif token == b"<![CDATA[":
+                self._in_cdata = True
+            elif token == b"&":
+                return max(0, m.start() - len(self._carry))
+        self._carry = buf[cut:]
+        return None
 
     def _check_prolog(self, data: bytes) -> bytes:
         """Hold bytes until the root start tag is in sight; refuse DTDs and PIs."""
@@ -170,15 +231,15 @@ class StreamParser:
                                       f"elements nested deeper than {self.max_depth}")
                 if self._depth == 1:
                     out.append(self._open(obj))
-                elif self._depth == 2:
-                    self._stanza_bytes = 0
             elif kind == "end":
                 self._depth -= 1
                 if self._depth == 1:
+                    if obj.tail is not None and obj.tail.strip():
+                        raise StreamError("bad-format", "character data between stanzas")
                     self._root.remove(obj)
                     obj.tail = None
+                    _check_prefixes(obj)
                     out.append(Element(obj))
-                    self._stanza_bytes = 0
                 elif self._depth == 0:
                     self.closed = True
                     out.append(StreamClosed())
@@ -218,11 +279,23 @@ class StreamParser:
             root.text = None
 
 
+def _check_prefixes(stanza) -> None:
+    """libxml2 only warns about undeclared prefixes and leaves ``foo:bar`` as a
+    plain name; XML namespaces make that a well-formedness error (§4.9.3.13)."""
+    for el in stanza.iter():
+        tag = el.tag
+        if isinstance(tag, str) and tag[0] != "{" and ":" in tag:
+            raise StreamError("not-well-formed", f"undeclared prefix in <{tag}>")
+        for key in el.attrib:
+            if key[0] != "{" and ":" in key:
+                raise StreamError("not-well-formed", f"undeclared prefix in attribute {key}")
+
+
 def _syntax_error(exc: etree.XMLSyntaxError) -> StreamError:
     message = str(exc)
     if "Excessive depth" in message:
         return StreamError("policy-violation", "elements nested too deeply")
-    if "DOCTYPE" in message or ("Entity" in message and "not defined" not in message):
+    if "DOCTYPE" in message or "EntityDecl" in message or "ENTITY" in message:
         return StreamError("restricted-xml", "DTDs and entity declarations are not allowed")
     return StreamError("not-well-formed", message.split(", line")[0])
 
@@ -324,6 +397,8 @@ def _escape_text(s: str) -> str:
         s = s.replace("<", "&lt;")
     if ">" in s:
         s = s.replace(">", "&gt;")
+    if "\r" in s:
+        s = s.replace("\r", "&#13;")      # a literal CR would arrive as LF
     return s
 
 
@@ -333,8 +408,8 @@ def _escape_attr(s: str) -> str:
         s = s.replace('"', "&quot;")
     if "'" in s:
         s = s.replace("'", "&apos;")
-    if "\n" in s or "\r" in s or "\t" in s:
-        s = s.replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
+    if "\n" in s or "\t" in s:
+        s = s.replace("\n", "&#10;").replace("\t", "&#9;")
     return s
 
 

@@ -163,3 +163,19 @@ async def test_garbage_bytes_and_abrupt_disconnects_do_not_hurt(server, bystande
     raw = await RawClient.connect(server.c2s_port)
     raw.send(b"\x16\x03\x01\x00\xa5\x01")        # a TLS ClientHello on the STARTTLS port
     await raw.stream_error()
+
+
+async def test_stanza_before_the_bad_bytes_in_the_same_packet_is_still_delivered(server, bystander):
+    raw = await _logged_in_raw(server)
+    condition = await _error_after(
+        raw, b"<message to='bob@localhost/bystander'><body>before</body></message>"
+             b"<message><body>a & b</body></message>")
+    assert condition == "not-well-formed"
+    msg = await asyncio.wait_for(bystander.messages.get(), 5)
+    assert msg["body"] == "before"
+
+
+async def test_bare_ampersand_ends_the_stream_instead_of_hanging_it(server, bystander):
+    raw = await _logged_in_raw(server)
+    assert await _error_after(raw, b"<message to='bob@localhost'><body>fish & chips</body>"
+                                   b"</message>") == "not-well-formed"

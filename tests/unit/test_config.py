@@ -217,10 +217,6 @@ def test_host_entry_that_is_not_a_table(tmp_path):
     assert str(path) in message and "example.com" in message
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: config.py _parse_hosts() stores hosts under "
-                   "their nameprep'd name, so two tables that prepare to the same domain "
-                   "('Example.com' and 'example.com') silently overwrite each other — the "
-                   "first table's settings are dropped without an error")
 def test_duplicate_domain_after_normalisation_is_an_error(tmp_path):
     message, path = load_error(tmp_path, '[hosts."Example.com"]\nregistration = false\n'
                                          '[hosts."example.com"]\nregistration = true\n')

@@ -222,11 +222,6 @@ def test_whitespace_after_the_footer_in_the_same_feed_is_ignored():
     assert [type(e) for e in events] == [StreamOpened, Element, StreamClosed]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: stream.py feed() hands lxml the whole slice "
-                   "even after the root end tag was seen; bytes after </stream:stream> in "
-                   "the same read raise not-well-formed ('Extra content at the end of the "
-                   "document') and lose StreamClosed, while the same bytes in a later feed "
-                   "are ignored")
 def test_bytes_after_the_footer_in_the_same_feed_are_ignored():
     data = HEADER + STANZAS[0] + FOOTER + b"<message/>garbage<<"
     byte_by_byte = summary(feed(data, 1))
@@ -441,15 +436,8 @@ def test_malformed_xml_is_not_well_formed(stanza, chunk):
     assert condition(HEADER + stanza, chunk) == "not-well-formed"
 
 
-BARE_AMPERSAND_BUG = ("BUG: a '&' that does not start a complete entity reference "
-                      "('a & b', '&amp b') raises nothing: libxml2 records the error but "
-                      "lxml's XMLPullParser stops producing events, so stream.py feed() "
-                      "returns [] for this and every later stanza and for "
-                      "</stream:stream> — the stream silently hangs instead of ending "
-                      "with <not-well-formed/>")
 
 
-@pytest.mark.xfail(strict=True, reason=BARE_AMPERSAND_BUG)
 @pytest.mark.parametrize("stanza", [
     b"<message><body>a & b</body></message>",
     b"<message><body>a &amp b</body></message>",
@@ -459,12 +447,6 @@ def test_bare_ampersand_in_text_is_not_well_formed(stanza, chunk):
     assert condition(HEADER + stanza + b"<presence/>" + FOOTER, chunk) == "not-well-formed"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: stream.py _syntax_error() maps every libxml2 "
-                   "message containing 'Entity' (other than 'not defined') to "
-                   "restricted-xml, so a malformed entity reference in an attribute "
-                   "('xmlParseEntityRef: no name', 'EntityRef: expecting ;') is reported as "
-                   "<restricted-xml/> although no DTD/entity declaration was sent; it is a "
-                   "well-formedness error: <not-well-formed/>")
 @pytest.mark.parametrize("stanza", [b"<message to='a & b'/>", b"<message to='a &amp b'/>"],
                          ids=["bare-amp-in-attr", "amp-without-semicolon-in-attr"])
 @pytest.mark.parametrize("chunk", [None, 1])
@@ -472,7 +454,6 @@ def test_bare_ampersand_in_attribute_is_not_well_formed(stanza, chunk):
     assert condition(HEADER + stanza, chunk) == "not-well-formed"
 
 
-@pytest.mark.xfail(strict=True, reason=BARE_AMPERSAND_BUG)
 def test_stream_keeps_working_or_fails_after_a_bare_ampersand():
     # whatever the verdict, the peer must not be left hanging: either an
     # error or the following events
@@ -490,10 +471,6 @@ def test_mismatched_stream_footer_is_not_well_formed():
     assert condition(HEADER + STANZAS[0] + b"</stream:streams>") == "not-well-formed"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an undeclared namespace prefix is only a "
-                   "libxml2 namespace warning; stream.py delivers an Element whose tag is "
-                   "the literal 'foo:message' (no namespace) instead of ending the stream "
-                   "with <not-well-formed/> (RFC 6120 §4.9.3.13: violates XML-NAMES)")
 @pytest.mark.parametrize("stanza", [b"<foo:message/>", b"<message><foo:x/></message>",
                                     b"<message foo:a='1'/>"])
 def test_undeclared_prefix_is_not_well_formed(stanza):
@@ -530,11 +507,6 @@ def test_text_after_a_stanza_is_bad_format_when_streamed(data, chunk):
     assert condition(data, chunk) == "bad-format"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: text following a stanza in the same read "
-                   "becomes that stanza's lxml tail; stream.py _collect() sets "
-                   "obj.tail = None and _check_root_text() only looks at root.text, so "
-                   "'<message/>junk<presence/>' in one read is accepted (junk silently "
-                   "dropped) while the same bytes streamed give <bad-format/>")
 @pytest.mark.parametrize("data", TEXT_AFTER_STANZA)
 def test_text_after_a_stanza_is_bad_format_in_one_read(data):
     assert condition(data) == "bad-format"
@@ -602,20 +574,12 @@ def test_custom_large_max_stanza_size_lets_a_300k_stanza_through():
     assert [type(e) for e in events] == [StreamOpened, Element]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: stream.py feed() only counts a slice towards "
-                   "the stanza size if the stanza is still open after the slice, so a "
-                   "stanza that starts and ends within one 8 KiB slice is never counted: "
-                   "max_stanza_size below 8 KiB is not enforced for single reads")
 @pytest.mark.parametrize("chunk", [None, 4 * KiB])
 def test_custom_max_stanza_size_is_honoured_in_one_read(chunk):
     assert condition(HEADER + _body_stanza(2000), chunk,
                      max_stanza_size=1000) == "policy-violation"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: stream.py feed() counts stanza bytes only "
-                   "while lxml has reported the stanza's start tag (depth >= 2) and resets "
-                   "the count on that event, so the bytes of a huge start tag (attributes) "
-                   "are never counted: a 300 KiB stanza passes the 256 KiB limit")
 @pytest.mark.parametrize("chunk", [None, KiB])
 def test_300k_stanza_with_huge_attribute_is_policy_violation(chunk):
     stanza = _attribute_stanza(300 * KiB)
@@ -623,8 +587,6 @@ def test_300k_stanza_with_huge_attribute_is_policy_violation(chunk):
     assert condition(HEADER + stanza, chunk) == "policy-violation"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: same as above for a self-closing stanza: "
-                   "<message id='…300 KiB…'/> is never counted at all")
 @pytest.mark.parametrize("chunk", [None, KiB])
 def test_300k_self_closing_stanza_is_policy_violation(chunk):
     stanza = b"<message id='" + b"a" * (300 * KiB) + b"'/>"
@@ -741,9 +703,6 @@ def test_newline_and_tab_in_text_survive():
     assert again[0].text == value
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: stream.py _escape_text() writes a carriage "
-                   "return in character data literally; XML end-of-line handling turns it "
-                   "into \\n at the peer, so a body received as 'a&#13;b' is relayed as 'a\\nb'")
 def test_carriage_return_in_text_survives():
     el = one_stanza(b"<message><body>a&#13;b&#xD;&#10;c</body></message>")
     assert el[0].text == "a\rb\r\nc"

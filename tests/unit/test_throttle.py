@@ -109,11 +109,6 @@ def test_blocked_and_retry_after_agree(throttle, clock, elapsed):
     assert throttle.blocked("alice") == (throttle.retry_after("alice") > 0)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: throttle.py _recent() keeps a failure while "
-                   "stamp >= now - window (strict '<' on line 27) but retry_after() returns "
-                   "stamp + window - now = 0: at exactly now == stamp + window, blocked() "
-                   "is True while retry_after() says 0 (the docstring says 0 means not "
-                   "blocked), so a client told to retry now is refused")
 def test_blocked_and_retry_after_agree_at_the_window_edge(throttle, clock):
     for _ in range(3):
         throttle.fail("alice")

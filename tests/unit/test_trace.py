@@ -151,3 +151,16 @@ def test_disabled_tracer_logs_nothing(caplog):
         tracer.element("<<", parse(SASL_CASES[0]))
         tracer.text("<<", "<stream:stream>")
     assert caplog.records == []
+
+
+def test_redact_hides_passwords_in_registration_data_forms():
+    from lxml import etree
+    from server.trace import pretty
+    iq = etree.fromstring(
+        "<iq xmlns='jabber:client' type='set'><query xmlns='jabber:iq:register'>"
+        "<x xmlns='jabber:x:data' type='submit'>"
+        "<field var='username'><value>uma</value></field>"
+        "<field var='password'><value>form-Secret</value></field>"
+        "</x></query></iq>")
+    text = pretty(iq)
+    assert "form-Secret" not in text and "[redacted]" in text and "uma" in text

@@ -318,11 +318,15 @@ class RawClient:
         await self.writer.start_tls(_client_context(cert), server_hostname="localhost")
         self._new_stream()
 
-    async def login_plain(self, cert: Path, user: str, password: str, resource: str = "raw"):
-        """STARTTLS, SASL PLAIN, bind: leaves a session ready for stanzas."""
+    async def secure(self, cert: Path):
+        """Header, STARTTLS, header again: returns the features offered for auth."""
         await self.open_stream()
         await self.starttls(cert)
-        await self.open_stream()
+        return await self.open_stream()
+
+    async def login_plain(self, cert: Path, user: str, password: str, resource: str = "raw"):
+        """STARTTLS, SASL PLAIN, bind: leaves a session ready for stanzas."""
+        await self.secure(cert)
         token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
         self.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>")
         await self.expect("success")

@@ -53,9 +53,7 @@ async def test_registering_a_taken_name_is_a_conflict(server):
 
 async def test_registration_form_and_bad_username(server):
     raw = await RawClient.connect(server.c2s_port)
-    await raw.open_stream()
-    await raw.starttls(server.cert())
-    await raw.open_stream()
+    await raw.secure(server.cert())
     raw.send(f"<iq type='get' id='f'><query xmlns='{REGISTER}'/></iq>")
     form = await raw.expect("iq")
     query = form.find(f"{{{REGISTER}}}query")
@@ -72,9 +70,7 @@ async def test_registration_form_and_bad_username(server):
 async def test_registration_can_be_switched_off(make_server):
     srv = make_server(**{'hosts."localhost"': {"registration": False}})
     raw = await RawClient.connect(srv.c2s_port)
-    await raw.open_stream()
-    await raw.starttls(srv.cert())
-    features = await raw.open_stream()
+    features = await raw.secure(srv.cert())
     assert features.find("{http://jabber.org/features/iq-register}register") is None
     raw.send(f"<iq type='set' id='r'><query xmlns='{REGISTER}'><username>eve</username>"
              f"<password>x</password></query></iq>")
@@ -115,9 +111,7 @@ async def test_failed_logins_are_throttled_per_account(make_server):
         await bad.close()
     # now even the right password is refused for a while ...
     raw = await RawClient.connect(srv.c2s_port)
-    await raw.open_stream()
-    await raw.starttls(srv.cert())
-    await raw.open_stream()
+    await raw.secure(srv.cert())
     raw.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>AGdpbmEAZ2luYS1wYXNz</auth>")
     failure = await raw.expect("failure")
     assert failure[0].tag == f"{{{SASL}}}temporary-auth-failure"

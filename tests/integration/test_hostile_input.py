@@ -104,9 +104,7 @@ async def test_too_deep_element_is_a_policy_violation(server, bystander):
 
 async def test_stanza_before_authentication_is_not_authorized(server, bystander):
     raw = await RawClient.connect(server.c2s_port)
-    await raw.open_stream()
-    await raw.starttls(server.cert())
-    await raw.open_stream()
+    await raw.secure(server.cert())
     assert await _error_after(
         raw, b"<message to='bob@localhost/bystander'><body>spam</body></message>"
     ) == "not-authorized"

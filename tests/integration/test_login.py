@@ -69,9 +69,7 @@ async def test_plain_is_not_offered_without_tls_even_when_tls_is_optional(make_s
 
 async def test_mechanisms_after_tls(server):
     raw = await RawClient.connect(server.c2s_port)
-    await raw.open_stream()
-    await raw.starttls(server.cert())
-    features = await raw.open_stream()
+    features = await raw.secure(server.cert())
     mechanisms = [m.text for m in features.iter(f"{{{SASL}}}mechanism")]
     assert mechanisms == ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]
     assert features.find("{http://jabber.org/features/iq-register}register") is not None
@@ -90,9 +88,7 @@ async def test_second_bind_of_same_resource_kicks_the_first_with_conflict(server
 
 async def test_server_generated_resource(server):
     raw = await RawClient.connect(server.c2s_port)
-    await raw.open_stream()
-    await raw.starttls(server.cert())
-    await raw.open_stream()
+    await raw.secure(server.cert())
     raw.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>AGFsaWNlAGFsaWNlLXBhc3M=</auth>")
     await raw.expect("success")
     features = await raw.open_stream()
@@ -119,9 +115,7 @@ async def test_messages_between_two_sessions(server):
 
 async def _at_auth(server) -> RawClient:
     raw = await RawClient.connect(server.c2s_port)
-    await raw.open_stream()
-    await raw.starttls(server.cert())
-    await raw.open_stream()
+    await raw.secure(server.cert())
     return raw
 
 

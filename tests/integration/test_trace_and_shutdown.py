@@ -15,9 +15,7 @@ async def test_trace_shows_stanzas_labelled_and_hides_secrets(make_server):
     scram = await login(srv, "tess@localhost/sc", "s3cret-Passw0rd")
     await scram.close()
     raw = await RawClient.connect(srv.c2s_port)
-    await raw.open_stream()
-    await raw.starttls(srv.cert())
-    await raw.open_stream()
+    await raw.secure(srv.cert())
     raw.send("<iq type='set' id='r'><query xmlns='jabber:iq:register'><username>uma</username>"
              "<password>register-Secret</password></query></iq>")
     await raw.expect("iq")

@@ -75,6 +75,15 @@ class C2SSession:
         self._attempted_user: str | None = None   # for the per-account throttle
         self.parser = self._new_parser()
         self._timeout = None
+        # presence state, kept by server/modules/presence.py (RFC 6121 §4)
+        self.presence = None                  # last available <presence/>; None = unavailable
+        self.priority = 0
+        self.roster_requested = False         # an "interested resource" (RFC 6121 §2.1.6)
+        self.directed: set[str] = set()       # JIDs sent directed presence (§4.6)
+
+    @property
+    def available(self) -> bool:
+        return self.presence is not None
 
     def __repr__(self):
         return f"<c2s#{self.number} {self.jid or self.ip}>"

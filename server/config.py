@@ -64,6 +64,12 @@ class AuthConfig:
 
 
 @dataclass
+class IMConfig:
+    offline_quota: int = 1000       # messages kept per user while offline (XEP-0160)
+    max_roster_items: int = 10000   # roster sets beyond this get <not-allowed/>
+
+
+@dataclass
 class HostConfig:
     cert: str = ""                  # PEM certificate; empty: generated in data_dir/certs
     key: str = ""                   # PEM private key
@@ -77,6 +83,7 @@ class Config:
     c2s: C2SConfig = field(default_factory=C2SConfig)
     s2s: S2SConfig = field(default_factory=S2SConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    im: IMConfig = field(default_factory=IMConfig)
     hosts: dict[str, HostConfig] = field(
         default_factory=lambda: {"localhost": HostConfig()})
     source: str = "<built-in defaults>"
@@ -95,7 +102,7 @@ class Config:
 
 
 _SECTION_TYPES = {"server": ServerConfig, "storage": StorageConfig, "c2s": C2SConfig,
-                  "s2s": S2SConfig, "auth": AuthConfig}
+                  "s2s": S2SConfig, "auth": AuthConfig, "im": IMConfig}
 _CHOICES = {("server", "log_level"): ("debug", "info", "warning", "error"),
             ("storage", "synchronous"): ("full", "normal")}
 

@@ -32,8 +32,12 @@ class Host:
         self.config = config
         self.server = server
         self.events = EventBus()
-        #: service discovery features (XEP-0030) of the domain itself
+        #: service discovery features (XEP-0030) of the domain itself …
         self.features: set[str] = set()
+        #: … and of every user account (a bare JID), e.g. PEP's
+        self.account_features: set[str] = set()
+        #: extra disco identities of accounts: (category, type)
+        self.account_identities: set[tuple[str, str]] = set()
         #: username → resource → c2s session (only bound sessions)
         self.sessions: dict[str, dict[str, object]] = {}
         self.modules: list[str] = []
@@ -56,6 +60,17 @@ class Host:
     # -- sessions -------------------------------------------------------------
     def user_sessions(self, username: str) -> dict[str, object]:
         return self.sessions.get(username, {})
+
+    def available_sessions(self, username: str) -> list:
+        """Bound sessions that sent available presence (RFC 6121 §4.2)."""
+        return [s for s in self.sessions.get(username, {}).values() if s.presence is not None]
+
+    def interested_sessions(self, username: str) -> list:
+        """Sessions that asked for the roster and so get roster pushes (§2.1.6)."""
+        return [s for s in self.sessions.get(username, {}).values() if s.roster_requested]
+
+    def is_local_user(self, jid: JID) -> bool:
+        return jid.domain == self.domain and jid.local is not None
 
     def session(self, jid: JID):
         return self.sessions.get(jid.local, {}).get(jid.resource)

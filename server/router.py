@@ -4,11 +4,14 @@ One page, read top to bottom:
 
 1. ``from_client``: a stanza from a bound client session gets its ``from``
    stamped with the session's full JID (a different ``from`` is an
-   ``<invalid-from/>`` stream error); a missing ``to`` means the sender's own
-   account.
+   ``<invalid-from/>`` stream error). Outbound hooks run first on the
+   sender's host — ``pre-presence``, ``pre-message``, ``pre-iq`` — and may
+   take the stanza over (presence broadcast, subscription bookkeeping).
 2. ``route``: basic checks (IQ type, id, exactly one payload for get/set);
-   a local domain goes to ``deliver_local``; any other domain to federation.
-3. ``deliver_local``: fire the event named after the stanza kind and its
+   a missing ``to`` means the sender's own account; a local domain goes to
+   ``deliver_local``, any other domain to federation.
+3. ``deliver_local``: ``filter/in`` may drop a stanza to a user (blocking);
+   then fire the event named after the stanza kind and its
    destination (``host`` = the domain, ``self`` = the sender's own bare JID,
    ``bare``, ``full``) — e.g. ``iq-get/host/urn:xmpp:ping:ping`` or
    ``message/bare``. A module that handles it returns True.
@@ -83,6 +86,21 @@ class Router:
             if claimed_jid not in (session.jid, session.jid.bare):
                 raise StreamError("invalid-from", "from is not this session's address")
         stanza.set("from", str(session.jid))
+        kind = _KIND.get(stanza.tag)
+        if kind is not None:
+            # outbound hooks (presence broadcast, subscription state, blocking …)
+            try:
+                to = JID.parse(stanza.get("to")) if stanza.get("to") else None
+            except JIDError:
+                to = None                  # route() bounces it with <jid-malformed/>
+            else:
+                event = StanzaEvent(stanza, session, session.host, to, session.jid, self)
+                try:
+                    if await session.host.events.fire(f"pre-{kind}", event):
+                        return
+                except StanzaError as err:
+                    await self._bounce(stanza, err)
+                    return
         await self.route(stanza, origin=session)
 
     # 2 -------------------------------------------------------------------------
@@ -132,6 +150,8 @@ class Router:
         else:
             dest = "full"
         event = StanzaEvent(stanza, origin, host, to, from_, self)
+        if to.local is not None and await host.events.fire("filter/in", event):
+            return                          # e.g. the sender is blocked (XEP-0191)
         names = _event_names(stanza, kind, dest)
         for name in names:
             if await host.events.fire(name, event):

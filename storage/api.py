@@ -10,9 +10,13 @@ Users are addressed by ``(host, username)`` with both parts already prepared
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Mapping, Protocol
 
 from server.xmpp.sasl import ScramCredentials
+
+#: RFC 6121 §2.1.2.5 subscription states of a roster item
+SUBSCRIPTIONS = ("none", "to", "from", "both")
 
 
 class StorageError(Exception):
@@ -43,9 +47,118 @@ class AccountStore(Protocol):
         """Usernames of *host*, sorted."""
 
 
-class Storage(AccountStore, Protocol):
-    """Everything the server stores. Later issues add rosters, offline
-    messages, private XML, vCards, PEP and transfer jobs as further stores."""
+@dataclass
+class RosterItem:
+    """One contact in a user's roster (RFC 6121 §2.1.2).
+
+    ``ask`` is the pending-out flag (``ask='subscribe'``); ``approved`` is a
+    pre-approval (§3.4). A pending *inbound* request is kept apart, with the
+    whole stanza, in the pending-in store.
+    """
+    jid: str                         # bare, prepared
+    name: str | None = None
+    subscription: str = "none"
+    ask: bool = False
+    approved: bool = False
+    groups: tuple[str, ...] = ()
+
+
+class RosterStore(Protocol):
+    async def get_roster(self, host: str, username: str) -> tuple[int, dict[str, RosterItem]]:
+        """(roster version, items by JID)."""
+
+    async def get_roster_item(self, host: str, username: str, jid: str) -> RosterItem | None: ...
+
+    async def save_roster_change(self, host: str, username: str, jid: str,
+                                 item: RosterItem | None, *,
+                                 pending_in: str | bool | None = None) -> int:
+        """One atomic change about contact *jid*: store *item* (None deletes it)
+        and, if *pending_in* is given, store that inbound subscribe stanza
+        (str) or drop the stored one (False). Returns the new roster version."""
+
+    async def get_pending_in(self, host: str, username: str) -> dict[str, str]:
+        """Inbound subscription requests waiting for an answer: JID → stanza XML."""
+
+
+@dataclass
+class OfflineMessage:
+    id: int
+    stanza: str                      # XML text of the <message/>
+    stored_at: float
+
+
+class OfflineStore(Protocol):
+    async def store_offline(self, host: str, username: str, stanza: str, *, quota: int) -> bool:
+        """Keep a message for later; False when the user already has *quota*."""
+
+    async def get_offline(self, host: str, username: str) -> list[OfflineMessage]:
+        """Stored messages, oldest first (not removed: see delete_offline)."""
+
+    async def delete_offline(self, host: str, username: str, ids: list[int]) -> None: ...
+
+
+class PrivateStore(Protocol):
+    """XEP-0049: one XML fragment per (user, ``{namespace}name``) key."""
+
+    async def get_private(self, host: str, username: str, key: str) -> str | None: ...
+
+    async def set_private(self, host: str, username: str, fragments: Mapping[str, str]) -> None:
+        """Store several fragments in one transaction."""
+
+
+class VCardStore(Protocol):
+    async def get_vcard(self, host: str, username: str) -> str | None: ...
+
+    async def set_vcard(self, host: str, username: str, vcard: str | None) -> None: ...
+
+
+@dataclass
+class PepNode:
+    node: str
+    access_model: str = "presence"   # open | presence | whitelist (XEP-0163 §2.3)
+    max_items: int = 1
+    config: dict = field(default_factory=dict)   # other pubsub#… fields, as given
+
+
+@dataclass
+class PepItem:
+    id: str
+    payload: str                     # XML text of the item's payload
+    published_at: float = 0.0
+
+
+class PepStore(Protocol):
+    async def get_pep_node(self, host: str, username: str, node: str) -> PepNode | None: ...
+
+    async def list_pep_nodes(self, host: str, username: str) -> list[PepNode]: ...
+
+    async def save_pep_node(self, host: str, username: str, node: PepNode) -> None:
+        """Create or reconfigure a node (trimming items beyond max_items)."""
+
+    async def delete_pep_node(self, host: str, username: str, node: str) -> bool: ...
+
+    async def publish_pep_item(self, host: str, username: str, node: PepNode,
+                               item: PepItem) -> None:
+        """Create the node if needed, add or replace the item, keep max_items newest."""
+
+    async def retract_pep_item(self, host: str, username: str, node: str, item_id: str) -> bool: ...
+
+    async def get_pep_items(self, host: str, username: str, node: str,
+                            ids: list[str] | None = None,
+                            max_items: int | None = None) -> list[PepItem]:
+        """Items newest first, optionally only *ids* or the newest *max_items*."""
+
+
+class BlockingStore(Protocol):
+    async def get_blocklist(self, host: str, username: str) -> list[str]: ...
+
+    async def set_blocked(self, host: str, username: str, jids: list[str], blocked: bool) -> None:
+        """Block or unblock *jids*; unblocking an empty list unblocks everyone."""
+
+
+class Storage(AccountStore, RosterStore, OfflineStore, PrivateStore, VCardStore,
+              PepStore, BlockingStore, Protocol):
+    """Everything the server stores. Transfer jobs (XEP-0015) will join."""
 
     async def open(self) -> None: ...
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -31,7 +32,7 @@ import aiosqlite
 
 from server.xmpp.sasl import ScramCredentials
 
-from .api import StorageError
+from .api import OfflineMessage, PepItem, PepNode, RosterItem, StorageError
 
 log = logging.getLogger("xferd.storage")
 
@@ -59,6 +60,70 @@ MIGRATIONS: list[str] = [
             ON DELETE CASCADE
     ) WITHOUT ROWID;
     """,
+    # 2: the instant messaging core (RFC 6121, XEP-0160/0049/0054/0163/0191)
+    """
+    CREATE TABLE roster_versions (
+        host TEXT NOT NULL, username TEXT NOT NULL, version INTEGER NOT NULL,
+        PRIMARY KEY (host, username),
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE roster_items (
+        host TEXT NOT NULL, username TEXT NOT NULL, jid TEXT NOT NULL,
+        name TEXT,
+        subscription TEXT NOT NULL DEFAULT 'none'
+            CHECK (subscription IN ('none', 'to', 'from', 'both')),
+        ask INTEGER NOT NULL DEFAULT 0,
+        approved INTEGER NOT NULL DEFAULT 0,
+        groups TEXT NOT NULL DEFAULT '[]',          -- JSON list of group names
+        PRIMARY KEY (host, username, jid),
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE roster_pending_in (
+        host TEXT NOT NULL, username TEXT NOT NULL, jid TEXT NOT NULL,
+        stanza TEXT NOT NULL,                        -- the whole <presence type='subscribe'/>
+        received_at REAL NOT NULL,
+        PRIMARY KEY (host, username, jid),
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE offline_messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        host TEXT NOT NULL, username TEXT NOT NULL,
+        stanza TEXT NOT NULL, stored_at REAL NOT NULL,
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    );
+    CREATE INDEX offline_by_user ON offline_messages (host, username, id);
+    CREATE TABLE private_xml (
+        host TEXT NOT NULL, username TEXT NOT NULL,
+        key TEXT NOT NULL,                           -- {namespace}name
+        payload TEXT NOT NULL,
+        PRIMARY KEY (host, username, key),
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE vcards (
+        host TEXT NOT NULL, username TEXT NOT NULL, vcard TEXT NOT NULL,
+        PRIMARY KEY (host, username),
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE pep_nodes (
+        host TEXT NOT NULL, username TEXT NOT NULL, node TEXT NOT NULL,
+        access_model TEXT NOT NULL, max_items INTEGER NOT NULL,
+        config TEXT NOT NULL DEFAULT '{}',           -- JSON of other pubsub# fields
+        PRIMARY KEY (host, username, node),
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE pep_items (
+        host TEXT NOT NULL, username TEXT NOT NULL, node TEXT NOT NULL,
+        item_id TEXT NOT NULL, payload TEXT NOT NULL,
+        published_at REAL NOT NULL, seq INTEGER NOT NULL,
+        PRIMARY KEY (host, username, node, item_id),
+        FOREIGN KEY (host, username, node) REFERENCES pep_nodes ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE blocklist (
+        host TEXT NOT NULL, username TEXT NOT NULL, jid TEXT NOT NULL,
+        PRIMARY KEY (host, username, jid),
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SYNCHRONOUS_MODES = ("full", "normal")
@@ -79,6 +144,7 @@ class SQLiteStorage:
     # -- life cycle -----------------------------------------------------------
     async def open(self) -> None:
         self._lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._writer = await self._connect()
@@ -144,6 +210,18 @@ class SQLiteStorage:
             else:
                 await db.execute("COMMIT")
 
+    @contextlib.asynccontextmanager
+    async def _snapshot(self):
+        """Several reads that must agree with each other: one read transaction
+        on the reader connection (WAL gives it a consistent snapshot)."""
+        db = self._reader
+        async with self._read_lock:
+            await db.execute("BEGIN")
+            try:
+                yield db
+            finally:
+                await db.execute("COMMIT")
+
     async def _fetchone(self, sql: str, params=()):
         async with self._reader.execute(sql, params) as cur:
             return await cur.fetchone()
@@ -202,6 +280,218 @@ class SQLiteStorage:
         rows = await self._fetchall(
             "SELECT username FROM accounts WHERE host = ? ORDER BY username", (host,))
         return [row[0] for row in rows]
+
+
+    # -- rosters (RFC 6121) --------------------------------------------------------
+    async def get_roster(self, host: str, username: str) -> tuple[int, dict[str, RosterItem]]:
+        async with self._snapshot() as db:
+            row = await _one(db, "SELECT version FROM roster_versions "
+                                 "WHERE host = ? AND username = ?", (host, username))
+            rows = await _all(db, f"SELECT {_ITEM_COLUMNS} FROM roster_items "
+                                  "WHERE host = ? AND username = ? ORDER BY jid", (host, username))
+        return (row[0] if row else 0), {r[0]: _item(r) for r in rows}
+
+    async def get_roster_item(self, host: str, username: str, jid: str) -> RosterItem | None:
+        row = await self._fetchone(f"SELECT {_ITEM_COLUMNS} FROM roster_items "
+                                   "WHERE host = ? AND username = ? AND jid = ?",
+                                   (host, username, jid))
+        return _item(row) if row else None
+
+    async def save_roster_change(self, host: str, username: str, jid: str,
+                                 item: RosterItem | None, *,
+                                 pending_in: str | bool | None = None) -> int:
+        async with self._transaction() as db:
+            if item is None:
+                await db.execute("DELETE FROM roster_items WHERE host = ? AND username = ? "
+                                 "AND jid = ?", (host, username, jid))
+            else:
+                await db.execute(
+                    "INSERT OR REPLACE INTO roster_items (host, username, jid, name, "
+                    "subscription, ask, approved, groups) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (host, username, jid, item.name, item.subscription, int(item.ask),
+                     int(item.approved), json.dumps(list(item.groups))))
+            if pending_in is False:
+                await db.execute("DELETE FROM roster_pending_in WHERE host = ? AND "
+                                 "username = ? AND jid = ?", (host, username, jid))
+            elif isinstance(pending_in, str):
+                await db.execute("INSERT OR REPLACE INTO roster_pending_in (host, username, "
+                                 "jid, stanza, received_at) VALUES (?, ?, ?, ?, ?)",
+                                 (host, username, jid, pending_in, time.time()))
+            await db.execute("INSERT INTO roster_versions (host, username, version) "
+                             "VALUES (?, ?, 1) ON CONFLICT (host, username) "
+                             "DO UPDATE SET version = version + 1", (host, username))
+            row = await _one(db, "SELECT version FROM roster_versions WHERE host = ? "
+                                 "AND username = ?", (host, username))
+        return row[0]
+
+    async def get_pending_in(self, host: str, username: str) -> dict[str, str]:
+        rows = await self._fetchall("SELECT jid, stanza FROM roster_pending_in WHERE host = ? "
+                                    "AND username = ? ORDER BY received_at", (host, username))
+        return {jid: stanza for jid, stanza in rows}
+
+    # -- offline messages (XEP-0160) ---------------------------------------------------
+    async def store_offline(self, host: str, username: str, stanza: str, *, quota: int) -> bool:
+        async with self._transaction() as db:
+            (count,) = await _one(db, "SELECT COUNT(*) FROM offline_messages WHERE host = ? "
+                                      "AND username = ?", (host, username))
+            if count >= quota:
+                return False
+            await db.execute("INSERT INTO offline_messages (host, username, stanza, stored_at) "
+                             "VALUES (?, ?, ?, ?)", (host, username, stanza, time.time()))
+        return True
+
+    async def get_offline(self, host: str, username: str) -> list[OfflineMessage]:
+        rows = await self._fetchall("SELECT id, stanza, stored_at FROM offline_messages "
+                                    "WHERE host = ? AND username = ? ORDER BY id",
+                                    (host, username))
+        return [OfflineMessage(*row) for row in rows]
+
+    async def delete_offline(self, host: str, username: str, ids: list[int]) -> None:
+        async with self._transaction() as db:
+            await db.executemany("DELETE FROM offline_messages WHERE host = ? AND username = ? "
+                                 "AND id = ?", [(host, username, i) for i in ids])
+
+    # -- private XML (XEP-0049) and vCards (XEP-0054) ----------------------------------------
+    async def get_private(self, host: str, username: str, key: str) -> str | None:
+        row = await self._fetchone("SELECT payload FROM private_xml WHERE host = ? AND "
+                                   "username = ? AND key = ?", (host, username, key))
+        return row[0] if row else None
+
+    async def set_private(self, host: str, username: str, fragments: Mapping[str, str]) -> None:
+        async with self._transaction() as db:
+            await db.executemany("INSERT OR REPLACE INTO private_xml (host, username, key, "
+                                 "payload) VALUES (?, ?, ?, ?)",
+                                 [(host, username, k, v) for k, v in fragments.items()])
+
+    async def get_vcard(self, host: str, username: str) -> str | None:
+        row = await self._fetchone("SELECT vcard FROM vcards WHERE host = ? AND username = ?",
+                                   (host, username))
+        return row[0] if row else None
+
+    async def set_vcard(self, host: str, username: str, vcard: str | None) -> None:
+        async with self._transaction() as db:
+            if vcard is None:
+                await db.execute("DELETE FROM vcards WHERE host = ? AND username = ?",
+                                 (host, username))
+            else:
+                await db.execute("INSERT OR REPLACE INTO vcards (host, username, vcard) "
+                                 "VALUES (?, ?, ?)", (host, username, vcard))
+
+    # -- PEP (XEP-0163) -------------------------------------------------------------------------
+    async def get_pep_node(self, host: str, username: str, node: str) -> PepNode | None:
+        row = await self._fetchone("SELECT node, access_model, max_items, config FROM pep_nodes "
+                                   "WHERE host = ? AND username = ? AND node = ?",
+                                   (host, username, node))
+        return _node(row) if row else None
+
+    async def list_pep_nodes(self, host: str, username: str) -> list[PepNode]:
+        rows = await self._fetchall("SELECT node, access_model, max_items, config FROM pep_nodes "
+                                    "WHERE host = ? AND username = ? ORDER BY node",
+                                    (host, username))
+        return [_node(r) for r in rows]
+
+    async def save_pep_node(self, host: str, username: str, node: PepNode) -> None:
+        async with self._transaction() as db:
+            await _upsert_node(db, host, username, node)
+            await _trim_items(db, host, username, node)
+
+    async def delete_pep_node(self, host: str, username: str, node: str) -> bool:
+        async with self._transaction() as db:
+            cur = await db.execute("DELETE FROM pep_nodes WHERE host = ? AND username = ? "
+                                   "AND node = ?", (host, username, node))
+            return cur.rowcount > 0
+
+    async def publish_pep_item(self, host: str, username: str, node: PepNode,
+                               item: PepItem) -> None:
+        async with self._transaction() as db:
+            exists = await _one(db, "SELECT 1 FROM pep_nodes WHERE host = ? AND username = ? "
+                                    "AND node = ?", (host, username, node.node))
+            if not exists:
+                await _upsert_node(db, host, username, node)
+            (seq,) = await _one(db, "SELECT COALESCE(MAX(seq), 0) + 1 FROM pep_items WHERE "
+                                    "host = ? AND username = ? AND node = ?",
+                                    (host, username, node.node))
+            await db.execute("INSERT OR REPLACE INTO pep_items (host, username, node, item_id, "
+                             "payload, published_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (host, username, node.node, item.id, item.payload,
+                              item.published_at or time.time(), seq))
+            await _trim_items(db, host, username, node)
+
+    async def retract_pep_item(self, host: str, username: str, node: str, item_id: str) -> bool:
+        async with self._transaction() as db:
+            cur = await db.execute("DELETE FROM pep_items WHERE host = ? AND username = ? AND "
+                                   "node = ? AND item_id = ?", (host, username, node, item_id))
+            return cur.rowcount > 0
+
+    async def get_pep_items(self, host: str, username: str, node: str,
+                            ids: list[str] | None = None,
+                            max_items: int | None = None) -> list[PepItem]:
+        rows = await self._fetchall("SELECT item_id, payload, published_at FROM pep_items "
+                                    "WHERE host = ? AND username = ? AND node = ? "
+                                    "ORDER BY seq DESC", (host, username, node))
+        items = [PepItem(*row) for row in rows]
+        if ids is not None:
+            wanted = set(ids)
+            items = [i for i in items if i.id in wanted]
+        return items[:max_items] if max_items is not None else items
+
+    # -- blocking (XEP-0191) --------------------------------------------------------------------
+    async def get_blocklist(self, host: str, username: str) -> list[str]:
+        rows = await self._fetchall("SELECT jid FROM blocklist WHERE host = ? AND username = ? "
+                                    "ORDER BY jid", (host, username))
+        return [r[0] for r in rows]
+
+    async def set_blocked(self, host: str, username: str, jids: list[str], blocked: bool) -> None:
+        async with self._transaction() as db:
+            if blocked:
+                await db.executemany("INSERT OR IGNORE INTO blocklist (host, username, jid) "
+                                     "VALUES (?, ?, ?)", [(host, username, j) for j in jids])
+            elif jids:
+                await db.executemany("DELETE FROM blocklist WHERE host = ? AND username = ? "
+                                     "AND jid = ?", [(host, username, j) for j in jids])
+            else:
+                await db.execute("DELETE FROM blocklist WHERE host = ? AND username = ?",
+                                 (host, username))
+
+
+_ITEM_COLUMNS = "jid, name, subscription, ask, approved, groups"
+
+
+def _item(row) -> RosterItem:
+    jid, name, subscription, ask, approved, groups = row
+    return RosterItem(jid, name, subscription, bool(ask), bool(approved),
+                      tuple(json.loads(groups)))
+
+
+def _node(row) -> PepNode:
+    node, access_model, max_items, config = row
+    return PepNode(node, access_model, max_items, json.loads(config))
+
+
+async def _upsert_node(db, host: str, username: str, node: PepNode) -> None:
+    await db.execute("INSERT INTO pep_nodes (host, username, node, access_model, max_items, "
+                     "config) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (host, username, node) DO "
+                     "UPDATE SET access_model = excluded.access_model, "
+                     "max_items = excluded.max_items, config = excluded.config",
+                     (host, username, node.node, node.access_model, node.max_items,
+                      json.dumps(node.config)))
+
+
+async def _trim_items(db, host: str, username: str, node: PepNode) -> None:
+    await db.execute("DELETE FROM pep_items WHERE host = ? AND username = ? AND node = ? AND "
+                     "seq NOT IN (SELECT seq FROM pep_items WHERE host = ? AND username = ? "
+                     "AND node = ? ORDER BY seq DESC LIMIT ?)",
+                     (host, username, node.node, host, username, node.node, node.max_items))
+
+
+async def _one(db, sql: str, params=()):
+    async with db.execute(sql, params) as cur:
+        return await cur.fetchone()
+
+
+async def _all(db, sql: str, params=()):
+    async with db.execute(sql, params) as cur:
+        return await cur.fetchall()
 
 
 async def _store_credentials(db, host: str, username: str,

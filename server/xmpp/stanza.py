@@ -113,6 +113,21 @@ def _copy(el):
     return clone
 
 
+_STORED = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                          huge_tree=False)
+
+
+def to_text(el) -> str:
+    """XML text for storage (self-contained: declares its own namespace)."""
+    from .stream import serialize
+    return serialize(el, stream_ns="", prefixes={})
+
+
+def from_text(text: str):
+    """Parse XML text written by :func:`to_text` (no DTD, no entities)."""
+    return etree.fromstring(text.encode(), _STORED)
+
+
 def stream_error(condition: str, text: str | None = None):
     """A ``<stream:error/>`` element (RFC 6120 §4.9.2)."""
     el = E(f"{{{STREAMS_NS}}}error")

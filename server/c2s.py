@@ -210,7 +210,8 @@ class C2SSession:
                                         require_tls=self.config.c2s.require_encryption,
                                         authenticated=self.username is not None)
         self.send(features(self.phase, secure=self.secure, mechanisms=self._mechanisms(),
-                           registration=self._registration_open()))
+                           registration=self._registration_open(),
+                           extra=tuple(host.stream_features)))
 
     def _mechanisms(self) -> list[str]:
         mechanisms = list(sasl.MECHANISMS_SCRAM)

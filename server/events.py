@@ -52,3 +52,26 @@ class EventBus:
             if outcome is True:
                 return True
         return False
+
+
+# -- payloads of events that cross modules ---------------------------------------------
+
+@dataclass
+class RosterChange:
+    """``roster-changed``: an item of *username*'s roster changed (``item`` None:
+    removed). The roster module pushes it to the user's interested resources."""
+    host: Any
+    username: str
+    jid: str
+    item: Any                 # storage.api.RosterItem | None
+    version: int
+
+
+@dataclass
+class PresenceShare:
+    """``presence-grant`` / ``presence-revoke``: *username* now shares (or no
+    longer shares) presence with *contact*; the presence module sends the
+    resources' current presence (or unavailable) to the contact."""
+    host: Any
+    username: str
+    contact: str              # bare JID

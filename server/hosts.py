@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("xferd.hosts")
 
 #: Modules every host loads, in order. Later issues add to this list.
-DEFAULT_MODULES = ("disco", "ping", "version", "register")
+DEFAULT_MODULES = ("disco", "ping", "version", "register", "roster", "subscription",
+                   "presence", "message", "offline", "private", "vcard", "pep", "blocking")
 
 
 class Host:
@@ -36,6 +37,8 @@ class Host:
         self.features: set[str] = set()
         #: … and of every user account (a bare JID), e.g. PEP's
         self.account_features: set[str] = set()
+        #: stream features offered after authentication: (namespace, name)
+        self.stream_features: set[tuple[str, str]] = set()
         #: extra disco identities of accounts: (category, type)
         self.account_identities: set[tuple[str, str]] = set()
         #: username → resource → c2s session (only bound sessions)

@@ -10,6 +10,8 @@ One page, read top to bottom:
 2. ``route``: basic checks (IQ type, id, exactly one payload for get/set);
    a missing ``to`` means the sender's own account; a local domain goes to
    ``deliver_local``, any other domain to federation.
+   Before a stanza leaves for another domain, ``filter/out`` on the sender's
+   host may drop it (blocking).
 3. ``deliver_local``: ``filter/in`` may drop a stanza to a user (blocking);
    then fire the event named after the stanza kind and its
    destination (``host`` = the domain, ``self`` = the sender's own bare JID,
@@ -130,8 +132,12 @@ class Router:
         try:
             if host is not None:
                 await self.deliver_local(host, stanza, kind, to, from_, origin)
-            else:
-                await self.route_remote(stanza, to, from_)
+                return
+            sender_host = self.server.hosts.get(from_.domain) if from_ is not None else None
+            if sender_host is not None and await sender_host.events.fire(
+                    "filter/out", StanzaEvent(stanza, origin, sender_host, to, from_, self)):
+                return                      # e.g. the recipient is blocked (XEP-0191)
+            await self.route_remote(stanza, to, from_)
         except StanzaError as err:
             await self._bounce(stanza, err)
 
@@ -163,25 +169,18 @@ class Router:
         stanza, host, to = event.stanza, event.host, event.to
         stanza_type = stanza.get("type")
         if kind == "iq":
+            # RFC 6121 §8.5.3.1: an IQ to a connected resource is the client's to answer
+            if dest == "full" and self.deliver_to_session(host, to, stanza):
+                return
             if stanza_type in ("get", "set"):
                 raise StanzaError("service-unavailable")
-            if dest == "full":
-                self.deliver_to_session(host, to, stanza)
             return
         if dest == "full" and self.deliver_to_session(host, to, stanza):
             return
-        if kind == "message" and to.local is not None:
-            # RFC 6121 §8.5.2/8.5.3: to every available resource (issue 3 refines
-            # this with presence, priorities and offline storage)
-            sessions = list(host.user_sessions(to.local).values())
-            for session in sessions:
-                session.send(stanza)
-            if not sessions and stanza_type != "groupchat":
-                raise StanzaError("service-unavailable")
-            return
-        if kind == "message" and dest == "host":
+        # messages to users: modules/message.py; presence: modules/presence.py
+        if kind == "message" and stanza_type not in ("error", "headline"):
             raise StanzaError("service-unavailable")
-        # presence without a handler: dropped (RFC 6121 §4.3 handled in issue 3)
+        # presence that no module wanted is dropped
 
     def deliver_to_session(self, host: "Host", to: JID, stanza) -> bool:
         session = host.session(to)

@@ -30,3 +30,16 @@ def make_server(tmp_path):
     yield make
     for proc in started:
         proc.stop()
+
+
+_counter = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def new_user(server):
+    """Create a fresh account on the module's server: new_user('ann') → 'ann7@localhost'."""
+    def make(prefix: str = "user", password: str = "pw") -> str:
+        jid = f"{prefix}{next(_counter)}@localhost"
+        server.adduser(jid, password)
+        return jid
+    return make

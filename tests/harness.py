@@ -168,6 +168,12 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("stream_error", self._stream_error)
         self.add_event_handler("disconnected", self._gone)
         self.add_event_handler("message", lambda msg: self.messages.put_nowait(msg))
+        #: every presence stanza received, in order
+        self.presences: asyncio.Queue = asyncio.Queue()
+        self.add_event_handler("presence", lambda p: self.presences.put_nowait(p))
+        # the tests decide every subscription answer themselves
+        self.auto_authorize = None
+        self.auto_subscribe = False
         self.register_plugin("xep_0199")
 
     def _started(self, _):
@@ -190,6 +196,38 @@ class Client(slixmpp.ClientXMPP):
 
     async def ping_server(self, timeout: float = 5) -> float:
         return await self.plugin["xep_0199"].ping(self.boundjid.domain, timeout=timeout)
+
+    async def fetch_roster(self) -> dict[str, dict]:
+        """The roster as the server sends it: jid → attributes and groups."""
+        iq = self.Iq(stype="get")
+        iq.enable("roster")
+        answer = await iq.send(timeout=10)
+        query = answer.xml.find("{jabber:iq:roster}query")
+        return {item.get("jid"): {**item.attrib,
+                                  "groups": [g.text for g in item.findall("{jabber:iq:roster}group")]}
+                for item in query.findall("{jabber:iq:roster}item")}
+
+    async def next_presence(self, timeout: float = 5, *, type: str | None = "any",
+                            sender: str | None = None):
+        """Wait for the next presence (optionally of *type* / from *sender*)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise AssertionError(f"{self.boundjid}: no presence type={type} from={sender}")
+            p = await asyncio.wait_for(self.presences.get(), left)
+            got_type = p["type"] if p["type"] not in ("available", "") else None
+            if (type == "any" or got_type == type) and \
+                    (sender is None or str(p["from"]) == sender or p["from"].bare == sender):
+                return p
+
+    async def quiet(self, seconds: float = 0.3) -> list:
+        """Presences that arrive within *seconds* (to check nothing unexpected came)."""
+        await asyncio.sleep(seconds)
+        got = []
+        while not self.presences.empty():
+            got.append(self.presences.get_nowait())
+        return got
 
     async def close(self) -> None:
         if not self.gone.done():

@@ -1,6 +1,17 @@
-"""XEP-0030 Service Discovery for the domain: identity and the features that
-the loaded modules announced in ``host.features`` (so the list always matches
-what is enabled). No items yet; components would be listed there."""
+"""XEP-0030 Service Discovery (version 2.5) for the domain and its accounts.
+
+The domain (§3.1, §4.1): identity server/im and the features that the loaded
+modules announced in ``host.features``, so the list always matches what is
+enabled. No items yet; components would be listed there.
+
+An account's bare JID, as the server answers for it (§3.1; the "account"
+category of the XMPP Registrar): identity account/registered plus
+``host.account_identities`` (e.g. PEP's pubsub/pep), features disco#info,
+disco#items and ``host.account_features``. Items of an account are an empty
+list — the PEP module may answer with nodes instead. An account that does not
+exist gets ``<service-unavailable/>`` (RFC 6121 §8.5.1), as does any other IQ
+to it. A ``node`` we do not know is ``<item-not-found/>`` (§3.3, §4.2).
+"""
 
 from ..xmpp.errors import StanzaError
 from ..xmpp.stanza import E, sub
@@ -9,26 +20,55 @@ INFO = "http://jabber.org/protocol/disco#info"
 ITEMS = "http://jabber.org/protocol/disco#items"
 
 
+def _info(identities, features):
+    query = E(f"{{{INFO}}}query")
+    for attrs in identities:
+        sub(query, f"{{{INFO}}}identity", attrs)
+    for feature in sorted(features):
+        sub(query, f"{{{INFO}}}feature", {"var": feature})
+    return query
+
+
+def _no_node(event) -> None:
+    node = event.stanza[0].get("node")
+    if node:
+        raise StanzaError("item-not-found", f"no node {node!r}")
+
+
 def setup(host) -> None:
     host.features.update({INFO, ITEMS})
 
-    async def info(event) -> bool:
-        node = event.stanza[0].get("node")
-        if node:
-            raise StanzaError("item-not-found", f"no node {node!r}")
-        query = E(f"{{{INFO}}}query")
-        sub(query, f"{{{INFO}}}identity", {"category": "server", "type": "im", "name": "xferd"})
-        for feature in sorted(host.features):
-            sub(query, f"{{{INFO}}}feature", {"var": feature})
-        await event.reply(query)
+    async def account_exists(event) -> None:
+        if not await host.storage.user_exists(host.domain, event.to.local):
+            raise StanzaError("service-unavailable")
+
+    async def domain_info(event) -> bool:
+        _no_node(event)
+        identity = {"category": "server", "type": "im", "name": "xferd"}
+        await event.reply(_info([identity], host.features))
         return True
 
-    async def items(event) -> bool:
-        node = event.stanza[0].get("node")
-        if node:
-            raise StanzaError("item-not-found", f"no node {node!r}")
+    async def domain_items(event) -> bool:
+        _no_node(event)
         await event.reply(E(f"{{{ITEMS}}}query"))
         return True
 
-    host.events.on(f"iq-get/host/{INFO}:query", info)
-    host.events.on(f"iq-get/host/{ITEMS}:query", items)
+    async def account_info(event) -> bool:
+        await account_exists(event)
+        _no_node(event)
+        kinds = {("account", "registered")} | host.account_identities
+        identities = [{"category": c, "type": t} for c, t in sorted(kinds)]
+        await event.reply(_info(identities, {INFO, ITEMS} | host.account_features))
+        return True
+
+    async def account_items(event) -> bool:
+        await account_exists(event)
+        _no_node(event)
+        await event.reply(E(f"{{{ITEMS}}}query"))
+        return True
+
+    host.events.on(f"iq-get/host/{INFO}:query", domain_info)
+    host.events.on(f"iq-get/host/{ITEMS}:query", domain_items)
+    # "self" (one's own account) falls back to "bare" in the router
+    host.events.on(f"iq-get/bare/{INFO}:query", account_info)
+    host.events.on(f"iq-get/bare/{ITEMS}:query", account_items)

@@ -119,7 +119,7 @@ def phase_after_header(*, secure: bool, require_tls: bool, authenticated: bool) 
 
 
 def features(phase: Phase, *, secure: bool, mechanisms: list[str],
-             registration: bool) -> "E":
+             registration: bool, extra: tuple[tuple[str, str], ...] = ()) -> "E":
     """The ``<stream:features/>`` offered at the start of *phase* (RFC 6120 §4.3.2)."""
     el = E(f"{{{STREAMS_NS}}}features")
     if phase is Phase.TLS:
@@ -135,4 +135,6 @@ def features(phase: Phase, *, secure: bool, mechanisms: list[str],
     elif phase is Phase.BIND:
         sub(el, f"{{{BIND_NS}}}bind")
         sub(sub(el, f"{{{SESSION_NS}}}session"), f"{{{SESSION_NS}}}optional")
+        for ns, name in sorted(extra):          # e.g. roster versioning (XEP-0237)
+            sub(el, f"{{{ns}}}{name}")
     return el

@@ -340,6 +340,8 @@ def serialize(element, *, stream_ns: str = CLIENT_NS,
     out: list[str] = []
     _write(element, stream_ns, stream_ns, rehome_from,
            STREAM_PREFIXES if prefixes is None else prefixes, out)
+    if element.tail:
+        del out[-1]                 # text after the element is not part of it
     return "".join(out)
 
 

@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+import slixmpp
 
 from tests.harness import SASL, RawClient, login
 
@@ -166,12 +167,11 @@ async def test_each_domain_presents_its_own_certificate(make_server):
 async def test_a_closed_session_is_gone_from_routing(server):
     alice = await login(server, "alice@localhost/t", "alice-pass")
     bob = await login(server, "bob@localhost/t", "bob-pass")
+    assert await alice.plugin["xep_0199"].ping("bob@localhost/t", timeout=5) >= 0
     await bob.close()
     await asyncio.sleep(0.2)
-    msg = alice.make_message(mto="bob@localhost/t", mbody="anyone?", mtype="chat")
-    errors = asyncio.Queue()
-    alice.add_event_handler("message_error", errors.put_nowait)
-    msg.send()
-    error = await asyncio.wait_for(errors.get(), 5)
-    assert error["error"]["condition"] == "service-unavailable"
+    # RFC 6121 §8.5.3.2.2: an IQ to a resource that is not connected
+    with pytest.raises(slixmpp.exceptions.IqError) as info:
+        await alice.plugin["xep_0199"].ping("bob@localhost/t", timeout=5)
+    assert info.value.iq["error"]["condition"] == "service-unavailable"
     await alice.close()

@@ -1,0 +1,97 @@
+"""RFC 6121 §8.5: delivering messages to this host's users.
+
+Messages to a bare JID (§8.5.2), by type:
+
+- ``normal`` / ``chat`` (and unknown types, which §5.2.2 says to treat as
+  ``normal``): of the options §8.5.2.1.1 allows we pick "most available":
+  the available resources with the highest non-negative priority get it —
+  all of them when several share that priority. With no such resource
+  (offline, or only negative priorities) the ``message-offline`` event asks
+  offline storage (``offline.py``) to keep it; if nobody does, the sender
+  gets ``<service-unavailable/>`` (§8.5.2.2.1).
+- ``headline``: every available resource with non-negative priority, or
+  nobody (silently dropped).
+- ``groupchat``: users are not rooms — ``<service-unavailable/>``.
+- ``error``: dropped; errors are never answered with errors.
+
+Messages to a full JID (§8.5.3): a *connected* resource (bound, even if it
+never sent presence: §8.5.3.1, RFC 6120 §10.5.4) gets it whatever its type. When no
+such resource is bound, ``groupchat`` gets ``<service-unavailable/>``,
+``error`` is dropped and ``chat`` is handled as if sent to the bare JID
+(§8.5.3.2.1). Deviation: §8.5.3.2.1 lets a server drop or bounce ``normal``
+and ``headline`` here; like Prosody we handle them as if sent to the bare
+JID too, so a normal message to a resource that just reconnected under
+another name is delivered or stored rather than lost.
+
+No such account (§8.5.1 allows dropping or bouncing): ``<service-unavailable/>``
+for every type except ``headline`` and ``error``, which are dropped.
+
+Our handlers run last (priority -1), so a module that wants to look at a
+message first (carbons, archiving, …) hooks the same events at the default
+priority.
+"""
+
+from __future__ import annotations
+
+from ..xmpp.errors import StanzaError
+
+
+def _message_type(stanza) -> str:
+    kind = stanza.get("type", "normal")
+    return kind if kind in ("chat", "groupchat", "headline", "error") else "normal"
+
+
+async def _account_exists(host, username: str) -> bool:
+    """A bound session proves the account; otherwise ask storage."""
+    return bool(host.user_sessions(username)) or \
+        await host.storage.user_exists(host.domain, username)
+
+
+def _receivers(host, username: str, kind: str) -> list:
+    """The sessions a bare-JID message of *kind* goes to (may be empty)."""
+    willing = [s for s in host.available_sessions(username) if s.priority >= 0]
+    if kind == "headline" or not willing:
+        return willing
+    top = max(s.priority for s in willing)
+    return [s for s in willing if s.priority == top]
+
+
+async def to_bare(event) -> bool:
+    """§8.5.1 and §8.5.2: a message to an account rather than a resource."""
+    host, stanza = event.host, event.stanza
+    kind = _message_type(stanza)
+    if kind == "error":
+        return True
+    if not await _account_exists(host, event.to.local):
+        if kind == "headline":
+            return True
+        raise StanzaError("service-unavailable")
+    if kind == "groupchat":
+        raise StanzaError("service-unavailable", "this is a user, not a room")
+    receivers = _receivers(host, event.to.local, kind)
+    for session in receivers:
+        session.send(stanza)
+    if receivers or kind == "headline":
+        return True
+    if await host.events.fire("message-offline", event):
+        return True
+    raise StanzaError("service-unavailable", "the recipient is offline")
+
+
+async def to_full(event) -> bool:
+    """§8.5.3: a message to one resource."""
+    session = event.host.session(event.to)
+    if session is not None:
+        session.send(event.stanza)
+        return True
+    kind = _message_type(event.stanza)
+    if kind == "error":
+        return True
+    if kind == "groupchat":
+        raise StanzaError("service-unavailable", "that resource is not connected")
+    return await to_bare(event)
+
+
+def setup(host) -> None:
+    host.events.on("message/bare", to_bare, priority=-1)
+    host.events.on("message/full", to_full, priority=-1)

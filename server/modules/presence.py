@@ -1,0 +1,190 @@
+"""RFC 6121 §4: presence — broadcast, probes, directed presence, priorities.
+
+From the user's client (``pre-presence``):
+* the first available presence of a session is *initial presence* (§4.2):
+  it goes to the user's other resources and to every contact with a ``from``
+  or ``both`` subscription, probes go to every contact with ``to`` or
+  ``both``, the session gets the presence of the user's other available
+  resources, and ``presence-initial`` fires (offline messages, pending
+  subscription requests);
+* later available presence is broadcast the same way, without probes (§4.4);
+* unavailable presence — sent, or implied by the connection ending — goes to
+  the same audience plus everyone who got directed presence (§4.5, §4.6.3);
+* presence with a ``to`` is directed presence (§4.6), routed as it is and
+  remembered when it reaches someone outside the broadcast audience.
+
+For a local user (``presence/bare``, ``presence/full``):
+* a probe (§4.3.2) is answered with the current presence of each available
+  resource when the prober is subscribed (``from``/``both`` in the user's
+  roster), else with ``unsubscribed``; with no resource available nothing is
+  sent (§4.3.2 allows either);
+* other presence goes to every available resource (bare JID) or to the one
+  resource it names, if available (full JID).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+from ..xmpp.stanza import E, PRESENCE
+
+log = logging.getLogger("xferd.presence")
+
+_C = "{jabber:client}"
+SHARES = ("from", "both")       # the contact receives the user's presence
+SEES = ("to", "both")           # the user receives the contact's presence
+
+
+def _priority(stanza) -> int:
+    text = stanza.findtext(_C + "priority")
+    try:
+        return max(-128, min(127, int(text))) if text else 0
+    except ValueError:
+        return 0
+
+
+def _clone(stanza, **attrs):
+    el = copy.deepcopy(stanza)
+    for key, value in attrs.items():
+        if value is None:
+            el.attrib.pop(key, None)
+        else:
+            el.set(key, value)
+    return el
+
+
+def setup(host) -> None:
+    storage = host.storage
+
+    async def contacts(user: str, subscriptions: tuple[str, ...]) -> list[str]:
+        _, items = await storage.get_roster(host.domain, user)
+        return [jid for jid, item in items.items() if item.subscription in subscriptions]
+
+    async def broadcast(session, stanza, extra: set[str] = frozenset()) -> None:
+        """Send *stanza* (from the session) to the user's other resources and
+        to every contact that shares the user's presence (plus *extra*)."""
+        user = session.jid.local
+        for other in host.user_sessions(user).values():
+            if other is not session and other.available:
+                other.send(_clone(stanza, to=str(other.jid)))
+        audience = set(await contacts(user, SHARES)) | set(extra)
+        for contact in sorted(audience):
+            await host.server.router.route(_clone(stanza, to=contact))
+
+    # -- from the user's client ------------------------------------------------------------
+    async def outbound(event) -> bool:
+        session, stanza = event.origin, event.stanza
+        kind = stanza.get("type")
+        if kind not in (None, "unavailable", "probe"):
+            return False                         # subscriptions, errors: not ours
+        if kind == "probe":
+            return True                          # clients do not probe (§4.3): ignored
+        if event.to is not None and event.to != session.jid.bare:
+            directed(session, event.to, kind)
+            return False                         # the router delivers it
+        stanza.attrib.pop("to", None)
+        if kind == "unavailable":
+            await go_unavailable(session, stanza)
+            return True
+        initial = not session.available
+        session.presence = _clone(stanza, to=None)
+        session.priority = _priority(stanza)
+        await broadcast(session, stanza)
+        if initial:
+            await initial_presence(session)
+        return True
+
+    def directed(session, to, kind) -> None:
+        target = str(to)
+        if kind is None:
+            session.directed.add(target)
+        else:
+            session.directed.discard(target)
+
+    async def initial_presence(session) -> None:
+        user = session.jid.local
+        bare = f"{user}@{host.domain}"
+        for contact in await contacts(user, SEES):
+            await host.server.router.route(
+                E(PRESENCE, {"type": "probe", "from": bare, "to": contact}))
+        for other in host.user_sessions(user).values():
+            if other is not session and other.available:
+                session.send(_clone(other.presence, to=str(session.jid)))
+        await host.events.fire("presence-initial", session)
+
+    async def go_unavailable(session, stanza=None) -> None:
+        was_available = session.available
+        session.presence = None
+        session.priority = 0
+        audience = set(session.directed)
+        session.directed.clear()
+        if not was_available and not audience:
+            return
+        unavailable = stanza if stanza is not None else E(
+            PRESENCE, {"type": "unavailable", "from": str(session.jid)})
+        unavailable.set("from", str(session.jid))
+        if was_available:
+            await broadcast(session, unavailable, audience)
+        else:
+            for target in sorted(audience):
+                await host.server.router.route(_clone(unavailable, to=target))
+
+    async def disconnected(session) -> None:
+        await go_unavailable(session)
+
+    # -- for a local user ------------------------------------------------------------------------
+    async def inbound(event) -> bool:
+        stanza = event.stanza
+        kind = stanza.get("type")
+        user = event.to.local
+        if kind == "probe":
+            await answer_probe(event)
+            return True
+        if kind not in (None, "unavailable"):
+            return False                          # errors: router default
+        if event.to.resource is not None:
+            target = host.session(event.to)
+            if target is not None and target.available:
+                target.send(stanza)
+            return True
+        for session in host.available_sessions(user):
+            session.send(stanza)
+        return True
+
+    async def answer_probe(event) -> None:
+        user = event.to.local
+        prober = event.from_
+        if prober is None:
+            return
+        item = await storage.get_roster_item(host.domain, user, str(prober.bare))
+        if item is None or item.subscription not in SHARES:
+            if await storage.user_exists(host.domain, user):
+                await event.send(E(PRESENCE, {"type": "unsubscribed",
+                                              "from": f"{user}@{host.domain}",
+                                              "to": str(prober.bare)}))
+            return
+        for session in host.available_sessions(user):
+            await event.send(_clone(session.presence, **{"from": str(session.jid),
+                                                         "to": str(prober)}))
+
+    # -- asked by the subscription module ----------------------------------------------------------
+    async def grant(share) -> None:
+        """§3.1.5: the contact may now see the user's presence: send it."""
+        for session in host.available_sessions(share.username):
+            await host.server.router.route(
+                _clone(session.presence, **{"from": str(session.jid), "to": share.contact}))
+
+    async def revoke(share) -> None:
+        """§3.2.2: the contact may no longer see it: say unavailable first."""
+        for session in host.available_sessions(share.username):
+            await host.server.router.route(
+                E(PRESENCE, {"type": "unavailable", "from": str(session.jid),
+                             "to": share.contact}))
+
+    host.events.on("pre-presence", outbound)
+    host.events.on("presence/bare", inbound)
+    host.events.on("presence/full", inbound)
+    host.events.on("resource-unbind", disconnected)
+    host.events.on("presence-grant", grant)
+    host.events.on("presence-revoke", revoke)

@@ -1,0 +1,85 @@
+"""XEP-0049 Private XML Storage (version 1.2): a user keeps XML fragments on
+their own server, one per ``{namespace}name``.
+
+- Set (§2.3): the ``<query/>`` holds one or more fragments, each in a
+  namespace of its own; all of them are stored in one transaction, replacing
+  earlier fragments with the same qualified name. An empty query, or a child
+  without a namespace of its own, is ``<not-acceptable/>``.
+- Get (§2.3): the query names the fragment by an empty element. The answer
+  carries the stored fragment, or that empty element echoed back when nothing
+  is stored. A get without a child is ``<bad-request/>`` (the spec's "Bad
+  Format" is no stanza condition; bad-request is the nearest). Several
+  children in one namespace are answered together; children in different
+  namespaces are ``<bad-request/>`` ("a client MUST NOT query for more than
+  one namespace").
+- Reserved namespaces (``jabber:*``, ``http://jabber.org/*``, ``vcard-temp``)
+  are refused with ``<not-acceptable/>`` on get and set. §2.3 makes this
+  optional; we refuse so that private storage can never shadow protocol data
+  (the vCard lives in vcard.py, not here).
+- Another user's storage (§2.3, §4): ``<forbidden/>``, the preferred one of
+  the two conditions the spec allows.
+
+Only the account's own resources reach the ``self`` events; everyone else,
+local or remote, lands on ``bare``.
+"""
+
+from __future__ import annotations
+
+from ..xmpp.errors import StanzaError
+from ..xmpp.stanza import E, from_text, namespace, to_text
+
+NS = "jabber:iq:private"
+RESERVED_PREFIXES = ("jabber:", "http://jabber.org/")
+RESERVED = frozenset({"vcard-temp"})
+
+
+def _check_namespace(ns: str | None) -> None:
+    if ns is None:
+        raise StanzaError("not-acceptable", "each fragment needs a namespace of its own")
+    if ns in RESERVED or ns.startswith(RESERVED_PREFIXES):
+        raise StanzaError("not-acceptable", f"{ns} is a reserved namespace")
+
+
+def _text(fragment) -> str:
+    """The fragment as stored text, without the whitespace that followed it."""
+    fragment.tail = None
+    return to_text(fragment)
+
+
+def setup(host) -> None:
+    host.features.add(NS)
+
+    async def store(event) -> bool:
+        query = event.stanza[0]
+        if len(query) == 0:
+            raise StanzaError("not-acceptable", "nothing to store")
+        fragments = {}
+        for child in query:
+            _check_namespace(namespace(child))
+            fragments[child.tag] = _text(child)     # lxml tags are "{ns}name"
+        await host.storage.set_private(host.domain, event.to.local, fragments)
+        await event.reply()
+        return True
+
+    async def fetch(event) -> bool:
+        wanted = list(event.stanza[0])
+        if not wanted:
+            raise StanzaError("bad-request", "name the fragment to retrieve")
+        namespaces = {namespace(child) for child in wanted}
+        if len(namespaces) > 1:
+            raise StanzaError("bad-request", "ask for one namespace at a time")
+        _check_namespace(namespaces.pop())
+        answer = E(f"{{{NS}}}query")
+        for child in wanted:
+            stored = await host.storage.get_private(host.domain, event.to.local, child.tag)
+            answer.append(from_text(stored) if stored is not None else E(child.tag))
+        await event.reply(answer)
+        return True
+
+    async def someone_else(event) -> bool:
+        raise StanzaError("forbidden", "private XML belongs to its owner alone")
+
+    host.events.on(f"iq-set/self/{NS}:query", store)
+    host.events.on(f"iq-get/self/{NS}:query", fetch)
+    host.events.on(f"iq-set/bare/{NS}:query", someone_else)
+    host.events.on(f"iq-get/bare/{NS}:query", someone_else)

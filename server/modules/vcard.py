@@ -1,0 +1,67 @@
+"""XEP-0054 vcard-temp (version 1.2): every account may publish one vCard
+that anyone can read.
+
+- Retrieving one's own vCard (§3.1): the stored vCard, or an empty
+  ``<vCard xmlns='vcard-temp'/>`` when there is none (the spec allows this or
+  ``<item-not-found/>``; the empty result is what most clients expect).
+- Updating one's vCard (§3.2): the whole vCard is replaced; an empty one
+  deletes it. A set addressed to anyone else is ``<forbidden/>``.
+- Viewing another user's vCard (§3.3): the server answers for the user. When
+  the user does not exist *or* has no vCard the answer is the same
+  ``<service-unavailable/>`` — §3.3 says so, and using one condition for both
+  keeps the vCard from telling a harvester which accounts exist.
+- Determining support (§4): ``vcard-temp`` is announced as a feature of the
+  server and of every account (their vCards are served for them).
+
+Not in the XEP: a vCard larger than 64 KiB (serialised) is refused with
+``<not-acceptable/>`` — avatars belong in XEP-0084, not in the vCard.
+The server's own vCard (an IQ to the domain) is not served.
+"""
+
+from __future__ import annotations
+
+from ..xmpp.errors import StanzaError
+from ..xmpp.stanza import E, from_text, to_text
+
+NS = "vcard-temp"
+VCARD = f"{{{NS}}}vCard"
+MAX_SIZE = 64 * 1024
+
+
+def setup(host) -> None:
+    host.features.add(NS)
+    host.account_features.add(NS)
+
+    async def update(event) -> bool:
+        vcard = event.stanza[0]
+        vcard.tail = None
+        text = None
+        if len(vcard) or (vcard.text or "").strip() or vcard.attrib:
+            text = to_text(vcard)
+            if len(text.encode()) > MAX_SIZE:
+                raise StanzaError("not-acceptable", f"a vCard may not exceed {MAX_SIZE} bytes")
+        await host.storage.set_vcard(host.domain, event.to.local, text)
+        await event.reply()
+        return True
+
+    async def own(event) -> bool:
+        stored = await host.storage.get_vcard(host.domain, event.to.local)
+        await event.reply(from_text(stored) if stored is not None else E(VCARD))
+        return True
+
+    async def someone_elses(event) -> bool:
+        # a removed account takes its vCard with it (AccountStore.delete_user),
+        # so "no vCard" covers "no such user" as well
+        stored = await host.storage.get_vcard(host.domain, event.to.local)
+        if stored is None:
+            raise StanzaError("service-unavailable", "no vCard")
+        await event.reply(from_text(stored))
+        return True
+
+    async def not_yours(event) -> bool:
+        raise StanzaError("forbidden", "you can only change your own vCard")
+
+    host.events.on(f"iq-set/self/{NS}:vCard", update)
+    host.events.on(f"iq-get/self/{NS}:vCard", own)
+    host.events.on(f"iq-set/bare/{NS}:vCard", not_yours)
+    host.events.on(f"iq-get/bare/{NS}:vCard", someone_elses)

@@ -1,0 +1,125 @@
+"""RFC 6121 §4 presence: initial presence with probes and broadcast,
+updates, unavailable (sent or by disconnecting), directed presence, and
+the user's own resources seeing each other."""
+
+import asyncio
+
+from tests.harness import login
+
+
+async def befriend(server, new_user, *, both=True):
+    """Two users, U and C; C subscribed to U ('from' on U's side) and, if
+    *both*, U subscribed to C. Returns jids and the (not yet available) clients."""
+    u_jid, c_jid = new_user("pu"), new_user("pc")
+    u = await login(server, f"{u_jid}/home", "pw")
+    c = await login(server, f"{c_jid}/home", "pw")
+    c.send_presence(pto=u_jid, ptype="subscribe")
+    await asyncio.sleep(0.2)
+    u.send_presence(pto=c_jid, ptype="subscribed")
+    if both:
+        u.send_presence(pto=c_jid, ptype="subscribe")
+        await asyncio.sleep(0.2)
+        c.send_presence(pto=u_jid, ptype="subscribed")
+    await asyncio.sleep(0.3)
+    await u.quiet(0.1)
+    await c.quiet(0.1)
+    return u_jid, c_jid, u, c
+
+
+async def test_initial_presence_is_broadcast_and_probes_are_answered(server, new_user):
+    u_jid, c_jid, u, c = await befriend(server, new_user)
+    c.send_presence(pstatus="at work")
+    await asyncio.sleep(0.2)
+    u.send_presence(pstatus="hello", ppriority=5)
+    # C (subscribed to U) sees U come online
+    seen = await c.next_presence(type=None, sender=u_jid)
+    assert str(seen["from"]) == f"{u_jid}/home" and seen["status"] == "hello"
+    assert seen["priority"] == 5
+    # U's probe to C (U has 'both') is answered with C's current presence
+    probed = await u.next_presence(type=None, sender=c_jid)
+    assert str(probed["from"]) == f"{c_jid}/home" and probed["status"] == "at work"
+    await u.close()
+    await c.close()
+
+
+async def test_updates_and_unavailable_on_disconnect(server, new_user):
+    u_jid, c_jid, u, c = await befriend(server, new_user)
+    c.send_presence()
+    u.send_presence()
+    await c.next_presence(type=None, sender=u_jid)
+    await asyncio.sleep(0.2)
+    await c.quiet(0.1)          # a probe answer may duplicate the initial presence
+    u.send_presence(pshow="away", pstatus="lunch")
+    update = await c.next_presence(sender=u_jid)
+    assert update["show"] == "away" and update["status"] == "lunch"
+    await u.close()                                  # just hang up
+    gone = await c.next_presence(type="unavailable", sender=u_jid)
+    assert str(gone["from"]) == f"{u_jid}/home"
+    await c.close()
+
+
+async def test_only_subscribers_get_presence(server, new_user):
+    u_jid, c_jid, u, c = await befriend(server, new_user, both=False)   # C has 'to'
+    stranger_jid = new_user("ps")
+    stranger = await login(server, f"{stranger_jid}/x", "pw")
+    stranger.send_presence()
+    c.send_presence()
+    await asyncio.sleep(0.2)
+    u.send_presence()
+    await c.next_presence(type=None, sender=u_jid)           # C is subscribed to U
+    # U has no subscription to C: no probe, so C's presence does not reach U
+    assert not [p for p in await u.quiet(0.4) if p["from"].bare == c_jid]
+    assert not [p for p in await stranger.quiet(0.2) if p["from"].bare == u_jid]
+    # a stranger's probe is answered with unsubscribed, never with presence
+    probe = stranger.make_presence(pto=u_jid, ptype="probe")
+    probe.send()
+    assert not [p for p in await stranger.quiet(0.4) if p["from"].bare == u_jid and
+                p["type"] not in ("unsubscribed",)]
+    await u.close()
+    await c.close()
+    await stranger.close()
+
+
+async def test_own_resources_see_each_other(server, new_user):
+    me = new_user("pr")
+    a = await login(server, f"{me}/a", "pw")
+    b = await login(server, f"{me}/b", "pw")
+    a.send_presence(pstatus="A here")
+    await asyncio.sleep(0.2)
+    b.send_presence(pstatus="B here")
+    # b's initial presence gets a's presence; a sees b arrive
+    got = await b.next_presence(type=None, sender=me)
+    assert str(got["from"]) == f"{me}/a" and got["status"] == "A here"
+    got = await a.next_presence(type=None, sender=me)
+    assert str(got["from"]) == f"{me}/b" and got["status"] == "B here"
+    b.send_presence(ptype="unavailable")
+    got = await a.next_presence(type="unavailable", sender=me)
+    assert str(got["from"]) == f"{me}/b"
+    await a.close()
+    await b.close()
+
+
+async def test_directed_presence_and_its_cleanup(server, new_user):
+    u_jid, stranger_jid = new_user("pd"), new_user("pd")
+    u = await login(server, f"{u_jid}/r", "pw")
+    stranger = await login(server, f"{stranger_jid}/r", "pw")
+    stranger.send_presence()
+    u.send_presence()
+    await asyncio.sleep(0.2)
+    u.send_presence(pto=f"{stranger_jid}/r", pstatus="just for you")
+    got = await stranger.next_presence(type=None, sender=u_jid)
+    assert got["status"] == "just for you"
+    await u.close()                                   # RFC 6121 §4.6.3
+    gone = await stranger.next_presence(type="unavailable", sender=u_jid)
+    assert str(gone["from"]) == f"{u_jid}/r"
+    await stranger.close()
+
+
+async def test_presence_to_an_unavailable_full_jid_is_dropped(server, new_user):
+    u_jid, other = new_user("pn"), new_user("pn")
+    u = await login(server, f"{u_jid}/r", "pw")        # bound, never available
+    sender = await login(server, f"{other}/r", "pw")
+    sender.send_presence(pto=f"{u_jid}/r")
+    assert not await u.quiet(0.4)
+    await u.close()
+    await sender.close()

@@ -238,6 +238,20 @@ class Client(slixmpp.ClientXMPP):
                 pass
 
 
+async def ask(client, itype: str, payload: str, to: str | None = None):
+    """Send an IQ of *itype* carrying *payload* (XML text).
+
+    Returns (None, answer XML) on a result, (error condition, error XML) on an error.
+    """
+    iq = client.make_iq(ito=to, itype=itype)
+    iq.xml.append(slixmpp.xmlstream.ET.fromstring(payload))
+    try:
+        answer = await iq.send(timeout=10)
+    except slixmpp.exceptions.IqError as exc:
+        return exc.iq["error"]["condition"], exc.iq.xml
+    return None, answer.xml
+
+
 async def login(server: XferdProcess, jid: str, password: str, *,
                 mechanism: str | None = None, direct_tls: bool = False,
                 expect: str = "session", timeout: float = 10,

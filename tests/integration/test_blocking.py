@@ -4,14 +4,12 @@ JID matching (§6), the error cases, and a blocklist surviving a restart."""
 
 import asyncio
 import itertools
-import xml.etree.ElementTree as ET
 
 import pytest
-from slixmpp.exceptions import IqError
 
 from server.modules.blocking import is_blocked, patterns
 from server.xmpp.jid import JID
-from tests.harness import login
+from tests.harness import ask, login
 
 NS = "urn:xmpp:blocking"
 ERRORS_NS = "urn:xmpp:blocking:errors"
@@ -34,17 +32,6 @@ def pair_of_users(server) -> tuple[str, str]:
     server.adduser(user, "pw")
     server.adduser(contact, "pw")
     return user, contact
-
-
-async def ask(client, itype: str, payload: str, to: str | None = None):
-    """Send an IQ with *payload*; returns (error condition or None, answer XML)."""
-    iq = client.make_iq(ito=to, itype=itype)
-    iq.xml.append(ET.fromstring(payload))
-    try:
-        answer = await iq.send(timeout=10)
-    except IqError as exc:
-        return exc.iq["error"]["condition"], exc.iq.xml
-    return None, answer.xml
 
 
 async def next_message(client, timeout: float = 5):

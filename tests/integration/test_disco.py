@@ -1,25 +1,16 @@
 """XEP-0030 Service Discovery: the domain, and accounts' bare JIDs answered by
 the server (identity account/registered, RFC 6121 §8.5.1 for unknown users)."""
 
-import xml.etree.ElementTree as ET
 
-from slixmpp.exceptions import IqError
 
-from tests.harness import login
+from tests.harness import ask, login
 
 INFO = "http://jabber.org/protocol/disco#info"
 ITEMS = "http://jabber.org/protocol/disco#items"
 
 
-async def ask(client, payload: str, to: str | None = None):
-    """Send an IQ get with *payload*; returns (error condition or None, answer XML)."""
-    iq = client.make_iq(ito=to, itype="get")
-    iq.xml.append(ET.fromstring(payload))
-    try:
-        answer = await iq.send(timeout=10)
-    except IqError as exc:
-        return exc.iq["error"]["condition"], exc.iq.xml
-    return None, answer.xml
+async def ask_get(client, payload: str, to: str | None = None):
+    return await ask(client, "get", payload, to)
 
 
 async def disco_client(server, jid: str, password: str):
@@ -52,7 +43,7 @@ async def test_another_users_account_info(server):
 
 async def test_own_account_info_and_items(server):
     alice = await disco_client(server, "alice@localhost/d", "alice-pass")
-    error, answer = await ask(alice, f"<query xmlns='{INFO}'/>", to="alice@localhost")
+    error, answer = await ask_get(alice, f"<query xmlns='{INFO}'/>", to="alice@localhost")
     assert error is None
     identity = answer.find(f"{{{INFO}}}query/{{{INFO}}}identity[@category='account']")
     assert identity.get("type") == "registered"
@@ -61,7 +52,7 @@ async def test_own_account_info_and_items(server):
     # an account's vCard is served for it; private XML only to its owner, via the server
     assert "vcard-temp" in features
     assert "jabber:iq:private" not in features
-    error, answer = await ask(alice, f"<query xmlns='{ITEMS}'/>", to="alice@localhost")
+    error, answer = await ask_get(alice, f"<query xmlns='{ITEMS}'/>", to="alice@localhost")
     assert error is None
     assert len(answer.find(f"{{{ITEMS}}}query")) == 0
     await alice.close()
@@ -70,7 +61,7 @@ async def test_own_account_info_and_items(server):
 async def test_unknown_user_is_service_unavailable(server):
     alice = await disco_client(server, "alice@localhost/d", "alice-pass")
     for ns in (INFO, ITEMS):
-        error, _ = await ask(alice, f"<query xmlns='{ns}'/>", to="nobody@localhost")
+        error, _ = await ask_get(alice, f"<query xmlns='{ns}'/>", to="nobody@localhost")
         assert error == "service-unavailable", ns
     await alice.close()
 
@@ -79,6 +70,6 @@ async def test_unknown_node_is_item_not_found(server):
     alice = await disco_client(server, "alice@localhost/d", "alice-pass")
     for to in ("localhost", "bob@localhost"):
         for ns in (INFO, ITEMS):
-            error, _ = await ask(alice, f"<query xmlns='{ns}' node='no-such-node'/>", to=to)
+            error, _ = await ask_get(alice, f"<query xmlns='{ns}' node='no-such-node'/>", to=to)
             assert error == "item-not-found", (to, ns)
     await alice.close()

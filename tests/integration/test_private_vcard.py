@@ -2,25 +2,12 @@
 round trips, the error conditions of both modules, who may read what, and
 that everything is still there after a restart."""
 
-import xml.etree.ElementTree as ET
 
-from slixmpp.exceptions import IqError
 
-from tests.harness import login
+from tests.harness import ask, login
 
 PRIVATE = "jabber:iq:private"
 VCARD = "vcard-temp"
-
-
-async def ask(client, itype: str, payload: str, to: str | None = None):
-    """Send an IQ with *payload*; returns (error condition or None, answer XML)."""
-    iq = client.make_iq(ito=to, itype=itype)
-    iq.xml.append(ET.fromstring(payload))
-    try:
-        answer = await iq.send(timeout=10)
-    except IqError as exc:
-        return exc.iq["error"]["condition"], exc.iq.xml
-    return None, answer.xml
 
 
 def private(*fragments: str) -> str:

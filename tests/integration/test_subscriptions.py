@@ -201,3 +201,31 @@ async def test_subscribe_to_a_nonexistent_user_is_answered_unsubscribed(server, 
     assert answer["from"].bare == "nobody-here@localhost"
     assert (await client.fetch_roster())["nobody-here@localhost"]["subscription"] == "none"
     await client.close()
+
+
+async def test_subscription_state_and_pending_requests_survive_a_restart(make_server):
+    srv = make_server()
+    for name in ("una", "cal", "dee"):
+        srv.adduser(f"{name}@localhost", "pw")
+    u = await login(srv, "una@localhost/r", "pw")
+    c = await login(srv, "cal@localhost/r", "pw")
+    d = await login(srv, "dee@localhost/r", "pw")
+    for client in (u, c, d):
+        client.send_presence()
+    c.send_presence(pto="una@localhost", ptype="subscribe")
+    await u.next_presence(type="subscribe", sender="cal@localhost")
+    u.send_presence(pto="cal@localhost", ptype="subscribed")
+    await wait_for_views(u, c, "una@localhost", "cal@localhost", "F")
+    d.send_presence(pto="una@localhost", ptype="subscribe")        # left unanswered
+    await u.next_presence(type="subscribe", sender="dee@localhost")
+    for client in (u, c, d):
+        await client.close()
+    srv.stop()
+    srv.start()
+    u = await login(srv, "una@localhost/again", "pw")
+    c = await login(srv, "cal@localhost/again", "pw")
+    await wait_for_views(u, c, "una@localhost", "cal@localhost", "F")
+    u.send_presence()
+    await u.next_presence(type="subscribe", sender="dee@localhost")
+    await u.close()
+    await c.close()

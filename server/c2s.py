@@ -18,20 +18,18 @@ import binascii
 import itertools
 import logging
 import secrets
-import ssl
 from typing import TYPE_CHECKING
 
+from .net import StreamConnection
 from .router import StanzaEvent
 from .throttle import FailureThrottle
-from .trace import Tracer
 from .xmpp import sasl
 from .xmpp.errors import StanzaError, StreamError
 from .xmpp.jid import JID, JIDError, resourceprep
 from .xmpp.negotiation import (BIND_NS, SASL_NS, TLS_NS, Phase, classify, decide,
                                features, phase_after_header)
-from .xmpp.stanza import E, error_reply, result, stream_error, sub
-from .xmpp.stream import (CLIENT_NS, STREAM_FOOTER, Element, StreamClosed, StreamOpened,
-                          StreamParser, serialize, stream_header)
+from .xmpp.stanza import E, error_reply, result, sub
+from .xmpp.stream import CLIENT_NS, StreamOpened, stream_header
 
 if TYPE_CHECKING:
     from .hosts import Host
@@ -39,8 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("xferd.c2s")
 
-READ_SIZE = 64 * 1024
-TLS_HANDSHAKE_TIMEOUT = 30.0
 _numbers = itertools.count(1)
 
 
@@ -52,28 +48,27 @@ class AuthThrottles:
         self.by_ip = FailureThrottle(max_failures_per_ip, window)
 
 
-class C2SSession:
+class C2SSession(StreamConnection):
+    content_ns = CLIENT_NS
+
     def __init__(self, server: "Xferd", reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, *, direct_tls: bool):
-        self.server = server
-        self.config = server.config
-        self.reader = reader
-        self.writer = writer
-        self.secure = direct_tls
         self.number = next(_numbers)
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.ip = str(peer[0])
-        self.tracer = Tracer(f"c2s#{self.number} {self.ip}:{peer[1]}")
+        c2s = server.config.c2s
+        super().__init__(reader, writer, label=f"c2s#{self.number} {self.ip}:{peer[1]}",
+                         max_stanza_size=c2s.max_stanza_size, max_depth=c2s.max_depth)
+        self.server = server
+        self.config = server.config
+        self.secure = direct_tls
         self.host: Host | None = None
         self.username: str | None = None      # set by SASL success
         self.jid: JID | None = None           # set by bind
         self.phase: Phase | None = None       # None until a stream header arrived
         self.stream_id = ""
-        self.header_sent = False
-        self.closing = False
         self.mechanism: sasl.ServerMechanism | None = None
         self._attempted_user: str | None = None   # for the per-account throttle
-        self.parser = self._new_parser()
         self._timeout = None
         # presence state, kept by server/modules/presence.py (RFC 6121 §4)
         self.presence = None                  # last available <presence/>; None = unavailable
@@ -88,69 +83,20 @@ class C2SSession:
     def __repr__(self):
         return f"<c2s#{self.number} {self.jid or self.ip}>"
 
-    def _new_parser(self) -> StreamParser:
-        c2s = self.config.c2s
-        return StreamParser(CLIENT_NS, max_stanza_size=c2s.max_stanza_size,
-                            max_depth=c2s.max_depth)
-
     # -- connection life cycle -------------------------------------------------
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._timeout = loop.call_later(self.config.c2s.auth_timeout, self._negotiation_timeout)
         self.server.c2s_sessions.add(self)
-        try:
-            while not self.closing:
-                data = await self.reader.read(READ_SIZE)
-                if not data:
-                    break
-                await self._receive(data)
-        except StreamError as exc:
-            log.info("%r: stream error %s (%s)", self, exc.condition, exc.text)
-            self.stream_error(exc.condition, exc.text)
-        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError) as exc:
-            log.debug("%r: connection lost: %s", self, exc)
-        except Exception:
-            log.exception("%r: internal error", self)
-            self.stream_error("internal-server-error")
-        finally:
-            await self._teardown()
+        await super().run()
 
-    async def _receive(self, data: bytes) -> None:
-        parser = self.parser
-        try:
-            events = parser.feed(data)
-        except StreamError as exc:
-            # stanzas that arrived whole before the bad bytes are still served
-            await self._handle(parser, exc.events)
-            raise
-        await self._handle(parser, events)
-
-    async def _handle(self, parser: StreamParser, events: list) -> None:
-        for event in events:
-            if isinstance(event, Element):
-                await self._on_element(event.element)
-            elif isinstance(event, StreamOpened):
-                self._on_header(event)
-            elif isinstance(event, StreamClosed):
-                self.close()
-                return
-            if self.parser is not parser or self.closing:
-                return      # stream restarted (or closed): the rest belonged to the old one
-
-    async def _teardown(self) -> None:
-        self.closing = True
+    async def teardown(self) -> None:
         if self._timeout is not None:
             self._timeout.cancel()
         self.server.c2s_sessions.discard(self)
         if self.jid is not None and self.host is not None:
             self.host.remove_session(self)
             await self.host.events.fire("resource-unbind", self)
-        if not self.writer.is_closing():
-            self.writer.close()
-        try:
-            await asyncio.wait_for(self.writer.wait_closed(), 5)
-        except (Exception, asyncio.CancelledError):
-            pass
         log.debug("%r: closed", self)
 
     def _negotiation_timeout(self) -> None:
@@ -158,50 +104,19 @@ class C2SSession:
             log.info("%r: negotiation timeout", self)
             self.stream_error("connection-timeout", "authentication took too long")
 
-    # -- output -----------------------------------------------------------------
-    def send(self, element) -> None:
-        """Queue *element* on this stream (no await: routing never blocks on a peer)."""
-        if self.closing:
-            return
-        self.tracer.element("send", element)
-        self.writer.write(serialize(element).encode())
-
-    def _send_raw(self, text: str) -> None:
-        if not self.writer.is_closing():
-            self.tracer.text("send", text)
-            self.writer.write(text.encode())
-
-    def _send_header(self) -> None:
+    def send_header(self) -> None:
         self.stream_id = secrets.token_urlsafe(12)
         domain = self.host.domain if self.host else next(iter(self.server.hosts))
-        self._send_raw(stream_header(from_=domain, id=self.stream_id))
+        self.send_raw(stream_header(from_=domain, id=self.stream_id))
         self.header_sent = True
 
-    def stream_error(self, condition: str, text: str | None = None) -> None:
-        """Send ``<stream:error/>`` and close (RFC 6120 §4.9.1.1)."""
-        if self.closing:
-            return
-        if not self.header_sent:
-            self._send_header()          # §4.9.1.2: header first, even for errors
-        self.send(stream_error(condition, text))
-        self.close()
-
-    def close(self) -> None:
-        """End the stream politely and close the connection."""
-        if self.closing:
-            return
-        self._send_raw(STREAM_FOOTER)
-        self.closing = True
-        self.writer.close()
-
     # -- negotiation ----------------------------------------------------------------
-    def _on_header(self, opened: StreamOpened) -> None:
-        self.tracer.text("recv", f"<stream:stream to={opened.to!r} version={opened.version!r}>")
+    def on_header(self, opened: StreamOpened) -> None:
         host = self.server.hosts.get((opened.to or "").lower())
         if self.host is not None and host is not self.host:
             raise StreamError("host-unknown", "the restarted stream names another host")
         self.host = host
-        self._send_header()
+        self.send_header()
         if host is None:
             raise StreamError("host-unknown", f"{opened.to!r} is not served here")
         if opened.version is None or not opened.version.startswith("1."):
@@ -222,8 +137,7 @@ class C2SSession:
     def _registration_open(self) -> bool:
         return bool(self.host and self.host.config.registration and self.secure)
 
-    async def _on_element(self, el) -> None:
-        self.tracer.element("recv", el)
+    async def on_element(self, el) -> None:
         rule = decide(self.phase, classify(el))
         self.phase = rule.then
         await getattr(self, f"on_{rule.action}")(el)
@@ -231,26 +145,15 @@ class C2SSession:
     async def on_starttls(self, el) -> None:
         if self.secure:
             raise StreamError("policy-violation", "TLS is already in place")
-        if _unread_bytes(self.reader):
-            # anything sent after <starttls/> but before the handshake would be
-            # treated as encrypted: the classic STARTTLS injection
+        if self.unread_bytes():
             raise StreamError("policy-violation", "data after <starttls/>")
         self.send(E(f"{{{TLS_NS}}}proceed"))
-        try:
-            await self.writer.start_tls(self.server.tls.context,
-                                        ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
-        except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
-            log.info("%r: TLS handshake failed: %s", self, exc)
-            self.closing = True
-            self.writer.close()
-            return
-        self.secure = True
-        self._restart()
+        if await self.upgrade_tls(self.server.tls.context):
+            self.secure = True
+            self.restart()
 
-    def _restart(self) -> None:
-        """RFC 6120 §4.3.3: a fresh stream on the same connection."""
-        self.parser = self._new_parser()
-        self.header_sent = False
+    def restart(self) -> None:
+        super().restart()
         self.phase = None
 
     # SASL (RFC 6120 §6.4) .......................................................
@@ -309,7 +212,7 @@ class C2SSession:
         log.info("%r: authenticated as %s@%s", self, step.username, self.host.domain)
         self.send(E(f"{{{SASL_NS}}}success",
                     text=_b64(step.data) if step.data is not None else None))
-        self._restart()
+        self.restart()
 
     def _account_key(self, username: str) -> str:
         return f"{username}@{self.host.domain}"
@@ -394,9 +297,3 @@ def _decode_sasl(text: str | None, *, initial: bool) -> bytes | None:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode() if data else "="
-
-
-def _unread_bytes(reader: asyncio.StreamReader) -> int:
-    # StreamReader keeps bytes read from the socket but not yet returned in
-    # _buffer; there is no public accessor.
-    return len(getattr(reader, "_buffer", b""))

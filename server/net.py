@@ -1,0 +1,170 @@
+"""asyncio glue shared by every XML stream: c2s sessions and both s2s directions.
+
+A :class:`StreamConnection` owns one socket: it reads bytes, feeds the
+sans-IO parser, hands the events to its subclass (``on_header``,
+``on_element``), writes serialised elements, upgrades to TLS, restarts the
+stream, and ends it — politely, or with a stream error (RFC 6120 §4.9), header
+first if none was sent yet. Subclasses say what the stream means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+from .trace import Tracer
+from .xmpp.errors import StreamError
+from .xmpp.stanza import stream_error
+from .xmpp.stream import (STREAM_FOOTER, Element, StreamClosed, StreamOpened, StreamParser,
+                          serialize)
+
+log = logging.getLogger("xferd.net")
+
+READ_SIZE = 64 * 1024
+TLS_HANDSHAKE_TIMEOUT = 30.0
+
+
+class StreamConnection:
+    #: the stream's default namespace and how elements are written on it
+    content_ns = "jabber:client"
+    rehome_from: str | None = None
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                 label: str, max_stanza_size: int, max_depth: int):
+        self.reader = reader
+        self.writer = writer
+        self.max_stanza_size = max_stanza_size
+        self.max_depth = max_depth
+        self.tracer = Tracer(label)
+        self.parser = self.new_parser()
+        self.header_sent = False
+        self.closing = False
+
+    # -- for subclasses ----------------------------------------------------------------
+    def on_header(self, opened: StreamOpened) -> None:
+        raise NotImplementedError
+
+    async def on_element(self, element) -> None:
+        raise NotImplementedError
+
+    def send_header(self) -> None:
+        """Send our ``<stream:stream>`` (subclasses know the addresses)."""
+        raise NotImplementedError
+
+    async def teardown(self) -> None:
+        """Called once when the connection is over, whatever ended it."""
+
+    # -- reading ---------------------------------------------------------------------------
+    def new_parser(self) -> StreamParser:
+        return StreamParser(self.content_ns, max_stanza_size=self.max_stanza_size,
+                            max_depth=self.max_depth)
+
+    async def run(self) -> None:
+        """Read until the stream ends; then tear down."""
+        try:
+            while not self.closing:
+                data = await self.reader.read(READ_SIZE)
+                if not data:
+                    break
+                await self._receive(data)
+        except StreamError as exc:
+            log.info("%r: stream error %s (%s)", self, exc.condition, exc.text)
+            self.stream_error(exc.condition, exc.text)
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            log.debug("%r: connection lost: %s", self, exc)
+        except Exception:
+            log.exception("%r: internal error", self)
+            self.stream_error("internal-server-error")
+        finally:
+            self.closing = True
+            await self.teardown()
+            await self._close_transport()
+
+    async def _receive(self, data: bytes) -> None:
+        parser = self.parser
+        try:
+            events = parser.feed(data)
+        except StreamError as exc:
+            # stanzas that arrived whole before the bad bytes are still served
+            await self._handle(parser, exc.events)
+            raise
+        await self._handle(parser, events)
+
+    async def _handle(self, parser: StreamParser, events: list) -> None:
+        for event in events:
+            if isinstance(event, Element):
+                self.tracer.element("recv", event.element)
+                await self.on_element(event.element)
+            elif isinstance(event, StreamOpened):
+                self.tracer.text("recv", f"<stream:stream to={event.to!r} from={event.from_!r} "
+                                         f"id={event.id!r} version={event.version!r}>")
+                self.on_header(event)
+            elif isinstance(event, StreamClosed):
+                self.close()
+                return
+            if self.parser is not parser or self.closing:
+                return      # stream restarted (or closed): the rest belonged to the old one
+
+    def restart(self) -> None:
+        """RFC 6120 §4.3.3: a fresh stream on the same connection."""
+        self.parser = self.new_parser()
+        self.header_sent = False
+
+    # -- writing ------------------------------------------------------------------------------
+    def send(self, element) -> None:
+        """Queue *element* on this stream (no await: routing never blocks on a peer)."""
+        if self.closing:
+            return
+        self.tracer.element("send", element)
+        self.writer.write(serialize(element, stream_ns=self.content_ns,
+                                    rehome_from=self.rehome_from).encode())
+
+    def send_raw(self, text: str) -> None:
+        if not self.writer.is_closing():
+            self.tracer.text("send", text)
+            self.writer.write(text.encode())
+
+    def stream_error(self, condition: str, text: str | None = None) -> None:
+        """Send ``<stream:error/>`` and close (RFC 6120 §4.9.1.1)."""
+        if self.closing:
+            return
+        if not self.header_sent:
+            self.send_header()           # §4.9.1.2: header first, even for errors
+        self.send(stream_error(condition, text))
+        self.close()
+
+    def close(self) -> None:
+        """End the stream politely and close the connection."""
+        if self.closing:
+            return
+        self.send_raw(STREAM_FOOTER)
+        self.closing = True
+        self.writer.close()
+
+    async def _close_transport(self) -> None:
+        if not self.writer.is_closing():
+            self.writer.close()
+        try:
+            await asyncio.wait_for(self.writer.wait_closed(), 5)
+        except (Exception, asyncio.CancelledError):
+            pass
+
+    # -- TLS ---------------------------------------------------------------------------------
+    def unread_bytes(self) -> int:
+        """Bytes received but not yet parsed. StreamReader keeps them in
+        ``_buffer`` and has no public accessor; STARTTLS must see none (data
+        sent before the handshake would pass for encrypted: CVE-2011-0411)."""
+        return len(getattr(self.reader, "_buffer", b""))
+
+    async def upgrade_tls(self, context: ssl.SSLContext, server_hostname: str | None = None) -> bool:
+        """Switch to TLS in place (RFC 6120 §5.4.3.3); False if the handshake failed."""
+        try:
+            await self.writer.start_tls(context, server_hostname=server_hostname,
+                                        ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+        except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
+            log.info("%r: TLS handshake failed: %s", self, exc)
+            self.closing = True
+            self.writer.close()
+            return False
+        return True

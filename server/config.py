@@ -49,9 +49,26 @@ class C2SConfig:
 
 
 @dataclass
+class RouteConfig:
+    host: str = "127.0.0.1"
+    port: int = 5269
+    tls: str = "starttls"           # starttls | direct (XEP-0368) | none
+
+
+@dataclass
 class S2SConfig:
+    enabled: bool = True            # federation on (listener and outbound)
     interfaces: list[str] = field(default_factory=lambda: ["127.0.0.1"])
-    port: int = 5269                # federation arrives with the s2s issue
+    port: int = 5269                # 0 picks a free port
+    require_encryption: bool = True  # STARTTLS (or direct TLS) both ways
+    nameserver: str = ""            # "host:port" of the DNS server to ask; "" = the system's
+    ca_file: str = ""               # check peer certificates against this CA ("" = dialback only)
+    dialback_secret: str = ""       # "" = a random secret per start (XEP-0185)
+    connect_timeout: float = 10.0
+    dialback_timeout: float = 30.0  # waiting for a dialback answer
+    idle_timeout: float = 300.0     # close an outbound stream unused this long
+    max_queue: int = 1000           # stanzas held per remote domain while connecting
+    routes: dict[str, RouteConfig] = field(default_factory=dict)   # domain → where
 
 
 @dataclass
@@ -105,6 +122,7 @@ _SECTION_TYPES = {"server": ServerConfig, "storage": StorageConfig, "c2s": C2SCo
                   "s2s": S2SConfig, "auth": AuthConfig, "im": IMConfig}
 _CHOICES = {("server", "log_level"): ("debug", "info", "warning", "error"),
             ("storage", "synchronous"): ("full", "normal")}
+_ROUTE_TLS = ("starttls", "direct", "none")
 
 
 def default_config_path() -> Path | None:
@@ -167,6 +185,24 @@ def _parse_hosts(value, source: str) -> dict[str, HostConfig]:
     return hosts
 
 
+def _parse_routes(value, source: str) -> dict[str, RouteConfig]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: [s2s.routes] must be a table of domains")
+    from .xmpp.jid import JIDError, nameprep
+    routes = {}
+    for domain, table in value.items():
+        where = f"s2s.routes.{domain!r}"
+        try:
+            prepared = nameprep(domain)
+        except JIDError as exc:
+            raise ConfigError(f"{source}: {where} is not a valid domain: {exc}") from None
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: {where} must be a table like "
+                              "{{ host = \"127.0.0.1\", port = 5269 }}")
+        routes[prepared] = _parse_section(RouteConfig, table, source, where)
+    return routes
+
+
 def _parse_section(cls, table: dict, source: str, section: str):
     known = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
@@ -174,17 +210,35 @@ def _parse_section(cls, table: dict, source: str, section: str):
     for key, value in table.items():
         if key not in known:
             raise ConfigError(_unknown(source, key, section, list(known)))
+        if cls is S2SConfig and key == "routes":
+            values[key] = _parse_routes(value, source)
+            continue
         values[key] = _check_type(value, hints[key], f"{source}: {section}.{key}")
         choices = _CHOICES.get((section, key))
         if choices and values[key] not in choices:
             raise ConfigError(f"{source}: {section}.{key} must be one of "
                               f"{', '.join(choices)}; got {value!r}")
+    if cls is RouteConfig and values.get("tls", "starttls") not in _ROUTE_TLS:
+        raise ConfigError(f"{source}: {section}.tls must be one of {', '.join(_ROUTE_TLS)}")
     instance = cls(**values)
+    if cls is S2SConfig:
+        _check_s2s(instance, source)
     for key in ("port", "direct_tls_port"):
         port = getattr(instance, key, None)
         if port is not None and not 0 <= port <= 65535:
             raise ConfigError(f"{source}: {section}.{key} must be 0–65535; got {port}")
     return instance
+
+
+def _check_s2s(s2s: S2SConfig, source: str) -> None:
+    if s2s.nameserver:
+        host, _, port = s2s.nameserver.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"{source}: s2s.nameserver must look like \"127.0.0.1:5353\"")
+    for domain, route in s2s.routes.items():
+        if route.tls == "none" and s2s.require_encryption:
+            raise ConfigError(f"{source}: s2s.routes.{domain!r} has tls = \"none\" but "
+                              "s2s.require_encryption is true")
 
 
 def _check_type(value, expected, where: str):

@@ -62,14 +62,18 @@ class XferdProcess:
     domains: tuple[str, ...] = ("localhost",)
     overrides: dict = field(default_factory=dict)
     trace: bool = False
+    #: static s2s routes: domain → (host, port)
+    routes: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.c2s_port = free_port()
         self.direct_tls_port = free_port()
+        self.s2s_port = free_port()
         sections = {
             "server": {"data_dir": "data", "log_level": "debug"},
             "c2s": {"port": self.c2s_port, "direct_tls_port": self.direct_tls_port},
+            "s2s": {"port": self.s2s_port, "connect_timeout": 5, "dialback_timeout": 10},
             # the tests log in many times from one address
             "auth": {"scram_iterations": 4096, "max_failures_per_ip": 1000},
         }
@@ -77,10 +81,19 @@ class XferdProcess:
             sections.setdefault(section, {}).update(values)
         for domain in self.domains:
             sections.setdefault(f'hosts."{domain}"', {}).setdefault("registration", True)
+        self.sections = sections
         self.config = self.workdir / "xferd.toml"
+        for domain, (host, port) in self.routes.items():
+            self.add_route(domain, host, port)
         write_config(self.config, sections)
         self.log_path = self.workdir / "xferd.log"
         self.proc: subprocess.Popen | None = None
+
+    def add_route(self, domain: str, host: str, port: int) -> None:
+        """A static s2s route to *domain* (takes effect at the next start)."""
+        self.routes[domain] = (host, port)
+        self.sections[f's2s.routes."{domain}"'] = {"host": host, "port": port}
+        write_config(self.config, self.sections)
 
     @property
     def data_dir(self) -> Path:

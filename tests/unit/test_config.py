@@ -61,9 +61,12 @@ def test_default_file_documents_every_key():
     text = DEFAULT_FILE.read_text(encoding="utf-8")
     for section, cls in (("server", cfg.ServerConfig), ("storage", cfg.StorageConfig),
                          ("c2s", cfg.C2SConfig), ("s2s", cfg.S2SConfig),
-                         ("auth", cfg.AuthConfig)):
+                         ("auth", cfg.AuthConfig), ("im", cfg.IMConfig)):
         assert f"[{section}]" in text
         for f in dataclasses.fields(cls):
+            if f.name == "routes":                    # a table of its own
+                assert "[s2s.routes]" in text, "s2s.routes not documented"
+                continue
             assert any(line.split("=")[0].strip() == f.name
                        for line in text.splitlines()), f"{section}.{f.name} not documented"
     for f in dataclasses.fields(HostConfig):
@@ -277,3 +280,17 @@ def test_builtin_default_types_match_schema():
     assert isinstance(C2SConfig().auth_timeout, float)
     assert isinstance(AuthConfig().failure_window, float)
     assert ServerConfig().log_level in ("debug", "info", "warning", "error")
+
+
+def test_s2s_routes_are_parsed_and_checked(tmp_path):
+    config = load(write(tmp_path, '[s2s.routes]\n"B.Localhost" = { host = "127.0.0.2", port = 15269 }\n'))
+    route = config.s2s.routes["b.localhost"]
+    assert (route.host, route.port, route.tls) == ("127.0.0.2", 15269, "starttls")
+    with pytest.raises(ConfigError, match="tls must be one of"):
+        load(write(tmp_path, '[s2s.routes]\n"b.test" = { tls = "maybe" }\n'))
+    with pytest.raises(ConfigError, match="require_encryption"):
+        load(write(tmp_path, '[s2s.routes]\n"b.test" = { tls = "none" }\n'))
+    with pytest.raises(ConfigError, match="unknown key s2s.routes.'b.test'.hots"):
+        load(write(tmp_path, '[s2s.routes]\n"b.test" = { hots = "x" }\n'))
+    with pytest.raises(ConfigError, match="nameserver"):
+        load(write(tmp_path, '[s2s]\nnameserver = "localhost"\n'))

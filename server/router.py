@@ -64,7 +64,7 @@ class StanzaEvent:
     async def reply(self, payload=None) -> None:
         """Answer an IQ get/set with ``type='result'``."""
         answer = result(self.stanza, payload)
-        if self.origin is not None and self.origin.jid is None:
+        if getattr(self.origin, "jid", "") is None:
             self.origin.send(answer)    # not bound yet: there is no address to route to
         else:
             await self.router.route(answer)
@@ -142,9 +142,14 @@ class Router:
             await self._bounce(stanza, err)
 
     async def route_remote(self, stanza, to: JID, from_: JID | None) -> None:
-        """Federation (issue 4) plugs in here; until then remote domains are unreachable."""
-        raise StanzaError("remote-server-not-found",
-                          f"{to.domain} is not served here and federation is not enabled")
+        """Hand a stanza for another domain to federation (``s2s/``)."""
+        s2s = self.server.s2s
+        if s2s is None:
+            raise StanzaError("remote-server-not-found", "federation is switched off")
+        if from_ is None or from_.domain not in self.server.hosts:
+            log.info("not relaying a stanza from %s to %s", from_, to)
+            return
+        s2s.send(stanza, from_.domain, to.domain)
 
     # 3 -------------------------------------------------------------------------
     async def deliver_local(self, host: "Host", stanza, kind: str, to: JID,

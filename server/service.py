@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from s2s.manager import S2S
 from storage.sqlite import SQLiteStorage
 
 from .c2s import AuthThrottles, C2SSession
@@ -33,6 +34,7 @@ class Xferd:
         self.tls: ServerTLS | None = None
         self.direct_tls: ServerTLS | None = None
         self.listeners: list[asyncio.base_events.Server] = []
+        self.s2s: S2S | None = S2S(self) if config.s2s.enabled else None
         #: listener name → bound port (useful when the config asked for port 0)
         self.ports: dict[str, int] = {}
         self._stopped = asyncio.Event()
@@ -51,9 +53,12 @@ class Xferd:
         if c2s.direct_tls:
             await self._listen("c2s_direct_tls", c2s.interfaces, c2s.direct_tls_port,
                                direct_tls=True)
-        log.info("xferd serving %s; c2s on port %s, direct TLS on port %s; data in %s",
-                 ", ".join(self.hosts), self.ports.get("c2s"),
-                 self.ports.get("c2s_direct_tls", "off"), self.config.data_dir)
+        if self.s2s is not None:
+            await self.s2s.start()
+        log.info("xferd serving %s; c2s on port %s, direct TLS on port %s, s2s on port %s; "
+                 "data in %s", ", ".join(self.hosts), self.ports.get("c2s"),
+                 self.ports.get("c2s_direct_tls", "off"), self.ports.get("s2s", "off"),
+                 self.config.data_dir)
 
     async def _listen(self, name: str, interfaces: list[str], port: int, *, direct_tls: bool):
         async def accept(reader, writer):
@@ -72,6 +77,8 @@ class Xferd:
             server.close()
         for session in list(self.c2s_sessions):
             session.stream_error(condition, "the server is shutting down")
+        if self.s2s is not None:
+            await self.s2s.stop()
         for _ in range(50):                   # let sessions flush and tear down
             if not self.c2s_sessions:
                 break

@@ -138,3 +138,56 @@ def features(phase: Phase, *, secure: bool, mechanisms: list[str],
         for ns, name in sorted(extra):          # e.g. roster versioning (XEP-0237)
             sub(el, f"{{{ns}}}{name}")
     return el
+
+
+# -- server-to-server, receiving side (RFC 6120 §5, XEP-0220) -------------------------------
+
+class S2SPhase(enum.Enum):
+    TLS = "encryption required before anything else"
+    AUTH = "waiting for a dialback request"
+    READY = "at least one domain pair authenticated"
+
+
+#: (phase, event) → action for an inbound s2s stream. db:verify is answered in
+#: every phase after TLS (XEP-0220 §2.1.2: a stream may exist only to verify).
+S2S_IN_TABLE: dict[tuple[S2SPhase, str], Rule] = {
+    (S2SPhase.TLS, "starttls"): Rule("starttls", S2SPhase.AUTH),
+    (S2SPhase.AUTH, "starttls"): Rule("starttls", S2SPhase.AUTH),
+    (S2SPhase.AUTH, "db-result"): Rule("dialback_request", S2SPhase.AUTH),
+    (S2SPhase.READY, "db-result"): Rule("dialback_request", S2SPhase.READY),   # piggyback
+    (S2SPhase.AUTH, "db-verify"): Rule("dialback_verify", S2SPhase.AUTH),
+    (S2SPhase.READY, "db-verify"): Rule("dialback_verify", S2SPhase.READY),
+    (S2SPhase.READY, "stanza"): Rule("stanza", S2SPhase.READY),
+}
+
+S2S_REFUSAL: dict[S2SPhase, tuple[str, str]] = {
+    S2SPhase.TLS: ("policy-violation", "encryption is required: use STARTTLS first"),
+    S2SPhase.AUTH: ("not-authorized", "authenticate with dialback first"),
+    S2SPhase.READY: ("unsupported-stanza-type", "unexpected element"),
+}
+
+DIALBACK_NS = "jabber:server:dialback"
+
+
+def decide_s2s(phase: S2SPhase, event: str) -> Rule:
+    rule = S2S_IN_TABLE.get((phase, event))
+    if rule is None:
+        condition, text = S2S_REFUSAL[phase]
+        if event == "unknown":
+            condition, text = "unsupported-stanza-type", "unknown top-level element"
+        raise StreamError(condition, text)
+    return rule
+
+
+def classify_s2s(el) -> str:
+    """Name the event a top-level element of an s2s stream stands for."""
+    tag = el.tag
+    if tag in (IQ, MESSAGE, PRESENCE):
+        return "stanza"
+    if tag == f"{{{TLS_NS}}}starttls":
+        return "starttls"
+    if tag == f"{{{DIALBACK_NS}}}result" and el.get("type") is None:
+        return "db-result"
+    if tag == f"{{{DIALBACK_NS}}}verify" and el.get("type") is None:
+        return "db-verify"
+    return "unknown"

@@ -1,0 +1,188 @@
+"""Inbound s2s streams: a remote server connects to us (RFC 6120, XEP-0220).
+
+We are the *receiving* server for ``<db:result>`` (a peer claims a domain;
+we ask that domain's authoritative server through our own outbound stream,
+without blocking this one) and the *authoritative* server for
+``<db:verify>`` (a peer checks a key one of our outbound streams sent).
+A stream may authenticate several (remote, local) domain pairs
+(piggybacking, XEP-0220 §2.4.1). Stanzas need ``from`` and ``to``
+(``<improper-addressing/>``), a ``to`` we serve (``<host-unknown/>``) and a
+``from`` domain authenticated on this stream for that ``to``
+(``<invalid-from/>``): nothing from an unauthenticated peer reaches a user.
+
+SASL EXTERNAL is not offered: peers authenticate with dialback, which every
+XMPP server implements; certificate-based authentication may come later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+from typing import TYPE_CHECKING
+
+from server.net import StreamConnection
+from server.xmpp.errors import StreamError
+from server.xmpp.jid import JID, JIDError, nameprep
+from server.xmpp.negotiation import TLS_NS, S2SPhase, classify_s2s, decide_s2s
+from server.xmpp.stanza import E
+from server.xmpp.stream import CLIENT_NS, DIALBACK_NS, SERVER_NS, StreamOpened, rehome, \
+    stream_header
+
+from . import dialback
+
+if TYPE_CHECKING:
+    from .manager import S2S
+
+log = logging.getLogger("xferd.s2s.in")
+_numbers = itertools.count(1)
+
+
+class InboundStream(StreamConnection):
+    content_ns = SERVER_NS
+    rehome_from = CLIENT_NS
+
+    def __init__(self, s2s: "S2S", reader, writer):
+        self.number = next(_numbers)
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        config = s2s.server.config
+        super().__init__(reader, writer, label=f"s2s-in#{self.number} {peer[0]}:{peer[1]}",
+                         max_stanza_size=config.c2s.max_stanza_size,
+                         max_depth=config.c2s.max_depth)
+        self.s2s = s2s
+        self.secure = False
+        self.phase: S2SPhase | None = None
+        self.stream_id = ""
+        self.local: str | None = None          # the domain named in the header's 'to'
+        self.peer: str | None = None           # … and 'from', if given
+        #: (remote domain, local domain) pairs authenticated on this stream
+        self.authenticated: set[tuple[str, str]] = set()
+        self._checks: set[asyncio.Task] = set()
+
+    def __repr__(self):
+        return f"<s2s-in#{self.number} {self.peer or '?'}→{self.local or '?'}>"
+
+    async def run(self) -> None:
+        self.s2s.inbound.add(self)
+        await super().run()
+
+    async def teardown(self) -> None:
+        self.s2s.inbound.discard(self)
+        for task in self._checks:
+            task.cancel()
+        if self.authenticated:
+            log.info("%r: closed", self)
+
+    # -- the stream ------------------------------------------------------------------------
+    def send_header(self) -> None:
+        self.stream_id = secrets.token_hex(16)
+        self.send_raw(stream_header(content_ns=SERVER_NS, from_=self.local, to=self.peer,
+                                    id=self.stream_id, extra_ns={"db": DIALBACK_NS}))
+        self.header_sent = True
+
+    def on_header(self, opened: StreamOpened) -> None:
+        to = (opened.to or "").lower()
+        self.peer = opened.from_
+        if self.local is not None and to != self.local:
+            raise StreamError("host-unknown", "the restarted stream names another host")
+        self.local = to if to in self.s2s.server.hosts else None
+        self.send_header()
+        if self.local is None:
+            raise StreamError("host-unknown", f"{opened.to!r} is not served here")
+        if opened.version is None or not opened.version.startswith("1."):
+            raise StreamError("unsupported-version", "XMPP 1.0 is required")
+        features = E("{http://etherx.jabber.org/streams}features")
+        if not self.secure:
+            starttls = E(f"{{{TLS_NS}}}starttls")
+            if self.s2s.config.require_encryption:
+                starttls.append(E(f"{{{TLS_NS}}}required"))
+            features.append(starttls)
+        if self.secure or not self.s2s.config.require_encryption:
+            features.append(dialback.feature())
+        self.phase = (S2SPhase.TLS if self.s2s.config.require_encryption and not self.secure
+                      else S2SPhase.READY if self.authenticated else S2SPhase.AUTH)
+        self.send(features)
+
+    async def on_element(self, el) -> None:
+        rehome(el, SERVER_NS, CLIENT_NS)
+        rule = decide_s2s(self.phase, classify_s2s(el))
+        self.phase = rule.then if not self.authenticated else S2SPhase.READY
+        await getattr(self, f"on_{rule.action}")(el)
+
+    async def on_starttls(self, el) -> None:
+        if self.secure:
+            raise StreamError("policy-violation", "TLS is already in place")
+        if self.unread_bytes():
+            raise StreamError("policy-violation", "data after <starttls/>")
+        self.send(E(f"{{{TLS_NS}}}proceed"))
+        if await self.upgrade_tls(self.s2s.server.tls.context):
+            self.secure = True
+            self.restart()
+
+    # -- dialback: we are the receiving server ---------------------------------------------
+    async def on_dialback_request(self, el) -> None:
+        remote, local = _domain(el.get("from")), _domain(el.get("to"))
+        if local is None or local not in self.s2s.server.hosts:
+            self.send(dialback.result_answer(el.get("to") or "", el.get("from") or "",
+                                             "error", "item-not-found"))
+            return
+        if remote is None or remote in self.s2s.server.hosts:
+            raise StreamError("invalid-from", "cannot claim that domain")
+        task = asyncio.create_task(self._check(remote, local, (el.text or "").strip()))
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _check(self, remote: str, local: str, key: str) -> None:
+        """Ask *remote*'s authoritative server whether *key* is right (§2.1.2)."""
+        verdict = await self.s2s.verify(local=local, remote=remote,
+                                        stream_id=self.stream_id, key=key)
+        if self.closing:
+            return
+        if verdict == "valid":
+            self.authenticated.add((remote, local))
+            self.phase = S2SPhase.READY
+            log.info("%r: %s authenticated by dialback", self, remote)
+            self.send(dialback.result_answer(local, remote, "valid"))
+        elif verdict == "invalid":
+            log.warning("%r: dialback key for %s did not verify", self, remote)
+            self.send(dialback.result_answer(local, remote, "invalid"))
+            self.stream_error("not-authorized", f"the dialback key for {remote} is not valid")
+        else:                                       # could not ask: error, not fatal (§2.5)
+            self.send(dialback.result_answer(local, remote, "error", verdict))
+
+    # -- dialback: we are the authoritative server ----------------------------------------------
+    async def on_dialback_verify(self, el) -> None:
+        receiving, ours = _domain(el.get("from")), _domain(el.get("to"))
+        stream_id = el.get("id") or ""
+        if ours is None or ours not in self.s2s.server.hosts or receiving is None:
+            self.send(dialback.verify_answer(el.get("to") or "", el.get("from") or "",
+                                             stream_id, "error", "item-not-found"))
+            return
+        valid = dialback.check(self.s2s.secret, receiving, ours, stream_id, el.text)
+        self.send(dialback.verify_answer(ours, receiving, stream_id,
+                                         "valid" if valid else "invalid"))
+
+    # -- stanzas ---------------------------------------------------------------------------------
+    async def on_stanza(self, el) -> None:
+        sender, recipient = el.get("from"), el.get("to")
+        if not sender or not recipient:
+            raise StreamError("improper-addressing", "s2s stanzas need 'from' and 'to'")
+        try:
+            from_domain, to_domain = JID.parse(sender).domain, JID.parse(recipient).domain
+        except JIDError:
+            raise StreamError("improper-addressing", "malformed 'from' or 'to'") from None
+        if to_domain not in self.s2s.server.hosts:
+            raise StreamError("host-unknown", f"{recipient!r} is not served here")
+        if (from_domain, to_domain) not in self.authenticated:
+            raise StreamError("invalid-from", f"{sender!r} is not authenticated on this stream")
+        await self.s2s.server.router.route(el, origin=self)
+
+
+def _domain(text: str | None) -> str | None:
+    if not text:
+        return None
+    try:
+        return nameprep(text)
+    except JIDError:
+        return None

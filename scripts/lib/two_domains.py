@@ -1,0 +1,168 @@
+"""scripts/two-domains: two xferd processes, two local domains, routes between them.
+
+    up      write the configs, start a.localhost and b.localhost, create demo accounts
+    down    stop both (SIGTERM: clients are told <system-shutdown/>)
+    status  which are running, their ports and accounts
+
+State lives in $TWO_DOMAINS_DIR (default data/two-domains); ports are
+$TWO_DOMAINS_BASE_PORT (default 15000) + 222/223/269 for a.localhost and
++ 10222/10223/10269 for b.localhost.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BASE_DIR = Path(os.environ.get("TWO_DOMAINS_DIR", REPO / "data" / "two-domains"))
+BASE_PORT = int(os.environ.get("TWO_DOMAINS_BASE_PORT", "15000"))
+XFERD = [sys.executable, "-m", "server"]
+
+DOMAINS = {
+    "a.localhost": {"offset": 0, "user": "alice", "password": "alice-demo"},
+    "b.localhost": {"offset": 10000, "user": "bob", "password": "bob-demo"},
+}
+
+
+def ports(domain: str) -> dict[str, int]:
+    base = BASE_PORT + DOMAINS[domain]["offset"]
+    return {"c2s": base + 222, "direct_tls": base + 223, "s2s": base + 269}
+
+
+def workdir(domain: str) -> Path:
+    return BASE_DIR / domain
+
+
+def write_config(domain: str) -> Path:
+    other = next(d for d in DOMAINS if d != domain)
+    p, q = ports(domain), ports(other)
+    config = workdir(domain) / "xferd.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f"""# written by scripts/two-domains
+[server]
+data_dir = "{workdir(domain) / 'data'}"
+
+[c2s]
+port = {p['c2s']}
+direct_tls_port = {p['direct_tls']}
+
+[s2s]
+port = {p['s2s']}
+
+[s2s.routes]
+"{other}" = {{ host = "127.0.0.1", port = {q['s2s']} }}
+
+[hosts."{domain}"]
+registration = true
+""")
+    return config
+
+
+def pid_of(domain: str) -> int | None:
+    try:
+        pid = int((workdir(domain) / "xferd.pid").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def xferd(domain: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    command, *rest = args
+    return subprocess.run([*XFERD, command, "-c", str(workdir(domain) / "xferd.toml"), *rest],
+                          cwd=REPO, input=input, capture_output=True, text=True)
+
+
+def up() -> int:
+    for domain in DOMAINS:
+        if pid_of(domain):
+            print(f"{domain}: already running (pid {pid_of(domain)})")
+            continue
+        config = write_config(domain)
+        log = open(workdir(domain) / "xferd.log", "ab")
+        proc = subprocess.Popen([*XFERD, "serve", "-c", str(config)], cwd=REPO, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        (workdir(domain) / "xferd.pid").write_text(str(proc.pid))
+        deadline = time.monotonic() + 20
+        while not listening(ports(domain)["c2s"]):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                print(f"{domain}: did not start; see {workdir(domain) / 'xferd.log'}",
+                      file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+        print(f"{domain}: started (pid {proc.pid})")
+    for domain, info in DOMAINS.items():
+        jid = f"{info['user']}@{domain}"
+        done = xferd(domain, "adduser", jid, input=info["password"] + "\n")
+        if done.returncode == 0:
+            print(f"{domain}: created {jid} (password {info['password']})")
+    print()
+    for domain, info in DOMAINS.items():
+        p = ports(domain)
+        print(f"Connect as {info['user']}@{domain} (password {info['password']}) to 127.0.0.1 "
+              f"port {p['c2s']} (STARTTLS) or {p['direct_tls']} (direct TLS);")
+        print(f"  trust {workdir(domain) / 'data' / 'certs' / (domain + '.crt')}")
+    print("\nThe two servers federate over s2s ports "
+          f"{ports('a.localhost')['s2s']} and {ports('b.localhost')['s2s']}. "
+          "Stop them with: scripts/two-domains down")
+    return 0
+
+
+def down() -> int:
+    for domain in DOMAINS:
+        pid = pid_of(domain)
+        if pid is None:
+            print(f"{domain}: not running")
+            continue
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while pid_of(domain) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid_of(domain):
+            os.kill(pid, signal.SIGKILL)
+        (workdir(domain) / "xferd.pid").unlink(missing_ok=True)
+        print(f"{domain}: stopped")
+    return 0
+
+
+def status() -> int:
+    running = 0
+    for domain in DOMAINS:
+        pid, p = pid_of(domain), ports(domain)
+        if pid is None:
+            print(f"{domain}: not running")
+            continue
+        running += 1
+        users = xferd(domain, "users").stdout.split()
+        print(f"{domain}: running (pid {pid}); c2s {p['c2s']}, direct TLS {p['direct_tls']}, "
+              f"s2s {p['s2s']}; accounts: {', '.join(users) or 'none'}")
+    return 0 if running == len(DOMAINS) else 3
+
+
+def main(argv: list[str]) -> int:
+    commands = {"up": up, "down": down, "status": status}
+    if len(argv) != 1 or argv[0] not in commands:
+        print("usage: scripts/two-domains up|down|status", file=sys.stderr)
+        return 2
+    return commands[argv[0]]()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,53 @@
+"""scripts/two-domains works as the README says: up, status, federation
+between the demo accounts, down."""
+
+import asyncio
+import os
+import random
+import subprocess
+from pathlib import Path
+
+from tests.harness import REPO, login
+
+
+class Endpoint:
+    """What login() needs to reach one of the demo servers."""
+
+    def __init__(self, workdir: Path, domain: str, c2s_port: int):
+        self.workdir, self.domain, self.c2s_port = workdir, domain, c2s_port
+
+    def cert(self, domain: str) -> Path:
+        return self.workdir / domain / "data" / "certs" / f"{domain}.crt"
+
+
+def run(command: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO / "scripts" / "two-domains"), command], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+async def test_two_domains_up_federate_down(tmp_path):
+    base = random.randrange(20000, 40000, 10)
+    env = dict(os.environ, TWO_DOMAINS_DIR=str(tmp_path), TWO_DOMAINS_BASE_PORT=str(base))
+    started = run("up", env)
+    try:
+        assert started.returncode == 0, started.stderr
+        assert "created alice@a.localhost (password alice-demo)" in started.stdout
+        assert f"port {base + 222} (STARTTLS)" in started.stdout
+        status = run("status", env)
+        assert status.returncode == 0 and status.stdout.count("running") == 2
+        assert "accounts: bob@b.localhost" in status.stdout
+
+        alice = await login(Endpoint(tmp_path, "a.localhost", base + 222),
+                            "alice@a.localhost/demo", "alice-demo")
+        bob = await login(Endpoint(tmp_path, "b.localhost", base + 10222),
+                          "bob@b.localhost/demo", "bob-demo")
+        bob.send_presence()
+        alice.send_message(mto="bob@b.localhost", mbody="across domains", mtype="chat")
+        msg = await asyncio.wait_for(bob.messages.get(), 15)
+        assert msg["body"] == "across domains"
+        await alice.close()
+        await bob.close()
+    finally:
+        stopped = run("down", env)
+    assert stopped.returncode == 0 and stopped.stdout.count("stopped") == 2
+    assert run("status", env).stdout.count("not running") == 2

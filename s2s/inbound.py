@@ -65,9 +65,16 @@ class InboundStream(StreamConnection):
 
     async def run(self) -> None:
         self.s2s.inbound.add(self)
+        self._timeout = asyncio.get_running_loop().call_later(
+            self.s2s.config.negotiation_timeout, self._negotiation_timeout)
         await super().run()
 
+    def _negotiation_timeout(self) -> None:
+        if not self.authenticated and not self.closing:
+            self.stream_error("connection-timeout", "no domain authenticated in time")
+
     async def teardown(self) -> None:
+        self._timeout.cancel()
         self.s2s.inbound.discard(self)
         for task in self._checks:
             task.cancel()

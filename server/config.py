@@ -66,6 +66,7 @@ class S2SConfig:
     dialback_secret: str = ""       # "" = a random secret per start (XEP-0185)
     connect_timeout: float = 10.0
     dialback_timeout: float = 30.0  # waiting for a dialback answer
+    negotiation_timeout: float = 60.0  # an inbound stream must authenticate within this
     idle_timeout: float = 300.0     # close an outbound stream unused this long
     max_queue: int = 1000           # stanzas held per remote domain while connecting
     routes: dict[str, RouteConfig] = field(default_factory=dict)   # domain → where

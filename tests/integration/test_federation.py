@@ -241,3 +241,10 @@ async def test_authority_saying_invalid_ends_the_stream(two, tmp_path):
         raw.send("<db:result from='evil.test' to='b.test'>any-key</db:result>")
         assert (await raw.expect("result", timeout=15)).get("type") == "invalid"
         assert await raw.stream_error() == "not-authorized"
+
+
+async def test_silent_inbound_stream_times_out(make_server):
+    srv = make_server(s2s={"negotiation_timeout": 1})
+    raw = await RawServerClient.connect(srv.s2s_port)
+    await raw.open_s2s("a.test", "localhost")
+    assert await raw.stream_error(timeout=5) == "connection-timeout"

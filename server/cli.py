@@ -173,9 +173,14 @@ def _credentials(conf, password: str) -> dict:
 def cmd_adduser(conf, args) -> int:
     jid = _user_jid(conf, args.jid)
     credentials = _credentials(conf, _read_password(prompt=True))
-    created = asyncio.run(_with_storage(
-        conf, lambda s: s.create_user(jid.domain, jid.local, credentials)))
-    if not created:
+    async def create(store):
+        moved = await store.get_tombstone(jid.domain, jid.local)
+        if moved:
+            raise CommandError(f"{jid} was deleted after moving to {moved}; the name stays "
+                               "taken so that nobody can pose as it")
+        return await store.create_user(jid.domain, jid.local, credentials)
+
+    if not asyncio.run(_with_storage(conf, create)):
         raise CommandError(f"{jid} already exists")
     print(f"created {jid}")
     return 0
@@ -194,7 +199,8 @@ def cmd_passwd(conf, args) -> int:
 
 def cmd_deluser(conf, args) -> int:
     jid = _user_jid(conf, args.jid)
-    deleted = asyncio.run(_with_storage(conf, lambda s: s.delete_user(jid.domain, jid.local)))
+    from .accounts import delete_account
+    deleted = asyncio.run(_with_storage(conf, lambda s: delete_account(s, jid.domain, jid.local)))
     if not deleted:
         raise CommandError(f"{jid} does not exist")
     print(f"deleted {jid}")

@@ -88,6 +88,14 @@ class IMConfig:
 
 
 @dataclass
+class MovedConfig:
+    auto_update: bool = True        # XEP-0283 server-side roster update for contacts
+    verify_timeout: float = 30.0    # waiting for the old account's moved statement
+    failure_cache: float = 600.0    # seconds a failed verification is not retried
+    max_per_minute: int = 60        # verifications per old JID per minute (then: manual)
+
+
+@dataclass
 class HostConfig:
     cert: str = ""                  # PEM certificate; empty: generated in data_dir/certs
     key: str = ""                   # PEM private key
@@ -102,6 +110,7 @@ class Config:
     s2s: S2SConfig = field(default_factory=S2SConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     im: IMConfig = field(default_factory=IMConfig)
+    moved: MovedConfig = field(default_factory=MovedConfig)
     hosts: dict[str, HostConfig] = field(
         default_factory=lambda: {"localhost": HostConfig()})
     source: str = "<built-in defaults>"
@@ -120,7 +129,8 @@ class Config:
 
 
 _SECTION_TYPES = {"server": ServerConfig, "storage": StorageConfig, "c2s": C2SConfig,
-                  "s2s": S2SConfig, "auth": AuthConfig, "im": IMConfig}
+                  "s2s": S2SConfig, "auth": AuthConfig, "im": IMConfig,
+                  "moved": MovedConfig}
 _CHOICES = {("server", "log_level"): ("debug", "info", "warning", "error"),
             ("storage", "synchronous"): ("full", "normal")}
 _ROUTE_TLS = ("starttls", "direct", "none")

@@ -23,7 +23,8 @@ log = logging.getLogger("xferd.hosts")
 
 #: Modules every host loads, in order. Later issues add to this list.
 DEFAULT_MODULES = ("disco", "ping", "version", "register", "roster", "subscription",
-                   "presence", "message", "offline", "private", "vcard", "pep", "blocking")
+                   "presence", "message", "offline", "private", "vcard", "pep", "blocking",
+                   "moved")
 
 
 class Host:

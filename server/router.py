@@ -28,6 +28,7 @@ Errors are never answered with errors.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -50,7 +51,7 @@ _IQ_TYPES = frozenset({"get", "set", "result", "error"})
 class StanzaEvent:
     """What a module's handler receives."""
 
-    __slots__ = ("stanza", "origin", "host", "to", "from_", "router")
+    __slots__ = ("stanza", "origin", "host", "to", "from_", "router", "tags")
 
     def __init__(self, stanza, origin, host: "Host", to: JID | None, from_: JID | None,
                  router: "Router"):
@@ -60,6 +61,8 @@ class StanzaEvent:
         self.to = to
         self.from_ = from_
         self.router = router
+        #: marks modules leave on an event they hand on (e.g. "moved-checked")
+        self.tags: set[str] = set()
 
     async def reply(self, payload=None) -> None:
         """Answer an IQ get/set with ``type='result'``."""
@@ -76,6 +79,35 @@ class StanzaEvent:
 class Router:
     def __init__(self, server: "Xferd"):
         self.server = server
+        #: IQs the server itself sent and waits for: id → (future, from, to)
+        self._requests: dict[str, tuple[asyncio.Future, JID, JID | None]] = {}
+
+    async def request(self, iq, timeout: float):
+        """Send an IQ get/set on the server's behalf and wait for the answer.
+
+        Returns the ``result`` or ``error`` stanza. Like Prosody, an answer
+        counts only if it comes from the JID the request went to (bare JID
+        for a bare request) and carries the same id. Raises TimeoutError.
+        """
+        future = asyncio.get_running_loop().create_future()
+        key = iq.get("id")
+        self._requests[key] = (future, JID.parse(iq.get("to")),
+                               JID.parse(iq.get("from")) if iq.get("from") else None)
+        try:
+            await self.route(iq)
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        finally:
+            self._requests.pop(key, None)
+
+    def _answers_request(self, stanza, from_: JID | None, to: JID | None) -> bool:
+        pending = self._requests.get(stanza.get("id") or "")
+        if pending is None or stanza.get("type") not in ("result", "error"):
+            return False
+        future, asked, asker = pending
+        if from_ != asked or (asker is not None and to != asker) or future.done():
+            return False
+        future.set_result(stanza)
+        return True
 
     # 1 -------------------------------------------------------------------------
     async def from_client(self, session, stanza) -> None:
@@ -122,6 +154,8 @@ class Router:
             problem = _iq_problem(stanza)
             if problem:
                 await self._bounce(stanza, StanzaError("bad-request", problem))
+                return
+            if self._requests and self._answers_request(stanza, from_, to):
                 return
         if to is None:
             if from_ is None:

@@ -75,6 +75,8 @@ class Xferd:
         """Close listeners, end every stream with *condition*, close storage."""
         for server in self.listeners:
             server.close()
+        for host in self.hosts.values():
+            await host.events.fire("server-stopping", self)     # e.g. flush held requests
         for session in list(self.c2s_sessions):
             session.stream_error(condition, "the server is shutting down")
         if self.s2s is not None:

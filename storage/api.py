@@ -28,7 +28,7 @@ class AccountStore(Protocol):
 
     async def create_user(self, host: str, username: str,
                           credentials: Mapping[str, ScramCredentials]) -> bool:
-        """Create the account; False if it already exists."""
+        """Create the account; False if it exists or left a tombstone."""
 
     async def user_exists(self, host: str, username: str) -> bool: ...
 
@@ -40,8 +40,14 @@ class AccountStore(Protocol):
                               credentials: Mapping[str, ScramCredentials]) -> bool:
         """Replace all credentials (password change); False if no such user."""
 
-    async def delete_user(self, host: str, username: str) -> bool:
-        """Delete the account and everything stored for it; False if absent."""
+    async def delete_user(self, host: str, username: str, *,
+                          tombstone: str | None = None) -> bool:
+        """Delete the account and everything stored for it; False if absent.
+        With *tombstone* (the new bare JID of a moved account) the name stays
+        taken and answers ``<gone/>`` (XEP-0283)."""
+
+    async def get_tombstone(self, host: str, username: str) -> str | None:
+        """Where a deleted account moved to, if it left a tombstone."""
 
     async def list_users(self, host: str) -> list[str]:
         """Usernames of *host*, sorted."""
@@ -75,6 +81,12 @@ class RosterStore(Protocol):
         """One atomic change about contact *jid*: store *item* (None deletes it)
         and, if *pending_in* is given, store that inbound subscribe stanza
         (str) or drop the stored one (False). Returns the new roster version."""
+
+    async def save_roster_changes(self, host: str, username: str,
+                                  changes: list[tuple[str, RosterItem | None, str | bool | None]]
+                                  ) -> int:
+        """Several (jid, item, pending_in) changes as one transaction (e.g. a
+        contact moving from an old JID to a new one)."""
 
     async def get_pending_in(self, host: str, username: str) -> dict[str, str]:
         """Inbound subscription requests waiting for an answer: JID → stanza XML."""

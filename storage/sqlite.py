@@ -124,6 +124,15 @@ MIGRATIONS: list[str] = [
         FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
     ) WITHOUT ROWID;
     """,
+    # 3: tombstones of deleted accounts that had moved (XEP-0283 §4.3 <gone/>)
+    """
+    CREATE TABLE tombstones (
+        host TEXT NOT NULL, username TEXT NOT NULL,
+        moved_to TEXT NOT NULL,                      -- the new bare JID
+        deleted_at REAL NOT NULL,
+        PRIMARY KEY (host, username)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SYNCHRONOUS_MODES = ("full", "normal")
@@ -234,6 +243,9 @@ class SQLiteStorage:
     async def create_user(self, host: str, username: str,
                           credentials: Mapping[str, ScramCredentials]) -> bool:
         async with self._transaction() as db:
+            if await _one(db, "SELECT 1 FROM tombstones WHERE host = ? AND username = ?",
+                          (host, username)):
+                return False                    # the name of a moved account stays taken
             cur = await db.execute(
                 "INSERT OR IGNORE INTO accounts (host, username, created_at) VALUES (?, ?, ?)",
                 (host, username, time.time()))
@@ -270,11 +282,21 @@ class SQLiteStorage:
             await _store_credentials(db, host, username, credentials)
         return True
 
-    async def delete_user(self, host: str, username: str) -> bool:
+    async def delete_user(self, host: str, username: str, *,
+                          tombstone: str | None = None) -> bool:
         async with self._transaction() as db:
             cur = await db.execute("DELETE FROM accounts WHERE host = ? AND username = ?",
                                    (host, username))
+            if cur.rowcount and tombstone:
+                await db.execute("INSERT OR REPLACE INTO tombstones (host, username, moved_to, "
+                                 "deleted_at) VALUES (?, ?, ?, ?)",
+                                 (host, username, tombstone, time.time()))
             return cur.rowcount > 0
+
+    async def get_tombstone(self, host: str, username: str) -> str | None:
+        row = await self._fetchone("SELECT moved_to FROM tombstones WHERE host = ? AND "
+                                   "username = ?", (host, username))
+        return row[0] if row else None
 
     async def list_users(self, host: str) -> list[str]:
         rows = await self._fetchall(
@@ -300,23 +322,14 @@ class SQLiteStorage:
     async def save_roster_change(self, host: str, username: str, jid: str,
                                  item: RosterItem | None, *,
                                  pending_in: str | bool | None = None) -> int:
+        return await self.save_roster_changes(host, username, [(jid, item, pending_in)])
+
+    async def save_roster_changes(self, host: str, username: str,
+                                  changes: list[tuple[str, RosterItem | None, str | bool | None]]
+                                  ) -> int:
         async with self._transaction() as db:
-            if item is None:
-                await db.execute("DELETE FROM roster_items WHERE host = ? AND username = ? "
-                                 "AND jid = ?", (host, username, jid))
-            else:
-                await db.execute(
-                    "INSERT OR REPLACE INTO roster_items (host, username, jid, name, "
-                    "subscription, ask, approved, groups) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (host, username, jid, item.name, item.subscription, int(item.ask),
-                     int(item.approved), json.dumps(list(item.groups))))
-            if pending_in is False:
-                await db.execute("DELETE FROM roster_pending_in WHERE host = ? AND "
-                                 "username = ? AND jid = ?", (host, username, jid))
-            elif isinstance(pending_in, str):
-                await db.execute("INSERT OR REPLACE INTO roster_pending_in (host, username, "
-                                 "jid, stanza, received_at) VALUES (?, ?, ?, ?, ?)",
-                                 (host, username, jid, pending_in, time.time()))
+            for jid, item, pending_in in changes:
+                await _write_roster_change(db, host, username, jid, item, pending_in)
             await db.execute("INSERT INTO roster_versions (host, username, version) "
                              "VALUES (?, ?, 1) ON CONFLICT (host, username) "
                              "DO UPDATE SET version = version + 1", (host, username))
@@ -455,6 +468,26 @@ class SQLiteStorage:
 
 
 _ITEM_COLUMNS = "jid, name, subscription, ask, approved, groups"
+
+
+async def _write_roster_change(db, host: str, username: str, jid: str,
+                               item: RosterItem | None, pending_in: str | bool | None) -> None:
+    if item is None:
+        await db.execute("DELETE FROM roster_items WHERE host = ? AND username = ? AND jid = ?",
+                         (host, username, jid))
+    else:
+        await db.execute(
+            "INSERT OR REPLACE INTO roster_items (host, username, jid, name, subscription, "
+            "ask, approved, groups) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (host, username, jid, item.name, item.subscription, int(item.ask),
+             int(item.approved), json.dumps(list(item.groups))))
+    if pending_in is False:
+        await db.execute("DELETE FROM roster_pending_in WHERE host = ? AND username = ? "
+                         "AND jid = ?", (host, username, jid))
+    elif isinstance(pending_in, str):
+        await db.execute("INSERT OR REPLACE INTO roster_pending_in (host, username, jid, "
+                         "stanza, received_at) VALUES (?, ?, ?, ?, ?)",
+                         (host, username, jid, pending_in, time.time()))
 
 
 def _item(row) -> RosterItem:

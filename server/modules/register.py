@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ..accounts import delete_account
 from ..xmpp import sasl
 from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JIDError, nodeprep
@@ -87,7 +88,7 @@ def setup(host) -> None:
         query = event.stanza[0]
         user = _own_account(event, host)
         if query.find(_q("remove")) is not None:
-            await host.storage.delete_user(host.domain, user)
+            await delete_account(host.storage, host.domain, user)
             log.info("account %s@%s removed by its owner", user, host.domain)
             await event.reply()
             for session in list(host.user_sessions(user).values()):

@@ -1,0 +1,346 @@
+"""XEP-0283 server-side auto-moved across s2s: every row of PROTOCOLS.md §3.2's
+outcome table. old.test hosts the old accounts, new.test the new ones, c.test
+the contacts R whose rosters must follow (or not)."""
+
+import asyncio
+import itertools
+
+import pytest
+from slixmpp.xmlstream import ET
+
+from tests.harness import XferdProcess, ask, free_port, login
+
+MOVED = "urn:xmpp:moved:1"
+PUBSUB = "http://jabber.org/protocol/pubsub"
+_n = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory):
+    old = XferdProcess(tmp_path_factory.mktemp("old"), domains=("old.test",))
+    new = XferdProcess(tmp_path_factory.mktemp("new"), domains=("new.test",))
+    c = XferdProcess(tmp_path_factory.mktemp("c"), domains=("c.test",),
+                     overrides={"moved": {"verify_timeout": 3}})
+    gone = XferdProcess(tmp_path_factory.mktemp("gone"), domains=("gone.test",))
+    servers = {"old.test": old, "new.test": new, "c.test": c, "gone.test": gone}
+    for here in servers.values():
+        for domain, there in servers.items():
+            if there is not here:
+                here.add_route(domain, "127.0.0.1", there.s2s_port)
+    c.proxy_port = free_port()         # c.test reaches gone.test through a Proxy
+    c.add_route("gone.test", "127.0.0.1", c.proxy_port)
+    for proc in servers.values():
+        proc.start()
+    yield servers
+    for proc in servers.values():
+        proc.stop()
+
+
+def account(proc: XferdProcess, domain: str, prefix: str) -> str:
+    jid = f"{prefix}{next(_n)}@{domain}"
+    proc.adduser(jid, "pw")
+    return jid
+
+
+async def online(proc, jid):
+    client = await login(proc, f"{jid}/r", "pw")
+    client.send_presence()
+    await client.fetch_roster()
+    return client
+
+
+async def roster_item(client, jid) -> dict:
+    return (await client.fetch_roster()).get(jid, {})
+
+
+async def wait_item(client, jid, subscription, ask=False, timeout=10):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        item = await roster_item(client, jid)
+        if item.get("subscription", "none") == subscription and \
+                (item.get("ask") == "subscribe") == ask:
+            return item
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{client.boundjid}: {jid} is {item}; wanted "
+                                 f"{subscription} ask={ask}")
+        await asyncio.sleep(0.1)
+
+
+async def subscribe(asker, asker_jid, other, other_jid):
+    """asker subscribes to other, other approves: asker 'to', other 'from'."""
+    asker.send_presence(pto=other_jid, ptype="subscribe")
+    await other.next_presence(type="subscribe", sender=asker_jid, timeout=15)
+    other.send_presence(pto=asker_jid, ptype="subscribed")
+    await wait_item(other, asker_jid, "from" if (await roster_item(other, asker_jid)).get(
+        "subscription") in (None, "none", "from") else "both")
+
+
+async def relation(r, r_jid, old, old_jid, view: str):
+    """Bring R's roster item for old to *view* (none, to, from, both)."""
+    if view in ("from", "both"):
+        await subscribe(old, old_jid, r, r_jid)                   # old sees R: R 'from'
+    if view in ("to", "both"):
+        await subscribe(r, r_jid, old, old_jid)                   # R sees old
+    if view == "none":
+        r.send_presence(pto=old_jid, ptype="subscribe")           # an item, no subscription
+        await old.next_presence(type="subscribe", sender=r_jid, timeout=15)
+        old.send_presence(pto=r_jid, ptype="unsubscribed")
+    await wait_item(r, old_jid, view)
+
+
+async def statement(old, new_jid, access="open", item_id="current"):
+    options = ""
+    if access:
+        options = (f"<publish-options><x xmlns='jabber:x:data' type='submit'>"
+                   f"<field var='FORM_TYPE' type='hidden'><value>{PUBSUB}#publish-options"
+                   f"</value></field><field var='pubsub#access_model'><value>{access}</value>"
+                   f"</field></x></publish-options>")
+    error, _ = await ask(old, "set", f"<pubsub xmlns='{PUBSUB}'><publish node='{MOVED}'>"
+                                     f"<item id='{item_id}'><moved xmlns='{MOVED}'><new-jid>"
+                                     f"{new_jid}</new-jid></moved></item></publish>{options}"
+                                     f"</pubsub>")
+    assert error is None, error
+
+
+def notice(new, to, old_jid):
+    presence = new.make_presence(pto=to, ptype="subscribe")
+    presence.append(ET.fromstring(f"<moved xmlns='{MOVED}'><old-jid>{old_jid}</old-jid></moved>"))
+    presence.send()
+
+
+async def scenario(fed, view, *, access="open", state_to="new"):
+    """Accounts old/new/R online, R's view of old set, old's statement published
+    (pointing at new, or at *state_to* if it is another JID, or none if None)."""
+    old_jid = account(fed["old.test"], "old.test", "alice")
+    new_jid = account(fed["new.test"], "new.test", "alice")
+    r_jid = account(fed["c.test"], "c.test", "bob")
+    old = await online(fed["old.test"], old_jid)
+    new = await online(fed["new.test"], new_jid)
+    r = await online(fed["c.test"], r_jid)
+    await relation(r, r_jid, old, old_jid, view)
+    if state_to is not None:
+        await statement(old, new_jid if state_to == "new" else state_to, access)
+    await r.quiet(0.3)
+    return old_jid, new_jid, r_jid, old, new, r
+
+
+async def manual(r, new_jid, old_jid):
+    """The fallback: R gets the request itself, with <moved/> kept."""
+    got = await r.next_presence(type="subscribe", sender=new_jid, timeout=15)
+    assert got.xml.findtext(f"{{{MOVED}}}moved/{{{MOVED}}}old-jid") == old_jid
+    assert (await roster_item(r, new_jid)).get("subscription", "none") == "none"
+
+
+async def close(*clients):
+    for client in clients:
+        await client.close()
+
+
+async def test_from_contact_is_moved(fed):
+    old_jid, new_jid, r_jid, old, new, r = await scenario(fed, "from")
+    await r.fetch_roster()
+    notice(new, r_jid, old_jid)
+    await wait_item(r, new_jid, "from")
+    await wait_item(r, old_jid, "none")
+    # the new account sees R's approval: its item for R becomes 'to' …
+    await wait_item(new, r_jid, "to")
+    # … R never had to answer, and R does not subscribe to new (R did not see old)
+    assert not [p for p in await r.quiet(0.5) if p["type"] == "subscribe"]
+    assert "ask" not in await roster_item(r, new_jid)
+    # old's view: R revoked old's subscription
+    await wait_item(old, r_jid, "none")
+    await close(old, new, r)
+
+
+async def test_both_contact_is_moved_and_subscribes_to_new(fed):
+    old_jid, new_jid, r_jid, old, new, r = await scenario(fed, "both")
+    await roster_item(r, old_jid)
+    r.update_roster(old_jid, name="Alice", groups=["Friends"])
+    await asyncio.sleep(0.3)
+    notice(new, r_jid, old_jid)
+    item = await wait_item(r, new_jid, "from", ask=True)
+    assert item.get("name") == "Alice" and item["groups"] == ["Friends"]
+    await wait_item(r, old_jid, "to")
+    # new is asked by R (R subscribed to old, so R subscribes to new)
+    await new.next_presence(type="subscribe", sender=r_jid, timeout=15)
+    new.send_presence(pto=r_jid, ptype="subscribed")
+    await wait_item(r, new_jid, "both")
+    await wait_item(new, r_jid, "both")
+    await close(old, new, r)
+
+
+async def test_new_already_to_becomes_both_without_extra_subscribe(fed):
+    old_jid, new_jid, r_jid, old, new, r = await scenario(fed, "both")
+    await subscribe(r, r_jid, new, new_jid)                   # R already sees new
+    await wait_item(r, new_jid, "to")
+    notice(new, r_jid, old_jid)
+    await wait_item(r, new_jid, "both")
+    await wait_item(r, old_jid, "to")
+    assert not [p for p in await new.quiet(0.5) if p["type"] == "subscribe"]
+    await close(old, new, r)
+
+
+@pytest.mark.parametrize("view", ["absent", "none", "to"])
+async def test_no_shared_presence_with_old_means_ordinary_request(fed, view):
+    old_jid, new_jid, r_jid, old, new, r = await scenario(
+        fed, "none" if view == "absent" else view)
+    if view == "absent":
+        r.update_roster(old_jid, subscription="remove")
+        await asyncio.sleep(0.3)
+    notice(new, r_jid, old_jid)
+    await manual(r, new_jid, old_jid)
+    await close(old, new, r)
+
+
+@pytest.mark.parametrize("state_to", [None, "someone@else.test", "alice@new.test/phone"])
+async def test_missing_or_mismatched_statement_means_ordinary_request(fed, state_to):
+    old_jid, new_jid, r_jid, old, new, r = await scenario(fed, "from", state_to=state_to)
+    notice(new, r_jid, old_jid)
+    await manual(r, new_jid, old_jid)
+    await wait_item(r, old_jid, "from")                      # nothing revoked
+    await close(old, new, r)
+
+
+async def test_presence_model_statement_and_a_from_only_contact(fed):
+    # R only shares presence with old ('from'): old does not share with R, so a
+    # 'presence' node refuses R (not-authorized) → ordinary request
+    old_jid, new_jid, r_jid, old, new, r = await scenario(fed, "from", access="presence")
+    notice(new, r_jid, old_jid)
+    await manual(r, new_jid, old_jid)
+    await close(old, new, r)
+
+
+async def test_presence_model_statement_and_a_both_contact(fed):
+    old_jid, new_jid, r_jid, old, new, r = await scenario(fed, "both", access="presence")
+    notice(new, r_jid, old_jid)
+    await wait_item(r, new_jid, "from", ask=True)
+    await close(old, new, r)
+
+
+class Proxy:
+    """A TCP relay that can go silent (holds every byte) or dead (hangs up
+    and refuses), to make a federated server unreachable on demand."""
+
+    def __init__(self, port: int, target_port: int):
+        self.port, self.target_port = port, target_port
+        self.mode = "relay"
+        self.writers = []
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc):
+        self.kill()
+
+    def kill(self):
+        self.mode = "dead"
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+
+    async def _serve(self, reader, writer):
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [writer, up_writer]
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer),
+                             return_exceptions=True)
+
+    async def _pipe(self, reader, writer):
+        while data := await reader.read(65536):
+            while self.mode == "silent":
+                await asyncio.sleep(0.1)
+            if self.mode == "dead":
+                break
+            writer.write(data)
+        writer.close()
+
+
+@pytest.mark.parametrize("failure", ["dead", "silent"])
+async def test_unreachable_old_server_means_ordinary_request(fed, failure):
+    gone = fed["gone.test"]
+    async with Proxy(fed["c.test"].proxy_port, gone.s2s_port) as proxy:
+        old_jid = account(gone, "gone.test", "alice")
+        new_jid = account(fed["new.test"], "new.test", "alice")
+        r_jid = account(fed["c.test"], "c.test", "bob")
+        old = await online(gone, old_jid)
+        new = await online(fed["new.test"], new_jid)
+        r = await online(fed["c.test"], r_jid)
+        await relation(r, r_jid, old, old_jid, "from")
+        await statement(old, new_jid)
+        if failure == "dead":
+            proxy.kill()
+        else:
+            proxy.mode = "silent"
+        notice(new, r_jid, old_jid)
+        await manual(r, new_jid, old_jid)
+        await wait_item(r, old_jid, "from")                 # nothing revoked
+        await close(old, new, r)
+
+
+async def test_gone_tombstone_verifies(fed):
+    old_jid, new_jid, r_jid, old, new, r = await scenario(fed, "from")
+    await old.close()
+    assert fed["old.test"].cli("deluser", old_jid).returncode == 0
+    # the tombstone answers for the account …
+    error, answer = await ask(r, "get", "<query xmlns='jabber:iq:version'/>", to=old_jid)
+    assert error == "gone"
+    assert answer.findtext("{jabber:client}error/"
+                           "{urn:ietf:params:xml:ns:xmpp-stanzas}gone") == f"xmpp:{new_jid}"
+    # … keeps the name from being taken again …
+    again = fed["old.test"].cli("adduser", old_jid, input="pw\n")
+    assert again.returncode == 1 and f"moving to {new_jid}" in again.stderr
+    # … and counts as a statement for the move
+    notice(new, r_jid, old_jid)
+    await wait_item(r, new_jid, "from")
+    await close(new, r)
+
+
+async def test_offline_contact_is_processed_and_sees_it_at_login(fed):
+    old_jid, new_jid, r_jid, old, new, r = await scenario(fed, "from")
+    await r.close()
+    notice(new, r_jid, old_jid)
+    await wait_item(new, r_jid, "to")                        # R's server answered for R
+    r = await login(fed["c.test"], f"{r_jid}/later", "pw")
+    await wait_item(r, new_jid, "from")
+    await wait_item(r, old_jid, "none")
+    r.send_presence()
+    assert not [p for p in await r.quiet(0.5) if p["type"] == "subscribe"]
+    await close(old, new, r)
+
+
+async def test_old_account_on_the_contacts_own_server(fed):
+    c = fed["c.test"]
+    old_jid = account(c, "c.test", "alice")
+    new_jid = account(fed["new.test"], "new.test", "alice")
+    r_jid = account(c, "c.test", "bob")
+    old = await online(c, old_jid)
+    new = await online(fed["new.test"], new_jid)
+    r = await online(c, r_jid)
+    await relation(r, r_jid, old, old_jid, "from")
+    await statement(old, new_jid)
+    notice(new, r_jid, old_jid)
+    await wait_item(r, new_jid, "from")
+    await wait_item(r, old_jid, "none")
+    await close(old, new, r)
+
+
+async def test_second_notice_is_ignored(fed):
+    old_jid, new_jid, r_jid, old, new, r = await scenario(fed, "from")
+    notice(new, r_jid, old_jid)
+    await wait_item(r, new_jid, "from")
+    await r.quiet(0.3)
+    notice(new, r_jid, old_jid)
+    await asyncio.sleep(0.5)
+    assert not [p for p in await r.quiet(0.3) if p["type"] == "subscribe"]
+    assert (await roster_item(r, new_jid))["subscription"] == "from"
+    assert (await roster_item(r, old_jid))["subscription"] == "none"
+    await close(old, new, r)
+
+
+async def test_moved_is_advertised(fed):
+    jid = account(fed["c.test"], "c.test", "dora")
+    client = await online(fed["c.test"], jid)
+    client.register_plugin("xep_0030")
+    info = await client.plugin["xep_0030"].get_info(jid="c.test", timeout=10)
+    assert MOVED in info["disco_info"]["features"]
+    await client.close()

@@ -1,0 +1,70 @@
+"""Fixtures for the Prosody interop tests (see tests/prosody.py).
+
+One DNS responder, one Prosody (``prosody.test``) and one federating xferd
+(``xferd.test``) per test module, all on 127.0.0.1. The responder serves
+``_xmpp-server._tcp`` SRV records for both domains, pointing at their s2s
+ports; xferd asks it through ``[s2s] nameserver``, Prosody through its
+``unbound`` forwarder. Tests make fresh accounts with ``prosody_user`` and
+``xferd_user`` so they never share rosters.
+"""
+
+import itertools
+
+import pytest
+
+from tests.harness import XferdProcess
+from tests.prosody import (PROSODY_DOMAIN, XFERD_DOMAIN, DNSResponder, ProsodyProcess,
+                           require_prosody)
+
+_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def dns():
+    responder = DNSResponder().start()
+    yield responder
+    responder.stop()
+
+
+@pytest.fixture(scope="module")
+def prosody(dns, tmp_path_factory):
+    require_prosody()
+    proc = ProsodyProcess(tmp_path_factory.mktemp("prosody"), PROSODY_DOMAIN, dns_port=dns.port)
+    dns.add_a(PROSODY_DOMAIN)
+    dns.add_srv(PROSODY_DOMAIN, proc.s2s_port, target=PROSODY_DOMAIN)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def xferd_fed(dns, prosody, tmp_path_factory):
+    """An xferd for xferd.test that finds prosody.test (and is found) through ``dns``."""
+    proc = XferdProcess(tmp_path_factory.mktemp("xferd"), domains=(XFERD_DOMAIN,),
+                        # trace: every s2s stanza in xferd.log, to read beside Prosody's debug log
+                        overrides={"s2s": {"nameserver": dns.address}}, trace=True)
+    dns.add_a(XFERD_DOMAIN)
+    dns.add_srv(XFERD_DOMAIN, proc.s2s_port, target=XFERD_DOMAIN)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def prosody_user(prosody):
+    """Register a fresh Prosody account: prosody_user('bob') → 'bob3@prosody.test'."""
+    def make(prefix: str = "user", password: str = "pw") -> str:
+        jid = f"{prefix}{next(_numbers)}@{PROSODY_DOMAIN}"
+        prosody.adduser(jid, password)
+        return jid
+    return make
+
+
+@pytest.fixture
+def xferd_user(xferd_fed):
+    """Register a fresh xferd account: xferd_user('alice') → 'alice4@xferd.test'."""
+    def make(prefix: str = "user", password: str = "pw") -> str:
+        jid = f"{prefix}{next(_numbers)}@{XFERD_DOMAIN}"
+        xferd_fed.adduser(jid, password)
+        return jid
+    return make

@@ -206,6 +206,8 @@ class C2SSession(StreamConnection):
         # Success
         if step.authzid and step.authzid != f"{step.username}@{self.host.domain}":
             raise sasl.SaslFailure("invalid-authzid", "you may only act as yourself")
+        # modules may still refuse the account (e.g. it moved: XEP-0015)
+        await self.host.events.fire("login", (self, step.username))
         self.server.auth_throttles.by_account.succeed(self._account_key(step.username))
         self.username = step.username
         self.mechanism = None

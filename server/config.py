@@ -96,6 +96,15 @@ class MovedConfig:
 
 
 @dataclass
+class AccountXferConfig:
+    enabled: bool = True            # XEP-0015 account transfer, all three roles
+    publish_moved: bool = True      # old server: publish the XEP-0283 statement too
+    confirm: bool = True            # contact's server: ask the new account's server first
+    legacy_ask: bool = True         # accept the XEP's own type='ask' as 'set'
+    notice_timeout: float = 30.0    # per notice (C), roster hand-over (D) and check (G)
+
+
+@dataclass
 class HostConfig:
     cert: str = ""                  # PEM certificate; empty: generated in data_dir/certs
     key: str = ""                   # PEM private key
@@ -111,6 +120,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     im: IMConfig = field(default_factory=IMConfig)
     moved: MovedConfig = field(default_factory=MovedConfig)
+    accountxfer: AccountXferConfig = field(default_factory=AccountXferConfig)
     hosts: dict[str, HostConfig] = field(
         default_factory=lambda: {"localhost": HostConfig()})
     source: str = "<built-in defaults>"
@@ -130,7 +140,7 @@ class Config:
 
 _SECTION_TYPES = {"server": ServerConfig, "storage": StorageConfig, "c2s": C2SConfig,
                   "s2s": S2SConfig, "auth": AuthConfig, "im": IMConfig,
-                  "moved": MovedConfig}
+                  "moved": MovedConfig, "accountxfer": AccountXferConfig}
 _CHOICES = {("server", "log_level"): ("debug", "info", "warning", "error"),
             ("storage", "synchronous"): ("full", "normal")}
 _ROUTE_TLS = ("starttls", "direct", "none")

@@ -55,6 +55,8 @@ class Host:
         return self.server.config
 
     def load_modules(self, names=DEFAULT_MODULES) -> None:
+        if self.server.config.accountxfer.enabled:
+            names = (*names, "accountxfer")
         for name in names:
             module = importlib.import_module(f"server.modules.{name}")
             module.setup(self)

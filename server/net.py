@@ -114,14 +114,14 @@ class StreamConnection:
     # -- writing ------------------------------------------------------------------------------
     def send(self, element) -> None:
         """Queue *element* on this stream (no await: routing never blocks on a peer)."""
-        if self.closing:
+        if self.closing or self.writer.transport is None:
             return
         self.tracer.element("send", element)
         self.writer.write(serialize(element, stream_ns=self.content_ns,
                                     rehome_from=self.rehome_from).encode())
 
     def send_raw(self, text: str) -> None:
-        if not self.writer.is_closing():
+        if not self._transport_gone():
             self.tracer.text("send", text)
             self.writer.write(text.encode())
 
@@ -140,9 +140,16 @@ class StreamConnection:
             return
         self.send_raw(STREAM_FOOTER)
         self.closing = True
-        self.writer.close()
+        if not self._transport_gone():
+            self.writer.close()
+
+    def _transport_gone(self) -> bool:
+        # after a failed TLS upgrade asyncio can leave the writer without a transport
+        return self.writer.transport is None or self.writer.is_closing()
 
     async def _close_transport(self) -> None:
+        if self.writer.transport is None:
+            return
         if not self.writer.is_closing():
             self.writer.close()
         try:
@@ -165,6 +172,7 @@ class StreamConnection:
         except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
             log.info("%r: TLS handshake failed: %s", self, exc)
             self.closing = True
-            self.writer.close()
+            if not self._transport_gone():
+                self.writer.close()
             return False
         return True

@@ -46,6 +46,7 @@ log = logging.getLogger("xferd.router")
 
 _KIND = {IQ: "iq", MESSAGE: "message", PRESENCE: "presence"}
 _IQ_TYPES = frozenset({"get", "set", "result", "error"})
+_ACCOUNTXFER_QUERY = "{jabber:iq:accountxfer}query"
 
 
 class StanzaEvent:
@@ -151,6 +152,9 @@ class Router:
             await self._bounce(stanza, StanzaError("jid-malformed", str(exc)))
             return
         if kind == "iq":
+            if stanza.get("type") == "ask" and self.server.config.accountxfer.legacy_ask \
+                    and len(stanza) == 1 and stanza[0].tag == _ACCOUNTXFER_QUERY:
+                stanza.set("type", "set")   # XEP-0015's own examples (PROTOCOLS §2.2)
             problem = _iq_problem(stanza)
             if problem:
                 await self._bounce(stanza, StanzaError("bad-request", problem))

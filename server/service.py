@@ -38,6 +38,7 @@ class Xferd:
         #: listener name → bound port (useful when the config asked for port 0)
         self.ports: dict[str, int] = {}
         self._stopped = asyncio.Event()
+        self._connections: set[asyncio.Task] = set()   # one per client connection
 
     async def start(self) -> None:
         certs = {domain: ensure_certificate(domain, host.config.cert, host.config.key,
@@ -55,6 +56,8 @@ class Xferd:
                                direct_tls=True)
         if self.s2s is not None:
             await self.s2s.start()
+        for host in self.hosts.values():
+            await host.events.fire("server-started", self)   # e.g. resume transfers
         log.info("xferd serving %s; c2s on port %s, direct TLS on port %s, s2s on port %s; "
                  "data in %s", ", ".join(self.hosts), self.ports.get("c2s"),
                  self.ports.get("c2s_direct_tls", "off"), self.ports.get("s2s", "off"),
@@ -62,7 +65,12 @@ class Xferd:
 
     async def _listen(self, name: str, interfaces: list[str], port: int, *, direct_tls: bool):
         async def accept(reader, writer):
-            await C2SSession(self, reader, writer, direct_tls=direct_tls).run()
+            task = asyncio.current_task()
+            self._connections.add(task)
+            try:
+                await C2SSession(self, reader, writer, direct_tls=direct_tls).run()
+            finally:
+                self._connections.discard(task)
 
         server = await asyncio.start_server(
             accept, host=interfaces, port=port, limit=2 ** 20,
@@ -79,12 +87,15 @@ class Xferd:
             await host.events.fire("server-stopping", self)     # e.g. flush held requests
         for session in list(self.c2s_sessions):
             session.stream_error(condition, "the server is shutting down")
+        # let every session finish its teardown (unavailable presence, …) while
+        # storage and federation are still there; then cut what is left
+        if self._connections:
+            _, late = await asyncio.wait(set(self._connections), timeout=5)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         if self.s2s is not None:
             await self.s2s.stop()
-        for _ in range(50):                   # let sessions flush and tear down
-            if not self.c2s_sessions:
-                break
-            await asyncio.sleep(0.02)
         await self.storage.close()
         self._stopped.set()
         log.info("xferd stopped")

@@ -168,9 +168,53 @@ class BlockingStore(Protocol):
         """Block or unblock *jids*; unblocking an empty list unblocks everyone."""
 
 
+@dataclass
+class TransferContact:
+    """One contact of an account transfer and how its notice went."""
+    jid: str
+    item: RosterItem                  # the old roster item, as snapshotted
+    status: str = "pending"           # pending | ok | failed | skipped
+    condition: str | None = None      # why it failed or was skipped
+
+
+@dataclass
+class Transfer:
+    """A XEP-0015 transfer job on the old account's server (one per account)."""
+    host: str
+    username: str
+    new_jid: str
+    state: str
+    requester: str | None = None
+    request_id: str | None = None
+    detail: str | None = None
+    updated_at: float = 0.0
+    contacts: dict[str, TransferContact] = field(default_factory=dict)
+
+
+class TransferStore(Protocol):
+    async def get_transfer(self, host: str, username: str) -> Transfer | None: ...
+
+    async def list_transfers(self, states: tuple[str, ...]) -> list[tuple[str, str]]:
+        """(host, username) of the jobs in *states* (to resume after a restart)."""
+
+    async def save_transfer(self, transfer: Transfer, *, contacts: bool = False) -> None: ...
+
+    async def save_transfer_contact(self, host: str, username: str,
+                                    contact: TransferContact) -> None: ...
+
+    async def get_transfer_approval(self, host: str, username: str,
+                                    old_jid: str) -> tuple[str, float] | None:
+        """(state, expires_at) of the new account's authorisation for *old_jid*."""
+
+    async def list_transfer_approvals(self, host: str, username: str) -> list[tuple[str, str, float]]: ...
+
+    async def set_transfer_approval(self, host: str, username: str, old_jid: str,
+                                    state: str | None, expires_at: float = 0.0) -> None: ...
+
+
 class Storage(AccountStore, RosterStore, OfflineStore, PrivateStore, VCardStore,
-              PepStore, BlockingStore, Protocol):
-    """Everything the server stores. Transfer jobs (XEP-0015) will join."""
+              PepStore, BlockingStore, TransferStore, Protocol):
+    """Everything the server stores."""
 
     async def open(self) -> None: ...
 

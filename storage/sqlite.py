@@ -32,7 +32,8 @@ import aiosqlite
 
 from server.xmpp.sasl import ScramCredentials
 
-from .api import OfflineMessage, PepItem, PepNode, RosterItem, StorageError
+from .api import (OfflineMessage, PepItem, PepNode, RosterItem, StorageError, Transfer,
+                  TransferContact)
 
 log = logging.getLogger("xferd.storage")
 
@@ -131,6 +132,35 @@ MIGRATIONS: list[str] = [
         moved_to TEXT NOT NULL,                      -- the new bare JID
         deleted_at REAL NOT NULL,
         PRIMARY KEY (host, username)
+    ) WITHOUT ROWID;
+    """,
+    # 4: XEP-0015 account transfer jobs (old server) and authorisations (new server)
+    """
+    CREATE TABLE transfers (
+        host TEXT NOT NULL, username TEXT NOT NULL,
+        new_jid TEXT NOT NULL,
+        state TEXT NOT NULL,                         -- see server/xmpp/transfer.py
+        requester TEXT,                              -- full JID that asked, for the answer
+        request_id TEXT,
+        detail TEXT,                                 -- error condition or note
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (host, username)
+    ) WITHOUT ROWID;
+    CREATE TABLE transfer_contacts (
+        host TEXT NOT NULL, username TEXT NOT NULL, jid TEXT NOT NULL,
+        item TEXT NOT NULL,                          -- JSON of the roster item snapshot
+        status TEXT NOT NULL,                        -- pending | ok | failed | skipped
+        condition TEXT,
+        PRIMARY KEY (host, username, jid),
+        FOREIGN KEY (host, username) REFERENCES transfers ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE transfer_approvals (
+        host TEXT NOT NULL, username TEXT NOT NULL,  -- the new account
+        old_jid TEXT NOT NULL,
+        state TEXT NOT NULL,                         -- preauthorized | approved | consumed
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (host, username, old_jid),
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
     ) WITHOUT ROWID;
     """,
 ]
@@ -448,6 +478,78 @@ class SQLiteStorage:
             items = [i for i in items if i.id in wanted]
         return items[:max_items] if max_items is not None else items
 
+    # -- account transfer (XEP-0015) ------------------------------------------------------------
+    async def get_transfer(self, host: str, username: str) -> Transfer | None:
+        row = await self._fetchone("SELECT new_jid, state, requester, request_id, detail, "
+                                   "updated_at FROM transfers WHERE host = ? AND username = ?",
+                                   (host, username))
+        if row is None:
+            return None
+        contacts = await self._fetchall("SELECT jid, item, status, condition FROM "
+                                        "transfer_contacts WHERE host = ? AND username = ? "
+                                        "ORDER BY jid", (host, username))
+        return Transfer(host, username, *row,
+                        contacts={jid: TransferContact(jid, item_from_json(item), status, cond)
+                                  for jid, item, status, cond in contacts})
+
+    async def list_transfers(self, states: tuple[str, ...]) -> list[tuple[str, str]]:
+        marks = ",".join("?" * len(states))
+        return [tuple(r) for r in await self._fetchall(
+            f"SELECT host, username FROM transfers WHERE state IN ({marks})", states)]
+
+    async def save_transfer(self, transfer: Transfer, *, contacts: bool = False) -> None:
+        """Store the job's state (and, with *contacts*, replace its contact list)."""
+        async with self._transaction() as db:
+            # an upsert, not INSERT OR REPLACE: a replace deletes the row first,
+            # and the delete would cascade to the job's contacts
+            await db.execute("INSERT INTO transfers (host, username, new_jid, state, "
+                             "requester, request_id, detail, updated_at) VALUES "
+                             "(?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (host, username) DO UPDATE "
+                             "SET new_jid = excluded.new_jid, state = excluded.state, "
+                             "requester = excluded.requester, request_id = excluded.request_id, "
+                             "detail = excluded.detail, updated_at = excluded.updated_at",
+                             (transfer.host, transfer.username, transfer.new_jid, transfer.state,
+                              transfer.requester, transfer.request_id, transfer.detail,
+                              time.time()))
+            if contacts:
+                await db.execute("DELETE FROM transfer_contacts WHERE host = ? AND username = ?",
+                                 (transfer.host, transfer.username))
+                await db.executemany(
+                    "INSERT INTO transfer_contacts (host, username, jid, item, status, "
+                    "condition) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(transfer.host, transfer.username, c.jid, item_to_json(c.item), c.status,
+                      c.condition) for c in transfer.contacts.values()])
+
+    async def save_transfer_contact(self, host: str, username: str,
+                                    contact: TransferContact) -> None:
+        async with self._transaction() as db:
+            await db.execute("UPDATE transfer_contacts SET status = ?, condition = ? WHERE "
+                             "host = ? AND username = ? AND jid = ?",
+                             (contact.status, contact.condition, host, username, contact.jid))
+
+    async def get_transfer_approval(self, host: str, username: str,
+                                    old_jid: str) -> tuple[str, float] | None:
+        row = await self._fetchone("SELECT state, expires_at FROM transfer_approvals WHERE "
+                                   "host = ? AND username = ? AND old_jid = ?",
+                                   (host, username, old_jid))
+        return (row[0], row[1]) if row else None
+
+    async def list_transfer_approvals(self, host: str, username: str) -> list[tuple[str, str, float]]:
+        return [tuple(r) for r in await self._fetchall(
+            "SELECT old_jid, state, expires_at FROM transfer_approvals WHERE host = ? AND "
+            "username = ? ORDER BY old_jid", (host, username))]
+
+    async def set_transfer_approval(self, host: str, username: str, old_jid: str,
+                                    state: str | None, expires_at: float = 0.0) -> None:
+        async with self._transaction() as db:
+            if state is None:
+                await db.execute("DELETE FROM transfer_approvals WHERE host = ? AND "
+                                 "username = ? AND old_jid = ?", (host, username, old_jid))
+            else:
+                await db.execute("INSERT OR REPLACE INTO transfer_approvals (host, username, "
+                                 "old_jid, state, expires_at) VALUES (?, ?, ?, ?, ?)",
+                                 (host, username, old_jid, state, expires_at))
+
     # -- blocking (XEP-0191) --------------------------------------------------------------------
     async def get_blocklist(self, host: str, username: str) -> list[str]:
         rows = await self._fetchall("SELECT jid FROM blocklist WHERE host = ? AND username = ? "
@@ -468,6 +570,18 @@ class SQLiteStorage:
 
 
 _ITEM_COLUMNS = "jid, name, subscription, ask, approved, groups"
+
+
+def item_to_json(item: RosterItem) -> str:
+    return json.dumps({"jid": item.jid, "name": item.name, "subscription": item.subscription,
+                       "ask": item.ask, "approved": item.approved, "groups": list(item.groups)})
+
+
+def item_from_json(text: str) -> RosterItem:
+    data = json.loads(text)
+    return RosterItem(data["jid"], data.get("name"), data.get("subscription", "none"),
+                      bool(data.get("ask")), bool(data.get("approved")),
+                      tuple(data.get("groups", ())))
 
 
 async def _write_roster_change(db, host: str, username: str, jid: str,

@@ -1,0 +1,333 @@
+"""XEP-0015 account transfer across three xferd domains (PROTOCOLS.md §2):
+old.test (the moving account, and a contact), new.test (the new account, and a
+contact), c.test (contacts) — plus the refusals of §2.4 and a restart in the
+middle of a transfer."""
+
+import asyncio
+import itertools
+
+import pytest
+import slixmpp
+from slixmpp.xmlstream import ET
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+from tests.harness import XferdProcess, ask, free_port, login
+from tests.integration.test_federation import FakeAuthority, RawServerClient
+from tests.integration.test_moved import Proxy
+
+XFER = "jabber:iq:accountxfer"
+_n = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory):
+    servers = {d: XferdProcess(tmp_path_factory.mktemp(d.split(".")[0]), domains=(d,),
+                               overrides={"accountxfer": {"notice_timeout": 3},
+                                          "s2s": {"dialback_timeout": 3, "connect_timeout": 2}})
+               for d in ("old.test", "new.test", "c.test", "slow.test")}
+    for here in servers.values():
+        for domain, there in servers.items():
+            if there is not here:
+                here.add_route(domain, "127.0.0.1", there.s2s_port)
+    servers["old.test"].add_route("dead.test", "127.0.0.1", free_port())
+    servers["old.test"].proxy_port = free_port()      # old.test reaches slow.test via a Proxy
+    servers["old.test"].add_route("slow.test", "127.0.0.1", servers["old.test"].proxy_port)
+    servers["c.test"].evil_port = free_port()
+    servers["c.test"].add_route("evil.test", "127.0.0.1", servers["c.test"].evil_port)
+    servers["new.test"].evil_port = free_port()
+    servers["new.test"].add_route("evil.test", "127.0.0.1", servers["new.test"].evil_port)
+    for proc in servers.values():
+        proc.start()
+    yield servers
+    for proc in servers.values():
+        proc.stop()
+
+
+def account(proc, domain, prefix):
+    jid = f"{prefix}{next(_n)}@{domain}"
+    proc.adduser(jid, "pw")
+    return jid
+
+
+async def online(proc, jid, resource="r"):
+    client = await login(proc, f"{jid}/{resource}", "pw")
+    client.send_presence()
+    await client.fetch_roster()
+    return client
+
+
+def allow_transfers(client, allowed=True):
+    """The new account's client answers B (the forwarded authorisation request)."""
+    seen = []
+
+    def answer(iq):
+        seen.append(iq)
+        reply = iq.reply(clear=True)
+        if allowed:
+            reply.xml.append(ET.fromstring(f"<query xmlns='{XFER}'><allowed/></query>"))
+            reply.send()
+        else:
+            reply["type"] = "error"
+            reply["error"]["condition"] = "not-allowed"
+            reply.send()
+
+    client.register_handler(Callback("accountxfer", MatchXPath(
+        f"{{jabber:client}}iq/{{{XFER}}}query"), answer))
+    return seen
+
+
+async def befriend(a, a_jid, b, b_jid, how):
+    """Make a's roster item for b *how* (both, to, from, pending)."""
+    if how in ("to", "both", "pending"):
+        a.send_presence(pto=b_jid, ptype="subscribe")
+        await b.next_presence(type="subscribe", sender=a_jid, timeout=15)
+        if how != "pending":
+            b.send_presence(pto=a_jid, ptype="subscribed")
+    if how in ("from", "both"):
+        b.send_presence(pto=a_jid, ptype="subscribe")
+        await a.next_presence(type="subscribe", sender=b_jid, timeout=15)
+        a.send_presence(pto=b_jid, ptype="subscribed")
+    want = {"both": ("both", False), "to": ("to", False), "from": ("from", False),
+            "pending": ("none", True)}[how]
+    await wait_item(a, b_jid, *want)
+
+
+async def wait_item(client, jid, subscription, ask_=False, timeout=15):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        item = (await client.fetch_roster()).get(jid, {})
+        if item.get("subscription", "none") == subscription and \
+                (item.get("ask") == "subscribe") == ask_ and (item or subscription != "gone"):
+            return item
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{client.boundjid}: {jid} is {item}; wanted {subscription}")
+        await asyncio.sleep(0.1)
+
+
+async def wait_gone(client, jid, timeout=15):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while jid in await client.fetch_roster():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{client.boundjid}: {jid} is still in the roster")
+        await asyncio.sleep(0.1)
+
+
+async def transfer(old_client, new_jid, timeout=60):
+    """A: returns (error condition or None, answer XML)."""
+    iq = old_client.make_iq_set(ito=old_client.boundjid.domain)
+    iq.xml.append(ET.fromstring(f"<query xmlns='{XFER}'><newaccount>{new_jid}</newaccount>"
+                                "</query>"))
+    try:
+        answer = await iq.send(timeout=timeout)
+    except slixmpp.exceptions.IqError as exc:
+        return exc.iq["error"]["condition"], exc.iq.xml
+    return None, answer.xml
+
+
+async def test_transfer_end_to_end(fed):
+    old_jid = account(fed["old.test"], "old.test", "alice")
+    new_jid = account(fed["new.test"], "new.test", "alice")
+    contacts = {  # jid → (server, how the old account sees them, name, groups)
+        account(fed["c.test"], "c.test", "bob"): ("c.test", "both", "Bob", ["Friends"]),
+        account(fed["c.test"], "c.test", "carol"): ("c.test", "to", "Carol", ["Work"]),
+        account(fed["new.test"], "new.test", "dan"): ("new.test", "from", "Dan", []),
+        account(fed["old.test"], "old.test", "erin"): ("old.test", "both", None, ["A", "B"]),
+        account(fed["c.test"], "c.test", "fay"): ("c.test", "pending", "Fay", []),
+    }
+    old = await online(fed["old.test"], old_jid)
+    new = await online(fed["new.test"], new_jid)
+    allow_transfers(new)
+    clients = {}
+    for jid, (domain, how, name, groups) in contacts.items():
+        clients[jid] = await online(fed[domain], jid)
+        await befriend(old, old_jid, clients[jid], jid, how)
+        old.update_roster(jid, name=name, groups=groups)
+    for transport in ("icq.transport.test", "12345@icq.transport.test"):
+        old.update_roster(transport, name="transport")
+    await asyncio.sleep(0.5)
+    before = await old.fetch_roster()
+    views = {jid: (await c.fetch_roster())[old_jid] for jid, c in clients.items()
+             if contacts[jid][1] != "pending"}
+
+    error, answer = await transfer(old, new_jid)
+    assert error is None, ET.tostring(answer)
+    assert answer.find(f"{{{XFER}}}query") is None, "no contact failed"
+
+    # every notified contact now has the new JID, with name, groups, subscription kept
+    for jid, view in views.items():
+        client = clients[jid]
+        await wait_gone(client, old_jid)
+        item = await wait_item(client, new_jid, view["subscription"])
+        assert item.get("name") == view.get("name") and item["groups"] == view["groups"]
+    # the new account's roster equals the old one, transports left out
+    after = await new.fetch_roster()
+    expected = {jid: item for jid, item in before.items() if "transport" not in jid}
+    assert set(after) == set(expected)
+    for jid, item in expected.items():
+        got = after[jid]
+        assert (got.get("name"), got["groups"]) == (item.get("name"), item["groups"]), jid
+        assert got["subscription"] == ("none" if contacts[jid][1] == "pending"
+                                       else item["subscription"]), jid
+    # presence flows without any approval: bob (both) sees the new account …
+    new.send_presence(pstatus="moved in")
+    bob = next(j for j, c in contacts.items() if c[2] == "Bob")
+    while (await clients[bob].next_presence(type=None, sender=new_jid,
+                                            timeout=15))["status"] != "moved in":
+        pass                                    # the presence sent after the hand-over
+    # … and nobody was asked anything
+    for client in clients.values():
+        assert not [p for p in await client.quiet(0.2) if p["type"] == "subscribe"]
+    # the old account keeps nothing of the moved contacts and refuses logins
+    await old.close()
+    refused = await login(fed["old.test"], f"{old_jid}/again", "pw", expect="failed_auth")
+    assert refused.auth_failures == ["account-disabled"]
+    await refused.close()
+    for client in (new, *clients.values()):
+        await client.close()
+
+
+async def test_preauthorisation_and_an_unreachable_contact(fed):
+    old_jid = account(fed["old.test"], "old.test", "gil")
+    new_jid = account(fed["new.test"], "new.test", "gil")
+    bob_jid = account(fed["c.test"], "c.test", "bob")
+    old = await online(fed["old.test"], old_jid)
+    new = await online(fed["new.test"], new_jid)
+    bob = await online(fed["c.test"], bob_jid)
+    await befriend(old, old_jid, bob, bob_jid, "both")
+    old.update_roster("zed@dead.test", name="Zed")           # its domain cannot be reached
+    await asyncio.sleep(0.3)
+    # H: the new account allows the move in advance, and can list it
+    error, _ = await ask(new, "set", f"<query xmlns='{XFER}'><oldaccount>{old_jid}</oldaccount>"
+                                     "<allowed/></query>")
+    assert error is None
+    error, listing = await ask(new, "get", f"<query xmlns='{XFER}'/>")
+    assert listing.findtext(f"{{{XFER}}}query/{{{XFER}}}oldaccount") == old_jid
+    await new.close()                                         # nobody has to be online
+    error, answer = await transfer(old, new_jid)
+    assert error is None
+    # zed's item was 'none': no notice; bob's notice went fine
+    assert answer.find(f"{{{XFER}}}query") is None
+    await wait_item(bob, new_jid, "both")
+    await close_all(old, bob)
+
+
+async def test_refusals(fed):
+    old_jid = account(fed["old.test"], "old.test", "hal")
+    new_jid = account(fed["new.test"], "new.test", "hal")
+    old = await online(fed["old.test"], old_jid)
+    # §2.4 on A: someone else's account, no new account, the same account, a malformed JID
+    for payload, condition in [
+        (f"<oldaccount>other@old.test</oldaccount><newaccount>{new_jid}</newaccount>",
+         "forbidden"),
+        ("<oldaccount>x</oldaccount>", "jid-malformed"),
+        ("", "bad-request"),
+        (f"<newaccount>{old_jid}</newaccount>", "not-acceptable"),
+        ("<newaccount>a@b/c</newaccount>", "jid-malformed"),
+    ]:
+        error, _ = await ask(old, "set", f"<query xmlns='{XFER}'>{payload}</query>",
+                             to="old.test")
+        assert error == condition, (payload, error)
+    # the new account says no → forbidden, nothing moved
+    new = await online(fed["new.test"], new_jid)
+    allow_transfers(new, allowed=False)
+    error, _ = await transfer(old, new_jid)
+    assert error == "forbidden"
+    # … an authorisation given by another account does not count either
+    other_jid = account(fed["new.test"], "new.test", "ivy")
+    other = await online(fed["new.test"], other_jid)
+    await ask(other, "set", f"<query xmlns='{XFER}'><oldaccount>{old_jid}</oldaccount>"
+                            "<allowed/></query>")
+    await new.close()
+    error, _ = await transfer(old, new_jid)
+    assert error == "recipient-unavailable"
+    await close_all(old, other)
+
+
+async def test_notice_from_a_user_or_another_domain_is_forbidden(fed, tmp_path):
+    bob_jid = account(fed["c.test"], "c.test", "bob")
+    old_jid = account(fed["old.test"], "old.test", "jay")
+    bob = await online(fed["c.test"], bob_jid)
+    old = await online(fed["old.test"], old_jid)
+    await befriend(bob, bob_jid, old, old_jid, "both")
+    notice = (f"<query xmlns='{XFER}'><oldaccount>{old_jid}</oldaccount>"
+              f"<newaccount>mallory@evil.test</newaccount><rosteritem jid='{bob_jid}'/></query>")
+    # a user of the old domain does not qualify (§2.4)
+    error, _ = await ask(old, "set", notice, to="c.test")
+    assert error == "forbidden"
+    # nor does another (authenticated) domain
+    async with FakeAuthority(fed["c.test"].evil_port, tmp_path):
+        raw = await RawServerClient.connect(fed["c.test"].s2s_port)
+        await raw.secure_s2s("evil.test", "c.test")
+        raw.send("<db:result from='evil.test' to='c.test'>k</db:result>")
+        assert (await raw.expect("result", timeout=15)).get("type") == "valid"
+        raw.send(f"<iq type='set' id='n1' from='evil.test' to='c.test'>{notice}</iq>")
+        await asyncio.sleep(1)
+        await raw.close()
+    await asyncio.sleep(0.5)
+    assert (await bob.fetch_roster())[old_jid]["subscription"] == "both"
+    assert "mallory@evil.test" not in await bob.fetch_roster()
+    await close_all(bob, old)
+
+
+async def test_roster_handover_without_authorisation_is_forbidden(fed, tmp_path):
+    new_jid = account(fed["new.test"], "new.test", "kim")
+    new = await online(fed["new.test"], new_jid)
+    async with FakeAuthority(fed["new.test"].evil_port, tmp_path):
+        raw = await RawServerClient.connect(fed["new.test"].s2s_port)
+        await raw.secure_s2s("evil.test", "new.test")
+        raw.send("<db:result from='evil.test' to='new.test'>k</db:result>")
+        assert (await raw.expect("result", timeout=15)).get("type") == "valid"
+        raw.send(f"<iq type='set' id='d1' from='evil.test' to='new.test'><query xmlns='{XFER}'>"
+                 f"<oldaccount>kim@evil.test</oldaccount><newaccount>{new_jid}</newaccount>"
+                 "<item jid='spam@evil.test' subscription='both'/></query></iq>")
+        await asyncio.sleep(1)
+        await raw.close()
+    assert "spam@evil.test" not in await new.fetch_roster()
+    await new.close()
+
+
+async def close_all(*clients):
+    for client in clients:
+        await client.close()
+
+
+async def test_old_server_killed_mid_transfer_resumes_and_completes(fed):
+    old_srv = fed["old.test"]
+    old_jid = account(old_srv, "old.test", "lou")
+    new_jid = account(fed["new.test"], "new.test", "lou")
+    bob_jid = account(fed["c.test"], "c.test", "bob")
+    sam_jid = account(fed["slow.test"], "slow.test", "sam")
+    async with Proxy(old_srv.proxy_port, fed["slow.test"].s2s_port) as proxy:
+        old = await online(old_srv, old_jid)
+        new = await online(fed["new.test"], new_jid)
+        bob = await online(fed["c.test"], bob_jid)
+        sam = await online(fed["slow.test"], sam_jid)
+        await befriend(old, old_jid, bob, bob_jid, "both")
+        await befriend(old, old_jid, sam, sam_jid, "both")
+        error, _ = await ask(new, "set", f"<query xmlns='{XFER}'><oldaccount>{old_jid}"
+                                         "</oldaccount><allowed/></query>")
+        assert error is None
+        proxy.mode = "silent"                      # slow.test stops answering: NOTIFYING waits
+        a = old.make_iq_set(ito="old.test")
+        a.xml.append(ET.fromstring(f"<query xmlns='{XFER}'><newaccount>{new_jid}</newaccount>"
+                                   "</query>"))
+        a.send()
+        await asyncio.sleep(1.5)
+        assert "notifying" in old_srv.log() or "notice for" in old_srv.log()
+        old_srv.proc.kill()                        # kill -9 in the middle
+        old_srv.proc.wait()
+        old_srv.stop()
+        old_srv.start()
+        # the job resumes and completes; bob moves exactly once, sam is bridged
+        await wait_gone(bob, old_jid, timeout=40)
+        await wait_item(bob, new_jid, "both", timeout=40)
+        roster = await new.fetch_roster()
+        deadline = asyncio.get_running_loop().time() + 40
+        while sam_jid not in roster and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.3)
+            roster = await new.fetch_roster()
+        assert set(roster) == {bob_jid, sam_jid}
+        assert list(await bob.fetch_roster()).count(new_jid) == 1
+        assert "resuming in state" in old_srv.log()
+        await close_all(new, bob, sam)

@@ -6,6 +6,7 @@
     xferd deluser JID                         delete an account and all its data
     xferd users [DOMAIN]                      list accounts
     xferd cert DOMAIN [--force]               make a self-signed certificate
+    xferd migrate --from OLD --to NEW         move an account to another server (XEP-0283)
 
 Every command takes ``-c FILE``; without it ``$XFERD_CONFIG`` or
 ``conf/xferd.toml`` (if present in the working directory) is used, else the
@@ -79,6 +80,15 @@ def _parser() -> argparse.ArgumentParser:
     cert.add_argument("domain")
     cert.add_argument("--force", action="store_true", help="replace an existing one")
     cert.set_defaults(func=cmd_cert)
+
+    from .migrate import add_arguments as migrate_arguments
+    migrate = commands.add_parser(
+        "migrate", parents=[common], help="move an account to another server (XEP-0283)",
+        description="Copy roster, vCard, private XML and PEP data to the new account, publish "
+                    "the moved statement and ask every contact to follow (XEP-0283). "
+                    "Passwords: $XFERD_OLD_PASSWORD / $XFERD_NEW_PASSWORD, else asked.")
+    migrate_arguments(migrate)
+    migrate.set_defaults(func=cmd_migrate)
     return parser
 
 
@@ -236,3 +246,10 @@ def cmd_cert(conf, args) -> int:
     generate_self_signed(domain, cert, key)
     print(f"certificate: {cert}\nprivate key: {key}")
     return 0
+
+
+# -- migrate ---------------------------------------------------------------------------------
+
+def cmd_migrate(conf, args) -> int:
+    from .migrate import run
+    return run(args)

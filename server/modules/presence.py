@@ -18,8 +18,9 @@ For a local user (``presence/bare``, ``presence/full``):
   resource when the prober is subscribed (``from``/``both`` in the user's
   roster), else with ``unsubscribed``; with no resource available nothing is
   sent (§4.3.2 allows either);
-* other presence goes to every available resource (bare JID) or to the one
-  resource it names, if available (full JID).
+* other presence — including errors, e.g. a bounced subscription request —
+  goes to every available resource (bare JID) or to the one resource it
+  names, if available (full JID).
 """
 
 from __future__ import annotations
@@ -141,8 +142,8 @@ def setup(host) -> None:
         if kind == "probe":
             await answer_probe(event)
             return True
-        if kind not in (None, "unavailable"):
-            return False                          # errors: router default
+        if kind not in (None, "unavailable", "error"):
+            return False                          # subscriptions: subscription.py
         if event.to.resource is not None:
             target = host.session(event.to)
             if target is not None and target.available:
@@ -159,6 +160,8 @@ def setup(host) -> None:
             return
         item = await storage.get_roster_item(host.domain, user, str(prober.bare))
         if item is None or item.subscription not in SHARES:
+            if await host.events.fire("probe-unauthorized", event):
+                return                              # e.g. a transfer is under way
             if await storage.user_exists(host.domain, user):
                 await event.send(E(PRESENCE, {"type": "unsubscribed",
                                               "from": f"{user}@{host.domain}",

@@ -1,0 +1,624 @@
+"""``xferd migrate``: move an account to another server with standard XMPP only.
+
+The command-line peer of the Snikket web migrator, speaking plain client
+XMPP so it works between any servers (xferd, Prosody, ejabberd). Steps,
+each logged with progress:
+
+1. log in to both accounts (``server/client``; TLS verified);
+2. read the old account: roster (RFC 6121 §2), vCard (XEP-0054), private
+   XML (XEP-0049: ``storage:bookmarks``, ``storage:rosternotes``) and PEP
+   nodes (XEP-0163): the known ones in :data:`PEP_NODES`, plus whatever the
+   server lists under disco#items on the account (XEP-0030; xferd lists
+   nothing there), minus :data:`PEP_NOT_COPIED`;
+3. copy the roster items (names, groups; subscriptions come from step 8);
+4. copy the vCard, 5. the private XML and 6. the PEP items — each only where
+   the new account has none yet, so nothing there is overwritten;
+7. publish the moved statement on the old account (XEP-0283 §4.1: node and
+   item ``urn:xmpp:moved:1``/``current``, publish-options
+   ``access_model=open`` so every contact's server can verify it — which
+   also shows the new address to anyone who asks; ``--no-statement`` skips);
+8. send the outreach plan (``server/xmpp/outreach.py``) from the new account:
+   pre-approvals, then ``subscribe`` with ``<moved/>``;
+9. watch for answers for ``--wait`` seconds, and report per contact:
+   ``auto-updated`` (``subscribed`` came back within the wait — the contact's
+   server verified the statement, XEP-0283 §4.4), ``approved`` (the
+   subscription exists now, seen on a later run), ``waiting for manual
+   approval``, ``failed: why`` (an error presence, a refusal, or the
+   contact's domain answering ``remote-server-not-found``/``-timeout`` to a
+   disco#info probe — servers drop error presence addressed to a bare JID,
+   so the probe is what finds unreachable domains), ``roster only`` (no
+   subscription to restore) and ``skipped``.
+
+Resumable: a JSON state file records finished steps and per-contact
+outreach; a rerun skips what is done. Contacts that failed are tried again,
+and contacts added to the old roster since are copied and asked.
+``--dry-run`` logs in, reads, prints the plan and changes nothing.
+Exit status: 0 when every contact is auto-updated, approved or waiting;
+1 if any failed (or the run broke off); 2 on usage and login errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .client import Client, ClientError, IQError, stanza_error
+from .xmpp.jid import JID, JIDError
+from .xmpp.outreach import STATEMENT_ITEM, STATEMENT_NODE, Plan, plan_outreach
+from .xmpp.stanza import E, IQ, PRESENCE, iq
+from .xmpp.stream import CLIENT_NS, serialize
+
+log = logging.getLogger("xferd.migrate")
+
+#: private XML fragments copied (XEP-0049), as ``<storage xmlns=NS/>``
+PRIVATE_NAMESPACES = ("storage:bookmarks",        # XEP-0048 bookmarks
+                      "storage:rosternotes")      # XEP-0145 annotations
+#: PEP nodes always looked for → access model if the old node will not tell
+#: (None: the new server's default, normally ``presence``)
+PEP_NODES: dict[str, str | None] = {
+    "urn:xmpp:avatar:data": None,                 # XEP-0084 (data before metadata)
+    "urn:xmpp:avatar:metadata": None,
+    "http://jabber.org/protocol/nick": None,      # XEP-0172
+    "urn:xmpp:vcard4": None,                      # XEP-0292
+    "urn:xmpp:bookmarks:1": "whitelist",          # XEP-0402
+    "storage:bookmarks": "whitelist",             # XEP-0048 in PEP (XEP-0223)
+}
+#: never copied: the statement belongs to the old account, device keys to the
+#: devices, and moods, tunes, activities and places to the moment
+PEP_NOT_COPIED = ("urn:xmpp:moved:", "eu.siacs.conversations.axolotl", "urn:xmpp:omemo:",
+                  "http://jabber.org/protocol/mood", "http://jabber.org/protocol/tune",
+                  "http://jabber.org/protocol/activity", "http://jabber.org/protocol/geoloc")
+DISCO_INFO = "http://jabber.org/protocol/disco#info"
+ROSTER_NS = "jabber:iq:roster"
+
+AUTO, APPROVED = "auto-updated", "approved"
+WAITING, ROSTER_ONLY = "waiting for manual approval", "roster only (no subscription to restore)"
+UNREACHABLE = ("remote-server-not-found", "remote-server-timeout")
+STEPS = 9
+
+
+class UsageError(Exception):
+    """Bad options or state file: exit status 2."""
+
+
+@dataclass
+class Options:
+    old: JID
+    new: JID
+    old_host: str | None = None
+    old_port: int | None = None
+    new_host: str | None = None
+    new_port: int | None = None
+    direct_tls: bool = False
+    old_cafile: str | None = None
+    new_cafile: str | None = None
+    verify: bool = True
+    state_path: Path = Path(".")
+    dry_run: bool = False
+    statement: bool = True
+    wait: float = 10.0
+
+    @classmethod
+    def from_args(cls, args) -> "Options":
+        old, new = _account(args.old, "--from"), _account(args.new, "--to")
+        if old == new:
+            raise UsageError("--from and --to name the same account")
+        if args.cafile and (args.old_cafile or args.new_cafile):
+            raise UsageError("use --cafile, or --old-cafile/--new-cafile, not both")
+        if args.insecure and (args.cafile or args.old_cafile or args.new_cafile):
+            raise UsageError("--insecure does not go with a CA file")
+        if args.wait < 0:
+            raise UsageError("--wait must not be negative")
+        state = Path(args.state) if args.state else Path(f"xferd-migrate-{old}-{new}.json")
+        return cls(old, new, args.old_host, args.old_port, args.new_host, args.new_port,
+                   args.direct_tls, args.old_cafile or args.cafile,
+                   args.new_cafile or args.cafile, not args.insecure, state, args.dry_run,
+                   not args.no_statement, args.wait)
+
+
+def add_arguments(parser) -> None:
+    """The ``migrate`` subcommand's options (see ``server/cli.py``)."""
+    parser.add_argument("--from", dest="old", required=True, metavar="OLD",
+                        help="the account to move, user@domain")
+    parser.add_argument("--to", dest="new", required=True, metavar="NEW",
+                        help="the account to move to (must exist)")
+    for side in ("old", "new"):
+        parser.add_argument(f"--{side}-host", metavar="HOST",
+                            help=f"connect here for the {side} account (default: DNS SRV)")
+        parser.add_argument(f"--{side}-port", type=int, metavar="PORT",
+                            help="port (default 5222, 5223 with --direct-tls)")
+    parser.add_argument("--direct-tls", action="store_true",
+                        help="TLS from the first byte (XEP-0368) instead of STARTTLS")
+    parser.add_argument("--cafile", metavar="FILE", help="trust these CA certificates "
+                        "for both servers (default: the system store)")
+    parser.add_argument("--old-cafile", metavar="FILE", help="CA certificates for the old server")
+    parser.add_argument("--new-cafile", metavar="FILE", help="CA certificates for the new server")
+    parser.add_argument("--insecure", action="store_true",
+                        help="do not check certificates (tests and development only)")
+    parser.add_argument("--state", metavar="FILE",
+                        help="state file (default ./xferd-migrate-OLD-NEW.json)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="log in, read, print the plan; change nothing")
+    parser.add_argument("--no-statement", action="store_true",
+                        help="do not publish the moved statement on the old account")
+    parser.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                        help="how long to watch for answers from contacts (default 10)")
+
+
+def run(args) -> int:
+    """Entry point of ``xferd migrate``; passwords from the environment or the terminal."""
+    try:
+        opts = Options.from_args(args)
+        state = State.load(opts.state_path, opts.old, opts.new)
+    except UsageError as exc:
+        print(f"xferd: error: {exc}", file=sys.stderr)
+        return 2
+    old_password = _password("XFERD_OLD_PASSWORD", opts.old, "old")
+    new_password = _password("XFERD_NEW_PASSWORD", opts.new, "new")
+    return asyncio.run(migrate(opts, state, old_password, new_password))
+
+
+async def migrate(opts: Options, state: "State", old_password: str, new_password: str) -> int:
+    step(1, f"logging in to {opts.old} and {opts.new}")
+    try:
+        old = await _login(opts, "old", old_password)
+    except ClientError as exc:
+        return _login_failed("old", opts.old, exc)
+    try:
+        new = await _login(opts, "new", new_password)
+    except ClientError as exc:
+        await old.close()
+        return _login_failed("new", opts.new, exc)
+    try:
+        return await Migration(opts, state, old, new).run()
+    except (ClientError, OSError) as exc:
+        print(f"xferd: error: the migration broke off: {exc}; rerun to resume", file=sys.stderr)
+        return 1
+    finally:
+        state.save_if_used()
+        await old.close()
+        await new.close()
+
+
+class Migration:
+    """One run of the steps above; each consults and updates the state file."""
+
+    def __init__(self, opts: Options, state: "State", old: Client, new: Client):
+        self.opts, self.state, self.old, self.new = opts, state, old, new
+
+    async def run(self) -> int:
+        step(2, f"reading {self.opts.old}")
+        roster = await self.old.roster()
+        vcard = await self.read_vcard()
+        private = await self.read_private()
+        pep = await self.read_pep()
+        plan = plan_outreach(self.opts.old, self.opts.new, roster)
+        log.info("old account: %d roster items, %s, %d private fragment(s), %d PEP node(s)",
+                 len(roster), "a vCard" if vcard is not None else "no vCard",
+                 len(private), len(pep))
+        if self.opts.dry_run:
+            print_plan(plan, vcard, private, pep, self.opts)
+            return 0
+        await self.copy_roster(plan)
+        await self.copy_vcard(vcard)
+        await self.copy_private(private)
+        await self.copy_pep(pep)
+        await self.publish_statement(plan)
+        answers = await self.outreach(plan)
+        return await self.report(plan, answers)
+
+    # -- reading ---------------------------------------------------------------------------
+    async def read_vcard(self):
+        try:
+            return await self.old.vcard_get()
+        except IQError as exc:
+            log.warning("cannot read the vCard: %s", exc)
+            return None
+
+    async def read_private(self) -> list:
+        fragments = []
+        for ns in PRIVATE_NAMESPACES:
+            try:
+                fragment = await self.old.private_get(E(f"{{{ns}}}storage"))
+            except IQError as exc:
+                log.warning("cannot read private XML %s: %s", ns, exc)
+                continue
+            if fragment is not None:
+                fragments.append(fragment)
+        return fragments
+
+    async def read_pep(self) -> list[tuple[str, str | None, list]]:
+        """(node, access model, items) of every copyable node with items."""
+        nodes = list(PEP_NODES)
+        try:
+            listed = await self.old.disco_items(str(self.opts.old))
+        except IQError as exc:
+            log.debug("disco#items on %s: %s", self.opts.old, exc)
+            listed = []
+        own = {"", str(self.opts.old)}
+        nodes += [i.node for i in listed if i.node and i.jid in own and i.node not in nodes]
+        found = []
+        for node in nodes:
+            if node.startswith(PEP_NOT_COPIED):
+                continue
+            try:
+                items = await self.old.pep_items(None, node)
+            except IQError as exc:
+                log.warning("cannot read PEP node %s: %s", node, exc)
+                continue
+            if items:
+                access = await self.old.pep_access_model(node) or \
+                    PEP_NODES.get(node, "whitelist")     # unknown node: keep it private
+                found.append((node, access, items))
+        return found
+
+    # -- copying ---------------------------------------------------------------------------
+    async def copy_roster(self, plan: Plan) -> None:
+        todo = [item for item in plan.items if not self.state.contact(item.jid).get("copied")]
+        step(3, f"copying {len(todo)} roster item(s)")
+        if len(todo) < len(plan.items):
+            log.info("roster: %d item(s) copied in an earlier run",
+                     len(plan.items) - len(todo))
+        existing = {item.jid: item for item in await self.new.roster()} if todo else {}
+        for n, item in enumerate(todo, 1):
+            contact = self.state.contact(item.jid)
+            have = existing.get(item.jid)
+            name = (have.name if have else None) or item.name
+            groups = tuple(dict.fromkeys((have.groups if have else ()) + item.groups))
+            if have is None or (have.name, have.groups) != (name, groups):
+                await self.new.roster_set(_Item(item.jid, name, groups))
+            contact["copied"] = True
+            self.state.save()
+            log.info("roster %d/%d: %s", n, len(todo), item.jid)
+        self.state.finish("roster")
+
+    async def copy_vcard(self, vcard) -> None:
+        step(4, "copying the vCard")
+        if self.state.done("vcard"):
+            log.info("vCard: done in an earlier run")
+            return
+        if vcard is None:
+            log.info("vCard: the old account has none")
+        elif await self.new.vcard_get() is not None:
+            log.warning("vCard: %s already has one; kept it", self.opts.new)
+        else:
+            await self.new.vcard_set(vcard)
+            log.info("vCard: copied")
+        self.state.finish("vcard")
+
+    async def copy_private(self, fragments) -> None:
+        step(5, f"copying {len(fragments)} private XML fragment(s)")
+        if self.state.done("private"):
+            log.info("private XML: done in an earlier run")
+            return
+        for fragment in fragments:
+            name = fragment.tag.partition("}")[0][1:]
+            if await self.new.private_get(E(fragment.tag)) is not None:
+                log.warning("private XML %s: %s already has some; kept it", name, self.opts.new)
+                continue
+            await self.new.private_set(fragment)
+            log.info("private XML %s: copied", name)
+        self.state.finish("private")
+
+    async def copy_pep(self, nodes) -> None:
+        step(6, f"copying {len(nodes)} PEP node(s)")
+        if self.state.done("pep"):
+            log.info("PEP: done in an earlier run")
+            return
+        for node, access, items in nodes:
+            if await self.new.pep_items(None, node):
+                log.warning("PEP %s: %s already has items; kept them", node, self.opts.new)
+                continue
+            options = {"pubsub#max_items": "max"} if len(items) > 1 else None
+            try:
+                for item_id, payload in items:
+                    await self.new.pep_publish(node, item_id, payload, access_model=access,
+                                               options=options)
+            except IQError as exc:
+                log.warning("PEP %s: not copied: %s", node, exc)
+                continue
+            log.info("PEP %s: %d item(s) copied (access %s)", node, len(items),
+                     access or "default")
+        self.state.finish("pep")
+
+    async def publish_statement(self, plan: Plan) -> None:
+        if not self.opts.statement:
+            step(7, "not publishing the moved statement (--no-statement)")
+            return
+        step(7, f"publishing the moved statement on {self.opts.old} (readable by anyone)")
+        if self.state.done("statement"):
+            log.info("statement: done in an earlier run")
+            return
+        try:
+            await self._publish_open(plan)
+        except IQError as exc:
+            if exc.condition != "conflict":             # precondition-not-met (§7.1.5)
+                raise
+            log.info("statement node exists with another access model: setting it to open")
+            await self.old.pep_configure(STATEMENT_NODE, {"pubsub#access_model": "open"})
+            await self._publish_open(plan)
+        self.state.finish("statement")
+
+    async def _publish_open(self, plan: Plan) -> None:
+        await self.old.pep_publish(STATEMENT_NODE, STATEMENT_ITEM, plan.statement(),
+                                   access_model="open")
+
+    # -- outreach ------------------------------------------------------------------------------
+    async def outreach(self, plan: Plan) -> "Answers":
+        stanzas = plan.stanzas()
+        for jid in {jid for jid, _, _ in stanzas}:
+            contact = self.state.contact(jid)
+            if contact.get("status", "").startswith("failed"):
+                contact["sent"] = []                    # try again
+        todo = [(jid, kind, el) for jid, kind, el in stanzas
+                if kind not in self.state.contact(jid).get("sent", [])]
+        step(8, f"sending {len(todo)} subscription stanza(s) from {self.opts.new}")
+        answers = Answers({jid for jid, _, _ in todo})
+        remove = self.new.on_stanza(answers.see)
+        try:
+            if todo:
+                # priority -1: no messages are routed to this session (RFC 6121 §4.7.2.3)
+                self.new.presence(children=[E(f"{{{CLIENT_NS}}}priority", text="-1")])
+            for n, (jid, kind, el) in enumerate(todo, 1):
+                self.new.send(el)
+                self.state.contact(jid).setdefault("sent", []).append(kind)
+                self.state.save()
+                log.info("outreach %d/%d: %s → %s", n, len(todo), kind, jid)
+            self.state.finish("outreach")
+            await self.watch(plan, answers)
+        finally:
+            remove()
+        return answers
+
+    async def watch(self, plan: Plan, answers: "Answers") -> None:
+        asked = [jid for jid in plan.subscribe if jid in answers.contacts]
+        if not answers.contacts or self.opts.wait <= 0:
+            step(9, "not waiting for answers")
+            return
+        step(9, f"waiting up to {self.opts.wait:g} s for answers from {len(asked)} contact(s)")
+        loop = asyncio.get_running_loop()
+        domains = {JID.parse(jid).domain for jid in answers.contacts} - {self.opts.new.domain}
+        probes = [loop.create_task(self.probe(domain, answers)) for domain in sorted(domains)]
+        deadline = loop.time() + self.opts.wait
+        try:
+            while not answers.settled(asked) or not all(p.done() for p in probes):
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                answers.changed.clear()
+                try:
+                    await asyncio.wait_for(answers.changed.wait(), min(left, 0.5))
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            for probe in probes:
+                probe.cancel()
+        log.info("answers: %d subscribed, %d failed, %d still open", len(answers.subscribed),
+                 len(answers.failed), len(answers.contacts) - len(answers.subscribed)
+                 - len(answers.failed))
+
+    async def probe(self, domain: str, answers: "Answers") -> None:
+        """Ask *domain* for disco#info: an unreachable domain fails its contacts."""
+        request = iq("get", to=domain, payload=E(f"{{{DISCO_INFO}}}query"))
+        try:
+            await self.new.request(request, timeout=max(self.opts.wait, 1.0))
+        except IQError as exc:
+            if exc.condition in UNREACHABLE:
+                for jid in answers.contacts:
+                    if JID.parse(jid).domain == domain:
+                        answers.fail(jid, exc.condition)
+        finally:
+            answers.changed.set()
+
+    # -- report ------------------------------------------------------------------------------------
+    async def report(self, plan: Plan, answers: "Answers") -> int:
+        roster = {item.jid: item for item in await self.new.roster()}
+        counts: dict[str, int] = {}
+        print(f"Moved {self.opts.old} → {self.opts.new}")
+        width = max([len(i.jid) for i in plan.items] + [len(s.jid) for s in plan.skipped] + [8])
+        for item in plan.items:
+            status = self.status(item.jid, plan, answers, roster.get(item.jid))
+            self.state.contact(item.jid)["status"] = status
+            note = ""
+            if status == WAITING and item.jid not in plan.subscribe:
+                note = f" (pre-approved: accepted once they add {self.opts.new})"
+            print(f"  {item.jid:<{width}}  {status}{note}")
+            key = "failed" if status.startswith("failed") else status.split(" (")[0]
+            counts[key] = counts.get(key, 0) + 1
+        for skipped in plan.skipped:
+            print(f"  {skipped.jid:<{width}}  skipped: {skipped.reason}")
+        if plan.skipped:
+            counts["skipped"] = len(plan.skipped)
+        self.state.save()
+        print(", ".join(f"{n} {what}" for what, n in counts.items()) or "no contacts")
+        log.info("state saved in %s: run again to resume or to refresh this report",
+                 self.state.path)
+        return 1 if counts.get("failed") else 0
+
+    def status(self, jid: str, plan: Plan, answers: "Answers", now) -> str:
+        before = self.state.contact(jid).get("status", "")
+        if jid in answers.failed:
+            return f"failed: {answers.failed[jid]}"
+        if jid in answers.subscribed:
+            return AUTO
+        if before in (AUTO, APPROVED) or (before.startswith("failed")
+                                          and jid not in answers.contacts):
+            return before
+        sub_now = now.subscription if now is not None else "none"
+        if jid in plan.subscribe:
+            return APPROVED if sub_now in ("to", "both") else WAITING
+        if jid in plan.preapprove:
+            return APPROVED if sub_now in ("from", "both") else WAITING
+        return ROSTER_ONLY
+
+
+class Answers:
+    """What contacts answered the outreach sent in this run."""
+
+    def __init__(self, contacts: set[str]):
+        self.contacts = contacts
+        self.subscribed: set[str] = set()
+        self.failed: dict[str, str] = {}
+        self.changed = asyncio.Event()
+
+    def settled(self, jids) -> bool:
+        return all(j in self.subscribed or j in self.failed for j in jids)
+
+    def fail(self, jid: str, why: str) -> None:
+        if jid not in self.subscribed:
+            self.failed.setdefault(jid, why)
+            self.changed.set()
+
+    def see(self, el) -> None:
+        """A stanza for the new account: answers to our presence, roster pushes."""
+        if el.tag == IQ:                                    # roster push
+            for item in el.iterfind(f"{{{ROSTER_NS}}}query/{{{ROSTER_NS}}}item"):
+                jid = _bare(item.get("jid"))
+                if jid in self.contacts and item.get("subscription") in ("to", "both"):
+                    self._subscribed(jid)
+            return
+        jid = _bare(el.get("from"))
+        if el.tag != PRESENCE or jid not in self.contacts:
+            return
+        kind = el.get("type")
+        if kind == "subscribed":
+            self._subscribed(jid)
+        elif kind == "unsubscribed":
+            self.fail(jid, "refused (unsubscribed): the contact declined or does not exist")
+        elif kind == "error":
+            condition, text = stanza_error(el)
+            self.fail(jid, condition + (f" ({text})" if text else ""))
+
+    def _subscribed(self, jid: str) -> None:
+        self.failed.pop(jid, None)
+        self.subscribed.add(jid)
+        self.changed.set()
+
+
+class State:
+    """The JSON state file: finished steps and per-contact outreach."""
+
+    def __init__(self, path: Path, data: dict):
+        self.path, self.data, self.used = path, data, False
+
+    @classmethod
+    def load(cls, path: Path, old: JID, new: JID) -> "State":
+        data = {"version": 1, "old": str(old), "new": str(new), "done": [], "contacts": {}}
+        if path.exists():
+            try:
+                stored = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"cannot read the state file {path}: {exc}") from None
+            if (stored.get("old"), stored.get("new")) != (str(old), str(new)):
+                raise UsageError(f"the state file {path} is for {stored.get('old')} → "
+                                 f"{stored.get('new')}; use --state for another one")
+            data.update(stored)
+            log.info("resuming from %s (done: %s)", path, ", ".join(data["done"]) or "nothing")
+        return cls(path, data)
+
+    def done(self, name: str) -> bool:
+        return name in self.data["done"]
+
+    def finish(self, name: str) -> None:
+        if name not in self.data["done"]:
+            self.data["done"].append(name)
+        self.save()
+
+    def contact(self, jid: str) -> dict:
+        return self.data["contacts"].setdefault(jid, {})
+
+    def save(self) -> None:
+        self.used = True
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self.path)
+
+    def save_if_used(self) -> None:
+        if self.used:
+            self.save()
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Item:
+    jid: str
+    name: str | None
+    groups: tuple[str, ...]
+
+
+def step(n: int, text: str) -> None:
+    log.info("[%d/%d] %s", n, STEPS, text)
+
+
+def print_plan(plan: Plan, vcard, private, pep, opts: Options) -> None:
+    print(f"Plan for {plan.old} → {plan.new} (dry run: nothing is changed)")
+    print(f"  roster items to copy: {len(plan.items)}")
+    print(f"  vCard: {'copy' if vcard is not None else 'none on the old account'}")
+    for fragment in private:
+        print(f"  private XML: {fragment.tag.partition('}')[0][1:]}")
+    for node, access, items in pep:
+        print(f"  PEP node {node}: {len(items)} item(s), access {access or 'default'}")
+    if opts.statement:
+        print(f"  statement on {plan.old}: {serialize(plan.statement(), prefixes={})} "
+              "(access open)")
+    else:
+        print("  statement: not published (--no-statement)")
+    width = max([len(i.jid) for i in plan.items] + [len(s.jid) for s in plan.skipped] + [8])
+    for item in plan.items:
+        actions = []
+        if item.jid in plan.preapprove:
+            actions.append("pre-approve (subscribed)")
+        if item.jid in plan.subscribe:
+            actions.append("subscribe with <moved/>")
+        groups = f" [{', '.join(item.groups)}]" if item.groups else ""
+        name = f" \"{item.name}\"" if item.name else ""
+        print(f"  {item.jid:<{width}}  {' + '.join(actions) or 'roster only'}{name}{groups}")
+    for skipped in plan.skipped:
+        print(f"  {skipped.jid:<{width}}  skipped: {skipped.reason}")
+
+
+def _account(text: str, option: str) -> JID:
+    try:
+        jid = JID.parse(text)
+    except JIDError as exc:
+        raise UsageError(f"{option} {text!r} is not a valid JID: {exc}") from None
+    if jid.local is None or jid.resource is not None:
+        raise UsageError(f"{option} {text!r} must look like user@domain")
+    return jid
+
+
+def _password(variable: str, jid: JID, which: str) -> str:
+    password = os.environ.get(variable)
+    if password is None:
+        password = getpass.getpass(f"Password for {jid} ({which} account): ")
+    return password
+
+
+async def _login(opts: Options, side: str, password: str) -> Client:
+    jid = opts.old if side == "old" else opts.new
+    if not opts.verify:
+        log.warning("not checking the %s server's certificate (--insecure)", side)
+    return await Client.connect(
+        jid, password, host=getattr(opts, f"{side}_host"), port=getattr(opts, f"{side}_port"),
+        direct_tls=opts.direct_tls, cafile=getattr(opts, f"{side}_cafile"),
+        verify=opts.verify, resource="xferd-migrate")
+
+
+def _login_failed(side: str, jid: JID, exc: ClientError) -> int:
+    print(f"xferd: error: cannot log in to the {side} account {jid}: {exc.condition}"
+          + (f" ({exc.text})" if exc.text else ""), file=sys.stderr)
+    return 2
+
+
+def _bare(text: str | None) -> str | None:
+    try:
+        return str(JID.parse(text).bare) if text else None
+    except JIDError:
+        return None

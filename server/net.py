@@ -116,7 +116,8 @@ class StreamConnection:
         """Queue *element* on this stream (no await: routing never blocks on a peer)."""
         if self.closing or self.writer.transport is None:
             return
-        self.tracer.element("send", element)
+        self.tracer.element("send", element,
+                            (self.rehome_from, self.content_ns) if self.rehome_from else None)
         self.writer.write(serialize(element, stream_ns=self.content_ns,
                                     rehome_from=self.rehome_from).encode())
 

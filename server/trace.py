@@ -13,6 +13,7 @@ import logging
 from lxml import etree
 
 from .xmpp.negotiation import REGISTER_NS, SASL_NS
+from .xmpp.stream import rehome as _rehome
 from .xmpp.stream import serialize
 
 log = logging.getLogger("xferd.trace")
@@ -30,9 +31,11 @@ class Tracer:
     def __init__(self, label: str):
         self.label = label
 
-    def element(self, direction: str, element) -> None:
+    def element(self, direction: str, element, rehome: tuple[str, str] | None = None) -> None:
+        """Log *element*; *rehome* (from, to) shows it in the namespace it
+        has on the wire (``jabber:server`` on s2s streams)."""
         if self.enabled and log.isEnabledFor(logging.INFO):
-            log.info("%s %s\n%s", self.label, direction, pretty(element))
+            log.info("%s %s\n%s", self.label, direction, pretty(element, rehome))
 
     def text(self, direction: str, text: str) -> None:
         if self.enabled and log.isEnabledFor(logging.INFO):
@@ -58,8 +61,11 @@ def redact(element):
     return clean
 
 
-def pretty(element) -> str:
-    text = serialize(redact(element), stream_ns="", prefixes={})
+def pretty(element, rehome: tuple[str, str] | None = None) -> str:
+    clean = redact(element)
+    if rehome is not None:
+        clean = _rehome(copy.deepcopy(clean), *rehome)
+    text = serialize(clean, stream_ns="", prefixes={})
     tree = etree.fromstring(text)
     etree.indent(tree, space="  ")
     return etree.tostring(tree, encoding="unicode")

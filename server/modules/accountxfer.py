@@ -37,6 +37,7 @@ from ..xmpp import sasl
 from ..xmpp import transfer as x
 from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JID
+from ..xmpp.outreach import moved_notice, moved_statement, plan_outreach
 from ..xmpp.stanza import (E, PRESENCE, error_element, find_error_condition, iq, result, sub,
                            to_text)
 
@@ -104,7 +105,10 @@ def setup(host) -> None:
         if existing is not None and existing.state == x.DONE:
             raise StanzaError("conflict", f"this account already moved to {existing.new_jid}")
         _, roster = await storage.get_roster(host.domain, sender.local)
-        kept, dropped = x.transport_filter(list(roster.values()))
+        # the same filter as XEP-0283 outreach: transports and their contacts stay (§2.5)
+        plan = plan_outreach(sender.bare, query.newaccount, roster.values())
+        kept = [roster[item.jid] for item in plan.items]
+        dropped = plan.skipped
         targets = {i.jid for i in x.notice_targets(kept, str(sender.bare), str(query.newaccount))}
         job = Transfer(host.domain, sender.local, str(query.newaccount), x.AUTHORIZING,
                        requester=str(sender), request_id=event.stanza.get("id"))
@@ -197,8 +201,7 @@ def setup(host) -> None:
         """XEP-0283 statement, so contacts reached without a notice can verify."""
         if not host.global_config.accountxfer.publish_moved:
             return
-        payload = E(f"{{{MOVED_NS}}}moved")
-        sub(payload, f"{{{MOVED_NS}}}new-jid", text=job.new_jid)
+        payload = moved_statement(job.new_jid)
         await storage.publish_pep_item(host.domain, job.username,
                                        PepNode(MOVED_NS, access_model="open"),
                                        PepItem("current", to_text(payload)))
@@ -359,17 +362,16 @@ def setup(host) -> None:
         if len(query.items) > MAX_ITEMS:
             raise StanzaError("resource-constraint", "too many items")
         bare_new = str(new)
-        changes, bridge = [], []
+        # contacts whose server got no notice are reached as XEP-0283 would (§2.3 bridge)
+        bridge = plan_outreach(old, bare_new, [i for i, notified in query.items if not notified])
+        changes = []
         for item, notified in query.items:
             if item.jid in (bare_new, old):
                 continue
             existing = await storage.get_roster_item(host.domain, new.local, item.jid)
             merged = x.merge(existing, item, notified)
-            if not notified and item.subscription in ("from", "both"):
-                merged.approved = True                  # the contact may subscribe again
-            if not notified and item.subscription in ("to", "both"):
-                merged.ask = True
-                bridge.append(item.jid)
+            merged.approved = item.jid in bridge.preapprove   # they may subscribe again
+            merged.ask = item.jid in bridge.subscribe
             changes.append((item.jid, merged, None))
         version = await storage.save_roster_changes(host.domain, new.local, changes) \
             if changes else 0
@@ -384,13 +386,12 @@ def setup(host) -> None:
                 await router.route(E(PRESENCE, {"type": "probe", "from": bare_new, "to": jid}))
             if merged.subscription in ("from", "both"):
                 await host.events.fire("presence-grant", PresenceShare(host, new.local, jid))
-        for jid in bridge:                              # XEP-0283 for the rest (§2.3 bridge)
-            subscribe = E(PRESENCE, {"type": "subscribe", "from": bare_new, "to": jid})
-            moved = sub(subscribe, f"{{{MOVED_NS}}}moved")
-            sub(moved, f"{{{MOVED_NS}}}old-jid", text=old)
-            await router.route(subscribe)
+        for jid in bridge.subscribe:                    # XEP-0283 for the rest (§2.3 bridge)
+            notice = moved_notice(jid, old)
+            notice.set("from", bare_new)
+            await router.route(notice)
         log.info("transfer %s → %s: %d items merged, %d bridged with XEP-0283",
-                 old, bare_new, len(changes), len(bridge))
+                 old, bare_new, len(changes), len(bridge.subscribe))
 
     async def quiet_probe(event) -> bool:
         """No ``unsubscribed`` to probes while an authorisation is live (§2.3)."""

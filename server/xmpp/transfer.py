@@ -7,8 +7,9 @@ E (the answer to A), G (contact's server → new account: "did you allow
 this?"), H (new account → its server: pre-authorisation).
 
 Here: parsing and checking the ``<query xmlns='jabber:iq:accountxfer'/>``
-payloads, the transport filter (§2.5), the merge rule for the new roster
-(§2.3) and the old server's job states.
+payloads, the merge rule for the new roster (§2.3) and the old server's job
+states. The transport filter (§2.5) is the outreach plan's
+(``server/xmpp/outreach.py``), shared with XEP-0283 migration.
 """
 
 from __future__ import annotations
@@ -90,17 +91,6 @@ def domain_set_kind(query: Query, raw) -> str:
     if has_notice and has_items:
         raise StanzaError("bad-request", "a notice and a roster in one request")
     return "notice" if has_notice else "roster"
-
-
-def transport_filter(items: list[RosterItem]) -> tuple[list[RosterItem], list[RosterItem]]:
-    """XEP-0015 §3.1 / PROTOCOLS §2.5: items without a localpart are
-    transports; they and every item at a transport's domain stay behind."""
-    transports = {item.jid for item in items if "@" not in item.jid}
-    kept, dropped = [], []
-    for item in items:
-        domain = item.jid.rpartition("@")[2]
-        (dropped if item.jid in transports or domain in transports else kept).append(item)
-    return kept, dropped
 
 
 def notice_targets(items: list[RosterItem], old: str, new: str) -> list[RosterItem]:

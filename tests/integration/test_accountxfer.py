@@ -169,15 +169,22 @@ async def test_transfer_end_to_end(fed):
         assert (got.get("name"), got["groups"]) == (item.get("name"), item["groups"]), jid
         assert got["subscription"] == ("none" if contacts[jid][1] == "pending"
                                        else item["subscription"]), jid
+        assert (got.get("ask") == "subscribe") == (contacts[jid][1] == "pending"), jid
     # presence flows without any approval: bob (both) sees the new account …
     new.send_presence(pstatus="moved in")
     bob = next(j for j, c in contacts.items() if c[2] == "Bob")
     while (await clients[bob].next_presence(type=None, sender=new_jid,
                                             timeout=15))["status"] != "moved in":
         pass                                    # the presence sent after the hand-over
-    # … and nobody was asked anything
-    for client in clients.values():
-        assert not [p for p in await client.quiet(0.2) if p["type"] == "subscribe"]
+    # … nobody with a subscription was asked anything; the request the old account
+    # had pending is repeated from the new one, with <moved/> (PROTOCOLS §2.3)
+    for jid, client in clients.items():
+        asked = [p for p in await client.quiet(0.2) if p["type"] == "subscribe"]
+        if contacts[jid][1] == "pending":
+            assert [p.xml.findtext("{urn:xmpp:moved:1}moved/{urn:xmpp:moved:1}old-jid")
+                    for p in asked] == [old_jid]
+        else:
+            assert not asked, jid
     # the old account keeps nothing of the moved contacts and refuses logins
     await old.close()
     refused = await login(fed["old.test"], f"{old_jid}/again", "pw", expect="failed_auth")

@@ -118,14 +118,7 @@ class InboundStream(StreamConnection):
         await getattr(self, f"on_{rule.action}")(el)
 
     async def on_starttls(self, el) -> None:
-        if self.secure:
-            raise StreamError("policy-violation", "TLS is already in place")
-        if self.unread_bytes():
-            raise StreamError("policy-violation", "data after <starttls/>")
-        self.send(E(f"{{{TLS_NS}}}proceed"))
-        if await self.upgrade_tls(self.s2s.server.tls.context):
-            self.secure = True
-            self.restart()
+        await self.accept_starttls(self.s2s.server.tls.context)
 
     # -- dialback: we are the receiving server ---------------------------------------------
     async def on_dialback_request(self, el) -> None:

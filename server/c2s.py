@@ -26,7 +26,7 @@ from .throttle import FailureThrottle
 from .xmpp import sasl
 from .xmpp.errors import StanzaError, StreamError
 from .xmpp.jid import JID, JIDError, resourceprep
-from .xmpp.negotiation import (BIND_NS, SASL_NS, TLS_NS, Phase, classify, decide,
+from .xmpp.negotiation import (BIND_NS, SASL_NS, Phase, classify, decide,
                                features, phase_after_header)
 from .xmpp.stanza import E, error_reply, result, sub
 from .xmpp.stream import CLIENT_NS, StreamOpened, stream_header
@@ -143,14 +143,7 @@ class C2SSession(StreamConnection):
         await getattr(self, f"on_{rule.action}")(el)
 
     async def on_starttls(self, el) -> None:
-        if self.secure:
-            raise StreamError("policy-violation", "TLS is already in place")
-        if self.unread_bytes():
-            raise StreamError("policy-violation", "data after <starttls/>")
-        self.send(E(f"{{{TLS_NS}}}proceed"))
-        if await self.upgrade_tls(self.server.tls.context):
-            self.secure = True
-            self.restart()
+        await self.accept_starttls(self.server.tls.context)
 
     def restart(self) -> None:
         super().restart()

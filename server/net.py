@@ -15,7 +15,8 @@ import ssl
 
 from .trace import Tracer
 from .xmpp.errors import StreamError
-from .xmpp.stanza import stream_error
+from .xmpp.negotiation import TLS_NS
+from .xmpp.stanza import E, stream_error
 from .xmpp.stream import (STREAM_FOOTER, Element, StreamClosed, StreamOpened, StreamParser,
                           serialize)
 
@@ -159,6 +160,20 @@ class StreamConnection:
             pass
 
     # -- TLS ---------------------------------------------------------------------------------
+    secure = False
+
+    async def accept_starttls(self, context: ssl.SSLContext) -> None:
+        """The receiving side of STARTTLS (RFC 6120 §5.4.2): ``<proceed/>``,
+        handshake, and a stream restart; the caller sets its phase after."""
+        if self.secure:
+            raise StreamError("policy-violation", "TLS is already in place")
+        if self.unread_bytes():
+            raise StreamError("policy-violation", "data after <starttls/>")
+        self.send(E(f"{{{TLS_NS}}}proceed"))
+        if await self.upgrade_tls(context):
+            self.secure = True
+            self.restart()
+
     def unread_bytes(self) -> int:
         """Bytes received but not yet parsed. StreamReader keeps them in
         ``_buffer`` and has no public accessor; STARTTLS must see none (data

@@ -7,6 +7,8 @@
     xferd users [DOMAIN]                      list accounts
     xferd cert DOMAIN [--force]               make a self-signed certificate
     xferd migrate --from OLD --to NEW         move an account to another server (XEP-0283)
+    xferd transfer --old OLD --new NEW        move an account by XEP-0015 account transfer
+    xferd transfer status --old OLD           how the old server's transfer job stands
 
 Every command takes ``-c FILE``; without it ``$XFERD_CONFIG`` or
 ``conf/xferd.toml`` (if present in the working directory) is used, else the
@@ -89,6 +91,16 @@ def _parser() -> argparse.ArgumentParser:
                     "Passwords: $XFERD_OLD_PASSWORD / $XFERD_NEW_PASSWORD, else asked.")
     migrate_arguments(migrate)
     migrate.set_defaults(func=cmd_migrate)
+
+    from .transfer_tool import add_arguments as transfer_arguments
+    transfer = commands.add_parser(
+        "transfer", parents=[common], help="move an account by XEP-0015 account transfer",
+        description="Pre-authorise the move on the new account, ask the old server to move "
+                    "the old account there (XEP-0015) and report per contact. Both servers "
+                    "must support jabber:iq:accountxfer. Passwords: $XFERD_OLD_PASSWORD / "
+                    "$XFERD_NEW_PASSWORD, else asked.")
+    transfer_arguments(transfer)
+    transfer.set_defaults(func=cmd_transfer)
     return parser
 
 
@@ -252,4 +264,11 @@ def cmd_cert(conf, args) -> int:
 
 def cmd_migrate(conf, args) -> int:
     from .migrate import run
+    return run(args)
+
+
+# -- transfer --------------------------------------------------------------------------------
+
+def cmd_transfer(conf, args) -> int:
+    from .transfer_tool import run
     return run(args)

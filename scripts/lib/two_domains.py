@@ -1,8 +1,11 @@
 """scripts/two-domains: two xferd processes, two local domains, routes between them.
 
-    up      write the configs, start a.localhost and b.localhost, create demo accounts
-    down    stop both (SIGTERM: clients are told <system-shutdown/>)
-    status  which are running, their ports and accounts
+    up             write the configs, start a.localhost and b.localhost, create demo accounts
+    down           stop both (SIGTERM: clients are told <system-shutdown/>)
+    status         which are running, their ports and accounts
+    demo-transfer  move alice@a.localhost to alice@b.localhost with ``xferd transfer``
+                   (XEP-0015), her contacts bob@b.localhost and carol@a.localhost
+                   following without being asked; a second run says she has moved
 
 State lives in $TWO_DOMAINS_DIR (default data/two-domains); ports are
 $TWO_DOMAINS_BASE_PORT (default 15000) + 222/223/269 for a.localhost and
@@ -11,7 +14,9 @@ $TWO_DOMAINS_BASE_PORT (default 15000) + 222/223/269 for a.localhost and
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -156,10 +161,134 @@ def status() -> int:
     return 0 if running == len(DOMAINS) else 3
 
 
+# -- demo-transfer ---------------------------------------------------------------------------
+
+OLD, NEW = "alice@a.localhost", "alice@b.localhost"
+#: demo accounts → passwords; demo-transfer adds carol and the new alice
+PASSWORDS = {"alice@a.localhost": "alice-demo", "bob@b.localhost": "bob-demo",
+             "carol@a.localhost": "carol-demo", "alice@b.localhost": "alice-demo"}
+CONTACTS = ("bob@b.localhost", "carol@a.localhost")
+
+
+def cafile(domain: str) -> Path:
+    return workdir(domain) / "data" / "certs" / f"{domain}.crt"
+
+
+def demo_transfer() -> int:
+    """XEP-0015 from the user's side: contacts, then ``xferd transfer``, then their rosters."""
+    stopped = [domain for domain in DOMAINS if not pid_of(domain)]
+    if stopped:
+        print(f"{', '.join(stopped)} not running: start with scripts/two-domains up",
+              file=sys.stderr)
+        return 1
+    for jid in ("carol@a.localhost", NEW):
+        domain = jid.split("@")[1]
+        if xferd(domain, "adduser", jid, input=PASSWORDS[jid] + "\n").returncode == 0:
+            print(f"created {jid} (password {PASSWORDS[jid]})")
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    return asyncio.run(_demo_transfer())
+
+
+async def _demo_transfer() -> int:
+    from server.client import ClientError
+    try:
+        alice = await _connect(OLD)
+    except ClientError as exc:
+        if exc.condition != "account-disabled":
+            raise
+        print(f"{OLD} has already moved (a.localhost says: {exc.text}); its server refuses "
+              "logins now, so there is nothing left to transfer.")
+        await _show_rosters(CONTACTS + (NEW,))
+        print(f"To run the demo again from scratch: scripts/two-domains down, remove "
+              f"{BASE_DIR}, scripts/two-domains up.")
+        return 0
+    print(f"\n1. {OLD} and her contacts subscribe to each other")
+    try:
+        for contact in CONTACTS:
+            other = await _connect(contact)
+            try:
+                await _befriend(alice, other)
+            finally:
+                await other.close()
+    finally:
+        await alice.close()
+    await _show_rosters(CONTACTS, "before")
+
+    args = transfer_args()
+    print(f"\n2. the transfer, as a user would run it:\n"
+          f"   XFERD_OLD_PASSWORD={PASSWORDS[OLD]} XFERD_NEW_PASSWORD={PASSWORDS[NEW]} "
+          f"scripts/xferd {shlex.join(args)}\n", flush=True)
+    env = dict(os.environ, XFERD_OLD_PASSWORD=PASSWORDS[OLD], XFERD_NEW_PASSWORD=PASSWORDS[NEW])
+    done = subprocess.run([*XFERD, *args], cwd=REPO, env=env)
+    print(f"\n   xferd transfer exited with {done.returncode}")
+    await _show_rosters(CONTACTS + (NEW,), "after")
+    return done.returncode
+
+
+def transfer_args() -> list[str]:
+    """``xferd transfer`` for the demo: both servers on loopback, their own certificates."""
+    args = ["transfer", "--old", OLD, "--new", NEW]
+    for side, domain in (("old", "a.localhost"), ("new", "b.localhost")):
+        args += [f"--{side}-host", "127.0.0.1", f"--{side}-port", str(ports(domain)["c2s"]),
+                 f"--{side}-cafile", str(cafile(domain))]
+    return args
+
+
+async def _connect(jid: str):
+    from server.client import Client
+    domain = jid.split("@")[1]
+    return await Client.connect(jid, PASSWORDS[jid], host="127.0.0.1", port=ports(domain)["c2s"],
+                                cafile=str(cafile(domain)), resource="demo", presence=True)
+
+
+async def _befriend(a, b, timeout: float = 15.0) -> None:
+    """Mutual subscription (RFC 6121 §3): each asks, the other approves."""
+    jid_a, jid_b = str(a.jid.bare), str(b.jid.bare)
+    if any(i.jid == jid_b and i.subscription == "both" for i in await a.roster()):
+        print(f"   {jid_a} ⇄ {jid_b}: already subscribed both ways")
+        return
+    for asker, approver in ((a, b), (b, a)):
+        request = _expect(approver, "subscribe", str(asker.jid.bare))
+        asker.presence(to=str(approver.jid.bare), type="subscribe")
+        await asyncio.wait_for(request, timeout)
+        approver.presence(to=str(asker.jid.bare), type="subscribed")
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not any(i.jid == jid_b and i.subscription == "both" for i in await a.roster()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise RuntimeError(f"{jid_a} and {jid_b} did not end up subscribed both ways")
+        await asyncio.sleep(0.2)
+    print(f"   {jid_a} ⇄ {jid_b}: subscribed both ways")
+
+
+def _expect(client, kind: str, sender: str) -> asyncio.Future:
+    """A future for the next presence of *kind* from *sender* (registered at once)."""
+    future = asyncio.get_running_loop().create_future()
+
+    def check(el):
+        if el.tag.endswith("}presence") and el.get("type") == kind and \
+                (el.get("from") or "").split("/")[0] == sender and not future.done():
+            future.set_result(el)
+    remove = client.on_stanza(check)
+    future.add_done_callback(lambda _: remove())
+    return future
+
+
+async def _show_rosters(jids, when: str = "now") -> None:
+    for jid in jids:
+        client = await _connect(jid)
+        try:
+            items = await client.roster()
+        finally:
+            await client.close()
+        shown = ", ".join(f"{i.jid} ({i.subscription})" for i in items) or "empty"
+        print(f"   {jid}'s roster {when}: {shown}")
+
+
 def main(argv: list[str]) -> int:
-    commands = {"up": up, "down": down, "status": status}
+    commands = {"up": up, "down": down, "status": status, "demo-transfer": demo_transfer}
     if len(argv) != 1 or argv[0] not in commands:
-        print("usage: scripts/two-domains up|down|status", file=sys.stderr)
+        print("usage: scripts/two-domains up|down|status|demo-transfer", file=sys.stderr)
         return 2
     return commands[argv[0]]()
 

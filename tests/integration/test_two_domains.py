@@ -51,3 +51,29 @@ async def test_two_domains_up_federate_down(tmp_path):
         stopped = run("down", env)
     assert stopped.returncode == 0 and stopped.stdout.count("stopped") == 2
     assert run("status", env).stdout.count("not running") == 2
+
+
+def test_demo_transfer_moves_alice_and_explains_a_second_run(tmp_path):
+    base = random.randrange(20000, 40000, 10)
+    env = dict(os.environ, TWO_DOMAINS_DIR=str(tmp_path), TWO_DOMAINS_BASE_PORT=str(base))
+    assert "not running" in run("demo-transfer", env).stderr
+    started = run("up", env)
+    try:
+        assert started.returncode == 0, started.stderr
+        demo = run("demo-transfer", env)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        out = demo.stdout
+        assert "created carol@a.localhost (password carol-demo)" in out
+        assert "bob@b.localhost's roster before: alice@a.localhost (both)" in out
+        assert "Transferred alice@a.localhost → alice@b.localhost (XEP-0015)" in out
+        assert "  bob@b.localhost    updated" in out and "  carol@a.localhost  updated" in out
+        assert "bob@b.localhost's roster after: alice@b.localhost (both)" in out
+        assert "carol@a.localhost's roster after: alice@b.localhost (both)" in out
+        assert "notified bob@b.localhost" in demo.stderr
+        again = run("demo-transfer", env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "alice@a.localhost has already moved" in again.stdout
+        assert "bob@b.localhost's roster now: alice@b.localhost (both)" in again.stdout
+    finally:
+        stopped = run("down", env)
+    assert stopped.returncode == 0 and stopped.stdout.count("stopped") == 2

@@ -40,7 +40,6 @@ Exit status: 0 when every contact is auto-updated, approved or waiting;
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import logging
 import os
@@ -49,6 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .client import Client, ClientError, IQError, stanza_error
+from .two_accounts import (TwoAccounts, UsageError, account, add_connection_arguments, login,
+                           login_failed, password)
 from .xmpp.jid import JID, JIDError
 from .xmpp.outreach import STATEMENT_ITEM, STATEMENT_NODE, Plan, plan_outreach
 from .xmpp.stanza import E, IQ, PRESENCE, iq
@@ -83,22 +84,8 @@ UNREACHABLE = ("remote-server-not-found", "remote-server-timeout")
 STEPS = 9
 
 
-class UsageError(Exception):
-    """Bad options or state file: exit status 2."""
-
-
 @dataclass
-class Options:
-    old: JID
-    new: JID
-    old_host: str | None = None
-    old_port: int | None = None
-    new_host: str | None = None
-    new_port: int | None = None
-    direct_tls: bool = False
-    old_cafile: str | None = None
-    new_cafile: str | None = None
-    verify: bool = True
+class Options(TwoAccounts):
     state_path: Path = Path(".")
     dry_run: bool = False
     statement: bool = True
@@ -106,20 +93,14 @@ class Options:
 
     @classmethod
     def from_args(cls, args) -> "Options":
-        old, new = _account(args.old, "--from"), _account(args.new, "--to")
+        old, new = account(args.old, "--from"), account(args.new, "--to")
         if old == new:
             raise UsageError("--from and --to name the same account")
-        if args.cafile and (args.old_cafile or args.new_cafile):
-            raise UsageError("use --cafile, or --old-cafile/--new-cafile, not both")
-        if args.insecure and (args.cafile or args.old_cafile or args.new_cafile):
-            raise UsageError("--insecure does not go with a CA file")
         if args.wait < 0:
             raise UsageError("--wait must not be negative")
         state = Path(args.state) if args.state else Path(f"xferd-migrate-{old}-{new}.json")
-        return cls(old, new, args.old_host, args.old_port, args.new_host, args.new_port,
-                   args.direct_tls, args.old_cafile or args.cafile,
-                   args.new_cafile or args.cafile, not args.insecure, state, args.dry_run,
-                   not args.no_statement, args.wait)
+        return cls(old, new, **TwoAccounts.connection_fields(args), state_path=state,
+                   dry_run=args.dry_run, statement=not args.no_statement, wait=args.wait)
 
 
 def add_arguments(parser) -> None:
@@ -128,19 +109,7 @@ def add_arguments(parser) -> None:
                         help="the account to move, user@domain")
     parser.add_argument("--to", dest="new", required=True, metavar="NEW",
                         help="the account to move to (must exist)")
-    for side in ("old", "new"):
-        parser.add_argument(f"--{side}-host", metavar="HOST",
-                            help=f"connect here for the {side} account (default: DNS SRV)")
-        parser.add_argument(f"--{side}-port", type=int, metavar="PORT",
-                            help="port (default 5222, 5223 with --direct-tls)")
-    parser.add_argument("--direct-tls", action="store_true",
-                        help="TLS from the first byte (XEP-0368) instead of STARTTLS")
-    parser.add_argument("--cafile", metavar="FILE", help="trust these CA certificates "
-                        "for both servers (default: the system store)")
-    parser.add_argument("--old-cafile", metavar="FILE", help="CA certificates for the old server")
-    parser.add_argument("--new-cafile", metavar="FILE", help="CA certificates for the new server")
-    parser.add_argument("--insecure", action="store_true",
-                        help="do not check certificates (tests and development only)")
+    add_connection_arguments(parser)
     parser.add_argument("--state", metavar="FILE",
                         help="state file (default ./xferd-migrate-OLD-NEW.json)")
     parser.add_argument("--dry-run", action="store_true",
@@ -159,22 +128,22 @@ def run(args) -> int:
     except UsageError as exc:
         print(f"xferd: error: {exc}", file=sys.stderr)
         return 2
-    old_password = _password("XFERD_OLD_PASSWORD", opts.old, "old")
-    new_password = _password("XFERD_NEW_PASSWORD", opts.new, "new")
+    old_password = password("XFERD_OLD_PASSWORD", opts.old, "old")
+    new_password = password("XFERD_NEW_PASSWORD", opts.new, "new")
     return asyncio.run(migrate(opts, state, old_password, new_password))
 
 
 async def migrate(opts: Options, state: "State", old_password: str, new_password: str) -> int:
     step(1, f"logging in to {opts.old} and {opts.new}")
     try:
-        old = await _login(opts, "old", old_password)
+        old = await login(opts, "old", old_password, resource="xferd-migrate")
     except ClientError as exc:
-        return _login_failed("old", opts.old, exc)
+        return login_failed("old", opts.old, exc)
     try:
-        new = await _login(opts, "new", new_password)
+        new = await login(opts, "new", new_password, resource="xferd-migrate")
     except ClientError as exc:
         await old.close()
-        return _login_failed("new", opts.new, exc)
+        return login_failed("new", opts.new, exc)
     try:
         return await Migration(opts, state, old, new).run()
     except (ClientError, OSError) as exc:
@@ -582,39 +551,6 @@ def print_plan(plan: Plan, vcard, private, pep, opts: Options) -> None:
         print(f"  {item.jid:<{width}}  {' + '.join(actions) or 'roster only'}{name}{groups}")
     for skipped in plan.skipped:
         print(f"  {skipped.jid:<{width}}  skipped: {skipped.reason}")
-
-
-def _account(text: str, option: str) -> JID:
-    try:
-        jid = JID.parse(text)
-    except JIDError as exc:
-        raise UsageError(f"{option} {text!r} is not a valid JID: {exc}") from None
-    if jid.local is None or jid.resource is not None:
-        raise UsageError(f"{option} {text!r} must look like user@domain")
-    return jid
-
-
-def _password(variable: str, jid: JID, which: str) -> str:
-    password = os.environ.get(variable)
-    if password is None:
-        password = getpass.getpass(f"Password for {jid} ({which} account): ")
-    return password
-
-
-async def _login(opts: Options, side: str, password: str) -> Client:
-    jid = opts.old if side == "old" else opts.new
-    if not opts.verify:
-        log.warning("not checking the %s server's certificate (--insecure)", side)
-    return await Client.connect(
-        jid, password, host=getattr(opts, f"{side}_host"), port=getattr(opts, f"{side}_port"),
-        direct_tls=opts.direct_tls, cafile=getattr(opts, f"{side}_cafile"),
-        verify=opts.verify, resource="xferd-migrate")
-
-
-def _login_failed(side: str, jid: JID, exc: ClientError) -> int:
-    print(f"xferd: error: cannot log in to the {side} account {jid}: {exc.condition}"
-          + (f" ({exc.text})" if exc.text else ""), file=sys.stderr)
-    return 2
 
 
 def _bare(text: str | None) -> str | None:

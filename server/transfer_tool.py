@@ -46,16 +46,16 @@ the old account has already moved; 2 on usage and login errors.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 
 from .client import Client, ClientError, IQError, IQTimeout
+from .two_accounts import (TwoAccounts, UsageError, account, add_connection_arguments, login,
+                           login_failed, password)
 from .xmpp import transfer as x
 from .xmpp.errors import StanzaError
-from .xmpp.jid import JID, JIDError
+from .xmpp.jid import JID
 from .xmpp.stanza import E, error_reply, iq
 from .xmpp.stream import CLIENT_NS
 
@@ -86,42 +86,23 @@ REFUSALS = {
 }
 
 
-class UsageError(Exception):
-    """Bad options: exit status 2."""
-
-
 @dataclass
-class Options:
-    action: str
-    old: JID
-    new: JID | None
-    old_host: str | None = None
-    old_port: int | None = None
-    new_host: str | None = None
-    new_port: int | None = None
-    direct_tls: bool = False
-    old_cafile: str | None = None
-    new_cafile: str | None = None
-    verify: bool = True
+class Options(TwoAccounts):
+    action: str = "start"
     timeout: float = 300.0
 
     @classmethod
     def from_args(cls, args) -> "Options":
-        old = _account(args.old, "--old")
-        new = _account(args.new, "--new") if args.new else None
+        old = account(args.old, "--old")
+        new = account(args.new, "--new") if args.new else None
         if args.action == "start" and new is None:
             raise UsageError("--new is required (the account to move to)")
         if old == new:
             raise UsageError("--old and --new name the same account")
-        if args.cafile and (args.old_cafile or args.new_cafile):
-            raise UsageError("use --cafile, or --old-cafile/--new-cafile, not both")
-        if args.insecure and (args.cafile or args.old_cafile or args.new_cafile):
-            raise UsageError("--insecure does not go with a CA file")
         if args.timeout <= 0:
             raise UsageError("--timeout must be positive")
-        return cls(args.action, old, new, args.old_host, args.old_port, args.new_host,
-                   args.new_port, args.direct_tls, args.old_cafile or args.cafile,
-                   args.new_cafile or args.cafile, not args.insecure, args.timeout)
+        return cls(old, new, **TwoAccounts.connection_fields(args), action=args.action,
+                   timeout=args.timeout)
 
 
 def add_arguments(parser) -> None:
@@ -132,19 +113,7 @@ def add_arguments(parser) -> None:
                         help="the account to move, user@domain")
     parser.add_argument("--new", metavar="NEW",
                         help="the account to move to (must exist; not needed for status)")
-    for side in ("old", "new"):
-        parser.add_argument(f"--{side}-host", metavar="HOST",
-                            help=f"connect here for the {side} account (default: DNS SRV)")
-        parser.add_argument(f"--{side}-port", type=int, metavar="PORT",
-                            help="port (default 5222, 5223 with --direct-tls)")
-    parser.add_argument("--direct-tls", action="store_true",
-                        help="TLS from the first byte (XEP-0368) instead of STARTTLS")
-    parser.add_argument("--cafile", metavar="FILE", help="trust these CA certificates "
-                        "for both servers (default: the system store)")
-    parser.add_argument("--old-cafile", metavar="FILE", help="CA certificates for the old server")
-    parser.add_argument("--new-cafile", metavar="FILE", help="CA certificates for the new server")
-    parser.add_argument("--insecure", action="store_true",
-                        help="do not check certificates (tests and development only)")
+    add_connection_arguments(parser)
     parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
                         help="how long to wait for the old server's answer (default 300)")
 
@@ -156,10 +125,10 @@ def run(args) -> int:
     except UsageError as exc:
         print(f"xferd: error: {exc}", file=sys.stderr)
         return 2
-    old_password = _password("XFERD_OLD_PASSWORD", opts.old, "old")
+    old_password = password("XFERD_OLD_PASSWORD", opts.old, "old")
     if opts.action == "status":
         return asyncio.run(show_status(opts, old_password))
-    new_password = _password("XFERD_NEW_PASSWORD", opts.new, "new")
+    new_password = password("XFERD_NEW_PASSWORD", opts.new, "new")
     return asyncio.run(transfer(opts, old_password, new_password))
 
 
@@ -267,11 +236,12 @@ class NewAccount(Client):
 async def transfer(opts: Options, old_password: str, new_password: str) -> int:
     step(1, f"logging in to {opts.old} and {opts.new}")
     try:
-        old = await _login(opts, "old", old_password)
+        old = await login(opts, "old", old_password, resource="xferd-transfer")
     except ClientError as exc:
         return _login_failed("old", opts.old, exc)
     try:
-        new = await _login(opts, "new", new_password, NewAccount)
+        new = await login(opts, "new", new_password, resource="xferd-transfer",
+                        cls=NewAccount)
     except ClientError as exc:
         await old.close()
         return _login_failed("new", opts.new, exc)
@@ -373,7 +343,7 @@ class Transfer:
 
 async def show_status(opts: Options, old_password: str) -> int:
     try:
-        old = await _login(opts, "old", old_password)
+        old = await login(opts, "old", old_password, resource="xferd-transfer")
     except ClientError as exc:
         moved = _moved_to(exc)
         if moved:
@@ -455,33 +425,6 @@ def step(n: int, text: str) -> None:
     log.info("[%d/%d] %s", n, STEPS, text)
 
 
-def _account(text: str, option: str) -> JID:
-    try:
-        jid = JID.parse(text)
-    except JIDError as exc:
-        raise UsageError(f"{option} {text!r} is not a valid JID: {exc}") from None
-    if jid.local is None or jid.resource is not None:
-        raise UsageError(f"{option} {text!r} must look like user@domain")
-    return jid
-
-
-def _password(variable: str, jid: JID, which: str) -> str:
-    password = os.environ.get(variable)
-    if password is None:
-        password = getpass.getpass(f"Password for {jid} ({which} account): ")
-    return password
-
-
-async def _login(opts: Options, side: str, password: str, cls=Client) -> Client:
-    jid = opts.old if side == "old" else opts.new
-    if not opts.verify:
-        log.warning("not checking the %s server's certificate (--insecure)", side)
-    return await cls.connect(
-        jid, password, host=getattr(opts, f"{side}_host"), port=getattr(opts, f"{side}_port"),
-        direct_tls=opts.direct_tls, cafile=getattr(opts, f"{side}_cafile"),
-        verify=opts.verify, resource="xferd-transfer")
-
-
 def _moved_to(exc: ClientError) -> str | None:
     """The new address when a login was refused because the account moved (xferd's
     ``<account-disabled/>`` text "this account moved to NEW")."""
@@ -497,6 +440,4 @@ def _login_failed(side: str, jid: JID, exc: ClientError) -> int:
         print(f"xferd: error: {jid} has already moved to {moved}: its server refuses logins "
               f"({exc.condition}), so there is nothing left to transfer", file=sys.stderr)
         return 1
-    print(f"xferd: error: cannot log in to the {side} account {jid}: {exc.condition}"
-          + (f" ({exc.text})" if exc.text else ""), file=sys.stderr)
-    return 2
+    return login_failed(side, jid, exc)

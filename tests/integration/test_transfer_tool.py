@@ -217,8 +217,9 @@ async def test_without_preauthorisation_the_tool_answers_the_forwarded_question(
     await befriend(old, who["lou"], contact, who["max"], "both")
     await old.close()
     old_srv, new_srv = fed["old.test"], fed["new.test"]
-    opts = tool.Options("start", JID.parse(who["lou"]), JID.parse(who["lulu"]),
-                        "127.0.0.1", old_srv.c2s_port, "127.0.0.1", new_srv.c2s_port,
+    opts = tool.Options(JID.parse(who["lou"]), JID.parse(who["lulu"]),
+                        old_host="127.0.0.1", old_port=old_srv.c2s_port,
+                        new_host="127.0.0.1", new_port=new_srv.c2s_port,
                         old_cafile=str(old_srv.cert("old.test")),
                         new_cafile=str(new_srv.cert("new.test")), timeout=60)
     caplog.set_level("INFO", logger="xferd.transfer")

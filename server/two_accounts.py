@@ -1,0 +1,100 @@
+"""What the account-moving tools share (``xferd migrate``, ``xferd transfer``):
+options to reach two accounts on two servers, their checks, passwords from
+the environment or the terminal, and the logins.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import sys
+from dataclasses import dataclass
+
+from .client import Client, ClientError
+from .xmpp.jid import JID, JIDError
+
+log = logging.getLogger("xferd.tools")
+
+
+class UsageError(Exception):
+    """Bad options (or state file): exit status 2."""
+
+
+@dataclass
+class TwoAccounts:
+    """Where the old and the new account live and how to trust their servers."""
+    old: JID
+    new: JID | None
+    old_host: str | None = None
+    old_port: int | None = None
+    new_host: str | None = None
+    new_port: int | None = None
+    direct_tls: bool = False
+    old_cafile: str | None = None
+    new_cafile: str | None = None
+    verify: bool = True
+
+    @staticmethod
+    def connection_fields(args) -> dict:
+        """Check and collect the connection options (add_connection_arguments)."""
+        if args.cafile and (args.old_cafile or args.new_cafile):
+            raise UsageError("use --cafile, or --old-cafile/--new-cafile, not both")
+        if args.insecure and (args.cafile or args.old_cafile or args.new_cafile):
+            raise UsageError("--insecure does not go with a CA file")
+        return dict(old_host=args.old_host, old_port=args.old_port, new_host=args.new_host,
+                    new_port=args.new_port, direct_tls=args.direct_tls,
+                    old_cafile=args.old_cafile or args.cafile,
+                    new_cafile=args.new_cafile or args.cafile, verify=not args.insecure)
+
+
+def add_connection_arguments(parser) -> None:
+    for side in ("old", "new"):
+        parser.add_argument(f"--{side}-host", metavar="HOST",
+                            help=f"connect here for the {side} account (default: DNS SRV)")
+        parser.add_argument(f"--{side}-port", type=int, metavar="PORT",
+                            help="port (default 5222, 5223 with --direct-tls)")
+    parser.add_argument("--direct-tls", action="store_true",
+                        help="TLS from the first byte (XEP-0368) instead of STARTTLS")
+    parser.add_argument("--cafile", metavar="FILE", help="trust these CA certificates "
+                        "for both servers (default: the system store)")
+    parser.add_argument("--old-cafile", metavar="FILE", help="CA certificates for the old server")
+    parser.add_argument("--new-cafile", metavar="FILE", help="CA certificates for the new server")
+    parser.add_argument("--insecure", action="store_true",
+                        help="do not check certificates (tests and development only)")
+
+
+def account(text: str, option: str) -> JID:
+    """A bare account JID given on the command line."""
+    try:
+        jid = JID.parse(text)
+    except JIDError as exc:
+        raise UsageError(f"{option} {text!r} is not a valid JID: {exc}") from None
+    if jid.local is None or jid.resource is not None:
+        raise UsageError(f"{option} {text!r} must look like user@domain")
+    return jid
+
+
+def password(variable: str, jid: JID, which: str) -> str:
+    """From *variable* in the environment, else asked on the terminal."""
+    value = os.environ.get(variable)
+    if value is None:
+        value = getpass.getpass(f"Password for {jid} ({which} account): ")
+    return value
+
+
+async def login(opts: TwoAccounts, side: str, secret: str, *, resource: str,
+                cls=Client) -> Client:
+    jid = opts.old if side == "old" else opts.new
+    if not opts.verify:
+        log.warning("not checking the %s server's certificate (--insecure)", side)
+    return await cls.connect(
+        jid, secret, host=getattr(opts, f"{side}_host"), port=getattr(opts, f"{side}_port"),
+        direct_tls=opts.direct_tls, cafile=getattr(opts, f"{side}_cafile"),
+        verify=opts.verify, resource=resource)
+
+
+def login_failed(side: str, jid: JID, exc: ClientError) -> int:
+    print(f"xferd: error: cannot log in to the {side} account {jid}: {exc.condition}"
+          + (f" ({exc.text})" if exc.text else ""), file=sys.stderr)
+    return 2

@@ -194,7 +194,9 @@ def lua(value) -> str:
 #: loaded on every host besides what Prosody always loads (posix, presence,
 #: message, iq, offline, c2s, s2s, s2s_auth_certs — core/modulemanager.lua)
 MODULES = ["roster", "saslauth", "tls", "dialback", "disco", "ping", "private", "pep",
-           "blocklist", "version", "time", "uptime"]
+           "blocklist", "version", "time", "uptime",
+           # vcard-temp (XEP-0054), stored as is: `xferd migrate` copies it both ways
+           "vcard"]
 
 
 class ProsodyProcess:

@@ -6,6 +6,12 @@
     demo-transfer  move alice@a.localhost to alice@b.localhost with ``xferd transfer``
                    (XEP-0015), her contacts bob@b.localhost and carol@a.localhost
                    following without being asked; a second run says she has moved
+    demo-move      move dora@a.localhost to dora@b.localhost with ``xferd migrate``
+                   (XEP-0283): the same contacts' servers check her moved statement
+                   and update their rosters
+
+With TWO_DOMAINS_TRACE=1 in the environment, ``up`` turns on the stanza trace:
+every stanza is in the servers' logs (``<dir>/<domain>/xferd.log``).
 
 State lives in $TWO_DOMAINS_DIR (default data/two-domains); ports are
 $TWO_DOMAINS_BASE_PORT (default 15000) + 222/223/269 for a.localhost and
@@ -49,9 +55,11 @@ def write_config(domain: str) -> Path:
     p, q = ports(domain), ports(other)
     config = workdir(domain) / "xferd.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
+    trace = "true" if os.environ.get("TWO_DOMAINS_TRACE") else "false"
     config.write_text(f"""# written by scripts/two-domains
 [server]
 data_dir = "{workdir(domain) / 'data'}"
+trace = {trace}
 
 [c2s]
 port = {p['c2s']}
@@ -166,7 +174,9 @@ def status() -> int:
 OLD, NEW = "alice@a.localhost", "alice@b.localhost"
 #: demo accounts → passwords; demo-transfer adds carol and the new alice
 PASSWORDS = {"alice@a.localhost": "alice-demo", "bob@b.localhost": "bob-demo",
-             "carol@a.localhost": "carol-demo", "alice@b.localhost": "alice-demo"}
+             "carol@a.localhost": "carol-demo", "alice@b.localhost": "alice-demo",
+             "dora@a.localhost": "dora-demo", "dora@b.localhost": "dora-demo"}
+MOVER, MOVED_TO = "dora@a.localhost", "dora@b.localhost"     # demo-move (XEP-0283)
 CONTACTS = ("bob@b.localhost", "carol@a.localhost")
 
 
@@ -223,6 +233,51 @@ async def _demo_transfer() -> int:
     done = subprocess.run([*XFERD, *args], cwd=REPO, env=env)
     print(f"\n   xferd transfer exited with {done.returncode}")
     await _show_rosters(CONTACTS + (NEW,), "after")
+    return done.returncode
+
+
+def demo_move() -> int:
+    """XEP-0283 from the user's side: contacts, then ``xferd migrate``, then their rosters."""
+    stopped = [domain for domain in DOMAINS if not pid_of(domain)]
+    if stopped:
+        print(f"{', '.join(stopped)} not running: start with scripts/two-domains up",
+              file=sys.stderr)
+        return 1
+    for jid in ("carol@a.localhost", MOVER, MOVED_TO):
+        domain = jid.split("@")[1]
+        if xferd(domain, "adduser", jid, input=PASSWORDS[jid] + "\n").returncode == 0:
+            print(f"created {jid} (password {PASSWORDS[jid]})")
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    return asyncio.run(_demo_move())
+
+
+async def _demo_move() -> int:
+    print(f"\n1. {MOVER} and her contacts subscribe to each other")
+    dora = await _connect(MOVER)
+    try:
+        for contact in CONTACTS:
+            other = await _connect(contact)
+            try:
+                await _befriend(dora, other)
+            finally:
+                await other.close()
+    finally:
+        await dora.close()
+    await _show_rosters(CONTACTS, "before")
+    args = ["migrate", "--from", MOVER, "--to", MOVED_TO, "--wait", "5",
+            "--state", str(BASE_DIR / "demo-move.json")]
+    for side, domain in (("old", "a.localhost"), ("new", "b.localhost")):
+        args += [f"--{side}-host", "127.0.0.1", f"--{side}-port", str(ports(domain)["c2s"]),
+                 f"--{side}-cafile", str(cafile(domain))]
+    print(f"\n2. the move, as a user would run it:\n"
+          f"   XFERD_OLD_PASSWORD={PASSWORDS[MOVER]} XFERD_NEW_PASSWORD={PASSWORDS[MOVED_TO]} "
+          f"scripts/xferd {shlex.join(args)}\n", flush=True)
+    env = dict(os.environ, XFERD_OLD_PASSWORD=PASSWORDS[MOVER],
+               XFERD_NEW_PASSWORD=PASSWORDS[MOVED_TO])
+    done = subprocess.run([*XFERD, *args], cwd=REPO, env=env)
+    print(f"\n   xferd migrate exited with {done.returncode}")
+    await _show_rosters(CONTACTS + (MOVED_TO,), "after")
     return done.returncode
 
 
@@ -286,9 +341,11 @@ async def _show_rosters(jids, when: str = "now") -> None:
 
 
 def main(argv: list[str]) -> int:
-    commands = {"up": up, "down": down, "status": status, "demo-transfer": demo_transfer}
+    commands = {"up": up, "down": down, "status": status, "demo-transfer": demo_transfer,
+                "demo-move": demo_move}
     if len(argv) != 1 or argv[0] not in commands:
-        print("usage: scripts/two-domains up|down|status|demo-transfer", file=sys.stderr)
+        print("usage: scripts/two-domains up|down|status|demo-transfer|demo-move",
+              file=sys.stderr)
         return 2
     return commands[argv[0]]()
 

@@ -77,3 +77,27 @@ def test_demo_transfer_moves_alice_and_explains_a_second_run(tmp_path):
     finally:
         stopped = run("down", env)
     assert stopped.returncode == 0 and stopped.stdout.count("stopped") == 2
+
+
+def test_demo_move_moves_dora_with_xep_0283_and_traces_it(tmp_path):
+    base = random.randrange(20000, 40000, 10)
+    env = dict(os.environ, TWO_DOMAINS_DIR=str(tmp_path), TWO_DOMAINS_BASE_PORT=str(base),
+               TWO_DOMAINS_TRACE="1")
+    started = run("up", env)
+    try:
+        assert started.returncode == 0, started.stderr
+        demo = run("demo-move", env)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        out = demo.stdout
+        assert "Moved dora@a.localhost → dora@b.localhost" in out
+        assert "  bob@b.localhost    auto-updated" in out
+        assert "  carol@a.localhost  auto-updated" in out
+        assert "bob@b.localhost's roster after: dora@a.localhost (to), dora@b.localhost (both)" \
+            in out
+        # the trace the README points to: Bob's server asked the old account, as Bob
+        log = (tmp_path / "b.localhost" / "xferd.log").read_text()
+        assert 'from="bob@b.localhost"' in log and "urn:xmpp:moved:1" in log
+        assert "moved: dora@a.localhost → dora@b.localhost for bob@b.localhost: verified" in log
+    finally:
+        stopped = run("down", env)
+    assert stopped.returncode == 0

@@ -7,6 +7,8 @@ domain, at most 8 at a time, one retry on timeout) → TRANSFERRING (the
 moved statement is published for XEP-0283 checks, then the roster D goes to
 the new domain, up to 3 tries) → DONE (A answered, notified contacts dropped
 from the old roster, logins refused with a text naming the new address).
+If every hand-over try fails the job ends FAILED_PARTIAL (A gets the
+condition); the user's next A for the same new account tries it again.
 Each step is stored before it is taken, so a restart resumes NOTIFYING and
 TRANSFERRING where they stood; an interrupted AUTHORIZING ends FAILED.
 
@@ -102,6 +104,16 @@ def setup(host) -> None:
         existing = await storage.get_transfer(host.domain, sender.local)
         if existing is not None and existing.state in x.LIVE_STATES:
             raise StanzaError("conflict", "a transfer of this account is under way")
+        if existing is not None and existing.state == x.FAILED_PARTIAL and \
+                existing.new_jid == str(query.newaccount):
+            # the contacts were notified; only the roster hand-over failed: try it again
+            existing.state, existing.detail = x.TRANSFERRING, None
+            existing.requester, existing.request_id = str(sender), event.stanza.get("id")
+            await storage.save_transfer(existing)
+            log.info("transfer %s → %s: the user asks again; handing the roster over again",
+                     sender.bare, existing.new_jid)
+            start(existing)
+            return True
         if existing is not None and existing.state == x.DONE:
             raise StanzaError("conflict", f"this account already moved to {existing.new_jid}")
         _, roster = await storage.get_roster(host.domain, sender.local)

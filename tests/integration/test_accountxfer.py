@@ -338,3 +338,36 @@ async def test_old_server_killed_mid_transfer_resumes_and_completes(fed):
         assert list(await bob.fetch_roster()).count(new_jid) == 1
         assert "resuming in state" in old_srv.log()
         await close_all(new, bob, sam)
+
+
+async def test_failed_hand_over_is_retried_when_the_user_asks_again(fed):
+    """D cannot reach the new server → FAILED_PARTIAL; asking again finishes the job."""
+    old_srv, new_srv = fed["old.test"], fed["new.test"]
+    old_jid = account(old_srv, "old.test", "mia")
+    new_jid = account(new_srv, "new.test", "mia")
+    bob_jid = account(fed["c.test"], "c.test", "bob")
+    sam_jid = account(fed["slow.test"], "slow.test", "sam")
+    async with Proxy(old_srv.proxy_port, fed["slow.test"].s2s_port) as proxy:
+        old = await online(old_srv, old_jid)
+        new = await online(new_srv, new_jid)
+        bob = await online(fed["c.test"], bob_jid)
+        sam = await online(fed["slow.test"], sam_jid)
+        await befriend(old, old_jid, bob, bob_jid, "both")
+        await befriend(old, old_jid, sam, sam_jid, "both")
+        error, _ = await ask(new, "set", f"<query xmlns='{XFER}'><oldaccount>{old_jid}"
+                                         "</oldaccount><allowed/></query>")
+        assert error is None
+        await new.close()
+        proxy.mode = "silent"                        # NOTIFYING waits on slow.test …
+        pending = asyncio.ensure_future(transfer(old, new_jid, timeout=90))
+        await asyncio.sleep(1)
+        new_srv.stop()                               # … while the new server goes away
+        error, _ = await pending
+        assert error in ("remote-server-not-found", "remote-server-timeout")
+        await wait_item(bob, new_jid, "both", timeout=20)    # bob's notice went through
+        new_srv.start()
+        error, answer = await transfer(old, new_jid, timeout=60)
+        assert error is None, ET.tostring(answer)
+        new = await online(new_srv, new_jid)
+        assert set(await new.fetch_roster()) == {bob_jid, sam_jid}
+        await close_all(old, new, bob, sam)

@@ -155,6 +155,16 @@ class XferdProcess:
         assert done.returncode == 0, done.stderr
 
 
+def tool_report(stdout: str) -> dict[str, str]:
+    """The per-contact lines of ``xferd migrate``/``transfer``'s report: jid → status."""
+    lines = {}
+    for line in stdout.splitlines():
+        if line.startswith("  "):
+            jid, _, status = line.strip().partition("  ")
+            lines[jid] = status.strip()
+    return lines
+
+
 def _env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")

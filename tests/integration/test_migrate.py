@@ -18,7 +18,7 @@ import pytest
 
 from server.client import Client, ClientError, IQError
 from server.xmpp.stanza import E, iq
-from tests.harness import REPO, XferdProcess, ask, free_port, login
+from tests.harness import REPO, XferdProcess, ask, free_port, login, tool_report
 
 MOVED = "urn:xmpp:moved:1"
 PUBSUB = "http://jabber.org/protocol/pubsub"
@@ -83,14 +83,7 @@ async def run_migrate(world, old, new, cwd, *args, old_password="pw", new_passwo
     return proc.returncode, out.decode(), err.decode()
 
 
-def report(stdout: str) -> dict[str, str]:
-    """The per-contact lines of the report: jid → status."""
-    lines = {}
-    for line in stdout.splitlines():
-        if line.startswith("  "):
-            jid, _, status = line.strip().partition("  ")
-            lines[jid] = status.strip()
-    return lines
+report = tool_report
 
 
 # -- setting the old account up with slixmpp clients ---------------------------------------------

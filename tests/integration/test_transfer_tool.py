@@ -19,7 +19,7 @@ from server.xmpp import transfer as x
 from server.xmpp.jid import JID
 from server.xmpp.stanza import E, iq
 from server.transfer_tool import authorisation_reply
-from tests.harness import REPO, XferdProcess
+from tests.harness import REPO, XferdProcess, tool_report
 from tests.integration.test_accountxfer import befriend, online, wait_gone, wait_item
 
 pytestmark = pytest.mark.timeout(240)
@@ -75,14 +75,7 @@ async def run_tool(fed, *args, old_password="pw", new_password="pw", timeout=120
     return proc.returncode, out.decode(), err.decode()
 
 
-def report(stdout: str) -> dict[str, str]:
-    """The per-contact lines of the report: jid → status."""
-    lines = {}
-    for line in stdout.splitlines():
-        if line.startswith("  "):
-            jid, _, status = line.strip().partition("  ")
-            lines[jid] = status.strip()
-    return lines
+report = tool_report
 
 
 async def test_transfer_moves_every_contact_and_reports(fed):

@@ -27,7 +27,7 @@ import sys
 import pytest
 from slixmpp.xmlstream import ET
 
-from tests.harness import REPO, ask, login
+from tests.harness import REPO, ask, login, tool_report
 from tests.interop.test_prosody_federation import S2S_TIMEOUT, FedClient, wait_for_item
 from tests.interop.test_prosody_moved import mutual
 from tests.prosody import PROSODY_DOMAIN, XFERD_DOMAIN
@@ -72,14 +72,7 @@ async def run_migrate(servers, old, new, cwd, *args):
     return proc.returncode, out.decode(), err.decode()
 
 
-def report(stdout: str) -> dict[str, str]:
-    """The per-contact lines of the report: jid → status."""
-    lines = {}
-    for line in stdout.splitlines():
-        if line.startswith("  "):
-            jid, _, status = line.strip().partition("  ")
-            lines[jid] = status.strip()
-    return lines
+report = tool_report
 
 
 async def set_item(client, jid, name, groups):

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from slixmpp.xmlstream import ET
 
-from tests.harness import REPO, ask, login
+from tests.harness import REPO, ask, login, tool_report
 from tests.integration.test_accountxfer import transfer, wait_gone, wait_item
 from tests.interop.test_prosody_federation import S2S_TIMEOUT, FedClient
 from tests.interop.test_prosody_moved import mutual
@@ -197,14 +197,7 @@ async def test_transfer_tool_with_a_prosody_contact(xferd_fed, prosody, xferd_us
             await client.close()
 
 
-def report(stdout: str) -> dict[str, str]:
-    """The per-contact lines of a tool's report: jid → status."""
-    lines = {}
-    for line in stdout.splitlines():
-        if line.startswith("  "):
-            jid, _, status = line.strip().partition("  ")
-            lines[jid] = status.strip()
-    return lines
+report = tool_report
 
 
 async def run_transfer_tool(xferd_fed, cwd: Path, *args: str):

@@ -9,6 +9,9 @@
     xferd migrate --from OLD --to NEW         move an account to another server (XEP-0283)
     xferd transfer --old OLD --new NEW        move an account by XEP-0015 account transfer
     xferd transfer status --old OLD           how the old server's transfer job stands
+    xferd export --user JID -o FILE           one account as XEP-0227 XML (SCRAM, no password)
+    xferd export --host DOMAIN -o DIR         a whole host: DIR/main.xml → host → user files
+    xferd import FILE [--dry-run]             create the accounts of a XEP-0227 export
 
 Every command takes ``-c FILE``; without it ``$XFERD_CONFIG`` or
 ``conf/xferd.toml`` (if present in the working directory) is used, else the
@@ -24,6 +27,7 @@ import getpass
 import logging
 import signal
 import sys
+import time
 
 from . import config as configuration
 from .xmpp.jid import JID, JIDError
@@ -101,6 +105,31 @@ def _parser() -> argparse.ArgumentParser:
                     "$XFERD_NEW_PASSWORD, else asked.")
     transfer_arguments(transfer)
     transfer.set_defaults(func=cmd_transfer)
+
+    export = commands.add_parser(
+        "export", parents=[common], help="export accounts as XEP-0227 XML",
+        description="Write accounts with SCRAM credentials (never passwords), roster, pending "
+                    "subscriptions, offline messages, private XML, vCard and PEP as XEP-0227 "
+                    "(urn:xmpp:pie:0). Files are created readable by their owner only.")
+    which = export.add_mutually_exclusive_group(required=True)
+    which.add_argument("--user", metavar="JID", help="one account, into FILE")
+    which.add_argument("--host", metavar="DOMAIN",
+                       help="every account of DOMAIN, into DIR (main.xml and XIncludes)")
+    export.add_argument("-o", "--output", required=True, metavar="FILE|DIR")
+    export.add_argument("--progress-every", type=int, default=1000, metavar="N",
+                        help="a progress line on stderr every N users (default 1000)")
+    export.set_defaults(func=cmd_export)
+
+    imp = commands.add_parser(
+        "import", parents=[common], help="create accounts from a XEP-0227 export",
+        description="Read a XEP-0227 document (following relative XIncludes) and create each "
+                    "account it holds, with all its data, in one transaction. The whole file "
+                    "is checked before anything is written; existing accounts are skipped.")
+    imp.add_argument("file", help="the document (main.xml of a host export, or a single file)")
+    imp.add_argument("--dry-run", action="store_true", help="check the file, write nothing")
+    imp.add_argument("--progress-every", type=int, default=1000, metavar="N",
+                     help="a progress line on stderr every N users (default 1000)")
+    imp.set_defaults(func=cmd_import)
     return parser
 
 
@@ -272,3 +301,69 @@ def cmd_migrate(conf, args) -> int:
 def cmd_transfer(conf, args) -> int:
     from .transfer_tool import run
     return run(args)
+
+
+# -- XEP-0227 export / import ------------------------------------------------------------------
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_export(conf, args) -> int:
+    from pathlib import Path
+
+    from storage import pie
+    started = time.monotonic()
+    if args.user:
+        jid = _user_jid(conf, args.user)
+
+        async def work(store):
+            try:
+                return await pie.export_user(store, jid.domain, jid.local, Path(args.output))
+            except LookupError as exc:
+                raise CommandError(str(exc)) from None
+        what = str(jid)
+    else:
+        host = args.host.lower()
+        if host not in conf.hosts:
+            raise CommandError(f"{args.host} is not a host of this server")
+
+        def progress(done: int, total: int) -> None:
+            _stderr(f"export: {done}/{total} users of {host}")
+
+        async def work(store):
+            return await pie.export_host(store, host, Path(args.output), progress=progress,
+                                         every=max(1, args.progress_every))
+        what = host
+    try:
+        summary = asyncio.run(_with_storage(conf, work))
+    except OSError as exc:
+        raise CommandError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    _stderr(f"exported {what}: {summary.text()} to {args.output} "
+            f"in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def cmd_import(conf, args) -> int:
+    from storage import pie
+    started = time.monotonic()
+
+    def progress(done: int) -> None:
+        _stderr(f"import: {done} users")
+
+    async def work(store):
+        return await pie.import_file(store, args.file, hosts=list(conf.hosts),
+                                     dry_run=args.dry_run,
+                                     iterations=conf.auth.scram_iterations,
+                                     warn=lambda m: _stderr(f"warning: {m}"),
+                                     progress=progress, every=max(1, args.progress_every))
+    try:
+        summary = asyncio.run(_with_storage(conf, work))
+    except pie.PieError as exc:
+        raise CommandError(f"{exc} (nothing imported)") from None
+    except OSError as exc:
+        raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    verb = "would import" if args.dry_run else "imported"
+    _stderr(f"{verb} {summary.text()}; {summary.skipped} existing accounts skipped, "
+            f"{summary.warnings} warnings, in {time.monotonic() - started:.1f} s")
+    return 0

@@ -212,6 +212,35 @@ class TransferStore(Protocol):
                                     state: str | None, expires_at: float = 0.0) -> None: ...
 
 
+@dataclass
+class UserData:
+    """Everything an account carries in a XEP-0227 export, in storage terms.
+
+    Used to read a whole account in one consistent snapshot and to create one
+    in one transaction (``xferd export`` / ``xferd import``, storage/pie.py).
+    Lists are in their natural order: offline messages and PEP items oldest
+    first, pending-in requests in the order they arrived.
+    """
+    credentials: dict[str, ScramCredentials] = field(default_factory=dict)
+    roster: list[RosterItem] = field(default_factory=list)
+    pending_in: dict[str, str] = field(default_factory=dict)           # JID → stanza XML
+    offline: list[tuple[str, float]] = field(default_factory=list)     # (stanza XML, stored_at)
+    private: dict[str, str] = field(default_factory=dict)              # {ns}name → XML
+    vcard: str | None = None
+    pep: list[tuple[PepNode, list[PepItem]]] = field(default_factory=list)
+
+
+class PortableStore(Protocol):
+    """Whole accounts at once, for XEP-0227 import/export."""
+
+    async def export_user(self, host: str, username: str) -> UserData | None:
+        """The account's data from one read snapshot; None if no such user."""
+
+    async def import_user(self, host: str, username: str, data: UserData) -> bool:
+        """Create the account with all of *data* in one transaction; False
+        (and nothing written) if the account exists or left a tombstone."""
+
+
 class Storage(AccountStore, RosterStore, OfflineStore, PrivateStore, VCardStore,
               PepStore, BlockingStore, TransferStore, Protocol):
     """Everything the server stores."""

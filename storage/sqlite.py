@@ -33,7 +33,7 @@ import aiosqlite
 from server.xmpp.sasl import ScramCredentials
 
 from .api import (OfflineMessage, PepItem, PepNode, RosterItem, StorageError, Transfer,
-                  TransferContact)
+                  TransferContact, UserData)
 
 log = logging.getLogger("xferd.storage")
 
@@ -477,6 +477,80 @@ class SQLiteStorage:
             wanted = set(ids)
             items = [i for i in items if i.id in wanted]
         return items[:max_items] if max_items is not None else items
+
+    # -- whole accounts (XEP-0227 export/import, storage/pie.py) ---------------------------
+    async def export_user(self, host: str, username: str) -> UserData | None:
+        key = (host, username)
+        where = "WHERE host = ? AND username = ?"
+        async with self._snapshot() as db:
+            if not await _one(db, f"SELECT 1 FROM accounts {where}", key):
+                return None
+            data = UserData()
+            for mech, salt, iterations, stored_key, server_key in await _all(
+                    db, "SELECT mechanism, salt, iterations, stored_key, server_key FROM "
+                        f"scram_credentials {where} ORDER BY mechanism", key):
+                data.credentials[mech] = ScramCredentials(mech, bytes(salt), iterations,
+                                                          bytes(stored_key), bytes(server_key))
+            data.roster = [_item(r) for r in await _all(
+                db, f"SELECT {_ITEM_COLUMNS} FROM roster_items {where} ORDER BY jid", key)]
+            data.pending_in = {jid: stanza for jid, stanza in await _all(
+                db, f"SELECT jid, stanza FROM roster_pending_in {where} "
+                    "ORDER BY received_at, jid", key)}
+            data.offline = [(stanza, at) for stanza, at in await _all(
+                db, f"SELECT stanza, stored_at FROM offline_messages {where} ORDER BY id", key)]
+            data.private = {k: v for k, v in await _all(
+                db, f"SELECT key, payload FROM private_xml {where} ORDER BY key", key)}
+            row = await _one(db, f"SELECT vcard FROM vcards {where}", key)
+            data.vcard = row[0] if row else None
+            for row in await _all(db, "SELECT node, access_model, max_items, config FROM "
+                                      f"pep_nodes {where} ORDER BY node", key):
+                items = [PepItem(*r) for r in await _all(
+                    db, "SELECT item_id, payload, published_at FROM pep_items "
+                        f"{where} AND node = ? ORDER BY seq", (*key, row[0]))]
+                data.pep.append((_node(row), items))
+        return data
+
+    async def import_user(self, host: str, username: str, data: UserData) -> bool:
+        now = time.time()
+        async with self._transaction() as db:
+            if await _one(db, "SELECT 1 FROM tombstones WHERE host = ? AND username = ?",
+                          (host, username)):
+                return False
+            cur = await db.execute(
+                "INSERT OR IGNORE INTO accounts (host, username, created_at) VALUES (?, ?, ?)",
+                (host, username, now))
+            if cur.rowcount == 0:
+                return False
+            await _store_credentials(db, host, username, data.credentials)
+            for item in data.roster:
+                await _write_roster_change(db, host, username, item.jid, item, None)
+            if data.roster:
+                await db.execute("INSERT INTO roster_versions (host, username, version) "
+                                 "VALUES (?, ?, 1)", (host, username))
+            # received_at only orders the requests: keep the exported order
+            await db.executemany(
+                "INSERT OR REPLACE INTO roster_pending_in (host, username, jid, stanza, "
+                "received_at) VALUES (?, ?, ?, ?, ?)",
+                [(host, username, jid, stanza, now + i / 1000)
+                 for i, (jid, stanza) in enumerate(data.pending_in.items())])
+            await db.executemany(
+                "INSERT INTO offline_messages (host, username, stanza, stored_at) "
+                "VALUES (?, ?, ?, ?)", [(host, username, s, at) for s, at in data.offline])
+            await db.executemany(
+                "INSERT OR REPLACE INTO private_xml (host, username, key, payload) "
+                "VALUES (?, ?, ?, ?)", [(host, username, k, v) for k, v in data.private.items()])
+            if data.vcard is not None:
+                await db.execute("INSERT INTO vcards (host, username, vcard) VALUES (?, ?, ?)",
+                                 (host, username, data.vcard))
+            for node, items in data.pep:
+                await _upsert_node(db, host, username, node)
+                await db.executemany(
+                    "INSERT OR REPLACE INTO pep_items (host, username, node, item_id, payload, "
+                    "published_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(host, username, node.node, item.id, item.payload,
+                      item.published_at or now, seq) for seq, item in enumerate(items, 1)])
+                await _trim_items(db, host, username, node)
+        return True
 
     # -- account transfer (XEP-0015) ------------------------------------------------------------
     async def get_transfer(self, host: str, username: str) -> Transfer | None:

@@ -1,0 +1,584 @@
+"""XEP-0227 Portable Import/Export: ``xferd export`` and ``xferd import``.
+
+The format (PROTOCOLS.md §4): ``<server-data xmlns='urn:xmpp:pie:0'>`` →
+``<host jid>`` → ``<user name>``, each user carrying its SCRAM credentials
+(never a password), roster, pending inbound subscriptions, offline messages,
+private XML, vCard and PEP nodes with their configuration and items.
+
+Streaming, both ways, so a host with many users never sits in memory whole:
+
+* Export reads one account at a time (one storage snapshot each, see
+  :meth:`storage.api.PortableStore.export_user`) and writes it with
+  ``lxml.etree.xmlfile``. A host export uses the XInclude layout of
+  XEP-0227 §5: ``main.xml`` → ``<host>.xml`` → ``<host>/<user>.xml``, with
+  relative hrefs. Every file is created 0600 and directories 0700 (§6: the
+  files hold credentials).
+* Import walks the file with ``lxml.etree.iterparse`` and hands over one
+  ``<user>`` at a time, then forgets it. XIncludes are followed by us, not by
+  libxml2: only relative hrefs, no ``parse``/``xpointer``, only directly under
+  ``<server-data>`` or ``<host>``, never inside ``<user>`` (§5), and never
+  leaving the directory of the including file. DTDs (and so entity
+  declarations) are refused; nothing is fetched from the network.
+
+Import is two passes over the document: the first parses and checks
+everything and writes nothing (that is all ``--dry-run`` does), the second
+creates each account in one storage transaction. A malformed file therefore
+fails in the first pass, with file and line, before anything is written.
+Existing accounts are left alone and reported.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+from urllib.parse import quote, unquote, urlsplit
+
+from lxml import etree
+
+from server.xmpp.jid import JID, JIDError, nameprep
+from server.xmpp.sasl import MECHANISMS_SCRAM, ScramCredentials, make_all_credentials
+from server.xmpp.stanza import from_text, to_text
+
+from .api import SUBSCRIPTIONS, PepItem, PepNode, RosterItem, UserData
+
+PIE_NS = "urn:xmpp:pie:0"
+LEGACY_NS = "http://www.xmpp.org/extensions/xep-0227.html#ns"   # ejabberd, older Prosody
+SCRAM_NS = "urn:xmpp:pie:0#scram"
+XI_NS = "http://www.w3.org/2001/XInclude"
+CLIENT_NS = "jabber:client"
+ROSTER_NS = "jabber:iq:roster"
+PRIVATE_NS = "jabber:iq:private"
+VCARD_NS = "vcard-temp"
+PUBSUB_NS = "http://jabber.org/protocol/pubsub"
+OWNER_NS = PUBSUB_NS + "#owner"
+NODE_CONFIG = PUBSUB_NS + "#node_config"
+DATA_NS = "jabber:x:data"
+DELAY_NS = "urn:xmpp:delay"
+
+ACCESS_MODELS = ("open", "presence", "whitelist")    # as server/modules/pep.py
+MAX_ITEMS = 256
+#: node options our PEP service fixes; an import does not keep them as config
+FIXED_OPTIONS = ("pubsub#persist_items", "pubsub#send_last_published_item")
+_HASH_SIZES = {"SCRAM-SHA-1": hashlib.sha1().digest_size,
+               "SCRAM-SHA-256": hashlib.sha256().digest_size}
+
+Warn = Callable[[str], None]
+
+
+class PieError(Exception):
+    """The document cannot be imported; the message names file and line."""
+
+    def __init__(self, path, line: int | None, message: str):
+        self.path, self.line = str(path), line
+        super().__init__(f"{path}:{line or '?'}: {message}")
+
+
+def _q(ns: str, name: str) -> str:
+    return f"{{{ns}}}{name}"
+
+
+# -- export: storage → elements ---------------------------------------------------------------
+
+def stamp(when: float) -> str:
+    """XEP-0082 DateTime in UTC, to the millisecond (as offline delivery writes it)."""
+    moment = datetime.fromtimestamp(when, timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_stamp(text: str) -> float:
+    return datetime.fromisoformat(text.strip().replace("Z", "+00:00")).timestamp()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def user_element(host: str, username: str, data: UserData):
+    """The ``<user/>`` element of one account (XEP-0227 §4)."""
+    user = etree.Element(_q(PIE_NS, "user"), {"name": username}, nsmap={None: PIE_NS})
+
+    def add(parent, tag, attrs=None, text=None):
+        # each namespace as the default one of its subtree: <query xmlns='…'>, no ns0: prefixes
+        ns = etree.QName(tag).namespace
+        el = etree.SubElement(parent, tag, {k: v for k, v in (attrs or {}).items()
+                                            if v is not None},
+                              nsmap=None if ns == etree.QName(parent).namespace else {None: ns})
+        el.text = text
+        return el
+
+    for mechanism, creds in sorted(data.credentials.items()):
+        scram = add(user, _q(SCRAM_NS, "scram-credentials"), {"mechanism": mechanism})
+        add(scram, _q(SCRAM_NS, "iter-count"), text=str(creds.iterations))
+        add(scram, _q(SCRAM_NS, "salt"), text=_b64(creds.salt))
+        add(scram, _q(SCRAM_NS, "server-key"), text=_b64(creds.server_key))
+        add(scram, _q(SCRAM_NS, "stored-key"), text=_b64(creds.stored_key))
+
+    if data.roster:
+        query = add(user, _q(ROSTER_NS, "query"))
+        for item in data.roster:
+            el = add(query, _q(ROSTER_NS, "item"), {
+                "jid": item.jid, "name": item.name, "subscription": item.subscription,
+                "ask": "subscribe" if item.ask else None,
+                "approved": "true" if item.approved else None})
+            for group in item.groups:
+                add(el, _q(ROSTER_NS, "group"), text=group)
+
+    for stanza in data.pending_in.values():
+        user.append(from_text(stanza))
+
+    if data.offline:
+        offline = add(user, _q(PIE_NS, "offline-messages"))
+        for stanza, stored_at in data.offline:
+            message = from_text(stanza)
+            add(message, _q(DELAY_NS, "delay"), {"from": host, "stamp": stamp(stored_at)})
+            offline.append(message)
+
+    if data.private:
+        query = add(user, _q(PRIVATE_NS, "query"))
+        for payload in data.private.values():
+            query.append(from_text(payload))
+
+    if data.vcard is not None:
+        user.append(from_text(data.vcard))
+
+    if data.pep:
+        owner = add(user, _q(OWNER_NS, "pubsub"))
+        for node, _ in data.pep:
+            form = add(add(owner, _q(OWNER_NS, "configure"), {"node": node.node}),
+                       _q(DATA_NS, "x"), {"type": "submit"})
+            fields = [("FORM_TYPE", NODE_CONFIG), ("pubsub#access_model", node.access_model),
+                      ("pubsub#max_items", str(node.max_items)), *sorted(node.config.items())]
+            for var, value in fields:
+                el = add(form, _q(DATA_NS, "field"), {"var": var})
+                for v in value if isinstance(value, list) else [value]:
+                    add(el, _q(DATA_NS, "value"), text=str(v))
+        pubsub = add(user, _q(PUBSUB_NS, "pubsub"))
+        for node, items in data.pep:
+            el = add(pubsub, _q(PUBSUB_NS, "items"), {"node": node.node})
+            for item in items:
+                add(el, _q(PUBSUB_NS, "item"), {"id": item.id}).append(from_text(item.payload))
+    return user
+
+
+def _create(path: Path):
+    """Open *path* for writing, readable by its owner only (XEP-0227 §6)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)                 # an existing file keeps its mode otherwise
+    return os.fdopen(fd, "wb")
+
+
+@dataclass
+class Summary:
+    users: int = 0
+    skipped: int = 0
+    roster_items: int = 0
+    pending: int = 0
+    offline: int = 0
+    private: int = 0
+    vcards: int = 0
+    pep_nodes: int = 0
+    pep_items: int = 0
+    warnings: int = 0
+    skipped_users: list[str] = field(default_factory=list)
+
+    def count(self, data: UserData) -> None:
+        self.users += 1
+        self.roster_items += len(data.roster)
+        self.pending += len(data.pending_in)
+        self.offline += len(data.offline)
+        self.private += len(data.private)
+        self.vcards += data.vcard is not None
+        self.pep_nodes += len(data.pep)
+        self.pep_items += sum(len(items) for _, items in data.pep)
+
+    def text(self) -> str:
+        return (f"{self.users} users ({self.roster_items} roster items, {self.pending} pending "
+                f"subscriptions, {self.offline} offline messages, {self.private} private "
+                f"fragments, {self.vcards} vCards, {self.pep_nodes} PEP nodes with "
+                f"{self.pep_items} items)")
+
+
+async def export_user(store, host: str, username: str, path: Path) -> Summary:
+    """One account as a self-contained document: server-data → host → user."""
+    data = await store.export_user(host, username)
+    if data is None:
+        raise LookupError(f"{username}@{host} does not exist")
+    summary = Summary()
+    with _create(Path(path)) as out, etree.xmlfile(out, encoding="utf-8") as xf:
+        xf.write_declaration()
+        with xf.element(_q(PIE_NS, "server-data"), nsmap={None: PIE_NS}):
+            with xf.element(_q(PIE_NS, "host"), {"jid": host}):
+                xf.write("\n", user_element(host, username, data), "\n")
+            xf.write("\n")
+    summary.count(data)
+    return summary
+
+
+def _include(href: str):
+    """``<xi:include href/>`` with the literal ``xi:`` prefix (ejabberd matches the tag)."""
+    return etree.Element(_q(XI_NS, "include"), {"href": href}, nsmap={"xi": XI_NS})
+
+
+def user_filename(username: str) -> str:
+    """A safe file name for *username* (anything but letters/digits/._- %-escaped)."""
+    name = quote(username, safe="")
+    return ("%2E" + name[1:] if name.startswith(".") else name) + ".xml"
+
+
+async def export_host(store, host: str, directory: Path, *,
+                      progress: Callable[[int, int], None] | None = None,
+                      every: int = 1000) -> Summary:
+    """A whole host in the XInclude layout under *directory*."""
+    directory = Path(directory)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    users_dir = directory / user_filename(host)[:-4]
+    users_dir.mkdir(mode=0o700, exist_ok=True)
+    host_file = users_dir.name + ".xml"
+    with _create(directory / "main.xml") as out, etree.xmlfile(out, encoding="utf-8") as xf:
+        xf.write_declaration()
+        with xf.element(_q(PIE_NS, "server-data"), nsmap={None: PIE_NS, "xi": XI_NS}):
+            xf.write("\n", _include(quote(host_file)), "\n")
+    usernames = await store.list_users(host)
+    summary = Summary()
+    with _create(directory / host_file) as out, etree.xmlfile(out, encoding="utf-8") as xf:
+        xf.write_declaration()
+        with xf.element(_q(PIE_NS, "host"), {"jid": host}, nsmap={None: PIE_NS, "xi": XI_NS}):
+            for username in usernames:
+                data = await store.export_user(host, username)
+                if data is None:
+                    continue                     # deleted while we were exporting
+                name = user_filename(username)
+                with _create(users_dir / name) as user_out, \
+                        etree.xmlfile(user_out, encoding="utf-8") as user_xf:
+                    user_xf.write_declaration()
+                    user_xf.write(user_element(host, username, data))
+                xf.write("\n", _include(quote(f"{users_dir.name}/{name}")))
+                summary.count(data)
+                if progress and summary.users % every == 0:
+                    progress(summary.users, len(usernames))
+            xf.write("\n")
+    return summary
+
+
+# -- import: elements → storage ----------------------------------------------------------------
+
+def _pie(el, name: str) -> bool:
+    return el.tag in (_q(PIE_NS, name), _q(LEGACY_NS, name))
+
+
+def _where(path, el) -> str:
+    return f"{path}:{el.sourceline}"
+
+
+def _legacy_scram(value: str) -> ScramCredentials:
+    """ejabberd's ``password='scram:StoredKey,ServerKey,Salt,IterationCount'`` (base64)."""
+    stored, server, salt, count = value[len("scram:"):].split(",")
+    stored_key, server_key = base64.b64decode(stored, validate=True), \
+        base64.b64decode(server, validate=True)
+    mechanism = {20: "SCRAM-SHA-1", 32: "SCRAM-SHA-256"}[len(stored_key)]
+    return ScramCredentials(mechanism, base64.b64decode(salt, validate=True), int(count),
+                            stored_key, server_key)
+
+
+def _scram(el) -> ScramCredentials:
+    mechanism = el.get("mechanism", "")
+    if mechanism not in MECHANISMS_SCRAM:
+        raise KeyError(mechanism)
+    texts = {}
+    for name in ("iter-count", "salt", "server-key", "stored-key"):
+        child = el.find(_q(SCRAM_NS, name))
+        if child is None or not (child.text or "").strip():
+            raise ValueError(f"scram-credentials without <{name}/>")
+        texts[name] = child.text.strip()
+    try:
+        salt, server_key, stored_key = (base64.b64decode(texts[n], validate=True)
+                                        for n in ("salt", "server-key", "stored-key"))
+    except binascii.Error:
+        raise ValueError("scram-credentials with bad base64") from None
+    if not texts["iter-count"].isdigit() or int(texts["iter-count"]) < 1:
+        raise ValueError("scram-credentials with a bad iter-count")
+    size = _HASH_SIZES[mechanism]
+    if len(server_key) != size or len(stored_key) != size or not salt:
+        raise ValueError(f"scram-credentials with keys of the wrong size for {mechanism}")
+    return ScramCredentials(mechanism, salt, int(texts["iter-count"]), stored_key, server_key)
+
+
+def _bare(text: str | None) -> str:
+    jid = JID.parse(text or "")
+    return str(jid.bare)
+
+
+def _roster(query, data: UserData, where, warn: Warn) -> None:
+    for item in query:
+        if item.tag != _q(ROSTER_NS, "item"):
+            warn(f"{where(item)}: skipped unknown roster element <{etree.QName(item).localname}/>")
+            continue
+        subscription = item.get("subscription", "none")
+        if subscription not in SUBSCRIPTIONS:
+            raise ValueError(f"roster item with subscription={subscription!r}")
+        try:
+            jid = _bare(item.get("jid"))
+        except JIDError as exc:
+            raise ValueError(f"roster item with a bad jid {item.get('jid')!r}: {exc}") from None
+        groups = tuple(dict.fromkeys(g.text or "" for g in item.iter(_q(ROSTER_NS, "group"))
+                                     if g.text))
+        data.roster.append(RosterItem(jid, item.get("name"), subscription,
+                                      item.get("ask") == "subscribe",
+                                      item.get("approved") in ("true", "1"), groups))
+
+
+def _offline(offline, host: str, data: UserData, where, warn: Warn) -> None:
+    for message in offline:
+        if message.tag != _q(CLIENT_NS, "message"):
+            warn(f"{where(message)}: skipped <{etree.QName(message).localname}/> in "
+                 "offline-messages")
+            continue
+        stored_at = None
+        delays = message.findall(_q(DELAY_NS, "delay"))
+        # the delay the exporting server added when it stored the message
+        ours = [d for d in delays if d.get("from") == host] or delays[-1:]
+        if ours:
+            try:
+                stored_at = parse_stamp(ours[-1].get("stamp", ""))
+            except ValueError:
+                raise ValueError(f"bad delay stamp {ours[-1].get('stamp')!r}") from None
+            message.remove(ours[-1])
+        data.offline.append((to_text(message), stored_at if stored_at is not None
+                             else time.time()))
+
+
+def _form(form) -> dict[str, list[str]]:
+    return {f.get("var"): [v.text or "" for v in f.findall(_q(DATA_NS, "value"))]
+            for f in form.findall(_q(DATA_NS, "field")) if f.get("var")}
+
+
+def _pep_config(configure, where, warn: Warn) -> PepNode:
+    node = PepNode(configure.get("node") or "")
+    if not node.node:
+        raise ValueError("<configure/> without a node")
+    form = configure.find(_q(DATA_NS, "x"))
+    for var, values in (_form(form) if form is not None else {}).items():
+        value = values[0] if len(values) == 1 else values
+        if var == "FORM_TYPE" or var in FIXED_OPTIONS:
+            continue
+        if var == "pubsub#access_model":
+            if value in ACCESS_MODELS:
+                node.access_model = value
+            else:
+                warn(f"{where(configure)}: node {node.node}: access model {value!r} is not "
+                     f"supported, using {node.access_model!r}")
+        elif var == "pubsub#max_items":
+            node.max_items = MAX_ITEMS if value == "max" else \
+                max(1, min(MAX_ITEMS, int(value))) if str(value).isdigit() else 1
+        else:
+            node.config[var] = value
+    return node
+
+
+def parse_user(user, host: str, path, warn: Warn, *, iterations: int = 4096
+               ) -> tuple[str, UserData]:
+    """One ``<user/>`` element → (prepared username, data). Raises PieError."""
+    where = lambda el: _where(path, el)          # noqa: E731
+    try:
+        username = JID.parse(f"{user.get('name') or ''}@{host}").local
+    except JIDError as exc:
+        raise PieError(path, user.sourceline, f"bad user name {user.get('name')!r}: {exc}")
+    data = UserData()
+    nodes: dict[str, PepNode] = {}
+    items: dict[str, list[PepItem]] = {}
+    try:
+        password = user.get("password")
+        if password and password.startswith("scram:"):
+            try:
+                creds = _legacy_scram(password)
+            except (ValueError, KeyError, binascii.Error):
+                raise ValueError("unreadable password='scram:…'") from None
+            data.credentials[creds.mechanism] = creds
+        elif password:
+            warn(f"{where(user)}: {username}@{host} has a plaintext password: stored as "
+                 "SCRAM credentials only")
+            data.credentials.update(make_all_credentials(password, iterations))
+        for child in user:
+            if not isinstance(child.tag, str):
+                continue
+            tag = child.tag
+            if tag == _q(SCRAM_NS, "scram-credentials"):
+                try:
+                    creds = _scram(child)
+                except KeyError:
+                    warn(f"{where(child)}: skipped scram-credentials for unsupported "
+                         f"mechanism {child.get('mechanism')!r}")
+                    continue
+                data.credentials[creds.mechanism] = creds
+            elif tag == _q(ROSTER_NS, "query"):
+                _roster(child, data, where, warn)
+            elif tag == _q(CLIENT_NS, "presence"):
+                if child.get("type") != "subscribe":
+                    warn(f"{where(child)}: skipped presence of type {child.get('type')!r}")
+                    continue
+                try:
+                    data.pending_in[_bare(child.get("from"))] = to_text(child)
+                except JIDError as exc:
+                    raise ValueError(f"pending subscription with a bad from: {exc}") from None
+            elif _pie(child, "offline-messages"):
+                _offline(child, host, data, where, warn)
+            elif tag == _q(PRIVATE_NS, "query"):
+                for fragment in child:
+                    if isinstance(fragment.tag, str):
+                        data.private[fragment.tag] = to_text(fragment)
+            elif tag == _q(VCARD_NS, "vCard"):
+                data.vcard = to_text(child)
+            elif tag == _q(OWNER_NS, "pubsub"):
+                for configure in child.iter(_q(OWNER_NS, "configure")):
+                    node = _pep_config(configure, where, warn)
+                    nodes[node.node] = node
+            elif tag == _q(PUBSUB_NS, "pubsub"):
+                for node_items in child.iter(_q(PUBSUB_NS, "items")):
+                    name = node_items.get("node") or ""
+                    for item in node_items.iter(_q(PUBSUB_NS, "item")):
+                        payload = [p for p in item if isinstance(p.tag, str)]
+                        if not payload:
+                            warn(f"{where(item)}: skipped PEP item without payload")
+                            continue
+                        items.setdefault(name, []).append(
+                            PepItem(item.get("id") or str(len(items.get(name, ()))),
+                                    to_text(payload[0])))
+            else:
+                warn(f"{where(child)}: skipped unknown element "
+                     f"<{etree.QName(child).localname} xmlns='{etree.QName(child).namespace}'/> "
+                     f"of {username}@{host}")
+    except ValueError as exc:
+        raise PieError(path, getattr(exc, "line", None) or user.sourceline,
+                       f"user {user.get('name')!r}: {exc}") from None
+    for name in items:
+        if name not in nodes:
+            nodes[name] = PepNode(name)
+    data.pep = [(nodes[name], items.get(name, [])) for name in sorted(nodes)]
+    return username, data
+
+
+def _include_path(path: Path, el) -> Path:
+    """The file an ``<xi:include/>`` names, if XEP-0227 §5 allows it."""
+    href = el.get("href") or ""
+    if el.get("parse", "xml") != "xml" or el.get("xpointer") is not None:
+        raise PieError(path, el.sourceline, "xi:include with parse/xpointer is not allowed")
+    parts = urlsplit(href)
+    relative = unquote(parts.path)
+    if (not href or parts.scheme or parts.netloc or parts.query or parts.fragment
+            or relative.startswith("/") or ".." in Path(relative).parts):
+        raise PieError(path, el.sourceline,
+                       f"xi:include href {href!r} must be a relative path below this file")
+    return path.parent / relative
+
+
+def iter_users(path, *, warn: Warn, iterations: int = 4096,
+               ) -> Iterator[tuple[str, str, UserData]]:
+    """(host, username, data) for every user of the document at *path*, streaming."""
+    yield from _walk(Path(path), ("server-data",), None, warn, iterations, set())
+
+
+def _walk(path: Path, roots: tuple[str, ...], host: str | None, warn: Warn,
+          iterations: int, open_files: set) -> Iterator[tuple[str, str, UserData]]:
+    real = path.resolve()
+    if real in open_files:
+        raise PieError(path, None, "xi:include loop")
+    if not path.is_file():
+        raise PieError(path, None, "no such file")
+    open_files = open_files | {real}
+    context = etree.iterparse(str(path), events=("start", "end"), resolve_entities=False,
+                              no_network=True, load_dtd=False, huge_tree=False,
+                              remove_comments=True, remove_pis=True)
+    stack: list = []
+    try:
+        for event, el in context:
+            if event == "start":
+                if not stack:
+                    if el.getroottree().docinfo.doctype:
+                        raise PieError(path, el.sourceline, "a DOCTYPE (DTD, entities) is "
+                                                            "not allowed")
+                    if not any(_pie(el, root) for root in roots):
+                        raise PieError(path, el.sourceline,
+                                       f"expected <{'/> or <'.join(roots)}/> in {PIE_NS}, "
+                                       f"found {el.tag}")
+                if _pie(el, "host") and (not stack or _pie(stack[-1], "server-data")):
+                    try:
+                        host = nameprep(el.get("jid") or "")
+                    except JIDError as exc:
+                        raise PieError(path, el.sourceline, f"bad host jid: {exc}") from None
+                stack.append(el)
+                continue
+            stack.pop()
+            parent = stack[-1] if stack else None
+            inside_user = any(_pie(a, "user") for a in stack)
+            if inside_user:
+                continue                                  # parsed with its user
+            if _pie(el, "user"):
+                if host is None:
+                    raise PieError(path, el.sourceline, "<user/> outside of <host/>")
+                username, data = parse_user(el, host, path, warn, iterations=iterations)
+                yield host, username, data
+            elif el.tag == _q(XI_NS, "include") and parent is not None:
+                target = _include_path(path, el)
+                if _pie(parent, "server-data"):
+                    yield from _walk(target, ("host",), None, warn, iterations, open_files)
+                elif _pie(parent, "host"):
+                    yield from _walk(target, ("user",), host, warn, iterations, open_files)
+            elif parent is not None and not _pie(el, "host"):
+                warn(f"{_where(path, el)}: skipped unknown element "
+                     f"<{etree.QName(el).localname}/> in <{etree.QName(parent).localname}/>")
+            elif parent is not None:                      # a <host/> inside <server-data/>
+                host = None
+            if parent is not None:
+                el.clear()
+                while el.getprevious() is not None:      # keep memory flat
+                    del parent[0]
+    except etree.XMLSyntaxError as exc:
+        raise PieError(path, exc.lineno, f"not well-formed: {exc.msg}") from None
+
+
+async def import_file(store, path, *, hosts, dry_run: bool = False, iterations: int = 4096,
+                      warn: Warn, progress: Callable[[int], None] | None = None,
+                      every: int = 1000) -> Summary:
+    """Import every user of the document at *path* into *store*.
+
+    Pass 1 checks the whole document (raising :class:`PieError`) and writes
+    nothing; unless *dry_run*, pass 2 creates each new account with all its
+    data in one transaction. Existing accounts are skipped with a warning.
+    """
+    checked = Summary()
+    warnings = []
+
+    def note(message: str) -> None:
+        warnings.append(message)
+        warn(message)
+
+    for host, username, data in iter_users(path, warn=note, iterations=iterations):
+        if host not in hosts:
+            raise PieError(path, None, f"host {host} is not served by this server "
+                                       f"(hosts: {', '.join(hosts)})")
+        checked.count(data)
+    summary = Summary(warnings=len(warnings))
+    for host, username, data in iter_users(path, warn=lambda _: None, iterations=iterations):
+        jid = f"{username}@{host}"
+        if dry_run:
+            created = not await store.user_exists(host, username) \
+                and not await store.get_tombstone(host, username)
+        else:
+            created = await store.import_user(host, username, data)
+        if created:
+            summary.count(data)
+        else:
+            summary.skipped += 1
+            summary.skipped_users.append(jid)
+            summary.warnings += 1
+            warn(f"{jid} already exists (or was deleted after moving): skipped")
+        if progress and (summary.users + summary.skipped) % every == 0:
+            progress(summary.users + summary.skipped)
+    return summary

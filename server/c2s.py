@@ -61,6 +61,7 @@ class C2SSession(StreamConnection):
                          max_stanza_size=c2s.max_stanza_size, max_depth=c2s.max_depth)
         self.server = server
         self.config = server.config
+        self.max_output = c2s.max_output_buffer
         self.secure = direct_tls
         self.host: Host | None = None
         self.username: str | None = None      # set by SASL success

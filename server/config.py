@@ -46,6 +46,7 @@ class C2SConfig:
     auth_timeout: float = 60.0      # seconds to finish authentication and bind
     max_stanza_size: int = 256 * 1024
     max_depth: int = 32
+    max_output_buffer: int = 4 * 1024 * 1024   # bytes queued for a client that does not read
 
 
 @dataclass

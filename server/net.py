@@ -31,6 +31,9 @@ class StreamConnection:
     content_ns = "jabber:client"
     rehome_from: str | None = None
 
+    #: bytes we let pile up for a peer that does not read before cutting it off
+    max_output = 4 * 1024 * 1024
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                  label: str, max_stanza_size: int, max_depth: int):
         self.reader = reader
@@ -121,6 +124,16 @@ class StreamConnection:
                             (self.rehome_from, self.content_ns) if self.rehome_from else None)
         self.writer.write(serialize(element, stream_ns=self.content_ns,
                                     rehome_from=self.rehome_from).encode())
+        if self.writer.transport.get_write_buffer_size() > self.max_output:
+            self._cut_off()
+
+    def _cut_off(self) -> None:
+        """A peer that does not read must not make us hold unbounded memory:
+        drop the connection at once (a stream error would only queue behind)."""
+        log.warning("%r: the peer is not reading (%d bytes queued): cutting it off",
+                    self, self.writer.transport.get_write_buffer_size())
+        self.closing = True
+        self.writer.transport.abort()
 
     def send_raw(self, text: str) -> None:
         if not self._transport_gone():

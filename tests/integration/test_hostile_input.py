@@ -177,3 +177,25 @@ async def test_bare_ampersand_ends_the_stream_instead_of_hanging_it(server, byst
     raw = await _logged_in_raw(server)
     assert await _error_after(raw, b"<message to='bob@localhost'><body>fish & chips</body>"
                                    b"</message>") == "not-well-formed"
+
+
+async def test_a_client_that_stops_reading_is_cut_off(make_server):
+    srv = make_server(c2s={"max_output_buffer": 256 * 1024})
+    srv.adduser("sink@localhost", "pw")
+    srv.adduser("flood@localhost", "pw")
+    sink = await RawClient.connect(srv.c2s_port)
+    await sink.login_plain(srv.cert(), "sink", "pw", resource="deaf")
+    # from here on the sink never reads again
+    flood = await login(srv, "flood@localhost/f", "pw")
+    body = "z" * (100 * 1024)
+    for _ in range(120):                                   # ~12 MB for a deaf reader
+        flood.send_message(mto="sink@localhost/deaf", mbody=body, mtype="chat")
+        await asyncio.sleep(0)
+    deadline = asyncio.get_running_loop().time() + 30
+    while "the peer is not reading" not in srv.log():
+        assert asyncio.get_running_loop().time() < deadline, "the deaf client was never cut off"
+        await asyncio.sleep(0.2)
+    assert srv.alive()
+    assert await flood.ping_server() >= 0                  # the sender keeps being served
+    await flood.close()
+    await sink.close()

@@ -127,13 +127,7 @@ class XferdProcess:
     def stop(self, sig=signal.SIGTERM, timeout: float = 10) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig, timeout)
         self._log.close()
         return self.proc.returncode
 
@@ -153,6 +147,17 @@ class XferdProcess:
     def adduser(self, jid: str, password: str) -> None:
         done = self.cli("adduser", jid, input=password + "\n")
         assert done.returncode == 0, done.stderr
+
+
+def stop_process(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 10) -> None:
+    """Ask a server to stop with *sig*; kill it if it has not within *timeout*."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def tool_report(stdout: str) -> dict[str, str]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import socketserver
 import struct
@@ -287,13 +286,8 @@ class ProsodyProcess:
     def stop(self, timeout: float = 10) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        from tests.harness import stop_process
+        stop_process(self.proc, timeout=timeout)
         self._log.close()
         return self.proc.returncode
 

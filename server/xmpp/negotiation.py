@@ -74,15 +74,19 @@ REFUSAL: dict[Phase, tuple[str, str]] = {
 }
 
 
-def decide(phase: Phase, event: str) -> Rule:
-    """The rule for *event* in *phase*, or a StreamError saying why not."""
-    rule = C2S_TABLE.get((phase, event))
+def _decide(table: dict, refusals: dict, phase, event: str) -> Rule:
+    rule = table.get((phase, event))
     if rule is None:
-        condition, text = REFUSAL[phase]
+        condition, text = refusals[phase]
         if event == "unknown":
             condition, text = "unsupported-stanza-type", "unknown top-level element"
         raise StreamError(condition, text)
     return rule
+
+
+def decide(phase: Phase, event: str) -> Rule:
+    """The rule for *event* in *phase*, or a StreamError saying why not."""
+    return _decide(C2S_TABLE, REFUSAL, phase, event)
 
 
 def classify(el) -> str:
@@ -170,13 +174,8 @@ DIALBACK_NS = "jabber:server:dialback"
 
 
 def decide_s2s(phase: S2SPhase, event: str) -> Rule:
-    rule = S2S_IN_TABLE.get((phase, event))
-    if rule is None:
-        condition, text = S2S_REFUSAL[phase]
-        if event == "unknown":
-            condition, text = "unsupported-stanza-type", "unknown top-level element"
-        raise StreamError(condition, text)
-    return rule
+    """The same for an inbound s2s stream."""
+    return _decide(S2S_IN_TABLE, S2S_REFUSAL, phase, event)
 
 
 def classify_s2s(el) -> str:

@@ -87,7 +87,30 @@ def _toml(value) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class XferdServer:
+class _ServerProcess:
+    """Start-up and shut-down shared by the two servers under test."""
+
+    proc: subprocess.Popen | None = None
+    c2s_port: int
+
+    def _launch(self, name: str, args: list[str], out_path: Path, env: dict,
+                timeout: float) -> None:
+        self._log = open(out_path, "ab")
+        self.proc = subprocess.Popen(args, cwd=self.workdir, stdout=self._log,
+                                     stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_listening(self.proc, self.c2s_port, timeout, self.log)
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"{name} {exc}") from None
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        if self.proc is not None:
+            self._log.close()
+
+
+class XferdServer(_ServerProcess):
     name = "xferd"
 
     def __init__(self, workdir: Path, iterations: int):
@@ -154,20 +177,8 @@ class XferdServer:
     def start(self, timeout: float = 30) -> None:
         env = dict(os.environ)
         env.pop("XFERD_CONFIG", None)
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "server", "serve", "-c",
-                                      str(self.config)], cwd=self.workdir, stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=env)
-        try:
-            wait_listening(self.proc, self.c2s_port, timeout, self.log)
-        except RuntimeError as exc:
-            self.stop()
-            raise RuntimeError(f"xferd {exc}") from None
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        if self.proc is not None:
-            self._log.close()
+        self._launch("xferd", [sys.executable, "-m", "server", "serve", "-c", str(self.config)],
+                     self.log_path, env, timeout)
 
     def log(self) -> str:
         try:
@@ -221,7 +232,7 @@ PROSODY_MODULES = ["roster", "saslauth", "tls", "disco", "ping", "private", "pep
                    "blocklist", "version", "time", "uptime", "vcard"]
 
 
-class ProsodyServer:
+class ProsodyServer(_ServerProcess):
     name = "prosody"
 
     def __init__(self, workdir: Path, iterations: int):
@@ -297,20 +308,8 @@ class ProsodyServer:
             (found[0].parent / f"{name}.dat").write_text(text)
 
     def start(self, timeout: float = 30) -> None:
-        self._log = open(self.workdir / "prosody.out", "ab")
-        self.proc = subprocess.Popen(["prosody", "-F", "--config", str(self.config)],
-                                     cwd=self.workdir, stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=self._env())
-        try:
-            wait_listening(self.proc, self.c2s_port, timeout, self.log)
-        except RuntimeError as exc:
-            self.stop()
-            raise RuntimeError(f"prosody {exc}") from None
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        if self.proc is not None:
-            self._log.close()
+        self._launch("prosody", ["prosody", "-F", "--config", str(self.config)],
+                     self.workdir / "prosody.out", self._env(), timeout)
 
     def log(self) -> str:
         out = ""

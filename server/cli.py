@@ -12,6 +12,7 @@
     xferd export --user JID -o FILE           one account as XEP-0227 XML (SCRAM, no password)
     xferd export --host DOMAIN -o DIR         a whole host: DIR/main.xml → host → user files
     xferd import FILE [--dry-run]             create the accounts of a XEP-0227 export
+    xferd import FILE --as JID [--outreach]   its one account as a new JID, contacts asked
 
 Every command takes ``-c FILE``; without it ``$XFERD_CONFIG`` or
 ``conf/xferd.toml`` (if present in the working directory) is used, else the
@@ -96,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate_arguments(migrate)
     migrate.set_defaults(func=cmd_migrate)
 
+    from .import_as import add_arguments as import_as_arguments
     from .transfer_tool import add_arguments as transfer_arguments
     transfer = commands.add_parser(
         "transfer", parents=[common], help="move an account by XEP-0015 account transfer",
@@ -129,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--dry-run", action="store_true", help="check the file, write nothing")
     imp.add_argument("--progress-every", type=int, default=1000, metavar="N",
                      help="a progress line on stderr every N users (default 1000)")
+    import_as_arguments(imp)
     imp.set_defaults(func=cmd_import)
     return parser
 
@@ -346,6 +349,13 @@ def cmd_export(conf, args) -> int:
 
 def cmd_import(conf, args) -> int:
     from storage import pie
+
+    from . import import_as
+    problem = import_as.check_arguments(args)
+    if problem:
+        raise CommandError(problem)
+    if args.as_jid is not None:
+        return _import_as(conf, args)
     started = time.monotonic()
 
     def progress(done: int) -> None:
@@ -367,3 +377,42 @@ def cmd_import(conf, args) -> int:
     _stderr(f"{verb} {summary.text()}; {summary.skipped} existing accounts skipped, "
             f"{summary.warnings} warnings, in {time.monotonic() - started:.1f} s")
     return 0
+
+
+def _import_as(conf, args) -> int:
+    """``xferd import FILE --as NEW [--outreach]`` (server/import_as.py)."""
+    from storage import pie
+
+    from . import import_as
+    new = _user_jid(conf, args.as_jid)
+    try:
+        old, data = import_as.read_single_user(args.file, lambda m: _stderr(f"warning: {m}"))
+        if old == new:
+            raise import_as.ImportAsError(f"--as {new} is the account in the file: "
+                                          "import without --as")
+        if args.dry_run:
+            rehomed = import_as.rehome(data, old, new)
+            for line in import_as.describe(rehomed, old, new, created=True):
+                _stderr(line.replace("imported", "would import", 1))
+            return 0
+
+        async def work(store):
+            return await import_as.import_as(store, old, new, data)
+        rehomed, created = asyncio.run(_with_storage(conf, work))
+    except pie.PieError as exc:
+        raise CommandError(f"{exc} (nothing imported)") from None
+    except import_as.ImportAsError as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    for line in import_as.describe(rehomed, old, new, created):
+        _stderr(line)
+    if not args.outreach:
+        if rehomed.plan.preapprove or rehomed.plan.subscribe:
+            _stderr("the contacts were not told; run again with --outreach (server running) "
+                    "or use xferd migrate")
+        return 0
+    try:
+        return import_as.outreach(conf, args, old, new, rehomed)
+    except import_as.ImportAsError as exc:
+        raise CommandError(str(exc)) from None

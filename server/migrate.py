@@ -319,8 +319,8 @@ class Migration:
                                    access_model="open")
 
     # -- outreach ------------------------------------------------------------------------------
-    async def outreach(self, plan: Plan) -> "Answers":
-        stanzas = plan.stanzas()
+    async def outreach(self, plan: Plan, moved: bool = True) -> "Answers":
+        stanzas = plan.stanzas(moved)
         for jid in {jid for jid, _, _ in stanzas}:
             contact = self.state.contact(jid)
             if contact.get("status", "").startswith("failed"):

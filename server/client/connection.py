@@ -90,6 +90,10 @@ def tls_context(cafile: str | None = None, verify: bool = True) -> ssl.SSLContex
     """Client TLS: the server's certificate checked against *cafile* or the system store."""
     ctx = ssl.create_default_context(cafile=cafile)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cafile:
+        # "trust these certificates": a server's own certificate given as cafile is
+        # trusted as it is, even if a CA issued it (not only self-signed ones)
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE

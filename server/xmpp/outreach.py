@@ -81,10 +81,16 @@ class Plan:
         """The payload the old account publishes (XEP-0283 §4.1)."""
         return moved_statement(self.new)
 
-    def stanzas(self) -> list[tuple[str, str, object]]:
-        """(contact, 'subscribed' | 'subscribe', presence) in sending order."""
+    def stanzas(self, moved: bool = True) -> list[tuple[str, str, object]]:
+        """(contact, 'subscribed' | 'subscribe', presence) in sending order.
+
+        Without *moved* the requests are plain ``subscribe``: for when no
+        statement exists that a contact's server could verify.
+        """
         out = [(jid, "subscribed", preapproval(jid)) for jid in self.preapprove]
-        out += [(jid, "subscribe", moved_notice(jid, self.old)) for jid in self.subscribe]
+        out += [(jid, "subscribe", moved_notice(jid, self.old) if moved
+                 else E(PRESENCE, {"type": "subscribe", "to": jid}))
+                for jid in self.subscribe]
         return out
 
 

@@ -1,0 +1,225 @@
+"""``xferd import FILE --as NEW [--outreach]``: an exported account becomes another one.
+
+A XEP-0227 export of ``old@old.example`` imported as ``new@here`` is a move,
+not a restore, so the data is re-homed (PROTOCOLS.md §4) by :func:`rehome`:
+
+* credentials are kept: SCRAM keys depend on the password and salt only,
+  never on the username, so the old password logs in to the new account;
+* roster items keep their names and groups, but every subscription is reset
+  to ``none`` with nothing pending and nothing pre-approved — subscriptions
+  are agreements between two JIDs and the contacts agreed with the old one.
+  Transports and contacts through them are left out (they cannot move; the
+  same rules as ``xferd migrate``, ``server/xmpp/outreach.py``);
+* pending inbound requests are dropped: they asked for the old JID;
+* offline messages, private XML and the vCard are kept, messages readdressed;
+* PEP nodes are kept except the moved statement (``urn:xmpp:moved:1``): it
+  belongs to the old account, and the new one has not moved.
+
+``--outreach`` then tells the contacts, through this server, which must be
+running: it logs in to the new account (the old password, from
+``$XFERD_PASSWORD`` or the terminal) and sends the Snikket migrator's
+outreach plan — pre-approval (``subscribed``) to everyone who saw the old
+account's presence, ``subscribe`` to everyone it saw. The requests carry
+``<moved><old-jid/></moved>`` (XEP-0283 §4.2) only when the export holds a
+statement naming the new account: otherwise there is nothing a contact's
+server could verify. Answers are watched and reported as ``xferd migrate``
+does, with the same resumable state file; a second run skips the import
+(the account exists) and repeats the outreach for contacts that failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from storage import pie
+from storage.api import RosterItem, UserData
+
+from .tls import default_cert_paths
+from .xmpp.jid import JID
+from .xmpp.outreach import MOVED_NS, STATEMENT_NODE, Plan, plan_outreach
+from .xmpp.stanza import from_text, to_text
+
+log = logging.getLogger("xferd.import")
+
+
+class ImportAsError(Exception):
+    """Shown as ``xferd: error: …``; nothing was imported."""
+
+
+@dataclass
+class Rehomed:
+    """The account's data for the new JID, and what changed on the way."""
+    data: UserData
+    plan: Plan
+    statement: bool                    # the export states the move to the new JID
+    dropped_pending: list[str] = field(default_factory=list)
+    dropped_statement: bool = False
+
+
+def rehome(data: UserData, old: JID, new: JID) -> Rehomed:
+    """*data* of *old*, as it should be stored for *new* (module docstring)."""
+    plan = plan_outreach(old, new, data.roster)
+    roster = [RosterItem(item.jid, item.name, "none", False, False, item.groups)
+              for item in plan.items]
+    statement, pep, dropped_statement = False, [], False
+    for node, items in data.pep:
+        if node.node == STATEMENT_NODE:
+            dropped_statement = True
+            statement = any(_states_move_to(item.payload, new) for item in items)
+        else:
+            pep.append((node, items))
+    offline = [(_readdress(stanza, old, new), stored_at) for stanza, stored_at in data.offline]
+    moved = replace(data, roster=roster, pending_in={}, offline=offline, pep=pep)
+    return Rehomed(moved, plan, statement, list(data.pending_in), dropped_statement)
+
+
+def _states_move_to(payload: str, new: JID) -> bool:
+    moved = from_text(payload)
+    return (moved.tag == f"{{{MOVED_NS}}}moved"
+            and (moved.findtext(f"{{{MOVED_NS}}}new-jid") or "").strip() == str(new))
+
+
+def _readdress(stanza: str, old: JID, new: JID) -> str:
+    message = from_text(stanza)
+    to = message.get("to")
+    if to is None or JID.parse(to).bare == old:
+        message.set("to", str(new))
+    return to_text(message)
+
+
+def read_single_user(path, warn) -> tuple[JID, UserData]:
+    """The one account in the export at *path* (checked whole; PieError if bad)."""
+    found = []
+    for host, username, data in pie.iter_users(path, warn=warn):
+        found.append((JID(username, host), data))
+        if len(found) > 1:
+            break
+    if len(found) != 1:
+        what = "no account" if not found else "more than one account"
+        raise ImportAsError(f"{path} holds {what}; --as imports exactly one "
+                            "(export it with xferd export --user)")
+    return found[0]
+
+
+async def import_as(store, old: JID, new: JID, data: UserData) -> tuple[Rehomed, bool]:
+    """Store *data* of *old* as the new account *new*; (rehomed, created)."""
+    if old == new:
+        raise ImportAsError(f"--as {new} is the account in the file: import without --as")
+    rehomed = rehome(data, old, new)
+    created = await store.import_user(new.domain, new.local, rehomed.data)
+    return rehomed, created
+
+
+def describe(rehomed: Rehomed, old: JID, new: JID, created: bool) -> list[str]:
+    """The lines the command prints about the import itself."""
+    plan, data = rehomed.plan, rehomed.data
+    lines = [f"imported {old} as {new}: {len(plan.items)} roster items (subscriptions "
+             f"reset to none), {len(data.offline)} offline messages, {len(data.private)} "
+             f"private fragments, {'a vCard' if data.vcard else 'no vCard'}, "
+             f"{len(data.pep)} PEP nodes" if created else
+             f"{new} already exists: nothing imported (the outreach can still be sent)"]
+    if created and rehomed.dropped_pending:
+        lines.append(f"dropped {len(rehomed.dropped_pending)} pending subscription requests "
+                     f"addressed to {old}: " + ", ".join(rehomed.dropped_pending))
+    if created and rehomed.dropped_statement:
+        lines.append(f"left out the moved statement of {old} (it belongs to the old account)")
+    for skipped in plan.skipped:
+        lines.append(f"left out {skipped.jid}: {skipped.reason}")
+    return lines
+
+
+# -- --outreach: through the running server ----------------------------------------------------
+
+def local_endpoint(conf, domain: str) -> tuple[str, int, str]:
+    """Where this server listens for clients, and the certificate to trust there."""
+    interface = conf.c2s.interfaces[0] if conf.c2s.interfaces else "127.0.0.1"
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(interface, interface)
+    cert = conf.hosts[domain].cert or str(default_cert_paths(conf.certs_dir, domain)[0])
+    return host, conf.c2s.port, cert
+
+
+def outreach(conf, args, old: JID, new: JID, rehomed: Rehomed) -> int:
+    """Log in to *new* on this server and run the plan; migrate's report and exit status."""
+    from . import migrate
+    from .client import ClientError
+    from .two_accounts import UsageError, login, login_failed, password
+
+    host, port, cert = local_endpoint(conf, new.domain)
+    state_path = Path(args.state or f"xferd-import-{old}-{new}.json")
+    try:
+        state = migrate.State.load(state_path, old, new)
+    except UsageError as exc:
+        raise ImportAsError(str(exc)) from None
+    opts = migrate.Options(old, new, new_host=args.host or host, new_port=args.port or port,
+                           new_cafile=args.cafile or (None if args.insecure else cert),
+                           verify=not args.insecure, state_path=state_path, wait=args.wait)
+    secret = password("XFERD_PASSWORD", new, "imported")
+    moved = rehomed.statement
+    if not moved:
+        print(f"no moved statement for {new} in the export: the requests go without "
+              "<moved/>", file=sys.stderr)
+
+    async def run() -> int:
+        try:
+            client = await login(opts, "new", secret, resource="xferd-import")
+        except ClientError as exc:
+            if exc.condition in ("remote-server-not-found", "connection-closed",
+                                 "connection-timeout"):
+                print(f"xferd: error: --outreach needs this server running ({exc.text}); "
+                      "start it and run the same command again", file=sys.stderr)
+                return 1
+            return login_failed("new", new, exc)
+        try:
+            job = migrate.Migration(opts, state, None, client)
+            answers = await job.outreach(rehomed.plan, moved=moved)
+            return await job.report(rehomed.plan, answers)
+        except (ClientError, OSError) as exc:
+            print(f"xferd: error: the outreach broke off: {exc}; rerun to resume",
+                  file=sys.stderr)
+            return 1
+        finally:
+            state.save_if_used()
+            await client.close()
+    return asyncio.run(run())
+
+
+def add_arguments(parser) -> None:
+    """The options of ``xferd import`` that only matter with ``--as``."""
+    parser.add_argument("--as", dest="as_jid", metavar="JID",
+                        help="import the file's one account as this new account "
+                             "(subscriptions reset; see --outreach)")
+    parser.add_argument("--outreach", action="store_true",
+                        help="with --as: ask the old contacts to follow, through this "
+                             "running server (password: $XFERD_PASSWORD, else asked)")
+    parser.add_argument("--host", help="with --outreach: connect here (default: this "
+                                       "server's first c2s interface)")
+    parser.add_argument("--port", type=int, help="with --outreach: c2s port (default: this "
+                                                 "server's)")
+    parser.add_argument("--cafile", help="with --outreach: trust these certificates (default: "
+                                         "this host's own certificate)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="with --outreach: do not check the certificate")
+    parser.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                        help="with --outreach: how long to watch for answers (default 10)")
+    parser.add_argument("--state", metavar="FILE", help="with --outreach: state file "
+                                                        "(default ./xferd-import-OLD-NEW.json)")
+
+
+def check_arguments(args) -> str | None:
+    """The usage error in *args*, if any."""
+    if args.as_jid is None:
+        extra = [o for o, v in (("--outreach", args.outreach), ("--host", args.host),
+                                ("--port", args.port), ("--cafile", args.cafile),
+                                ("--state", args.state), ("--insecure", args.insecure)) if v]
+        if extra:
+            return f"{', '.join(extra)} only go(es) with --as"
+    elif args.dry_run and args.outreach:
+        return "--dry-run does not go with --outreach"
+    if args.wait < 0:
+        return "--wait must not be negative"
+    return None
+

@@ -25,6 +25,14 @@ everything and writes nothing (that is all ``--dry-run`` does), the second
 creates each account in one storage transaction. A malformed file therefore
 fails in the first pass, with file and line, before anything is written.
 Existing accounts are left alone and reported.
+
+Other servers' files are taken as they really are (tests/unit/test_pie_peers.py,
+tests/interop/test_prosody_pie.py): ejabberd's legacy namespace and
+``password='scram:…'``; Prosody's pending request written without a
+namespace, its extra account fields as attributes and its ``<query
+version>`` (both ignored), and PEP forms listing unset options with no value.
+What xferd cannot keep (privacy lists, MAM archives, SCRAM-SHA-512 keys) is
+skipped with a warning; so is an account left without usable credentials.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import binascii
 import hashlib
 import os
 import time
+from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,6 +70,8 @@ OWNER_NS = PUBSUB_NS + "#owner"
 NODE_CONFIG = PUBSUB_NS + "#node_config"
 DATA_NS = "jabber:x:data"
 DELAY_NS = "urn:xmpp:delay"
+PRIVACY_NS = "jabber:iq:privacy"
+PIE_MAM_NS = "urn:xmpp:pie:0#mam"
 
 ACCESS_MODELS = ("open", "presence", "whitelist")    # as server/modules/pep.py
 MAX_ITEMS = 256
@@ -68,6 +79,12 @@ MAX_ITEMS = 256
 FIXED_OPTIONS = ("pubsub#persist_items", "pubsub#send_last_published_item")
 _HASH_SIZES = {"SCRAM-SHA-1": hashlib.sha1().digest_size,
                "SCRAM-SHA-256": hashlib.sha256().digest_size}
+
+#: ejabberd's hash names in ``password='scram:HASH,…'``
+_LEGACY_HASHES = {"sha": "SCRAM-SHA-1", "sha256": "SCRAM-SHA-256", "sha512": "SCRAM-SHA-512"}
+#: user data that XEP-0227 carries and xferd has no store for: skipped with a warning
+_NOT_KEPT = {f"{{{PRIVACY_NS}}}query": "privacy lists (XEP-0016)",
+             f"{{{PIE_MAM_NS}}}archive": "message archive (XEP-0313)"}
 
 Warn = Callable[[str], None]
 
@@ -269,8 +286,13 @@ async def export_host(store, host: str, directory: Path, *,
 
 # -- import: elements → storage ----------------------------------------------------------------
 
+_PIE_TAGS = {name: (f"{{{PIE_NS}}}{name}", f"{{{LEGACY_NS}}}{name}")
+             for name in ("server-data", "host", "user", "offline-messages", "presence")}
+
+
 def _pie(el, name: str) -> bool:
-    return el.tag in (_q(PIE_NS, name), _q(LEGACY_NS, name))
+    """Is *el* the XEP-0227 element *name* (current or legacy namespace)?"""
+    return el.tag in _PIE_TAGS[name]
 
 
 def _where(path, el) -> str:
@@ -278,36 +300,71 @@ def _where(path, el) -> str:
 
 
 def _legacy_scram(value: str) -> ScramCredentials:
-    """ejabberd's ``password='scram:StoredKey,ServerKey,Salt,IterationCount'`` (base64)."""
-    stored, server, salt, count = value[len("scram:"):].split(",")
-    stored_key, server_key = base64.b64decode(stored, validate=True), \
-        base64.b64decode(server, validate=True)
-    mechanism = {20: "SCRAM-SHA-1", 32: "SCRAM-SHA-256"}[len(stored_key)]
-    return ScramCredentials(mechanism, base64.b64decode(salt, validate=True), int(count),
-                            stored_key, server_key)
+    """ejabberd's ``password='scram:[HASH,]StoredKey,ServerKey,Salt,IterationCount'``.
+
+    HASH (``sha256``, ``sha512``) is absent for SHA-1 in what ejabberd writes;
+    without it we go by the key length, as older xferd releases did.
+    """
+    parts = value[len("scram:"):].split(",")
+    hash_name = parts.pop(0).strip().lower() if len(parts) == 5 else None
+    if len(parts) != 4:
+        raise ValueError("unreadable password='scram:…'")
+    stored, server, salt, count = parts
+    if hash_name is None:
+        size = len(_unbase64(stored, "password='scram:…'"))
+        mechanism = {20: "SCRAM-SHA-1", 32: "SCRAM-SHA-256", 64: "SCRAM-SHA-512"}.get(size)
+    else:
+        mechanism = _LEGACY_HASHES.get(hash_name)
+    if mechanism is None:
+        raise ValueError("unreadable password='scram:…'")
+    return _credentials(mechanism, count, salt, server, stored, "password='scram:…'")
 
 
 def _scram(el) -> ScramCredentials:
-    mechanism = el.get("mechanism", "")
-    if mechanism not in MECHANISMS_SCRAM:
-        raise KeyError(mechanism)
+    """``<scram-credentials/>`` (§4.3). The mechanism name is taken loosely
+    (case, a ``-PLUS`` suffix: the stored keys are the same)."""
+    mechanism = el.get("mechanism", "").strip().upper().removesuffix("-PLUS")
     texts = {}
     for name in ("iter-count", "salt", "server-key", "stored-key"):
         child = el.find(_q(SCRAM_NS, name))
         if child is None or not (child.text or "").strip():
             raise ValueError(f"scram-credentials without <{name}/>")
         texts[name] = child.text.strip()
+    return _credentials(mechanism, texts["iter-count"], texts["salt"], texts["server-key"],
+                        texts["stored-key"], "scram-credentials")
+
+
+def _unbase64(text: str, what: str) -> bytes:
     try:
-        salt, server_key, stored_key = (base64.b64decode(texts[n], validate=True)
-                                        for n in ("salt", "server-key", "stored-key"))
+        return base64.b64decode(text.strip(), validate=True)
     except binascii.Error:
-        raise ValueError("scram-credentials with bad base64") from None
-    if not texts["iter-count"].isdigit() or int(texts["iter-count"]) < 1:
-        raise ValueError("scram-credentials with a bad iter-count")
+        raise ValueError(f"{what} with bad base64") from None
+
+
+def _credentials(mechanism: str, count: str, salt: str, server_key: str, stored_key: str,
+                 what: str) -> ScramCredentials:
+    """Checked SCRAM credentials; KeyError names a mechanism xferd cannot use."""
+    if mechanism not in MECHANISMS_SCRAM:
+        raise KeyError(mechanism)
+    salt_b, server_b, stored_b = (_unbase64(t, what) for t in (salt, server_key, stored_key))
+    count = count.strip()
+    if not count.isdigit() or int(count) < 1:
+        raise ValueError(f"{what} with a bad iter-count")
     size = _HASH_SIZES[mechanism]
-    if len(server_key) != size or len(stored_key) != size or not salt:
-        raise ValueError(f"scram-credentials with keys of the wrong size for {mechanism}")
-    return ScramCredentials(mechanism, salt, int(texts["iter-count"]), stored_key, server_key)
+    if len(server_b) != size or len(stored_b) != size or not salt_b:
+        raise ValueError(f"{what} with keys of the wrong size for {mechanism}")
+    return ScramCredentials(mechanism, salt_b, int(count), stored_b, server_b)
+
+
+def _take_credentials(read: Callable[[], ScramCredentials], el, data: UserData, where,
+                      warn: Warn) -> None:
+    try:
+        creds = read()
+    except KeyError as exc:
+        warn(f"{where(el)}: skipped SCRAM credentials for unsupported mechanism "
+             f"{exc.args[0]!r}")
+        return
+    data.credentials[creds.mechanism] = creds
 
 
 def _bare(text: str | None) -> str:
@@ -332,6 +389,33 @@ def _roster(query, data: UserData, where, warn: Warn) -> None:
         data.roster.append(RosterItem(jid, item.get("name"), subscription,
                                       item.get("ask") == "subscribe",
                                       item.get("approved") in ("true", "1"), groups))
+
+
+def _describe(el) -> str:
+    name = etree.QName(el)
+    return f"<{name.localname} xmlns='{name.namespace}'/>"
+
+
+def _pending(presence, user_jid: str, data: UserData, where, warn: Warn) -> None:
+    """A pending inbound subscription request (§4.9), kept as the stanza to deliver.
+
+    Prosody writes it without a namespace, so it arrives in the PIE one; it is
+    moved to jabber:client, and given the ``to`` a client expects.
+    """
+    if presence.get("type") != "subscribe":
+        warn(f"{where(presence)}: skipped presence of type {presence.get('type')!r}")
+        return
+    try:
+        contact = _bare(presence.get("from"))
+    except JIDError as exc:
+        raise ValueError(f"pending subscription with a bad from: {exc}") from None
+    stanza = deepcopy(presence)
+    for el in stanza.iter():
+        if isinstance(el.tag, str) and etree.QName(el).namespace in (PIE_NS, LEGACY_NS):
+            el.tag = _q(CLIENT_NS, etree.QName(el).localname)
+    if stanza.get("to") is None:
+        stanza.set("to", user_jid)
+    data.pending_in[contact] = to_text(stanza)
 
 
 def _offline(offline, host: str, data: UserData, where, warn: Warn) -> None:
@@ -366,7 +450,8 @@ def _pep_config(configure, where, warn: Warn) -> PepNode:
     form = configure.find(_q(DATA_NS, "x"))
     for var, values in (_form(form) if form is not None else {}).items():
         value = values[0] if len(values) == 1 else values
-        if var == "FORM_TYPE" or var in FIXED_OPTIONS:
+        # Prosody lists every option, those left at their default without a value
+        if var == "FORM_TYPE" or var in FIXED_OPTIONS or not values:
             continue
         if var == "pubsub#access_model":
             if value in ACCESS_MODELS:
@@ -396,11 +481,7 @@ def parse_user(user, host: str, path, warn: Warn, *, iterations: int = 4096
     try:
         password = user.get("password")
         if password and password.startswith("scram:"):
-            try:
-                creds = _legacy_scram(password)
-            except (ValueError, KeyError, binascii.Error):
-                raise ValueError("unreadable password='scram:…'") from None
-            data.credentials[creds.mechanism] = creds
+            _take_credentials(lambda: _legacy_scram(password), user, data, where, warn)
         elif password:
             warn(f"{where(user)}: {username}@{host} has a plaintext password: stored as "
                  "SCRAM credentials only")
@@ -410,23 +491,11 @@ def parse_user(user, host: str, path, warn: Warn, *, iterations: int = 4096
                 continue
             tag = child.tag
             if tag == _q(SCRAM_NS, "scram-credentials"):
-                try:
-                    creds = _scram(child)
-                except KeyError:
-                    warn(f"{where(child)}: skipped scram-credentials for unsupported "
-                         f"mechanism {child.get('mechanism')!r}")
-                    continue
-                data.credentials[creds.mechanism] = creds
+                _take_credentials(lambda: _scram(child), child, data, where, warn)
             elif tag == _q(ROSTER_NS, "query"):
                 _roster(child, data, where, warn)
-            elif tag == _q(CLIENT_NS, "presence"):
-                if child.get("type") != "subscribe":
-                    warn(f"{where(child)}: skipped presence of type {child.get('type')!r}")
-                    continue
-                try:
-                    data.pending_in[_bare(child.get("from"))] = to_text(child)
-                except JIDError as exc:
-                    raise ValueError(f"pending subscription with a bad from: {exc}") from None
+            elif tag == _q(CLIENT_NS, "presence") or _pie(child, "presence"):
+                _pending(child, f"{username}@{host}", data, where, warn)
             elif _pie(child, "offline-messages"):
                 _offline(child, host, data, where, warn)
             elif tag == _q(PRIVATE_NS, "query"):
@@ -450,13 +519,18 @@ def parse_user(user, host: str, path, warn: Warn, *, iterations: int = 4096
                         items.setdefault(name, []).append(
                             PepItem(item.get("id") or str(len(items.get(name, ()))),
                                     to_text(payload[0])))
+            elif tag in _NOT_KEPT:
+                warn(f"{where(child)}: skipped {_describe(child)} of {username}@{host}, the "
+                     f"{_NOT_KEPT[tag]} with {len(child)} entries: xferd has no such store")
             else:
-                warn(f"{where(child)}: skipped unknown element "
-                     f"<{etree.QName(child).localname} xmlns='{etree.QName(child).namespace}'/> "
+                warn(f"{where(child)}: skipped unknown element {_describe(child)} "
                      f"of {username}@{host}")
     except ValueError as exc:
         raise PieError(path, getattr(exc, "line", None) or user.sourceline,
                        f"user {user.get('name')!r}: {exc}") from None
+    if not data.credentials:
+        warn(f"{where(user)}: {username}@{host} has no credentials xferd can use: nobody can "
+             f"log in until `xferd passwd {username}@{host}`")
     for name in items:
         if name not in nodes:
             nodes[name] = PepNode(name)
@@ -496,9 +570,15 @@ def _walk(path: Path, roots: tuple[str, ...], host: str | None, warn: Warn,
                               no_network=True, load_dtd=False, huge_tree=False,
                               remove_comments=True, remove_pis=True)
     stack: list = []
-    try:
+    users_open = 0                      # <user/> elements on the stack (a user's insides
+    try:                                # are read by parse_user, not here)
         for event, el in context:
             if event == "start":
+                is_user = _pie(el, "user")
+                users_open += is_user
+                if users_open > is_user:
+                    stack.append(el)
+                    continue
                 if not stack:
                     if el.getroottree().docinfo.doctype:
                         raise PieError(path, el.sourceline, "a DOCTYPE (DTD, entities) is "
@@ -515,11 +595,12 @@ def _walk(path: Path, roots: tuple[str, ...], host: str | None, warn: Warn,
                 stack.append(el)
                 continue
             stack.pop()
-            parent = stack[-1] if stack else None
-            inside_user = any(_pie(a, "user") for a in stack)
-            if inside_user:
+            is_user = _pie(el, "user")
+            users_open -= is_user
+            if users_open:
                 continue                                  # parsed with its user
-            if _pie(el, "user"):
+            parent = stack[-1] if stack else None
+            if is_user:
                 if host is None:
                     raise PieError(path, el.sourceline, "<user/> outside of <host/>")
                 username, data = parse_user(el, host, path, warn, iterations=iterations)

@@ -12,6 +12,12 @@ A stream may authenticate several (remote, local) domain pairs
 
 SASL EXTERNAL is not offered: peers authenticate with dialback, which every
 XMPP server implements; certificate-based authentication may come later.
+
+Limits: beyond ``s2s.max_connections_per_ip`` live inbound streams from one
+address a new one gets ``<policy-violation/>`` before we parse it;
+``s2s.negotiation_timeout`` counts from the connection (a peer trickling bytes
+or silent is cut off with ``<connection-timeout/>`` all the same); stanza
+rate per stream: ``s2s.stanza_rate`` (see ``server/net.py``).
 """
 
 from __future__ import annotations
@@ -49,7 +55,9 @@ class InboundStream(StreamConnection):
         config = s2s.server.config
         super().__init__(reader, writer, label=f"s2s-in#{self.number} {peer[0]}:{peer[1]}",
                          max_stanza_size=config.c2s.max_stanza_size,
-                         max_depth=config.c2s.max_depth)
+                         max_depth=config.c2s.max_depth,
+                         stanza_rate=config.s2s.stanza_rate, stanza_burst=config.s2s.stanza_burst)
+        self.ip = str(peer[0])
         self.s2s = s2s
         self.secure = False
         self.phase: S2SPhase | None = None
@@ -64,7 +72,11 @@ class InboundStream(StreamConnection):
         return f"<s2s-in#{self.number} {self.peer or '?'}→{self.local or '?'}>"
 
     async def run(self) -> None:
+        if not self.s2s.inbound_per_ip.open(self.ip):
+            await self.refuse("policy-violation", "too many connections from your address")
+            return
         self.s2s.inbound.add(self)
+        # a deadline from the connection on, not an idle timer (slowloris)
         self._timeout = asyncio.get_running_loop().call_later(
             self.s2s.config.negotiation_timeout, self._negotiation_timeout)
         await super().run()
@@ -75,6 +87,7 @@ class InboundStream(StreamConnection):
 
     async def teardown(self) -> None:
         self._timeout.cancel()
+        self.s2s.inbound_per_ip.close(self.ip)
         self.s2s.inbound.discard(self)
         for task in self._checks:
             task.cancel()

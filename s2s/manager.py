@@ -12,6 +12,8 @@ import logging
 import secrets
 import ssl
 
+from server.ratelimit import ConnectionCounter
+
 from .inbound import InboundStream
 from .outbound import Route
 from .resolve import Resolver
@@ -28,6 +30,7 @@ class S2S:
         self.resolver = Resolver(self.config)
         self.routes: dict[tuple[str, str], Route] = {}
         self.inbound: set[InboundStream] = set()
+        self.inbound_per_ip = ConnectionCounter(self.config.max_connections_per_ip)
         self.client_tls = _client_context(self.config.ca_file)
         self.listener: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -45,7 +48,7 @@ class S2S:
             self.listener.close()
         for stream in list(self.inbound):
             stream.stream_error("system-shutdown", "the server is shutting down")
-        for route in self.routes.values():
+        for route in list(self.routes.values()):
             route.fail("remote-server-not-found", "the server is shutting down")
         for task in list(self._tasks):
             task.cancel()
@@ -56,6 +59,13 @@ class S2S:
         if route is None:
             route = self.routes[key] = Route(self, local, remote)
         return route
+
+    def forget(self, route: Route) -> None:
+        """Drop an idle route with nothing waiting: the table holds only routes
+        in use, however many domains users write to (the next stanza for that
+        domain makes a new route)."""
+        if self.routes.get((route.local, route.remote)) is route:
+            del self.routes[(route.local, route.remote)]
 
     def send(self, stanza, local: str, remote: str) -> None:
         """Queue *stanza* from our domain *local* for the domain *remote*."""

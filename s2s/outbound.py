@@ -8,6 +8,13 @@ could be made or the peer refused us, ``<remote-server-timeout/>`` when it
 took too long (RFC 6120 §8.3.3.16–17). An idle route closes its stream; the
 next stanza opens a new one.
 
+Bounds: at most ``s2s.max_queue`` stanzas wait per route; one more bounces at
+once with ``<resource-constraint/>`` (type wait, §8.3.3.18), so a domain that
+accepts TCP and never answers costs a bounded amount of memory until the
+negotiation deadline bounces the rest. A route with no stream, no queue and
+no question pending leaves the route table, which therefore grows with the
+domains in use, not with every domain a user ever wrote to.
+
 The same stream carries our ``<db:verify>`` questions when we, as receiving
 server, check a key the remote domain sent us (XEP-0220 §2.1.2); those may
 be asked as soon as TLS is up, before our own dialback has finished.
@@ -52,7 +59,8 @@ class OutboundStream(StreamConnection):
         super().__init__(reader, writer,
                          label=f"s2s-out#{self.number} {route.local}→{route.remote}",
                          max_stanza_size=config.c2s.max_stanza_size,
-                         max_depth=config.c2s.max_depth)
+                         max_depth=config.c2s.max_depth,
+                         stanza_rate=config.s2s.stanza_rate, stanza_burst=config.s2s.stanza_burst)
         self.route = route
         self.secure = secure
         self.stream_id: str | None = None
@@ -160,6 +168,7 @@ class Route:
             return "remote-server-timeout"
         finally:
             self._verifies.pop(stream_id, None)
+            self._forget_if_unused()
 
     def close(self) -> None:
         if self.stream is not None:
@@ -199,6 +208,7 @@ class Route:
                       f"cannot connect to {self.remote}")
         finally:
             self._connecting = None
+            self._forget_if_unused()
 
     def _start_stream(self, reader, writer, *, secure: bool) -> None:
         stream = OutboundStream(self, reader, writer, secure=secure)
@@ -252,6 +262,7 @@ class Route:
             self.fail("remote-server-not-found", f"the stream to {self.remote} closed")
         self.state = "idle"
         self._cancel_timer()
+        self._forget_if_unused()
 
     # -- failure --------------------------------------------------------------------------------------
     def fail(self, condition: str, text: str) -> None:
@@ -268,6 +279,12 @@ class Route:
         stream, self.stream = self.stream, None
         if stream is not None:
             stream.close()
+        self._forget_if_unused()
+
+    def _forget_if_unused(self) -> None:
+        if (self.state == "idle" and self.stream is None and self._connecting is None
+                and not self.queue and not self._verifies and not self._unsent_verifies):
+            self.s2s.forget(self)
 
     def _bounce(self, stanza, condition: str, text: str) -> None:
         if stanza.get("type") in ("error", "result"):
@@ -287,6 +304,7 @@ class Route:
             self.state = "idle"
             stream, self.stream = self.stream, None
             stream.close()
+            self._forget_if_unused()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

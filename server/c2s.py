@@ -8,6 +8,14 @@ stanzas go to the router.
 
 RFC 6120 §5 (STARTTLS), §6 (SASL), §7 (bind); RFC 3921 §3 session (no-op);
 XEP-0368 direct TLS (the listener wraps the socket before we see it).
+
+Limits: a connection beyond ``c2s.max_connections_per_ip`` live ones from its
+address is turned away with ``<policy-violation/>`` (RFC 6120 §4.9.3.14)
+before we parse a byte of it — on the direct TLS port the listener has done
+the TLS handshake by then. ``c2s.auth_timeout`` is one deadline counted from
+the connection, not an idle timer: a peer trickling a byte now and then
+(slowloris) or saying nothing at all gets ``<connection-timeout/>`` all the
+same. Stanza rate: see ``net.py``; failed logins: ``throttle.py``.
 """
 
 from __future__ import annotations
@@ -58,7 +66,8 @@ class C2SSession(StreamConnection):
         self.ip = str(peer[0])
         c2s = server.config.c2s
         super().__init__(reader, writer, label=f"c2s#{self.number} {self.ip}:{peer[1]}",
-                         max_stanza_size=c2s.max_stanza_size, max_depth=c2s.max_depth)
+                         max_stanza_size=c2s.max_stanza_size, max_depth=c2s.max_depth,
+                         stanza_rate=c2s.stanza_rate, stanza_burst=c2s.stanza_burst)
         self.server = server
         self.config = server.config
         self.max_output = c2s.max_output_buffer
@@ -71,6 +80,7 @@ class C2SSession(StreamConnection):
         self.mechanism: sasl.ServerMechanism | None = None
         self._attempted_user: str | None = None   # for the per-account throttle
         self._timeout = None
+        self._counted = None                  # the ConnectionCounter we are counted in
         # presence state, kept by server/modules/presence.py (RFC 6121 §4)
         self.presence = None                  # last available <presence/>; None = unavailable
         self.priority = 0
@@ -86,7 +96,13 @@ class C2SSession(StreamConnection):
 
     # -- connection life cycle -------------------------------------------------
     async def run(self) -> None:
+        per_ip = self.server.c2s_per_ip
+        if not per_ip.open(self.ip):
+            await self.refuse("policy-violation", "too many connections from your address")
+            return
+        self._counted = per_ip
         loop = asyncio.get_running_loop()
+        # from the connection on, not from the last byte: see the module docstring
         self._timeout = loop.call_later(self.config.c2s.auth_timeout, self._negotiation_timeout)
         self.server.c2s_sessions.add(self)
         await super().run()
@@ -94,6 +110,9 @@ class C2SSession(StreamConnection):
     async def teardown(self) -> None:
         if self._timeout is not None:
             self._timeout.cancel()
+        if self._counted is not None:
+            self._counted.close(self.ip)
+            self._counted = None
         self.server.c2s_sessions.discard(self)
         if self.jid is not None and self.host is not None:
             self.host.remove_session(self)

@@ -47,6 +47,9 @@ class C2SConfig:
     max_stanza_size: int = 256 * 1024
     max_depth: int = 32
     max_output_buffer: int = 4 * 1024 * 1024   # bytes queued for a client that does not read
+    stanza_rate: float = 50.0       # stanzas/s one connection may send on average (0 = no limit)
+    stanza_burst: int = 200         # … and at once; beyond that we read it more slowly
+    max_connections_per_ip: int = 32  # live connections from one address (0 = no limit)
 
 
 @dataclass
@@ -70,6 +73,9 @@ class S2SConfig:
     negotiation_timeout: float = 60.0  # an inbound stream must authenticate within this
     idle_timeout: float = 300.0     # close an outbound stream unused this long
     max_queue: int = 1000           # stanzas held per remote domain while connecting
+    stanza_rate: float = 500.0      # stanzas/s one s2s stream may send (0 = no limit)
+    stanza_burst: int = 2000
+    max_connections_per_ip: int = 100  # inbound streams from one address (0 = no limit)
     routes: dict[str, RouteConfig] = field(default_factory=dict)   # domain → where
 
 
@@ -243,6 +249,7 @@ def _parse_section(cls, table: dict, source: str, section: str):
     if cls is RouteConfig and values.get("tls", "starttls") not in _ROUTE_TLS:
         raise ConfigError(f"{source}: {section}.tls must be one of {', '.join(_ROUTE_TLS)}")
     instance = cls(**values)
+    _check_limits(instance, source, section)
     if cls is S2SConfig:
         _check_s2s(instance, source)
     for key in ("port", "direct_tls_port"):
@@ -250,6 +257,19 @@ def _parse_section(cls, table: dict, source: str, section: str):
         if port is not None and not 0 <= port <= 65535:
             raise ConfigError(f"{source}: {section}.{key} must be 0–65535; got {port}")
     return instance
+
+
+#: the smallest value each resource limit takes (0 is "no limit" for the first two)
+_LIMITS = {"stanza_rate": 0, "max_connections_per_ip": 0, "stanza_burst": 1}
+
+
+def _check_limits(instance, source: str, section: str) -> None:
+    """A negative limit (or a burst below one stanza) is a typo, not a policy."""
+    for key, smallest in _LIMITS.items():
+        value = getattr(instance, key, None)
+        if value is not None and value < smallest:
+            raise ConfigError(f"{source}: {section}.{key} must be at least {smallest}; "
+                              f"got {value}")
 
 
 def _check_s2s(s2s: S2SConfig, source: str) -> None:

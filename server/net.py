@@ -5,6 +5,17 @@ sans-IO parser, hands the events to its subclass (``on_header``,
 ``on_element``), writes serialised elements, upgrades to TLS, restarts the
 stream, and ends it — politely, or with a stream error (RFC 6120 §4.9), header
 first if none was sent yet. Subclasses say what the stream means.
+
+Stanza rate limit (``c2s.stanza_rate``/``stanza_burst``, ``s2s.…``): every
+top-level element takes a token from the connection's
+:class:`~server.ratelimit.TokenBucket`; when the bucket is empty we stop
+handling — and so stop reading — until the token is earned. This is
+backpressure, as Prosody's mod_limits does it: the peer's bytes wait in
+our bounded read buffer (the StreamReader ``limit``), then in the kernel, then
+in the peer's own send buffer, so a flood costs us at most *rate* stanzas of
+work per second and a bounded amount of memory, while a client that merely
+bursts (a login, a roster sync) loses nothing and sees no error. We never end
+a stream for its rate: on TCP there is no excess to punish, only to slow down.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ import asyncio
 import logging
 import ssl
 
+from .ratelimit import TokenBucket
 from .trace import Tracer
 from .xmpp.errors import StreamError
 from .xmpp.negotiation import TLS_NS
@@ -35,7 +47,8 @@ class StreamConnection:
     max_output = 4 * 1024 * 1024
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                 label: str, max_stanza_size: int, max_depth: int):
+                 label: str, max_stanza_size: int, max_depth: int,
+                 stanza_rate: float = 0.0, stanza_burst: int = 1):
         self.reader = reader
         self.writer = writer
         self.max_stanza_size = max_stanza_size
@@ -44,6 +57,10 @@ class StreamConnection:
         self.parser = self.new_parser()
         self.header_sent = False
         self.closing = False
+        #: stanzas per second this peer may make us handle (None: no limit)
+        self.bucket = TokenBucket(stanza_rate, stanza_burst) if stanza_rate > 0 else None
+        self._throttled = False             # logged once per connection
+        self._tls_handshake = False         # a STARTTLS handshake is under way
 
     # -- for subclasses ----------------------------------------------------------------
     def on_header(self, opened: StreamOpened) -> None:
@@ -98,6 +115,9 @@ class StreamConnection:
     async def _handle(self, parser: StreamParser, events: list) -> None:
         for event in events:
             if isinstance(event, Element):
+                await self._pace()
+                if self.closing:
+                    return
                 self.tracer.element("recv", event.element)
                 await self.on_element(event.element)
             elif isinstance(event, StreamOpened):
@@ -109,6 +129,19 @@ class StreamConnection:
                 return
             if self.parser is not parser or self.closing:
                 return      # stream restarted (or closed): the rest belonged to the old one
+
+    async def _pace(self) -> None:
+        """Wait for this element's token (see the module docstring): while we
+        wait, nothing more is read from the peer."""
+        if self.bucket is None:
+            return
+        delay = self.bucket.take()
+        if delay:
+            if not self._throttled:
+                self._throttled = True
+                log.info("%r: more than %g stanzas/s: slowing down its reading",
+                         self, self.bucket.rate)
+            await asyncio.sleep(delay)
 
     def restart(self) -> None:
         """RFC 6120 §4.3.3: a fresh stream on the same connection."""
@@ -144,6 +177,14 @@ class StreamConnection:
         """Send ``<stream:error/>`` and close (RFC 6120 §4.9.1.1)."""
         if self.closing:
             return
+        if self._tls_handshake:
+            # after <proceed/> the peer expects TLS records: XML written now
+            # would be a protocol violation of its own. Just hang up.
+            log.info("%r: %s during the TLS handshake: closing", self, condition)
+            self.closing = True
+            if self.writer.transport is not None:
+                self.writer.transport.abort()
+            return
         if not self.header_sent:
             self.send_header()           # §4.9.1.2: header first, even for errors
         self.send(stream_error(condition, text))
@@ -161,6 +202,14 @@ class StreamConnection:
     def _transport_gone(self) -> bool:
         # after a failed TLS upgrade asyncio can leave the writer without a transport
         return self.writer.transport is None or self.writer.is_closing()
+
+    async def refuse(self, condition: str, text: str) -> None:
+        """Turn a new connection away before reading a byte of it: our header,
+        the stream error and the footer at once, as RFC 6120 §4.9.1.2 has it
+        for errors at stream setup, without waiting for the peer's header."""
+        log.info("%r: refused: %s (%s)", self, condition, text)
+        self.stream_error(condition, text)
+        await self._close_transport()
 
     async def _close_transport(self) -> None:
         if self.writer.transport is None:
@@ -195,6 +244,7 @@ class StreamConnection:
 
     async def upgrade_tls(self, context: ssl.SSLContext, server_hostname: str | None = None) -> bool:
         """Switch to TLS in place (RFC 6120 §5.4.3.3); False if the handshake failed."""
+        self._tls_handshake = True
         try:
             await self.writer.start_tls(context, server_hostname=server_hostname,
                                         ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
@@ -204,4 +254,6 @@ class StreamConnection:
             if not self._transport_gone():
                 self.writer.close()
             return False
-        return True
+        finally:
+            self._tls_handshake = False
+        return not self.closing

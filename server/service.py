@@ -16,6 +16,7 @@ from storage.sqlite import SQLiteStorage
 from .c2s import AuthThrottles, C2SSession
 from .config import Config
 from .hosts import Host
+from .ratelimit import ConnectionCounter
 from .router import Router
 from .tls import ServerTLS, ensure_certificate
 
@@ -30,6 +31,8 @@ class Xferd:
         self.router = Router(self)
         a = config.auth
         self.auth_throttles = AuthThrottles(a.max_failures, a.failure_window, a.max_failures_per_ip)
+        #: live client connections per address (c2s.max_connections_per_ip)
+        self.c2s_per_ip = ConnectionCounter(config.c2s.max_connections_per_ip)
         self.c2s_sessions: set[C2SSession] = set()
         self.tls: ServerTLS | None = None
         self.direct_tls: ServerTLS | None = None

@@ -72,7 +72,9 @@ class XferdProcess:
         self.s2s_port = free_port()
         sections = {
             "server": {"data_dir": "data", "log_level": "debug"},
-            "c2s": {"port": self.c2s_port, "direct_tls_port": self.direct_tls_port},
+            # many clients from 127.0.0.1 (test_limits.py sets its own limits)
+            "c2s": {"port": self.c2s_port, "direct_tls_port": self.direct_tls_port,
+                    "max_connections_per_ip": 1000},
             "s2s": {"port": self.s2s_port, "connect_timeout": 5, "dialback_timeout": 10},
             # the tests log in many times from one address
             "auth": {"scram_iterations": 4096, "max_failures_per_ip": 1000},

@@ -295,3 +295,29 @@ def test_s2s_routes_are_parsed_and_checked(tmp_path):
         load(write(tmp_path, '[s2s.routes]\n"b.test" = { hots = "x" }\n'))
     with pytest.raises(ConfigError, match="nameserver"):
         load(write(tmp_path, '[s2s]\nnameserver = "localhost"\n'))
+
+
+@pytest.mark.parametrize("section,key,value", [("c2s", "stanza_rate", -1),
+                                               ("c2s", "stanza_burst", 0),
+                                               ("c2s", "max_connections_per_ip", -5),
+                                               ("s2s", "stanza_rate", -0.5),
+                                               ("s2s", "stanza_burst", 0),
+                                               ("s2s", "max_connections_per_ip", -1)])
+def test_negative_limits_are_refused(tmp_path, section, key, value):
+    message, path = load_error(tmp_path, f"[{section}]\n{key} = {value}\n")
+    assert str(path) in message and f"{section}.{key}" in message and str(value) in message
+
+
+def test_zero_switches_a_limit_off(tmp_path):
+    config = load(write(tmp_path, "[c2s]\nstanza_rate = 0\nmax_connections_per_ip = 0\n"
+                                  "[s2s]\nstanza_rate = 0\nmax_connections_per_ip = 0\n"))
+    assert config.c2s.stanza_rate == 0.0 and config.c2s.max_connections_per_ip == 0
+    assert config.s2s.stanza_rate == 0.0 and config.s2s.max_connections_per_ip == 0
+
+
+def test_default_limits_leave_room_for_a_normal_client():
+    # a login and roster sync fit in the burst; a stream carrying a whole domain gets more
+    c2s, s2s = C2SConfig(), cfg.S2SConfig()
+    assert c2s.stanza_burst >= 100 and c2s.stanza_rate >= 10
+    assert s2s.stanza_rate > c2s.stanza_rate and s2s.stanza_burst > c2s.stanza_burst
+    assert c2s.max_connections_per_ip >= 10 and s2s.max_connections_per_ip >= 10

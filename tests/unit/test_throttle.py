@@ -1,9 +1,11 @@
-"""Tests for server.throttle.FailureThrottle with a fake clock."""
+"""Tests for the per-peer limits with a fake clock: server.throttle.FailureThrottle
+(failed logins) and server.ratelimit's TokenBucket and ConnectionCounter."""
 
 from __future__ import annotations
 
 import pytest
 
+from server.ratelimit import ConnectionCounter, TokenBucket
 from server.throttle import FailureThrottle
 
 
@@ -194,3 +196,95 @@ def test_expired_keys_are_forgotten(throttle, clock):
 def test_default_clock_is_monotonic():
     import time
     assert FailureThrottle(1, 1).clock is time.monotonic
+
+
+# -- TokenBucket: stanzas per second ---------------------------------------------------
+
+@pytest.fixture
+def bucket(clock):
+    return TokenBucket(10.0, 5, clock=clock)          # 10/s, 5 at once
+
+
+def test_a_full_bucket_lets_the_burst_through_without_waiting(bucket):
+    assert [bucket.take() for _ in range(5)] == [0.0] * 5
+
+
+def test_beyond_the_burst_each_token_costs_one_interval(bucket):
+    for _ in range(5):
+        bucket.take()
+    assert bucket.take() == pytest.approx(0.1)        # the 6th: wait 1/rate
+    assert bucket.take() == pytest.approx(0.2)        # a caller that did not wait owes more
+
+
+def test_waiting_as_told_gives_exactly_the_rate(bucket, clock):
+    for _ in range(5):
+        bucket.take()
+    taken = 0
+    while clock.now < 1010.0:                         # ten seconds of a flood
+        clock.advance(bucket.take())
+        taken += 1
+    assert taken == pytest.approx(100, abs=1)         # 10/s, nothing more
+
+
+def test_tokens_refill_with_time_but_never_beyond_the_burst(bucket, clock):
+    for _ in range(5):
+        bucket.take()
+    clock.advance(0.301)                              # three tokens earned
+    assert [bucket.take() for _ in range(3)] == [0.0] * 3
+    assert bucket.take() > 0
+    clock.advance(3600)                               # an hour idle: still only 5 at once
+    assert [bucket.take() for _ in range(5)] == [0.0] * 5
+    assert bucket.take() == pytest.approx(0.1)
+
+
+def test_a_slow_sender_never_waits(bucket, clock):
+    for _ in range(1000):
+        assert bucket.take() == 0.0
+        clock.advance(0.1)                            # exactly the rate
+
+
+def test_burst_of_one_is_a_plain_rate(clock):
+    bucket = TokenBucket(2.0, 1, clock=clock)
+    assert bucket.take() == 0.0
+    assert bucket.take() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("rate,burst", [(0, 5), (-1, 5), (10, 0), (10, 0.5)])
+def test_a_bucket_needs_a_positive_rate_and_a_whole_stanza(rate, burst):
+    with pytest.raises(ValueError):
+        TokenBucket(rate, burst)
+
+
+# -- ConnectionCounter: live connections per address -----------------------------------
+
+def test_connections_beyond_the_limit_are_refused_per_address():
+    counter = ConnectionCounter(2)
+    assert counter.open("192.0.2.1") and counter.open("192.0.2.1")
+    assert not counter.open("192.0.2.1")
+    assert counter.open("192.0.2.2")                 # another address is not affected
+    assert counter.count("192.0.2.1") == 2
+
+
+def test_a_refused_connection_is_not_counted_and_closing_frees_a_place():
+    counter = ConnectionCounter(1)
+    assert counter.open("a")
+    assert not counter.open("a")
+    assert not counter.open("a")
+    counter.close("a")                               # the one that was let in
+    assert counter.count("a") == 0
+    assert counter.open("a")
+
+
+def test_addresses_without_connections_are_forgotten():
+    counter = ConnectionCounter(5)
+    for i in range(100):
+        counter.open(f"198.51.100.{i}")
+    for i in range(100):
+        counter.close(f"198.51.100.{i}")
+    assert len(counter) == 0
+
+
+def test_limit_zero_means_no_limit():
+    counter = ConnectionCounter(0)
+    assert all(counter.open("a") for _ in range(10_000))
+    assert counter.count("a") == 10_000

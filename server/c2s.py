@@ -209,9 +209,21 @@ class C2SSession(StreamConnection):
             if self.server.auth_throttles.by_account.blocked(self._account_key(step.username)):
                 raise sasl.SaslFailure("temporary-auth-failure",
                                        "too many failed attempts; try again later")
-            creds = await self.server.storage.get_credentials(
-                self.host.domain, step.username, self.mechanism.wants)
+            storage = self.server.storage
+            creds = await storage.get_credentials(self.host.domain, step.username,
+                                                  self.mechanism.wants)
+            if creds is None and isinstance(self.mechanism, sasl.PlainServer):
+                # imported from a server that kept SCRAM-SHA-1 keys only (Prosody
+                # 0.12): PLAIN can still check the password, and add the others
+                creds = await storage.get_credentials(self.host.domain, step.username,
+                                                      "SCRAM-SHA-1")
             step = self.mechanism.provide(creds)
+        if isinstance(self.mechanism, sasl.PlainServer) and self.mechanism.upgrade:
+            upgrade = self.mechanism.upgrade
+            await storage.set_credentials(self.host.domain, step.username,
+                                          {creds.mechanism: creds, upgrade.mechanism: upgrade})
+            log.info("%r: %s@%s had no %s keys: added from this PLAIN login", self,
+                     step.username, self.host.domain, upgrade.mechanism)
         if isinstance(step, sasl.Challenge):
             self.phase = Phase.SASL
             self.send(E(f"{{{SASL_NS}}}challenge", text=_b64(step.data)))

@@ -376,6 +376,10 @@ def cmd_import(conf, args) -> int:
     verb = "would import" if args.dry_run else "imported"
     _stderr(f"{verb} {summary.text()}; {summary.skipped} existing accounts skipped, "
             f"{summary.warnings} warnings, in {time.monotonic() - started:.1f} s")
+    if summary.sha1_only:
+        _stderr(f"note: {summary.sha1_only} accounts came with SCRAM-SHA-1 keys only (as "
+                "Prosody keeps them): they log in with SCRAM-SHA-1 or PLAIN, and their first "
+                "PLAIN login (or xferd passwd) adds SCRAM-SHA-256")
     return 0
 
 

@@ -203,10 +203,12 @@ class Summary:
     pep_nodes: int = 0
     pep_items: int = 0
     warnings: int = 0
+    sha1_only: int = 0          # accounts with SCRAM-SHA-1 keys only (Prosody keeps no others)
     skipped_users: list[str] = field(default_factory=list)
 
     def count(self, data: UserData) -> None:
         self.users += 1
+        self.sha1_only += set(data.credentials) == {"SCRAM-SHA-1"}
         self.roster_items += len(data.roster)
         self.pending += len(data.pending_in)
         self.offline += len(data.offline)

@@ -378,6 +378,9 @@ class PlainServer(ServerMechanism):
         self._username = ""
         self._authzid: str | None = None
         self._password: str | None = None
+        #: the *wants* keys, derived from the password when the check had to use
+        #: another mechanism's (an account imported with SCRAM-SHA-1 keys only)
+        self.upgrade: ScramCredentials | None = None
 
     def start(self, initial: bytes | None) -> Step:
         if self._state != "start":
@@ -415,6 +418,8 @@ class PlainServer(ServerMechanism):
             raise SaslFailure("not-authorized")
         if not check_password(password, creds):
             raise SaslFailure("not-authorized")
+        if creds.mechanism != self.wants:
+            self.upgrade = make_credentials(password, self.wants, creds.iterations)
         return Success(self._username, self._authzid, None)
 
 

@@ -153,3 +153,29 @@ async def test_single_user_export_and_bad_files(make_server, tmp_path):
     assert _users(target) == ["dora@localhost", "existing@localhost"]
     dora = await login(target, "dora@localhost/x", "dora-pass", mechanism="SCRAM-SHA-256")
     await dora.close()
+
+
+async def test_account_with_sha1_keys_only_is_upgraded_by_a_plain_login(make_server, tmp_path):
+    """Prosody 0.12 exports SCRAM-SHA-1 keys only: such an account logs in with
+    SCRAM-SHA-1 or PLAIN, and its first PLAIN login adds SCRAM-SHA-256."""
+    old = make_server(start=False)
+    old.adduser("gina@localhost", "gina-pass")
+    out = tmp_path / "gina.xml"
+    assert old.cli("export", "--user", "gina@localhost", "-o", str(out)).returncode == 0
+    text = out.read_text()
+    start = text.index('<scram-credentials xmlns="urn:xmpp:pie:0#scram" '
+                       'mechanism="SCRAM-SHA-256">')
+    end = text.index("</scram-credentials>", start) + len("</scram-credentials>")
+    out.write_text(text[:start] + text[end:])
+
+    new = make_server()
+    done = new.cli("import", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "1 accounts came with SCRAM-SHA-1 keys only" in done.stderr
+    await login(new, "gina@localhost/a", "gina-pass", mechanism="SCRAM-SHA-256",
+                expect="failed_auth")
+    (await login(new, "gina@localhost/b", "gina-pass", mechanism="SCRAM-SHA-1")).disconnect()
+    await login(new, "gina@localhost/c", "wrong", mechanism="PLAIN", expect="failed_auth")
+    (await login(new, "gina@localhost/d", "gina-pass", mechanism="PLAIN")).disconnect()
+    (await login(new, "gina@localhost/e", "gina-pass", mechanism="SCRAM-SHA-256")).disconnect()
+    (await login(new, "gina@localhost/f", "gina-pass", mechanism="SCRAM-SHA-1")).disconnect()

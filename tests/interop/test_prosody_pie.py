@@ -15,10 +15,9 @@ listing PEP items fails), so the migrator is the way to move data.
     a mutual subscription, an outgoing request), a pending inbound request
     and a vCard made by real clients, a PEP nickname; exported by the
     migrator; ``xferd import`` of the files, with no warning; the users log
-    in to xferd with their Prosody passwords and see it all. Over SCRAM-SHA-1
-    only: Prosody 0.12 keeps no other hash, and xferd cannot use these
-    accounts' keys for SCRAM-SHA-256 or PLAIN (which checks SHA-256 keys), so
-    a client choosing either fails until the password is set again.
+    in to xferd with their Prosody passwords and see it all. Prosody 0.12
+    keeps SCRAM-SHA-1 keys only, so SCRAM-SHA-256 fails until the first PLAIN
+    login (checked against the SHA-1 keys) adds the SHA-256 ones.
 (b) xferd → Prosody: the same kind of account made on xferd, ``xferd export
     --user``; (1) the file dropped into the data directory of a Prosody with
     ``storage = "xep0227"``, (2) moved by the migrator into internal storage
@@ -192,6 +191,10 @@ async def test_prosody_users_import_into_xferd(prosody, dns, make_server, tmp_pa
     friend_client = await login(xferd, f"{friend}/y", PASSWORD, mechanism="SCRAM-SHA-1")
     assert (await friend_client.fetch_roster())[user]["subscription"] == "both"
     await friend_client.close()
+    # SHA-1 keys only: SCRAM-SHA-256 fails until a PLAIN login adds its keys
+    await login(xferd, f"{user}/s", PASSWORD, mechanism="SCRAM-SHA-256", expect="failed_auth")
+    (await login(xferd, f"{user}/p", PASSWORD, mechanism="PLAIN")).disconnect()
+    (await login(xferd, f"{user}/s", PASSWORD, mechanism="SCRAM-SHA-256")).disconnect()
 
 
 def xep0227_prosody(workdir, dns_port: int) -> ProsodyProcess:

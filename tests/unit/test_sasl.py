@@ -430,3 +430,17 @@ def test_failure_condition_is_validated():
         SaslFailure("no-such-condition")
     failure = SaslFailure("aborted", "client gave up")
     assert (failure.condition, failure.text, str(failure)) == ("aborted", "client gave up", "aborted: client gave up")
+
+
+def test_plain_checked_against_sha1_keys_derives_the_sha256_ones():
+    sha1 = make_credentials("pencil", "SCRAM-SHA-1", 4096)
+    mech = PlainServer("SCRAM-SHA-256")
+    mech.start(b"\0user\0pencil")
+    assert isinstance(mech.provide(sha1), Success)
+    assert mech.upgrade is not None and mech.upgrade.mechanism == "SCRAM-SHA-256"
+    assert mech.upgrade.iterations == 4096
+    assert check_password("pencil", mech.upgrade) and not check_password("pen", mech.upgrade)
+    same = PlainServer("SCRAM-SHA-256")
+    same.start(b"\0user\0pencil")
+    same.provide(make_credentials("pencil", "SCRAM-SHA-256", 4096))
+    assert same.upgrade is None

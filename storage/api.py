@@ -228,6 +228,7 @@ class UserData:
     private: dict[str, str] = field(default_factory=dict)              # {ns}name → XML
     vcard: str | None = None
     pep: list[tuple[PepNode, list[PepItem]]] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)                   # XEP-0191 blocklist
 
 
 class PortableStore(Protocol):

@@ -31,8 +31,10 @@ tests/interop/test_prosody_pie.py): ejabberd's legacy namespace and
 ``password='scram:…'``; Prosody's pending request written without a
 namespace, its extra account fields as attributes and its ``<query
 version>`` (both ignored), and PEP forms listing unset options with no value.
-What xferd cannot keep (privacy lists, MAM archives, SCRAM-SHA-512 keys) is
-skipped with a warning; so is an account left without usable credentials.
+What xferd cannot keep (privacy rules other than blocking, MAM archives,
+SCRAM-SHA-512 keys) is skipped with a warning; so is an account left
+without usable credentials. The blocklist travels as XEP-0191 §7 has it: a
+default privacy list of JIDs denied everything.
 """
 
 from __future__ import annotations
@@ -83,8 +85,9 @@ _HASH_SIZES = {"SCRAM-SHA-1": hashlib.sha1().digest_size,
 #: ejabberd's hash names in ``password='scram:HASH,…'``
 _LEGACY_HASHES = {"sha": "SCRAM-SHA-1", "sha256": "SCRAM-SHA-256", "sha512": "SCRAM-SHA-512"}
 #: user data that XEP-0227 carries and xferd has no store for: skipped with a warning
-_NOT_KEPT = {f"{{{PRIVACY_NS}}}query": "privacy lists (XEP-0016)",
-             f"{{{PIE_MAM_NS}}}archive": "message archive (XEP-0313)"}
+_NOT_KEPT = {f"{{{PIE_MAM_NS}}}archive": "message archive (XEP-0313)"}
+#: the privacy list our blocklist is exported as (ejabberd's mod_blocking name)
+BLOCKLIST_NAME = "Blocked contacts"
 
 Warn = Callable[[str], None]
 
@@ -165,6 +168,16 @@ def user_element(host: str, username: str, data: UserData):
     if data.vcard is not None:
         user.append(from_text(data.vcard))
 
+    if data.blocked:
+        # XEP-0191 §7 (interaction with privacy lists): blocking a JID is a
+        # default privacy list item denying it everything; named as ejabberd does
+        privacy = add(user, _q(PRIVACY_NS, "query"))
+        add(privacy, _q(PRIVACY_NS, "default"), {"name": BLOCKLIST_NAME})
+        blocks = add(privacy, _q(PRIVACY_NS, "list"), {"name": BLOCKLIST_NAME})
+        for order, jid in enumerate(data.blocked, 1):
+            add(blocks, _q(PRIVACY_NS, "item"), {"type": "jid", "value": jid,
+                                                  "action": "deny", "order": str(order)})
+
     if data.pep:
         owner = add(user, _q(OWNER_NS, "pubsub"))
         for node, _ in data.pep:
@@ -203,6 +216,7 @@ class Summary:
     pep_nodes: int = 0
     pep_items: int = 0
     warnings: int = 0
+    blocked: int = 0
     sha1_only: int = 0          # accounts with SCRAM-SHA-1 keys only (Prosody keeps no others)
     skipped_users: list[str] = field(default_factory=list)
 
@@ -216,12 +230,13 @@ class Summary:
         self.vcards += data.vcard is not None
         self.pep_nodes += len(data.pep)
         self.pep_items += sum(len(items) for _, items in data.pep)
+        self.blocked += len(data.blocked)
 
     def text(self) -> str:
         return (f"{self.users} users ({self.roster_items} roster items, {self.pending} pending "
                 f"subscriptions, {self.offline} offline messages, {self.private} private "
                 f"fragments, {self.vcards} vCards, {self.pep_nodes} PEP nodes with "
-                f"{self.pep_items} items)")
+                f"{self.pep_items} items, {self.blocked} blocked JIDs)")
 
 
 async def export_user(store, host: str, username: str, path: Path) -> Summary:
@@ -440,6 +455,38 @@ def _offline(offline, host: str, data: UserData, where, warn: Warn) -> None:
                              else time.time()))
 
 
+def _privacy(query, data: UserData, where, warn: Warn) -> None:
+    """The blocklist out of XEP-0016 privacy lists (XEP-0191 §7).
+
+    Kept: ``jid``/``deny`` items without children (deny everything) of the
+    default list or of ejabberd's blocking list. Every other list and item
+    has no equivalent here and is skipped with a warning.
+    """
+    default = query.find(_q(PRIVACY_NS, "default"))
+    wanted = {BLOCKLIST_NAME, default.get("name") if default is not None else None}
+    for plist in query.iterfind(_q(PRIVACY_NS, "list")):
+        name = plist.get("name")
+        items = plist.findall(_q(PRIVACY_NS, "item"))
+        if name not in wanted:
+            warn(f"{where(plist)}: skipped privacy list {name!r} ({len(items)} items): "
+                 "xferd keeps only blocking (XEP-0191)")
+            continue
+        for item in items:
+            if item.get("type") == "jid" and item.get("action") == "deny" and len(item) == 0:
+                try:
+                    jid = str(JID.parse(item.get("value") or ""))
+                except JIDError as exc:
+                    raise ValueError(f"blocked JID {item.get('value')!r}: {exc}") from None
+                if jid not in data.blocked:
+                    data.blocked.append(jid)
+            else:
+                rule = " ".join(f"{k}={item.get(k)!r}" for k in ("type", "value", "action")
+                                if item.get(k) is not None)
+                warn(f"{where(item)}: skipped privacy rule ({rule or 'no attributes'}"
+                     f"{', for some stanzas only' if len(item) else ''}) of list {name!r}: "
+                     "xferd keeps only blocking (XEP-0191)")
+
+
 def _form(form) -> dict[str, list[str]]:
     return {f.get("var"): [v.text or "" for v in f.findall(_q(DATA_NS, "value"))]
             for f in form.findall(_q(DATA_NS, "field")) if f.get("var")}
@@ -506,6 +553,8 @@ def parse_user(user, host: str, path, warn: Warn, *, iterations: int = 4096
                         data.private[fragment.tag] = to_text(fragment)
             elif tag == _q(VCARD_NS, "vCard"):
                 data.vcard = to_text(child)
+            elif tag == _q(PRIVACY_NS, "query"):
+                _privacy(child, data, where, warn)
             elif tag == _q(OWNER_NS, "pubsub"):
                 for configure in child.iter(_q(OWNER_NS, "configure")):
                     node = _pep_config(configure, where, warn)

@@ -237,37 +237,45 @@ class SQLiteStorage:
 
     @contextlib.asynccontextmanager
     async def _transaction(self):
-        """One atomic write: BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any error."""
+        """One atomic write: BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any error.
+
+        BEGIN and COMMIT are inside the ``try``: a task cancelled while
+        awaiting either still has it run on aiosqlite's thread, and the
+        ROLLBACK queued behind it must end that transaction, or the writer
+        would stay inside it and refuse every later write."""
         async with self._lock:
             db = self._writer
-            await db.execute("BEGIN IMMEDIATE")
             try:
+                await db.execute("BEGIN IMMEDIATE")
                 yield db
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-            else:
                 await db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(aiosqlite.Error):    # none open: nothing to undo
+                    await db.execute("ROLLBACK")
+                raise
 
     @contextlib.asynccontextmanager
     async def _snapshot(self):
         """Several reads that must agree with each other: one read transaction
-        on the reader connection (WAL gives it a consistent snapshot)."""
+        on the reader connection (WAL gives it a consistent snapshot). As in
+        :meth:`_transaction`, a cancelled BEGIN is still ended, else every
+        later read would see this snapshot."""
         db = self._reader
         async with self._read_lock:
-            await db.execute("BEGIN")
             try:
+                await db.execute("BEGIN")
                 yield db
             finally:
-                await db.execute("COMMIT")
+                with contextlib.suppress(aiosqlite.Error):
+                    await db.execute("COMMIT")
 
+    # Reads are one hop to aiosqlite's thread each (execute_fetchall), not three
+    # (execute, fetch, close): at login every hop is latency for the client.
     async def _fetchone(self, sql: str, params=()):
-        async with self._reader.execute(sql, params) as cur:
-            return await cur.fetchone()
+        return await _one(self._reader, sql, params)
 
     async def _fetchall(self, sql: str, params=()):
-        async with self._reader.execute(sql, params) as cur:
-            return await cur.fetchall()
+        return await _all(self._reader, sql, params)
 
     # -- accounts -------------------------------------------------------------
     async def create_user(self, host: str, username: str,
@@ -508,6 +516,8 @@ class SQLiteStorage:
                     db, "SELECT item_id, payload, published_at FROM pep_items "
                         f"{where} AND node = ? ORDER BY seq", (*key, row[0]))]
                 data.pep.append((_node(row), items))
+            data.blocked = [jid for jid, in await _all(
+                db, f"SELECT jid FROM blocklist {where} ORDER BY jid", key)]
         return data
 
     async def import_user(self, host: str, username: str, data: UserData) -> bool:
@@ -549,6 +559,8 @@ class SQLiteStorage:
             if data.vcard is not None:
                 await db.execute("INSERT INTO vcards (host, username, vcard) VALUES (?, ?, ?)",
                                  (host, username, data.vcard))
+            await db.executemany("INSERT OR IGNORE INTO blocklist (host, username, jid) "
+                                 "VALUES (?, ?, ?)", [(host, username, j) for j in data.blocked])
             for node, items in data.pep:
                 await _upsert_node(db, host, username, node)
                 await db.executemany(
@@ -713,13 +725,12 @@ async def _trim_items(db, host: str, username: str, node: PepNode) -> None:
 
 
 async def _one(db, sql: str, params=()):
-    async with db.execute(sql, params) as cur:
-        return await cur.fetchone()
+    rows = await db.execute_fetchall(sql, params)
+    return rows[0] if rows else None
 
 
 async def _all(db, sql: str, params=()):
-    async with db.execute(sql, params) as cur:
-        return await cur.fetchall()
+    return list(await db.execute_fetchall(sql, params))
 
 
 async def _store_credentials(db, host: str, username: str,

@@ -16,7 +16,8 @@ NICK = "http://jabber.org/protocol/nick"
 
 async def _make_data(server):
     """alice: roster with groups, a pending subscription from carol, an offline
-    message from bob, a vCard, private XML and a PEP node with an item."""
+    message from bob, a vCard, private XML, a PEP node with an item and a
+    blocked JID."""
     alice = await login(server, "alice@localhost/a", "alice-pass")
     error, _ = await ask(alice, "set", "<query xmlns='jabber:iq:roster'><item jid='bob@localhost' "
                                        "name='Bobby'><group>Friends</group><group>Work</group>"
@@ -30,6 +31,8 @@ async def _make_data(server):
     assert (await ask(alice, "set", f"<pubsub xmlns='{PUBSUB}'><publish node='{NICK}'>"
                                     f"<item id='current'><nick xmlns='{NICK}'>Ally</nick></item>"
                                     "</publish></pubsub>"))[0] is None
+    assert (await ask(alice, "set", "<block xmlns='urn:xmpp:blocking'><item "
+                                    "jid='spam@evil.example'/></block>"))[0] is None
     await alice.close()
     carol = await login(server, "carol@localhost/c", "carol-pass")
     carol.send_presence(pto="alice@localhost", ptype="subscribe")
@@ -109,6 +112,9 @@ async def test_round_trip_to_an_empty_server(make_server, tmp_path):
     _, answer = await ask(alice, "get", f"<pubsub xmlns='{PUBSUB}'><items node='{NICK}'/>"
                                         "</pubsub>")
     assert answer.findtext(f".//{{{NICK}}}nick") == "Ally"
+    _, answer = await ask(alice, "get", "<blocklist xmlns='urn:xmpp:blocking'/>")
+    assert [i.get("jid") for i in answer.iter("{urn:xmpp:blocking}item")] == \
+        ["spam@evil.example"]
     await alice.close()
     carol = await login(new, "carol@localhost/x", "carol-pass", mechanism="SCRAM-SHA-1")
     await carol.close()

@@ -100,7 +100,7 @@ def test_legacy_namespace_and_ejabberd_scram_password(tmp_path):
 
 
 def test_unknown_elements_warn_with_line(tmp_path):
-    path = _doc(tmp_path, "<user name='a'>\n<query xmlns='jabber:iq:privacy'/>\n</user>\n"
+    path = _doc(tmp_path, "<user name='a'>\n<query xmlns='jabber:iq:last'/>\n</user>\n"
                           "<strange xmlns='urn:example'/>")
     warnings = []
     users = list(pie.iter_users(path, warn=warnings.append))

@@ -104,7 +104,9 @@ def test_ejabberd_host_export(tmp_path):
           "</offline-messages>"
           "<vCard xmlns='vcard-temp'><FN>Alice Example</FN><NICKNAME>ali</NICKNAME></vCard>"
           "<query xmlns='jabber:iq:privacy'><default name='strict'/><list name='strict'>"
-          "<item action='deny' order='1' type='jid' value='spam@example.net'/></list></query>"
+          "<item action='deny' order='1' type='jid' value='spam@example.net'/>"
+          "<item action='deny' order='2' type='subscription' value='none'>"
+          "<message/></item></list></query>"
           "<query xmlns='jabber:iq:roster'>"
           "<item subscription='both' name='Bob' jid='bob@example.net'><group>Friends</group>"
           "<group>Work</group></item>"
@@ -139,6 +141,8 @@ def test_ejabberd_host_export(tmp_path):
     assert list(data.private) == ["{storage:bookmarks}storage"]
     assert data.pep == []
 
+    assert data.blocked == ["spam@example.net"]     # the default list's deny-all item
+
     _, bob_data = users["bob"]
     assert bob_data.credentials == {} and "<FN>Bob</FN>" in bob_data.vcard
     _, carol_data = users["carol"]
@@ -147,8 +151,8 @@ def test_ejabberd_host_export(tmp_path):
     at = f"{host_file}:1: "                        # ejabberd writes the host file on one line
     assert all(w.startswith(at) for w in warnings), warnings
     assert [w[len(at):] for w in warnings] == [
-        "skipped <query xmlns='jabber:iq:privacy'/> of alice@example.org, the privacy lists "
-        "(XEP-0016) with 2 entries: xferd has no such store",
+        "skipped privacy rule (type='subscription' value='none' action='deny', for some "
+        "stanzas only) of list 'strict': xferd keeps only blocking (XEP-0191)",
         "skipped SCRAM credentials for unsupported mechanism 'SCRAM-SHA-512'",
         "bob@example.org has no credentials xferd can use: nobody can log in until "
         "`xferd passwd bob@example.org`",

@@ -7,7 +7,8 @@ Choices, deliberately:
 * ``synchronous = FULL`` by default: a commit is on disk before we answer, so
   neither ``kill -9`` nor a power cut loses an acknowledged change. ``normal``
   can be configured (survives a process crash, may lose the last commits on
-  power loss).
+  power loss). ``tests/integration/test_crash.py`` SIGKILLs the server and
+  ``xferd import`` in the middle of writes and checks this.
 * One connection writes, behind an asyncio lock, and every write method is one
   ``BEGIN IMMEDIATE … COMMIT`` transaction; another connection reads, so reads
   only ever see committed data.

@@ -219,6 +219,7 @@ async def test_preauthorisation_and_an_unreachable_contact(fed):
     await close_all(old, bob)
 
 
+@pytest.mark.hostile
 async def test_refusals(fed):
     old_jid = account(fed["old.test"], "old.test", "hal")
     new_jid = account(fed["new.test"], "new.test", "hal")
@@ -251,6 +252,7 @@ async def test_refusals(fed):
     await close_all(old, other)
 
 
+@pytest.mark.hostile
 async def test_notice_from_a_user_or_another_domain_is_forbidden(fed, tmp_path):
     bob_jid = account(fed["c.test"], "c.test", "bob")
     old_jid = account(fed["old.test"], "old.test", "jay")
@@ -277,6 +279,7 @@ async def test_notice_from_a_user_or_another_domain_is_forbidden(fed, tmp_path):
     await close_all(bob, old)
 
 
+@pytest.mark.hostile
 async def test_roster_handover_without_authorisation_is_forbidden(fed, tmp_path):
     new_jid = account(fed["new.test"], "new.test", "kim")
     new = await online(fed["new.test"], new_jid)
@@ -299,6 +302,7 @@ async def close_all(*clients):
         await client.close()
 
 
+@pytest.mark.hostile
 async def test_old_server_killed_mid_transfer_resumes_and_completes(fed):
     old_srv = fed["old.test"]
     old_jid = account(old_srv, "old.test", "lou")
@@ -340,6 +344,7 @@ async def test_old_server_killed_mid_transfer_resumes_and_completes(fed):
         await close_all(new, bob, sam)
 
 
+@pytest.mark.hostile
 async def test_failed_hand_over_is_retried_when_the_user_asks_again(fed):
     """D cannot reach the new server → FAILED_PARTIAL; asking again finishes the job."""
     old_srv, new_srv = fed["old.test"], fed["new.test"]

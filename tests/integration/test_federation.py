@@ -120,6 +120,7 @@ class RawServerClient(RawClient):
         return await self.open_s2s(origin, to)
 
 
+@pytest.mark.hostile
 async def test_forged_dialback_key_is_refused(two):
     a, b = two
     raw = await RawServerClient.connect(b.s2s_port)
@@ -133,6 +134,7 @@ async def test_forged_dialback_key_is_refused(two):
     assert await raw.stream_error() == "not-authorized"
 
 
+@pytest.mark.hostile
 async def test_stanzas_before_dialback_are_refused(two):
     _, b = two
     raw = await RawServerClient.connect(b.s2s_port)
@@ -141,6 +143,7 @@ async def test_stanzas_before_dialback_are_refused(two):
     assert await raw.stream_error() == "not-authorized"
 
 
+@pytest.mark.hostile
 async def test_dialback_before_tls_is_refused(two):
     _, b = two
     raw = await RawServerClient.connect(b.s2s_port)
@@ -151,6 +154,7 @@ async def test_dialback_before_tls_is_refused(two):
     assert await raw.stream_error() == "policy-violation"
 
 
+@pytest.mark.hostile
 async def test_unknown_host_on_s2s(two):
     _, b = two
     raw = await RawServerClient.connect(b.s2s_port)
@@ -209,6 +213,7 @@ class FakeAuthority:
             writer.close()
 
 
+@pytest.mark.hostile
 async def test_spoofed_from_domain_is_invalid_from_and_never_delivered(two, tmp_path):
     _, b = two
     bob = await login(b, "bob@b.test/spoof", "pw")
@@ -233,6 +238,7 @@ async def test_spoofed_from_domain_is_invalid_from_and_never_delivered(two, tmp_
     await bob.close()
 
 
+@pytest.mark.hostile
 async def test_authority_saying_invalid_ends_the_stream(two, tmp_path):
     _, b = two
     async with FakeAuthority(b.evil_port, tmp_path, verdict="invalid"):
@@ -243,6 +249,7 @@ async def test_authority_saying_invalid_ends_the_stream(two, tmp_path):
         assert await raw.stream_error() == "not-authorized"
 
 
+@pytest.mark.hostile
 async def test_silent_inbound_stream_times_out(make_server):
     srv = make_server(s2s={"negotiation_timeout": 1})
     raw = await RawServerClient.connect(srv.s2s_port)

@@ -10,6 +10,8 @@ import pytest
 
 from tests.harness import RawClient, header, login
 
+pytestmark = pytest.mark.hostile
+
 BILLION_LAUGHS = (b"<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'>"
                   + b"".join(b"<!ENTITY lol%d '%s'>" % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10)
                              for i in range(1, 10))

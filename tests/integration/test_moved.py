@@ -180,6 +180,7 @@ async def test_new_already_to_becomes_both_without_extra_subscribe(fed):
     await close(old, new, r)
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize("view", ["absent", "none", "to"])
 async def test_no_shared_presence_with_old_means_ordinary_request(fed, view):
     old_jid, new_jid, r_jid, old, new, r = await scenario(
@@ -192,6 +193,7 @@ async def test_no_shared_presence_with_old_means_ordinary_request(fed, view):
     await close(old, new, r)
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize("state_to", [None, "someone@else.test", "alice@new.test/phone"])
 async def test_missing_or_mismatched_statement_means_ordinary_request(fed, state_to):
     old_jid, new_jid, r_jid, old, new, r = await scenario(fed, "from", state_to=state_to)
@@ -201,6 +203,7 @@ async def test_missing_or_mismatched_statement_means_ordinary_request(fed, state
     await close(old, new, r)
 
 
+@pytest.mark.hostile
 async def test_presence_model_statement_and_a_from_only_contact(fed):
     # R only shares presence with old ('from'): old does not share with R, so a
     # 'presence' node refuses R (not-authorized) → ordinary request
@@ -255,6 +258,7 @@ class Proxy:
         writer.close()
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize("failure", ["dead", "silent"])
 async def test_unreachable_old_server_means_ordinary_request(fed, failure):
     gone = fed["gone.test"]
@@ -324,6 +328,7 @@ async def test_old_account_on_the_contacts_own_server(fed):
     await close(old, new, r)
 
 
+@pytest.mark.hostile
 async def test_second_notice_is_ignored(fed):
     old_jid, new_jid, r_jid, old, new, r = await scenario(fed, "from")
     notice(new, r_jid, old_jid)

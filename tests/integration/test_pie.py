@@ -8,6 +8,8 @@ import filecmp
 import os
 import stat
 
+import pytest
+
 from tests.harness import ask, login
 
 PUBSUB = "http://jabber.org/protocol/pubsub"
@@ -121,6 +123,7 @@ async def test_round_trip_to_an_empty_server(make_server, tmp_path):
     await login(new, "alice@localhost/y", "wrong", expect="failed_auth")
 
 
+@pytest.mark.hostile            # a bad file changes nothing (issue 9's section)
 async def test_single_user_export_and_bad_files(make_server, tmp_path):
     old = make_server(start=False)
     old.adduser("dora@localhost", "dora-pass")

@@ -47,6 +47,7 @@ async def test_delete_cascades_to_credentials(store, tmp_path):
     db.close()
 
 
+@pytest.mark.hostile
 async def test_failed_write_leaves_nothing_behind(store):
     creds = make_all_credentials("pw")
     bad = {"SCRAM-SHA-1": creds["SCRAM-SHA-256"]}        # filed under the wrong name

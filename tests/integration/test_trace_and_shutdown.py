@@ -3,6 +3,8 @@
 import asyncio
 import base64
 
+import pytest
+
 from tests.harness import RawClient, login
 
 
@@ -41,6 +43,7 @@ async def test_no_trace_by_default(server):
     assert "xferd.trace" not in server.log()
 
 
+@pytest.mark.hostile
 async def test_sigterm_closes_streams_with_system_shutdown_and_exits_0(make_server):
     srv = make_server()
     srv.adduser("vic@localhost", "vic-pass")

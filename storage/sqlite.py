@@ -345,12 +345,14 @@ class SQLiteStorage:
 
     # -- rosters (RFC 6121) --------------------------------------------------------
     async def get_roster(self, host: str, username: str) -> tuple[int, dict[str, RosterItem]]:
-        async with self._snapshot() as db:
-            row = await _one(db, "SELECT version FROM roster_versions "
-                                 "WHERE host = ? AND username = ?", (host, username))
-            rows = await _all(db, f"SELECT {_ITEM_COLUMNS} FROM roster_items "
-                                  "WHERE host = ? AND username = ? ORDER BY jid", (host, username))
-        return (row[0] if row else 0), {r[0]: _item(r) for r in rows}
+        # version and items in one statement: one snapshot, one hop (read at every login)
+        rows = await self._fetchall(
+            "SELECT version, NULL, NULL, NULL, NULL, NULL, NULL FROM roster_versions "
+            "WHERE host = ? AND username = ? UNION ALL "
+            f"SELECT NULL, {_ITEM_COLUMNS} FROM roster_items WHERE host = ? AND username = ? "
+            "ORDER BY 2", (host, username, host, username))
+        version = rows[0][0] if rows and rows[0][1] is None else 0
+        return version, {r[1]: _item(r[1:]) for r in rows if r[1] is not None}
 
     async def get_roster_item(self, host: str, username: str, jid: str) -> RosterItem | None:
         row = await self._fetchone(f"SELECT {_ITEM_COLUMNS} FROM roster_items "
@@ -369,11 +371,10 @@ class SQLiteStorage:
         async with self._transaction() as db:
             for jid, item, pending_in in changes:
                 await _write_roster_change(db, host, username, jid, item, pending_in)
-            await db.execute("INSERT INTO roster_versions (host, username, version) "
-                             "VALUES (?, ?, 1) ON CONFLICT (host, username) "
-                             "DO UPDATE SET version = version + 1", (host, username))
-            row = await _one(db, "SELECT version FROM roster_versions WHERE host = ? "
-                                 "AND username = ?", (host, username))
+            row = await _one(db, "INSERT INTO roster_versions (host, username, version) "
+                                 "VALUES (?, ?, 1) ON CONFLICT (host, username) "
+                                 "DO UPDATE SET version = version + 1 RETURNING version",
+                             (host, username))
         return row[0]
 
     async def get_pending_in(self, host: str, username: str) -> dict[str, str]:

@@ -58,18 +58,22 @@ def _clone(stanza, **attrs):
 def setup(host) -> None:
     storage = host.storage
 
-    async def contacts(user: str, subscriptions: tuple[str, ...]) -> list[str]:
-        _, items = await storage.get_roster(host.domain, user)
+    async def roster(user: str) -> dict:
+        return (await storage.get_roster(host.domain, user))[1]
+
+    def contacts(items: dict, subscriptions: tuple[str, ...]) -> list[str]:
         return [jid for jid, item in items.items() if item.subscription in subscriptions]
 
-    async def broadcast(session, stanza, extra: set[str] = frozenset()) -> None:
+    async def broadcast(session, stanza, extra: set[str] = frozenset(), items=None) -> None:
         """Send *stanza* (from the session) to the user's other resources and
         to every contact that shares the user's presence (plus *extra*)."""
         user = session.jid.local
         for other in host.user_sessions(user).values():
             if other is not session and other.available:
                 other.send(_clone(stanza, to=str(other.jid)))
-        audience = set(await contacts(user, SHARES)) | set(extra)
+        if items is None:
+            items = await roster(user)
+        audience = set(contacts(items, SHARES)) | set(extra)
         for contact in sorted(audience):
             await host.server.router.route(_clone(stanza, to=contact))
 
@@ -91,9 +95,10 @@ def setup(host) -> None:
         initial = not session.available
         session.presence = _clone(stanza, to=None)
         session.priority = _priority(stanza)
-        await broadcast(session, stanza)
+        items = await roster(session.jid.local)         # read once for both steps
+        await broadcast(session, stanza, items=items)
         if initial:
-            await initial_presence(session)
+            await initial_presence(session, items)
         return True
 
     def directed(session, to, kind) -> None:
@@ -103,10 +108,10 @@ def setup(host) -> None:
         else:
             session.directed.discard(target)
 
-    async def initial_presence(session) -> None:
+    async def initial_presence(session, items: dict) -> None:
         user = session.jid.local
         bare = f"{user}@{host.domain}"
-        for contact in await contacts(user, SEES):
+        for contact in contacts(items, SEES):
             await host.server.router.route(
                 E(PRESENCE, {"type": "probe", "from": bare, "to": contact}))
         for other in host.user_sessions(user).values():

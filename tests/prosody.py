@@ -24,6 +24,7 @@ import socket
 import socketserver
 import struct
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -37,6 +38,10 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import pytest
+
+# one Lua literal writer for the tests and the benchmark (scripts/lib/bench)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "lib"))
+from bench.prosody_server import lua  # noqa: E402
 
 from server.tls import generate_self_signed
 from tests.harness import free_port
@@ -173,22 +178,6 @@ class DNSResponder:
 
 
 # -- Prosody -----------------------------------------------------------------------------
-
-def lua(value) -> str:
-    """A Python value as a Lua literal (str, int, bool, list, dict)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, (str, Path)):
-        text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'"{text}"'
-    if isinstance(value, (list, tuple)):
-        return "{ " + "; ".join(lua(v) for v in value) + " }"
-    if isinstance(value, dict):
-        return "{ " + "; ".join(f"[{lua(k)}] = {lua(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"no Lua literal for {value!r}")
-
 
 #: loaded on every host besides what Prosody always loads (posix, presence,
 #: message, iq, offline, c2s, s2s, s2s_auth_certs — core/modulemanager.lua)

@@ -1,15 +1,49 @@
-"""Run the benchmark: ``scripts/bench [--quick] [--scenarios login,messages] …``.
+"""Run the benchmark: ``scripts/bench [--quick] [--scenarios LIST] [--no-prosody] …``.
 
-One server at a time (xferd, then Prosody), each started fresh on loopback with
-its own temporary config and data, N accounts, then:
+xferd and Prosody (Debian's package) are started by the script on loopback,
+each with a temporary config and data dir, and measured by the same load
+generator (one asyncio process, raw sockets + TLS, standard XMPP only) in the
+same run. Every figure is reported for both servers with the ratio
+xferd/Prosody; the load generator's own CPU is reported beside the phases.
 
-login     N clients log in (STARTTLS, SCRAM-SHA-1, bind, initial presence),
-          at most --concurrency at a time: logins/s, p50/p99 latency.
-messages  the N online clients each send M messages to the next one, closed
-          loop with --window in flight per sender: delivered msgs/s, p50/p99
-          latency, server CPU seconds per 1000 messages (/proc/PID/stat).
+Scenarios (--scenarios, comma-separated; default all):
 
-The load generator's own CPU (getrusage) is reported beside each phase.
+  login      N clients connect, STARTTLS, SCRAM-SHA-1, bind, initial presence,
+             --concurrency at a time: logins/s, p50/p99 login latency.
+  messages   the N online clients each send M messages to the next one, closed
+             loop, --window in flight per sender: delivered msgs/s, p50/p99
+             latency, server CPU s per 1000 messages. Then paced (open loop):
+             --pace-rate msgs/s on a fixed schedule for --pace-seconds: p50/p99
+             latency counted from when each message was due.
+  idle       K idle authenticated connections (--idle K) on a fresh server:
+             server RSS per connection ((RSS after − before) / K). RLIMIT_NOFILE
+             is raised soft→hard; if K does not fit, the K reached is reported.
+  roster     a user with R roster items (--roster R, put into storage before
+             the run) logs in and fetches the roster: time and bytes.
+  migration  mover@old.test → mover@new.test with C contacts (--contacts C)
+             over two contacts' servers: XEP-0283 (xferd migrate; Prosody row
+             only with mod_auto_moved installed) and XEP-0015 (xferd transfer,
+             xferd only): wall time until every contact's roster shows the new
+             JID.
+
+login/messages (and the roster fetch) are repeated (--repeats, default 3; the
+servers alternate) and reported as median with the min–max spread, because a
+single run varies by ±30 %. idle and migration run once.
+
+Fairness: both servers get the same SCRAM iteration count and the same
+accounts (one salt for all, so the client's PBKDF2 is cached and the generator
+stays light). xferd's per-address/per-connection c2s limits are switched off
+(every client comes from 127.0.0.1; Prosody 0.12 without mod_limits has none);
+its storage keeps the default durability (synchronous=full; Prosody's files are
+not fsynced). Prosody runs with network_backend=epoll. In the migration runs the
+contacts' xferd servers get moved.max_per_minute >= C (the default 60 per old
+JID per minute sends every further contact a manual request instead).
+
+Output: a table on stdout, one JSON document (machine, versions, parameters,
+every figure and every repeat) and a PNG chart of the ratios, by default
+bench-results/bench-YYYYmmdd-HHMMSS.{json,png} under the current directory
+(--json/--chart/--out-dir to change). --quick finishes in under 2 minutes,
+the full run in under 15 (2 vCPUs).
 """
 
 from __future__ import annotations
@@ -18,188 +52,341 @@ import argparse
 import asyncio
 import os
 import platform
-import resource
+import ssl
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from lxml import etree
 
-from . import report
-from .loadgen import client_context, exchange, login_all
-from .servers import (DOMAIN, ProsodyServer, XferdServer, cpu_seconds, prosody_default_iterations,
-                      prosody_installed, prosody_version)
+from . import chart, idle, login, messages, migration, prosody_server, report, roster
+from .procs import raise_fd_limit
+from .prosody_server import ProsodyServer
+from .seed import plain
+from .xferd_server import XferdServer, limits_off, xferd_version
 
-SCENARIOS = ("login", "messages")
-PASSWORD = "bench-password"
-QUICK = {"clients": 200, "messages": 50}
-FULL = {"clients": 500, "messages": 100}
+SCENARIOS = ("login", "messages", "idle", "roster", "migration")
+PASSWORD = login.PASSWORD
+QUICK = {"clients": 200, "messages": 50, "pace_seconds": 2.0, "idle": 500, "roster": 1000,
+         "contacts": 200}
+FULL = {"clients": 500, "messages": 100, "pace_seconds": 10.0, "idle": 10000, "roster": 5000,
+        "contacts": 2000}
+INSTALL_HINT = ("Install it (Debian/Ubuntu: apt-get install prosody prosody-modules) or pass "
+                "--no-prosody to measure xferd alone.")
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help=f"small run, under 2 minutes ({QUICK['clients']} clients × "
-                        f"{QUICK['messages']} messages unless given)")
+                   help="small sizes, under 2 minutes: " +
+                        ", ".join(f"{k}={v:g}" for k, v in QUICK.items()))
     p.add_argument("--scenarios", default=",".join(SCENARIOS),
-                   help="comma-separated: login,messages (default: all)")
-    p.add_argument("--clients", type=int, help=f"N (default {FULL['clients']})")
+                   help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)")
+    p.add_argument("--clients", type=int, help=f"N, login/messages (default {FULL['clients']})")
     p.add_argument("--messages", type=int, help=f"M per client (default {FULL['messages']})")
-    p.add_argument("--window", type=int, default=10, help="messages in flight per sender")
-    p.add_argument("--concurrency", type=int, default=20, help="logins negotiated at once")
+    p.add_argument("--window", type=int, default=10, help="messages in flight per sender "
+                                                          "(closed loop; default 10)")
+    p.add_argument("--pace-rate", type=float, default=1000.0,
+                   help="paced phase, messages per second over all senders (default 1000; "
+                        "0 skips the paced phase)")
+    p.add_argument("--pace-seconds", type=float,
+                   help=f"paced phase length (default {FULL['pace_seconds']:g})")
+    p.add_argument("--concurrency", type=int, default=20,
+                   help="logins negotiated at once (default 20; the idle ramp-up uses "
+                        "at least 50)")
+    p.add_argument("--idle", type=int, metavar="K",
+                   help=f"idle connections (default {FULL['idle']})")
+    p.add_argument("--roster", type=int, metavar="R",
+                   help=f"roster items (default {FULL['roster']})")
+    p.add_argument("--contacts", type=int, metavar="C",
+                   help=f"contacts of the moving account (default {FULL['contacts']})")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="repeats of login/messages/roster (default 3)")
     p.add_argument("--iterations", type=int,
                    help="SCRAM iteration count for both servers (default: Prosody's "
                         "internal_hashed default)")
     p.add_argument("--no-prosody", action="store_true", help="measure xferd only")
+    p.add_argument("--prosody-plugin-path", action="append", default=[], metavar="DIR",
+                   help="extra Prosody module directory (e.g. holding mod_auto_moved.lua "
+                        "for the migration scenario's Prosody row); repeatable")
+    p.add_argument("--workdir", metavar="DIR",
+                   help="keep the servers' configs, data and logs here (default: a "
+                        "temporary directory, removed at the end)")
+    p.add_argument("--out-dir", default="bench-results",
+                   help="where the JSON and PNG go by default (default ./bench-results)")
     p.add_argument("--json", metavar="FILE", help="write the JSON document here")
+    p.add_argument("--chart", metavar="FILE", help="write the PNG chart here")
     args = p.parse_args(argv)
     size = QUICK if args.quick else FULL
-    args.clients = args.clients or size["clients"]
-    args.messages = args.messages or size["messages"]
+    for key in ("clients", "messages", "pace_seconds", "idle", "roster", "contacts"):
+        if getattr(args, key) is None:
+            setattr(args, key, size[key])
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
         p.error(f"unknown scenario(s): {', '.join(sorted(unknown))}; known: {', '.join(SCENARIOS)}")
     if args.clients < 2:
         p.error("--clients must be at least 2")
+    if min(args.repeats, args.idle, args.roster, args.contacts, args.messages) < 1:
+        p.error("--repeats, --idle, --roster, --contacts and --messages must be at least 1")
+    args.prosody_plugin_path = [Path(d) for d in args.prosody_plugin_path]
     return args
 
 
-def _self_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+class Bench:
+    """One run: the servers to compare, what they measured, what went wrong."""
+
+    def __init__(self, args, tmp: Path, iterations: int):
+        self.args, self.tmp, self.iterations = args, tmp, iterations
+        self.kinds = ["xferd"] + ([] if args.no_prosody else ["prosody"])
+        self.results: dict = {"xferd": {"version": xferd_version()}}
+        if "prosody" in self.kinds:
+            self.results["prosody"] = {"version": prosody_server.version() or "unknown"}
+        self.failed = False
+
+    def make(self, kind: str, name: str):
+        folder = self.tmp / f"{name}-{kind}"
+        if kind == "xferd":
+            return XferdServer(folder, self.iterations)
+        return ProsodyServer(folder, self.iterations)
+
+    def failure(self, kind: str, section: str, server, exc: BaseException) -> None:
+        self.failed = True
+        traceback.print_exc()
+        if server is not None:
+            print(f"--- {kind} log tail ---\n{server.log()}", file=sys.stderr)
+        self.results[kind][section] = {"skipped": f"failed: {type(exc).__name__}: {exc}"}
+
+    # -- login, messages, paced, roster: one server per kind, repeats alternating ----------
+    def core(self) -> None:
+        args = self.args
+        chosen = set(args.scenarios)
+        servers = {}
+        try:
+            for kind in self.kinds:
+                server = self.make(kind, "core")
+                seeded = plain(server.domain, login.users(args.clients)) \
+                    if chosen & {"login", "messages"} else []
+                if "roster" in chosen:
+                    seeded.append(roster.account(server.domain, args.roster))
+                server.seed(seeded, PASSWORD)
+                server.spawn()
+                servers[kind] = server
+            for server in servers.values():
+                server.wait_ready()
+            runs: dict = {kind: {} for kind in self.kinds}
+            phases = []
+            if chosen & {"login", "messages"}:
+                sections = [x for x in ("login", "messages") if x in chosen]
+                if "messages" in chosen and args.pace_rate > 0:
+                    sections.append("paced")
+                phases.append((self.core_repeat, sections))
+            if "roster" in chosen:
+                phases.append((self.roster_repeat, ["roster"]))
+            for phase, sections in phases:
+                for r in range(args.repeats):
+                    order = self.kinds if r % 2 == 0 else self.kinds[::-1]
+                    for kind in order:
+                        server = servers[kind]
+                        print(f"{kind}: {'/'.join(sections)}, repeat {r + 1}/{args.repeats} "
+                              f"(pid {server.pid})", file=sys.stderr)
+                        try:
+                            figures = asyncio.run(phase(server))
+                        except Exception as exc:      # noqa: BLE001 — reported, run goes on
+                            for section in sections:
+                                self.failure(kind, section, server, exc)
+                            continue
+                        for section, value in figures.items():
+                            runs[kind].setdefault(section, []).append(value)
+            for kind in self.kinds:
+                for section, values in runs[kind].items():
+                    if "skipped" not in self.results[kind].get(section, {}):
+                        self.results[kind][section] = report.summarise(values)
+        finally:
+            for server in servers.values():
+                server.stop()
+
+    async def core_repeat(self, server) -> dict:
+        args, chosen = self.args, set(self.args.scenarios)
+        out = {}
+        if chosen & {"login", "messages"}:
+            figures, logins = await login.measure(server, args.clients, args.concurrency)
+            if "login" in chosen:
+                out["login"] = figures
+            try:
+                if "messages" in chosen:
+                    if len(logins.clients) < 2:
+                        raise RuntimeError(f"{server.name}: fewer than two clients logged in")
+                    out["messages"] = await messages.measure_closed(
+                        server.pid, logins.clients, args.messages, args.window)
+                    if args.pace_rate > 0:
+                        out["paced"] = await messages.measure_paced(
+                            server.pid, logins.clients, args.pace_rate, args.pace_seconds)
+            finally:
+                await asyncio.gather(*(c.close() for c in logins.clients))
+                await asyncio.sleep(0.5)
+        return out
+
+    async def roster_repeat(self, server) -> dict:
+        return {"roster": await roster.measure(server, PASSWORD, self.args.roster)}
+
+    # -- idle connections: a fresh server each --------------------------------------------------
+    def idle(self) -> None:
+        for kind in self.kinds:
+            server = None
+            try:
+                server = self.make(kind, "idle")
+                server.seed(plain(server.domain, idle.users(self.args.idle)), PASSWORD)
+                server.start()
+                print(f"{kind}: idle, {self.args.idle} connections (pid {server.pid})",
+                      file=sys.stderr)
+                figures = asyncio.run(idle.measure(server, self.args.idle, PASSWORD,
+                                                   max(self.args.concurrency, 50)))
+                self.results[kind]["idle"] = figures
+            except Exception as exc:                  # noqa: BLE001 — reported, run goes on
+                self.failure(kind, "idle", server, exc)
+            finally:
+                if server is not None:
+                    server.stop()
+
+    # -- migration ---------------------------------------------------------------------------------
+    def migration(self) -> None:
+        args = self.args
+        plans = [("xferd", "moved", "migrate"), ("prosody", "moved", "migrate"),
+                 ("xferd", "transfer", "transfer")]
+        for kind, section, command in plans:
+            if kind not in self.kinds:
+                continue
+            if kind == "prosody":
+                why = migration.prosody_unavailable(args.prosody_plugin_path)
+                if why:
+                    print(f"prosody: migration skipped: {why}", file=sys.stderr)
+                    self.results[kind][section] = {"skipped": why}
+                    continue
+            try:
+                self.results[kind][section] = migration.run(
+                    kind, command, self.tmp, args.contacts, self.iterations,
+                    args.prosody_plugin_path)
+            except Exception as exc:                  # noqa: BLE001 — reported, run goes on
+                self.failure(kind, section, None, exc)
+        if "prosody" in self.kinds:
+            self.results["prosody"]["transfer"] = {
+                "skipped": "Prosody has no XEP-0015 account transfer"}
 
 
-def _ms(seconds):
-    return None if seconds is None else round(seconds * 1000, 3)
+def machine(args) -> dict:
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_mb": _memory_mb(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "lxml": ".".join(map(str, etree.LXML_VERSION)),
+        "libxml2": ".".join(map(str, etree.LIBXML_VERSION)),
+        "openssl": ssl.OPENSSL_VERSION,
+        "prosody": None if args.no_prosody else prosody_server.version(),
+        "loadavg_at_start": list(os.getloadavg()),
+    }
 
 
-async def measure(server, args) -> dict:
-    users = [f"bench{i}" for i in range(args.clients)]
-    tls = client_context(server.cert)
-    pid = server.proc.pid
-    figures: dict = {}
-
-    cpu0, self0 = cpu_seconds(pid), _self_cpu()
-    logins = await login_all("127.0.0.1", server.c2s_port, DOMAIN, users, PASSWORD, tls,
-                             concurrency=args.concurrency)
-    cpu1, self1 = cpu_seconds(pid), _self_cpu()
-    if logins.errors:
-        print(f"{server.name}: {len(logins.errors)} login(s) failed, first: {logins.errors[0]}",
-              file=sys.stderr)
-    if "login" in args.scenarios:
-        ok = len(logins.latencies)
-        figures["login"] = {
-            "attempted": len(users), "succeeded": ok, "failed": len(logins.errors),
-            "wall_s": round(logins.wall, 4),
-            "logins_per_s": round(ok / logins.wall, 2) if logins.wall else None,
-            "p50_ms": _ms(report.median(logins.latencies)),
-            "p99_ms": _ms(report.percentile(logins.latencies, 99)),
-            "server_cpu_s": round(cpu1 - cpu0, 3),
-            "loadgen_cpu_s": round(self1 - self0, 3),
-            "loadgen_cpu_pct": round(100 * (self1 - self0) / logins.wall, 1),
-            "errors": logins.errors[:5],
-        }
-
-    if "messages" in args.scenarios:
-        clients = logins.clients
-        if len(clients) < 2:
-            raise RuntimeError(f"{server.name}: fewer than two clients logged in")
-        total = len(clients) * args.messages
-        cpu0, self0 = cpu_seconds(pid), _self_cpu()
-        result = await exchange(clients, args.messages, window=args.window,
-                                timeout=max(30.0, total / 200))
-        cpu1, self1 = cpu_seconds(pid), _self_cpu()
-        lat = [ns / 1e9 for ns in result.latencies_ns]
-        figures["messages"] = {
-            "senders": len(clients), "per_sender": args.messages, "window": args.window,
-            "sent": result.sent, "delivered": result.delivered, "expected": total,
-            "timed_out": result.timed_out,
-            "wall_s": round(result.wall, 4),
-            "msgs_per_s": round(result.delivered / result.wall, 1) if result.wall else None,
-            "p50_ms": _ms(report.median(lat)),
-            "p99_ms": _ms(report.percentile(lat, 99)),
-            "server_cpu_s": round(cpu1 - cpu0, 3),
-            "server_cpu_s_per_1000": (round(1000 * (cpu1 - cpu0) / result.delivered, 4)
-                                      if result.delivered else None),
-            "loadgen_cpu_s": round(self1 - self0, 3),
-            "loadgen_cpu_pct": round(100 * (self1 - self0) / result.wall, 1),
-            "loadgen_cpu_us_per_msg": (round(1e6 * (self1 - self0) / result.delivered, 1)
-                                       if result.delivered else None),
-        }
-        if result.timed_out:
-            print(f"{server.name}: only {result.delivered} of {total} messages delivered "
-                  "before the timeout", file=sys.stderr)
-
-    await asyncio.gather(*(c.close() for c in logins.clients))
-    return figures
-
-
-def run_server(server, args) -> dict:
-    server.add_users([f"bench{i}" for i in range(args.clients)], PASSWORD)
-    server.start()
-    print(f"{server.name}: measuring (pid {server.proc.pid}, port {server.c2s_port})",
-          file=sys.stderr)
+def _cpu_model() -> str | None:
     try:
-        figures = asyncio.run(measure(server, args))
-    except Exception:
-        print(f"--- {server.name} log tail ---\n{server.log()}", file=sys.stderr)
-        raise
-    finally:
-        server.stop()
-    figures["version"] = server.version()
-    return figures
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _memory_mb() -> int | None:
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return None
+
+
+def output_paths(args, started: float) -> tuple[Path, Path]:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
+    out = Path(args.out_dir)
+    json_path = Path(args.json) if args.json else out / f"bench-{stamp}.json"
+    chart_path = Path(args.chart) if args.chart else json_path.with_suffix(".png")
+    return json_path, chart_path
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if not args.no_prosody and not prosody_installed():
+    if not args.no_prosody and not prosody_server.installed():
         print("scripts/bench: prosody is not installed, so there is nothing to compare "
-              "with.\n  Install it (Debian/Ubuntu: apt-get install prosody) or pass "
-              "--no-prosody to measure xferd alone.", file=sys.stderr)
+              f"with.\n  {INSTALL_HINT}", file=sys.stderr)
         return 2
-    prosody_iterations, iterations_source = prosody_default_iterations()
+    fds = raise_fd_limit()
+    prosody_iterations, iterations_source = prosody_server.default_iterations()
     iterations = args.iterations or prosody_iterations
 
     started = time.time()
-    results: dict = {}
+    facts = machine(args)
     with tempfile.TemporaryDirectory(prefix="xferd-bench-") as tmp:
-        results["xferd"] = run_server(XferdServer(Path(tmp) / "xferd", iterations), args)
-        if not args.no_prosody:
-            results["prosody"] = run_server(ProsodyServer(Path(tmp) / "prosody", iterations),
-                                            args)
+        if args.workdir:
+            tmp = Path(args.workdir).resolve()
+            tmp.mkdir(parents=True, exist_ok=True)
+        bench = Bench(args, Path(tmp), iterations)
+        timings = {}
+        for group, chosen in (("core", {"login", "messages", "roster"}), ("idle", {"idle"}),
+                              ("migration", {"migration"})):
+            if chosen & set(args.scenarios):
+                t = time.monotonic()
+                try:
+                    getattr(bench, group)()
+                except Exception as exc:              # noqa: BLE001 — reported, run goes on
+                    for kind in bench.kinds:
+                        for section in chosen & set(args.scenarios):
+                            bench.failure(kind, section, None, exc)
+                timings[group] = round(time.monotonic() - t, 1)
 
+    ratios, spreads = report.ratios(bench.results)
     document = {
         "benchmark": "xferd scripts/bench",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "duration_s": round(time.time() - started, 1),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "lxml": ".".join(map(str, etree.LXML_VERSION)),
-            "libxml2": ".".join(map(str, etree.LIBXML_VERSION)),
-            "openssl": __import__("ssl").OPENSSL_VERSION,
-            "prosody": None if args.no_prosody else prosody_version(),
-        },
+        "phase_durations_s": timings,
+        "machine": facts,
         "parameters": {
-            "quick": args.quick, "scenarios": args.scenarios, "clients": args.clients,
-            "messages": args.messages, "window": args.window,
-            "login_concurrency": args.concurrency, "mechanism": "SCRAM-SHA-1",
-            "iterations": iterations,
+            "quick": args.quick, "scenarios": args.scenarios, "repeats": args.repeats,
+            "clients": args.clients, "messages": args.messages, "window": args.window,
+            "pace_rate": args.pace_rate, "pace_seconds": args.pace_seconds,
+            "login_concurrency": args.concurrency, "idle_connections": args.idle,
+            "roster_items": args.roster, "contacts": args.contacts,
+            "mechanism": "SCRAM-SHA-1", "iterations": iterations,
             "prosody_default_iterations": prosody_iterations,
             "prosody_default_iterations_source": iterations_source,
-            "tls": "STARTTLS", "transport": "loopback TCP",
+            "tls": "STARTTLS", "transport": "loopback TCP", "fd_limit": fds,
+            "prosody_network_backend": None if args.no_prosody else "epoll",
+            "xferd_limits_off": limits_off(),
         },
-        "results": results,
-        "ratios": report.ratios(results),
+        "results": bench.results,
+        "ratios": ratios,
+        "ratio_spread": spreads,
     }
     print(report.table(document))
-    if args.json:
-        Path(args.json).write_text(report.to_json(document) + "\n")
-    return 0
+    json_path, chart_path = output_paths(args, started)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(report.to_json(document) + "\n")
+    print(f"\nJSON:  {json_path}", file=sys.stderr)
+    try:
+        drawn = chart.write(document, chart_path)
+        print(f"chart: {chart_path}" if drawn else
+              "chart: none (there are no ratios without Prosody)", file=sys.stderr)
+    except ImportError:
+        print("chart: none (matplotlib is missing: pip install -e '.[bench]')", file=sys.stderr)
+    print(f"took {document['duration_s']:.0f} s", file=sys.stderr)
+    return 1 if bench.failed else 0
 
 
 if __name__ == "__main__":

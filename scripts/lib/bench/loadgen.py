@@ -12,11 +12,21 @@ XEP-0199), the same bytes to xferd and to Prosody:
 Message latency is measured inside this one process: the sender writes
 ``time.perf_counter_ns()`` into the body and the receiving client, in the same
 loop, subtracts it from the clock when the stanza is parsed.
+
+The scenarios' own load (message exchange, roster fetch, idle hold) lives in
+the scenario modules; this one only logs clients in.
+
+Memory: asyncio's TLS transport (``asyncio.sslproto.SSLProtocol``, Python 3.11)
+allocates and zero-fills a 256 KiB receive buffer per connection, i.e. 2.5 GB
+for 10,000 idle sessions. The generator lowers that buffer to
+``TLS_READ_BUFFER`` for its own connections (a TLS record carries at most
+16 KiB, so nothing is lost but a little per-read overhead on bulk data).
 """
 
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import base64
 import ssl
 import time
@@ -33,6 +43,12 @@ CLIENT = "jabber:client"
 MESSAGE_TAG = f"{{{CLIENT}}}message"
 BODY_TAG = f"{{{CLIENT}}}body"
 MECHANISM = "SCRAM-SHA-1"
+TLS_READ_BUFFER = 32 * 1024
+#: the parser's stanza size bound (xferd's default is 256 KiB, for what clients send);
+#: a 5,000-item roster answer is larger than that
+MAX_STANZA = 16 * 1024 * 1024
+
+asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER     # this process only
 
 
 class LoginError(Exception):
@@ -57,6 +73,10 @@ class BenchClient:
         self.pending: list = []
         self.jid: str | None = None
         self.reading: asyncio.Task | None = None
+        self.bytes_in = 0                    # plaintext bytes received (after TLS)
+        self.reads = 0                       # reads that returned data, after login
+        #: called as on_message(element, now_ns) for every <message/> once reading
+        self.on_message = None
 
     # -- negotiation ----------------------------------------------------------
 
@@ -65,6 +85,7 @@ class BenchClient:
             data = await self.reader.read(65536)
             if not data:
                 raise LoginError(f"{self.user}: connection closed during login")
+            self.bytes_in += len(data)
             self.pending.extend(self.parser.feed(data))
         return self.pending.pop(0)
 
@@ -75,17 +96,22 @@ class BenchClient:
         return event.element
 
     async def _open_stream(self):
-        self.parser = StreamParser(CLIENT)
+        self.parser = StreamParser(CLIENT, max_stanza_size=MAX_STANZA)
         self.pending.clear()
         self.writer.write(stream_header(to=self.domain).encode())
         if not isinstance(await self._next(), StreamOpened):
             raise LoginError(f"{self.user}: no stream header")
         features = await self._element()
+        if features.tag == f"{{{STREAMS}}}error":
+            conditions = [child.tag.rpartition("}")[2] for child in features]
+            raise LoginError(f"{self.user}: stream error {' '.join(conditions)}")
         if features.tag != f"{{{STREAMS}}}features":
             raise LoginError(f"{self.user}: expected features, got {features.tag}")
         return features
 
-    async def login(self, resource: str = "bench") -> None:
+    async def login(self, resource: str = "bench", *, presence: bool = True) -> None:
+        """Negotiate a session; with *presence*, send initial presence and wait for a
+        ping answer (by then the server has processed the presence too)."""
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         features = await self._open_stream()
         if features.find(f"{{{TLS}}}starttls") is None:
@@ -134,6 +160,8 @@ class BenchClient:
         self.jid = answer.findtext(f"{{{BIND}}}bind/{{{BIND}}}jid")
         if answer.get("type") != "result" or not self.jid:
             raise LoginError(f"{self.user}: bind failed")
+        if not presence:
+            return
         self.writer.write(b"<presence/><iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>")
         while True:                     # the server may send our own presence back first
             el = await self._element()
@@ -144,20 +172,45 @@ class BenchClient:
 
     # -- after login ----------------------------------------------------------
 
-    def start_reading(self, on_message) -> None:
-        """Feed every received ``<message/>`` to *on_message(element, now_ns)*."""
+    async def request(self, xml: str, iq_id: str):
+        """Send an IQ and return the answer with that id (before ``start_reading``)."""
+        self.writer.write(xml.encode())
+        while True:
+            el = await self._element()
+            if el.tag == f"{{{CLIENT}}}iq" and el.get("id") == iq_id:
+                return el
+
+    def start_reading(self) -> None:
+        """From now on, hand every ``<message/>`` to ``self.on_message(element, now_ns)``."""
+        if self.reading is not None:
+            return
+
+        def deliver(events, now):
+            handler = self.on_message
+            for event in events:
+                if handler is not None and isinstance(event, Element) and \
+                        event.element.tag == MESSAGE_TAG:
+                    handler(event.element, now)
+
         async def run():
-            for event in self.pending:
-                if isinstance(event, Element) and event.element.tag == MESSAGE_TAG:
-                    on_message(event.element, time.perf_counter_ns())
+            deliver(self.pending, time.perf_counter_ns())
             self.pending.clear()
             feed, read = self.parser.feed, self.reader.read
             while data := await read(65536):
-                now = time.perf_counter_ns()
-                for event in feed(data):
-                    if isinstance(event, Element) and event.element.tag == MESSAGE_TAG:
-                        on_message(event.element, now)
+                self.bytes_in += len(data)
+                self.reads += 1
+                now = time.perf_counter_ns()            # before parsing, as received
+                deliver(feed(data), now)
         self.reading = asyncio.get_running_loop().create_task(run())
+
+    def hold_idle(self) -> None:
+        """Keep only the connection: drop the parser and anything parsed, to stay cheap.
+
+        What the server sends from now on waits in the stream's buffer (up to its
+        limit, then in the kernel); an idle session gets next to nothing.
+        """
+        self.parser = None
+        self.pending = []
 
     async def close(self) -> None:
         if self.reading is not None:
@@ -175,7 +228,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii") or "="
 
 
-# -- scenarios -------------------------------------------------------------------------
+# -- many clients at once ---------------------------------------------------------------
 
 @dataclass
 class LoginResult:
@@ -186,8 +239,13 @@ class LoginResult:
 
 
 async def login_all(host: str, port: int, domain: str, users: list[str], password: str,
-                    tls: ssl.SSLContext, *, concurrency: int = 20) -> LoginResult:
-    """Log every user in, at most *concurrency* negotiations at a time."""
+                    tls: ssl.SSLContext, *, concurrency: int = 20, presence: bool = True,
+                    idle: bool = False, progress=None) -> LoginResult:
+    """Log every user in, at most *concurrency* negotiations at a time.
+
+    *idle*: keep each session with ``hold_idle`` (for the idle-connections count);
+    *progress(done)* is called every 1000 logins.
+    """
     gate = asyncio.Semaphore(concurrency)
     clients: list[BenchClient | None] = [None] * len(users)
     latencies: list[float] = []
@@ -198,13 +256,17 @@ async def login_all(host: str, port: int, domain: str, users: list[str], passwor
             client = BenchClient(host, port, domain, user, password, tls)
             started = time.perf_counter()
             try:
-                await asyncio.wait_for(client.login(), 30)
+                await asyncio.wait_for(client.login(presence=presence), 60)
             except Exception as exc:                    # noqa: BLE001 — counted, reported
                 errors.append(f"{user}: {type(exc).__name__}: {exc}")
                 await client.close()
                 return
             latencies.append(time.perf_counter() - started)
             clients[i] = client
+            if idle:
+                client.hold_idle()
+            if progress is not None and len(latencies) % 1000 == 0:
+                progress(len(latencies))
 
     started = time.perf_counter()
     await asyncio.gather(*(one(i, u) for i, u in enumerate(users)))
@@ -212,62 +274,3 @@ async def login_all(host: str, port: int, domain: str, users: list[str], passwor
     return LoginResult([c for c in clients if c is not None], latencies, wall, errors)
 
 
-@dataclass
-class MessageResult:
-    sent: int
-    delivered: int
-    latencies_ns: list[int]
-    wall: float                     # first send to last delivery (or timeout)
-    timed_out: bool
-
-
-async def exchange(clients: list[BenchClient], per_sender: int, *, window: int = 10,
-                   timeout: float = 60) -> MessageResult:
-    """Client i sends *per_sender* messages to client i+1's full JID, *window* in flight.
-
-    Closed loop: a sender's next message leaves only when one of its earlier ones
-    has been delivered, so the offered load follows what the server can carry.
-    """
-    n = len(clients)
-    total = n * per_sender
-    windows = [asyncio.Semaphore(window) for _ in range(n)]
-    latencies: list[int] = []
-    done = asyncio.get_running_loop().create_future()
-    sent = 0
-
-    def received(element, now_ns: int) -> None:
-        body = element.findtext(BODY_TAG)
-        if not body:
-            return
-        sender, _, stamp = body.partition(" ")
-        latencies.append(now_ns - int(stamp))
-        windows[int(sender)].release()
-        if len(latencies) == total and not done.done():
-            done.set_result(None)
-
-    for client in clients:
-        client.start_reading(received)
-
-    async def sender(i: int):
-        nonlocal sent
-        to = clients[(i + 1) % n].jid
-        writer, gate = clients[i].writer, windows[i]
-        for k in range(per_sender):
-            await gate.acquire()
-            writer.write(f"<message to='{to}' type='chat' id='m{k}'><body>{i} "
-                         f"{time.perf_counter_ns()}</body></message>".encode())
-            sent += 1
-            if k % window == window - 1:
-                await writer.drain()
-
-    started = time.perf_counter()
-    senders = [asyncio.create_task(sender(i)) for i in range(n)]
-    timed_out = False
-    try:
-        await asyncio.wait_for(asyncio.shield(done), timeout)
-    except asyncio.TimeoutError:
-        timed_out = True
-    wall = time.perf_counter() - started
-    for task in senders:
-        task.cancel()
-    return MessageResult(sent, len(latencies), latencies, wall, timed_out)

@@ -16,6 +16,7 @@ from storage.sqlite import SQLiteStorage
 from .c2s import AuthThrottles, C2SSession
 from .config import Config
 from .hosts import Host
+from .net import small_tls_buffers
 from .ratelimit import ConnectionCounter
 from .router import Router
 from .tls import ServerTLS, ensure_certificate
@@ -44,6 +45,7 @@ class Xferd:
         self._connections: set[asyncio.Task] = set()   # one per client connection
 
     async def start(self) -> None:
+        small_tls_buffers()
         certs = {domain: ensure_certificate(domain, host.config.cert, host.config.key,
                                             self.config.certs_dir)
                  for domain, host in self.hosts.items()}

@@ -11,6 +11,9 @@ Hardening (RFC 6120 §11.1 "restricted XML"):
   XML declaration and white space may precede ``<stream:stream>``. A DOCTYPE,
   and with it every entity declaration ("billion laughs"), is refused with
   ``<restricted-xml/>`` without ever being parsed.
+* Streams are UTF-8 (§11.6): an XML declaration naming another encoding, or
+  bytes that would make libxml2 switch to UTF-16/UCS-4 by autodetection, end
+  the stream with ``<unsupported-encoding/>``.
 * Because no DTD can exist, lxml is free to resolve the five predefined
   entities; any other reference is an undefined entity and libxml2 reports it
   (``<not-well-formed/>``). We deliberately keep ``resolve_entities`` on: with
@@ -21,6 +24,13 @@ Hardening (RFC 6120 §11.1 "restricted XML"):
   ``max_depth`` → ``<policy-violation/>``. Input is fed to lxml in slices so a
   single huge read cannot slip past the size check.
 * Character data between stanzas may only be white space (keepalives).
+
+:meth:`StreamParser.feed` raises nothing but :class:`StreamError`, with one of
+the conditions above (``not-well-formed``, ``restricted-xml``,
+``unsupported-encoding``, ``policy-violation``, ``bad-format``,
+``invalid-namespace``). After that the parser is spent: every later ``feed()``
+raises the same condition again and completes no events. After
+``</stream:stream>`` every ``feed()`` returns nothing.
 
 Serialisation is our own small writer rather than ``lxml.etree.tostring``:
 stanzas detached from the stream would otherwise come out with ``ns0:``
@@ -51,6 +61,7 @@ _XML_DECL = re.compile(rb"\s*(<\?xml\s[^>]*\?>)?\s*")
 _REFERENCE_OR_CDATA = re.compile(
     rb"&(?:(?:amp|lt|gt|quot|apos|#[0-9]{1,7}|#x[0-9a-fA-F]{1,6});)?|<!\[CDATA\[|\]\]>")
 _CARRY = 16                 # longest token above is 11 bytes ("&#x10FFFF;" + 1)
+_ENCODING = re.compile(rb"""\sencoding\s*=\s*(?:'([^']*)'|"([^"]*)")""")
 
 
 @dataclass
@@ -109,6 +120,7 @@ class StreamParser:
         self._slice = max(64, min(_SLICE, max_stanza_size // 8))
         self._carry = b""          # undecided tail for _scan_references
         self._in_cdata = False
+        self._failed: tuple[str, str | None] | None = None   # the error that ended us
         self.closed = False
 
     # -- input ---------------------------------------------------------------
@@ -116,16 +128,19 @@ class StreamParser:
         """Parse *data*; return the events it completes.
 
         Raises StreamError; its ``events`` attribute holds what *data*
-        completed before the error, so a caller can still act on those.
+        completed before the error, so a caller can still act on those. The
+        parser is spent after an error: later calls raise it again.
         """
         if self.closed:
             return []
-        if self._prolog is not None:
-            data = self._check_prolog(data)
-            if not data:
-                return []
+        if self._failed is not None:
+            raise StreamError(*self._failed)
         events: list = []
         try:
+            if self._prolog is not None:
+                data = self._check_prolog(data)
+                if not data:
+                    return events
             bad = self._bad_reference(data)
             good = data if bad is None else data[:bad]
             for start in range(0, len(good), self._slice):
@@ -136,23 +151,48 @@ class StreamParser:
                 raise StreamError("not-well-formed", "'&' must start an entity reference")
         except StreamError as exc:
             exc.events = events
+            self._failed = (exc.condition, exc.text)
             raise
         return events
 
     def _feed_piece(self, piece: bytes, events: list) -> None:
+        """Feed one slice, in up to three parts: up to its last '>', that '>'
+        alone, and the rest. If the lone '>' completes an event (a stanza, the
+        header, the close), libxml2 has consumed every byte before it, so the
+        slice's rest is exactly what follows it: the stanza byte count can
+        rely on that point.
+        """
         before = len(events)
+        gt = piece.rfind(b">")
         try:
-            self._parser.feed(piece)
-            self._collect(events)
+            if gt < 0:
+                self._parser.feed(piece)
+                self._collect(events)
+                boundary = False
+            else:
+                if gt:
+                    self._parser.feed(piece[:gt])
+                    self._collect(events)
+                    if self.closed:
+                        return                  # bytes after </stream:stream> don't matter
+                at_gt = len(events)
+                self._parser.feed(b">")
+                self._collect(events)
+                boundary = len(events) > at_gt
+                if gt + 1 < len(piece) and not self.closed:
+                    self._parser.feed(piece[gt + 1:])
+                    self._collect(events)
         except etree.XMLSyntaxError as exc:
             self._collect(events)               # what parsed before the error
             if self.closed:
                 return                          # bytes after </stream:stream> don't matter
             raise _syntax_error(exc) from None
-        self._count_stanza_bytes(piece, stanza_ended=len(events) > before)
+        self._count_stanza_bytes(piece, gt, boundary=boundary,
+                                 stanza_ended=len(events) > before)
         self._check_root_text()
 
-    def _count_stanza_bytes(self, piece: bytes, *, stanza_ended: bool) -> None:
+    def _count_stanza_bytes(self, piece: bytes, gt: int, *, boundary: bool,
+                            stanza_ended: bool) -> None:
         """Bound the bytes of the stanza being received (RFC 6120 §13.12).
 
         lxml reports no byte offsets, so this counts slices: everything since
@@ -160,11 +200,19 @@ class StreamParser:
         are at most an eighth of the limit, so the count is never more than
         that far off, and a huge start tag is counted before lxml has even
         reported it.
+
+        White space is free only while the parser is known to be between
+        stanzas (the count is 0): right after a slice's last '>' ended a
+        stanza, and until anything else arrives. White space inside an
+        unfinished start tag or attribute value counts like any other byte.
         """
-        if stanza_ended:
-            self._stanza_bytes = len(piece) - piece.rfind(b">") - 1
-        elif self._depth <= 1 and not piece.strip():
-            self._stanza_bytes = 0              # whitespace keepalives
+        if boundary:
+            rest = piece[gt + 1:]
+            self._stanza_bytes = len(rest) if rest.strip() else 0
+        elif stanza_ended:
+            self._stanza_bytes = len(piece)     # the next stanza began in this slice
+        elif self._stanza_bytes == 0 and self._depth <= 1 and not piece.strip():
+            pass                                # whitespace keepalives
         else:
             self._stanza_bytes += len(piece)
         if self._stanza_bytes > self.max_stanza_size:
@@ -196,6 +244,10 @@ class StreamParser:
         """Hold bytes until the root start tag is in sight; refuse DTDs and PIs."""
         buf = self._prolog + data
         m = _XML_DECL.match(buf)
+        if m.group(1):
+            enc = _ENCODING.search(m.group(1))
+            if enc and (enc.group(1) or enc.group(2) or b"").lower() != b"utf-8":
+                raise StreamError("unsupported-encoding", "streams are UTF-8 (RFC 6120 §11.6)")
         rest = buf[m.end():]
         if not rest:
             if len(buf) > _MAX_PROLOG:
@@ -212,6 +264,9 @@ class StreamParser:
         if len(rest) < 2:
             self._prolog = buf
             return b""
+        if rest[1:2] == b"\x00":
+            # '<' NUL is how libxml2 recognises UTF-16LE and UCS-4 input
+            raise StreamError("unsupported-encoding", "streams are UTF-8 (RFC 6120 §11.6)")
         if rest[1:2] in (b"!", b"?"):
             raise StreamError("restricted-xml",
                               "DTDs, comments and processing instructions are not allowed")
@@ -225,6 +280,10 @@ class StreamParser:
                     prefix, uri = obj
                     self._pending_ns[prefix or ""] = uri
             elif kind == "start":
+                if self._depth == 1:
+                    # text before this stanza must not wait for the end of the
+                    # slice: the stanzas after it would be handed out first
+                    self._check_root_text()
                 self._depth += 1
                 if self._depth > self.max_depth:
                     raise StreamError("policy-violation",
@@ -234,13 +293,16 @@ class StreamParser:
             elif kind == "end":
                 self._depth -= 1
                 if self._depth == 1:
-                    if obj.tail is not None and obj.tail.strip():
-                        raise StreamError("bad-format", "character data between stanzas")
+                    tail = obj.tail
                     self._root.remove(obj)
                     obj.tail = None
                     _check_prefixes(obj)
+                    # the stanza arrived whole before the text that follows it
                     out.append(Element(obj))
+                    if tail is not None and tail.strip():
+                        raise StreamError("bad-format", "character data between stanzas")
                 elif self._depth == 0:
+                    self._check_root_text()     # text just before the footer
                     self.closed = True
                     out.append(StreamClosed())
                     return
@@ -251,13 +313,19 @@ class StreamParser:
     def _open(self, root) -> StreamOpened:
         self._root = root
         if root.tag != f"{{{STREAMS_NS}}}stream":
-            if etree.QName(root).localname == "stream":
+            if ":" in root.tag.rpartition("}")[2]:
+                # not etree.QName(): it raises ValueError on such a name
+                raise StreamError("not-well-formed", f"undeclared prefix in <{root.tag}>")
+            if root.tag.rpartition("}")[2] == "stream":
                 raise StreamError("invalid-namespace", "stream element in the wrong namespace")
             raise StreamError("not-well-formed", "first element is not <stream:stream>")
         default_ns = self._pending_ns.get("")
         if default_ns not in self.content_ns:
             raise StreamError("invalid-namespace",
                               f"default namespace must be {' or '.join(self.content_ns)}")
+        for key in root.attrib:
+            if key[0] != "{" and ":" in key:
+                raise StreamError("not-well-formed", f"undeclared prefix in attribute {key}")
         attrs = {}
         for key, value in root.attrib.items():
             if key == f"{{{XML_NS}}}lang":

@@ -324,8 +324,9 @@ class StreamParser:
             raise StreamError("invalid-namespace",
                               f"default namespace must be {' or '.join(self.content_ns)}")
         for key in root.attrib:
-            if key[0] != "{" and ":" in key:
-                raise StreamError("not-well-formed", f"undeclared prefix in attribute {key}")
+            if ":" in key.rpartition("}")[2]:
+                raise StreamError("not-well-formed",
+                                  f"undeclared prefix or no QName in attribute {key}")
         attrs = {}
         for key, value in root.attrib.items():
             if key == f"{{{XML_NS}}}lang":
@@ -348,15 +349,28 @@ class StreamParser:
 
 
 def _check_prefixes(stanza) -> None:
-    """libxml2 only warns about undeclared prefixes and leaves ``foo:bar`` as a
-    plain name; XML namespaces make that a well-formedness error (§4.9.3.13)."""
+    """libxml2 only warns about undeclared prefixes and names that are no
+    QName (``a:``, ``:a``, ``p:b:c``), and keeps them as plain local names
+    with the colon; XML namespaces make that a well-formedness error
+    (§4.9.3.13), and relayed as such it would get our s2s stream torn down.
+
+    A namespace name with a brace in it is no URI either, and it would make
+    the Clark notation ``{uri}local`` ambiguous for every reader of the tag
+    (the serialiser once wrote the part after the first '}' as the name)."""
     for el in stanza.iter():
         tag = el.tag
-        if isinstance(tag, str) and tag[0] != "{" and ":" in tag:
-            raise StreamError("not-well-formed", f"undeclared prefix in <{tag}>")
+        if isinstance(tag, str):
+            if ":" in tag.rpartition("}")[2]:
+                raise StreamError("not-well-formed",
+                                  f"undeclared prefix or no QName in <{tag}>")
+            if tag.count("{") + tag.count("}") > 2:
+                raise StreamError("not-well-formed", f"namespace name is no URI in <{tag}>")
         for key in el.attrib:
-            if key[0] != "{" and ":" in key:
-                raise StreamError("not-well-formed", f"undeclared prefix in attribute {key}")
+            if ":" in key.rpartition("}")[2]:
+                raise StreamError("not-well-formed",
+                                  f"undeclared prefix or no QName in attribute {key}")
+            if key.count("{") + key.count("}") > 2:
+                raise StreamError("not-well-formed", f"namespace name is no URI in {key}")
 
 
 def _syntax_error(exc: etree.XMLSyntaxError) -> StreamError:
@@ -420,7 +434,7 @@ def _write(el, default_ns, stream_ns, rehome_from, prefixes, out) -> None:
             out.append(_escape_text(el.tail))
         return
     if tag[0] == "{":
-        ns, _, local = tag[1:].partition("}")
+        ns, _, local = tag[1:].rpartition("}")     # a local name has no '}'; a URI might
     else:
         ns, local = "", tag
     if ns == rehome_from:
@@ -438,7 +452,7 @@ def _write(el, default_ns, stream_ns, rehome_from, prefixes, out) -> None:
     extra = 0
     for key, value in el.attrib.items():
         if key[0] == "{":
-            ans, _, alocal = key[1:].partition("}")
+            ans, _, alocal = key[1:].rpartition("}")
             if ans == XML_NS:
                 key = "xml:" + alocal
             else:

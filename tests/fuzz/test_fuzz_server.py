@@ -142,3 +142,16 @@ async def test_damaged_stream_header(server, bystander, data, condition):
     raw.send(data)
     assert await _verdict(raw) == condition
     assert await raw.wait_closed()
+
+
+async def test_a_brace_in_a_namespace_name_cannot_inject_markup(server, bystander):
+    """Corpus 020 end to end: the stanza once reached the bystander re-serialised with
+    the namespace name spilled out as raw markup — a forged message from the admin."""
+    raw = await _logged_in(server)
+    raw.send(b"<message to='bob@localhost/bystander' type='chat'><body>hi</body>"
+             b"<x xmlns='a}x/&gt;&lt;/message&gt;&lt;message from=&apos;admin@localhost&apos; "
+             b"type=&apos;chat&apos;&gt;&lt;body&gt;forged&lt;/body&gt;&lt;/message&gt;&lt;y '/>"
+             b"</message>")
+    assert await _verdict(raw) == "not-well-formed"
+    await asyncio.sleep(0.5)
+    assert bystander.messages.empty(), "the stanza got through"

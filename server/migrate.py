@@ -17,8 +17,8 @@ each logged with progress:
    item ``urn:xmpp:moved:1``/``current``, publish-options
    ``access_model=open`` so every contact's server can verify it — which
    also shows the new address to anyone who asks; ``--no-statement`` skips);
-8. send the outreach plan (``server/xmpp/outreach.py``) from the new account:
-   pre-approvals, then ``subscribe`` with ``<moved/>``;
+8. send the outreach plan (``server/xmpp/outreach.py``) from the new account,
+   contact by contact: the pre-approval, then ``subscribe`` with ``<moved/>``;
 9. watch for answers for ``--wait`` seconds, and report per contact:
    ``auto-updated`` (``subscribed`` came back within the wait — the contact's
    server verified the statement, XEP-0283 §4.4), ``approved`` (the
@@ -44,6 +44,7 @@ import json
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,12 @@ AUTO, APPROVED = "auto-updated", "approved"
 WAITING, ROSTER_ONLY = "waiting for manual approval", "roster only (no subscription to restore)"
 UNREACHABLE = ("remote-server-not-found", "remote-server-timeout")
 STEPS = 9
+#: roster sets in flight while copying (the server answers them in order)
+ROSTER_WINDOW = 32
+#: outreach stanzas written between two waits for the socket buffer to drain
+OUTREACH_DRAIN = 64
+#: the state file is saved at least this often (seconds) within a step: see State
+SAVE_INTERVAL = 0.5
 
 
 @dataclass
@@ -145,7 +152,8 @@ async def migrate(opts: Options, state: "State", old_password: str, new_password
         await old.close()
         return login_failed("new", opts.new, exc)
     try:
-        return await Migration(opts, state, old, new).run()
+        return await Migration(opts, state, old, new,
+                               new_roster=lambda: roster_of(opts, "new", new_password)).run()
     except (ClientError, OSError) as exc:
         print(f"xferd: error: the migration broke off: {exc}; rerun to resume", file=sys.stderr)
         return 1
@@ -155,11 +163,31 @@ async def migrate(opts: Options, state: "State", old_password: str, new_password
         await new.close()
 
 
+async def roster_of(opts: Options, side: str, secret: str) -> list:
+    """*side*'s roster, read on a connection of its own that ends at once.
+
+    A session that asked for the roster is sent every later change of it
+    and must answer each push (RFC 6121 §2.1.6). The migration changes the
+    new account's roster five times per contact (the copy, the pre-approval,
+    the request, the contact's answer and the contact's own request), so the
+    session that does the work asks only once the outreach is out (step 9)."""
+    client = await login(opts, side, secret, resource="xferd-roster")
+    try:
+        return await client.roster()
+    finally:
+        await client.close()
+
+
 class Migration:
     """One run of the steps above; each consults and updates the state file."""
 
-    def __init__(self, opts: Options, state: "State", old: Client, new: Client):
+    def __init__(self, opts: Options, state: "State", old: Client, new: Client,
+                 new_roster=None):
         self.opts, self.state, self.old, self.new = opts, state, old, new
+        #: reads the new account's roster (default: on the session *new*)
+        self.new_roster = new_roster or new.roster
+        #: contacts the new account was subscribed to before the outreach
+        self.subscribed_before: set[str] | None = None
 
     async def run(self) -> int:
         step(2, f"reading {self.opts.old}")
@@ -179,6 +207,9 @@ class Migration:
         await self.copy_private(private)
         await self.copy_pep(pep)
         await self.publish_statement(plan)
+        # done with the old account: its session asked for the roster (step 2)
+        # and would be sent a push for every contact that drops the old JID
+        await self.old.close()
         answers = await self.outreach(plan)
         return await self.report(plan, answers)
 
@@ -234,17 +265,28 @@ class Migration:
         if len(todo) < len(plan.items):
             log.info("roster: %d item(s) copied in an earlier run",
                      len(plan.items) - len(todo))
-        existing = {item.jid: item for item in await self.new.roster()} if todo else {}
-        for n, item in enumerate(todo, 1):
-            contact = self.state.contact(item.jid)
+        existing = {item.jid: item for item in await self.new_roster()} if todo else {}
+        if todo:
+            self.subscribed_before = subscribed_to(existing.values())
+        changes = []
+        done = 0
+
+        def copied(item) -> None:
+            nonlocal done
+            done += 1
+            self.state.contact(item.jid)["copied"] = True
+            self.state.checkpoint()
+            log.info("roster %d/%d: %s", done, len(todo), item.jid)
+        for item in todo:
             have = existing.get(item.jid)
             name = (have.name if have else None) or item.name
             groups = tuple(dict.fromkeys((have.groups if have else ()) + item.groups))
             if have is None or (have.name, have.groups) != (name, groups):
-                await self.new.roster_set(_Item(item.jid, name, groups))
-            contact["copied"] = True
-            self.state.save()
-            log.info("roster %d/%d: %s", n, len(todo), item.jid)
+                changes.append(_Item(item.jid, name, groups))
+            else:
+                copied(item)                    # already there as it should be
+        # pipelined: ROSTER_WINDOW sets in flight, not one round trip per item
+        await self.new.roster_set_all(changes, window=ROSTER_WINDOW, done=copied)
         self.state.finish("roster")
 
     async def copy_vcard(self, vcard) -> None:
@@ -325,10 +367,12 @@ class Migration:
             contact = self.state.contact(jid)
             if contact.get("status", "").startswith("failed"):
                 contact["sent"] = []                    # try again
-        todo = [(jid, kind, el) for jid, kind, el in stanzas
-                if kind not in self.state.contact(jid).get("sent", [])]
+        todo = per_contact([(jid, kind, el) for jid, kind, el in stanzas
+                            if kind not in self.state.contact(jid).get("sent", [])])
         step(8, f"sending {len(todo)} subscription stanza(s) from {self.opts.new}")
         answers = Answers({jid for jid, _, _ in todo})
+        if todo and self.subscribed_before is None:
+            self.subscribed_before = subscribed_to(await self.new_roster())
         remove = self.new.on_stanza(answers.see)
         try:
             if todo:
@@ -337,8 +381,10 @@ class Migration:
             for n, (jid, kind, el) in enumerate(todo, 1):
                 self.new.send(el)
                 self.state.contact(jid).setdefault("sent", []).append(kind)
-                self.state.save()
+                self.state.checkpoint()
                 log.info("outreach %d/%d: %s → %s", n, len(todo), kind, jid)
+                if n % OUTREACH_DRAIN == 0:
+                    await self.new.drain()      # a server that reads slowly slows us down
             self.state.finish("outreach")
             await self.watch(plan, answers)
         finally:
@@ -353,10 +399,12 @@ class Migration:
         step(9, f"waiting up to {self.opts.wait:g} s for answers from {len(asked)} contact(s)")
         loop = asyncio.get_running_loop()
         domains = {JID.parse(jid).domain for jid in answers.contacts} - {self.opts.new.domain}
-        probes = [loop.create_task(self.probe(domain, answers)) for domain in sorted(domains)]
+        questions = [loop.create_task(self.probe(domain, answers)) for domain in sorted(domains)]
+        questions.append(loop.create_task(self.answered_already(answers)))
         deadline = loop.time() + self.opts.wait
         try:
-            while not answers.settled(asked) or not all(p.done() for p in probes):
+            waiting = list(asked)
+            while not answers.settle(waiting) or not all(q.done() for q in questions):
                 left = deadline - loop.time()
                 if left <= 0:
                     break
@@ -366,11 +414,28 @@ class Migration:
                 except asyncio.TimeoutError:
                     pass
         finally:
-            for probe in probes:
-                probe.cancel()
+            for question in questions:
+                question.cancel()
         log.info("answers: %d subscribed, %d failed, %d still open", len(answers.subscribed),
                  len(answers.failed), len(answers.contacts) - len(answers.subscribed)
                  - len(answers.failed))
+
+    async def answered_already(self, answers: "Answers") -> None:
+        """Ask for the roster on the working session only now (earlier, it would
+        be sent a push for every change the copy and the outreach make): from
+        here on it is an interested resource, which some servers require before
+        they pass on a ``subscribed`` (RFC 6121 §3.1.6; Prosody does), and the
+        answer shows who has said yes before that. The server answers after the
+        outreach ahead of it on the stream, so this may take as long as the wait."""
+        try:
+            items = await self.new.roster(timeout=max(self.opts.wait, 1.0))
+        except ClientError as exc:
+            log.debug("roster: %s", exc)
+            return
+        for item in items:
+            if item.jid not in self.subscribed_before:
+                answers.see_item(item.jid, item.subscription)
+        answers.changed.set()
 
     async def probe(self, domain: str, answers: "Answers") -> None:
         """Ask *domain* for disco#info: an unreachable domain fails its contacts."""
@@ -436,8 +501,17 @@ class Answers:
         self.failed: dict[str, str] = {}
         self.changed = asyncio.Event()
 
-    def settled(self, jids) -> bool:
-        return all(j in self.subscribed or j in self.failed for j in jids)
+    def settle(self, waiting: list[str]) -> bool:
+        """Drop from the front of *waiting* the contacts that answered or
+        failed; True when none is left. A contact that has answered stays so
+        (a failure can only turn into a subscription), so nobody is looked at
+        twice: waiting through N answers costs N, not N² lookups."""
+        done = 0
+        while done < len(waiting) and (waiting[done] in self.subscribed
+                                       or waiting[done] in self.failed):
+            done += 1
+        del waiting[:done]
+        return not waiting
 
     def fail(self, jid: str, why: str) -> None:
         if jid not in self.subscribed:
@@ -448,9 +522,7 @@ class Answers:
         """A stanza for the new account: answers to our presence, roster pushes."""
         if el.tag == IQ:                                    # roster push
             for item in el.iterfind(f"{{{ROSTER_NS}}}query/{{{ROSTER_NS}}}item"):
-                jid = _bare(item.get("jid"))
-                if jid in self.contacts and item.get("subscription") in ("to", "both"):
-                    self._subscribed(jid)
+                self.see_item(_bare(item.get("jid")), item.get("subscription"))
             return
         jid = _bare(el.get("from"))
         if el.tag != PRESENCE or jid not in self.contacts:
@@ -464,6 +536,11 @@ class Answers:
             condition, text = stanza_error(el)
             self.fail(jid, condition + (f" ({text})" if text else ""))
 
+    def see_item(self, jid: str | None, subscription: str | None) -> None:
+        """A roster item of the new account as the server reports it."""
+        if jid in self.contacts and subscription in ("to", "both"):
+            self._subscribed(jid)
+
     def _subscribed(self, jid: str) -> None:
         self.failed.pop(jid, None)
         self.subscribed.add(jid)
@@ -471,10 +548,24 @@ class Answers:
 
 
 class State:
-    """The JSON state file: finished steps and per-contact outreach."""
+    """The JSON state file: finished steps and per-contact outreach.
+
+    The file is rewritten whole (a temporary file, then a rename), so it is
+    saved when a step ends and, while a step goes through the contacts, by
+    :meth:`checkpoint` at most every :data:`SAVE_INTERVAL` seconds — not after
+    every contact, which rewrote the file N times for N contacts (quadratic:
+    minutes for a few thousand contacts). A crash (``kill -9``, power loss)
+    therefore forgets at most the last interval's records, and redoing them
+    on the rerun is harmless: a roster item is set again to the same name and
+    groups; a pre-approval (``subscribed``) sent again is a pre-approval the
+    contact's server already holds or ignores, and a ``subscribe`` sent again
+    is answered ``subscribed`` by a server that already approved it, or kept
+    as the one request already waiting (RFC 6121 §3.1.3, Appendix A.3.1).
+    """
 
     def __init__(self, path: Path, data: dict):
         self.path, self.data, self.used = path, data, False
+        self.saved_at = float("-inf")
 
     @classmethod
     def load(cls, path: Path, old: JID, new: JID) -> "State":
@@ -502,11 +593,18 @@ class State:
     def contact(self, jid: str) -> dict:
         return self.data["contacts"].setdefault(jid, {})
 
+    def checkpoint(self) -> None:
+        """Something changed: save if the last save is SAVE_INTERVAL old."""
+        self.used = True
+        if time.monotonic() - self.saved_at >= SAVE_INTERVAL:
+            self.save()
+
     def save(self) -> None:
         self.used = True
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, self.path)
+        self.saved_at = time.monotonic()
 
     def save_if_used(self) -> None:
         if self.used:
@@ -520,6 +618,24 @@ class _Item:
     jid: str
     name: str | None
     groups: tuple[str, ...]
+
+
+def subscribed_to(items) -> set[str]:
+    """The JIDs of roster *items* whose presence the account receives."""
+    return {item.jid for item in items if item.subscription in ("to", "both")}
+
+
+def per_contact(stanzas: list) -> list:
+    """The plan's stanzas contact by contact, each contact's in the plan's
+    order (the pre-approval before the request, which is what the order is
+    for: a contact's server that moves the contact automatically subscribes
+    back at once). The first contacts' servers can then start on their
+    requests while the new server still works through the others' stanzas,
+    not only after every pre-approval."""
+    grouped: dict[str, list] = {}
+    for stanza in stanzas:
+        grouped.setdefault(stanza[0], []).append(stanza)
+    return [stanza for group in grouped.values() for stanza in group]
 
 
 def step(n: int, text: str) -> None:

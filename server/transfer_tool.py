@@ -51,11 +51,13 @@ import sys
 from dataclasses import dataclass, field
 
 from .client import Client, ClientError, IQError, IQTimeout
+from .migrate import roster_of
 from .two_accounts import (TwoAccounts, UsageError, account, add_connection_arguments, login,
                            login_failed, password)
 from .xmpp import transfer as x
 from .xmpp.errors import StanzaError
 from .xmpp.jid import JID
+from .xmpp.outreach import plan_outreach
 from .xmpp.stanza import E, error_reply, iq
 from .xmpp.stream import CLIENT_NS
 
@@ -247,7 +249,8 @@ async def transfer(opts: Options, old_password: str, new_password: str) -> int:
         return _login_failed("new", opts.new, exc)
     new.expected = (opts.old, opts.new)
     try:
-        return await Transfer(opts, old, new).run()
+        return await Transfer(opts, old, new,
+                              old_roster=lambda: roster_of(opts, "old", old_password)).run()
     except (ClientError, OSError) as exc:
         print(f"xferd: error: lost the connection: {exc}; the old server carries on — "
               f"`xferd transfer status --old {opts.old}` shows how it ends", file=sys.stderr)
@@ -260,13 +263,18 @@ async def transfer(opts: Options, old_password: str, new_password: str) -> int:
 class Transfer:
     """One run of steps 2–5 with both accounts logged in."""
 
-    def __init__(self, opts: Options, old: Client, new: NewAccount):
+    def __init__(self, opts: Options, old: Client, new: NewAccount, old_roster=None):
         self.opts, self.old, self.new = opts, old, new
+        #: reads the old roster; on a session of its own (see migrate.roster_of), so
+        #: that this one is not sent a push for each contact the old server drops
+        #: at the end — a push each client must answer, which with a rate limit
+        #: on the connection delayed the job state polls past their timeout
+        self.old_roster = old_roster or old.roster
         self.progress = Progress()
 
     async def run(self) -> int:
         step(2, f"reading the roster of {self.opts.old}")
-        snapshot = {item.jid: item for item in await self.old.roster()}
+        snapshot = {item.jid: item for item in await self.old_roster()}
         log.info("%d roster item(s)", len(snapshot))
         step(3, f"pre-authorising the move on {self.opts.new}")
         await self.preauthorize()
@@ -284,7 +292,7 @@ class Transfer:
         except IQError as exc:
             return await self.refused(exc, snapshot)
         job = await self.poll()
-        contacts = job.contacts if job else _from_answer(answer, snapshot)
+        contacts = job.contacts if job else _from_answer(answer, snapshot, self.opts)
         roster = await self.new.roster()
         return print_report(f"Transferred {self.opts.old} → {self.opts.new} (XEP-0015)",
                             contacts, snapshot,
@@ -403,11 +411,14 @@ def print_report(title: str, contacts: dict[str, Contact], snapshot: dict, *,
     return 1 if counts.get("failed") else 0
 
 
-def _from_answer(answer, snapshot) -> dict[str, Contact]:
-    """Without a job state: E's failures, every other subscribed contact notified."""
+def _from_answer(answer, snapshot, opts: Options) -> dict[str, Contact]:
+    """Without a job state: E's failures, every other subscribed contact notified.
+    The contacts are those the old server's job holds: the outreach plan's items
+    (transports and their contacts stay behind, PROTOCOLS §2.5)."""
     failed = {el.get("jid"): el.get("condition")
               for el in answer.iterfind(f"{{{x.NS}}}query/{{{x.NS}}}rosteritem")}
-    kept, _ = x.transport_filter(list(snapshot.values()))
+    kept = [snapshot[item.jid] for item in
+            plan_outreach(opts.old, opts.new, snapshot.values()).items]
     contacts = {}
     for item in kept:
         if item.jid in failed:

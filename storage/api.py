@@ -75,6 +75,10 @@ class RosterStore(Protocol):
 
     async def get_roster_item(self, host: str, username: str, jid: str) -> RosterItem | None: ...
 
+    async def count_roster_items(self, host: str, username: str) -> int:
+        """How many items the roster holds (the size limit is checked on every
+        new item: reading the whole roster there made a bulk copy quadratic)."""
+
     async def save_roster_change(self, host: str, username: str, jid: str,
                                  item: RosterItem | None, *,
                                  pending_in: str | bool | None = None) -> int:
@@ -90,6 +94,11 @@ class RosterStore(Protocol):
 
     async def get_pending_in(self, host: str, username: str) -> dict[str, str]:
         """Inbound subscription requests waiting for an answer: JID → stanza XML."""
+
+    async def get_pending_request(self, host: str, username: str, jid: str) -> str | None:
+        """The inbound subscription request from *jid* waiting for an answer
+        (stanza XML), or None: what each subscription change asks, without
+        reading every request the user has."""
 
 
 @dataclass

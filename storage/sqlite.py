@@ -360,6 +360,16 @@ class SQLiteStorage:
                                    (host, username, jid))
         return _item(row) if row else None
 
+    async def count_roster_items(self, host: str, username: str) -> int:
+        (count,) = await self._fetchone("SELECT COUNT(*) FROM roster_items "
+                                        "WHERE host = ? AND username = ?", (host, username))
+        return count
+
+    async def get_pending_request(self, host: str, username: str, jid: str) -> str | None:
+        row = await self._fetchone("SELECT stanza FROM roster_pending_in WHERE host = ? "
+                                   "AND username = ? AND jid = ?", (host, username, jid))
+        return row[0] if row else None
+
     async def save_roster_change(self, host: str, username: str, jid: str,
                                  item: RosterItem | None, *,
                                  pending_in: str | bool | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable
 
 from ..xmpp.stanza import E, iq, sub
 from .connection import ROSTER_NS, Connection, IQError
@@ -48,18 +49,22 @@ class Client(Connection):
     """A logged-in account (see :class:`Connection` for connecting and stanzas)."""
 
     # -- roster (RFC 6121 §2.1.3, §2.3) ---------------------------------------------------------
-    async def roster(self) -> list[RosterItem]:
-        answer = await self.request(iq("get", payload=E(f"{{{ROSTER_NS}}}query")))
+    async def roster(self, timeout: float = 30.0) -> list[RosterItem]:
+        answer = await self.request(iq("get", payload=E(f"{{{ROSTER_NS}}}query")), timeout)
         return [RosterItem.from_element(el)
                 for el in answer.iterfind(f"{{{ROSTER_NS}}}query/{{{ROSTER_NS}}}item")]
 
     async def roster_set(self, item) -> None:
         """Add or update an item: jid, name and groups (the server owns subscriptions)."""
-        query = E(f"{{{ROSTER_NS}}}query")
-        el = sub(query, f"{{{ROSTER_NS}}}item", {"jid": item.jid, "name": item.name or None})
-        for group in item.groups:
-            sub(el, f"{{{ROSTER_NS}}}group", text=group)
-        await self.request(iq("set", payload=query))
+        await self.request(_roster_set(item))
+
+    async def roster_set_all(self, items, *, window: int = 32,
+                             done: Callable[[object], None] | None = None) -> None:
+        """:meth:`roster_set` for each of *items*, *window* sets in flight at once
+        (RFC 6121 §2.3 allows one item per set, so a big roster is many sets);
+        ``done(item)`` as each is accepted, in order. The first error raises."""
+        await self.request_all(((item, _roster_set(item)) for item in items), window=window,
+                               done=(lambda item, _: done(item)) if done else None)
 
     # -- vCard (XEP-0054 §3.1, §3.2) -----------------------------------------------------------
     async def vcard_get(self):
@@ -151,6 +156,15 @@ class Client(Connection):
         answer = await self.request(iq("get", to=jid, payload=query))
         return [DiscoItem(el.get("jid", ""), el.get("node"), el.get("name"))
                 for el in answer.iterfind(f"{{{DISCO_ITEMS_NS}}}query/{{{DISCO_ITEMS_NS}}}item")]
+
+
+def _roster_set(item):
+    """A roster set for *item*'s jid, name and groups (RFC 6121 §2.3.1)."""
+    query = E(f"{{{ROSTER_NS}}}query")
+    el = sub(query, f"{{{ROSTER_NS}}}item", {"jid": item.jid, "name": item.name or None})
+    for group in item.groups:
+        sub(el, f"{{{ROSTER_NS}}}group", text=group)
+    return iq("set", payload=query)
 
 
 def _form(form_type: str, fields: dict[str, str]):

@@ -26,7 +26,7 @@ import binascii
 import logging
 import ssl
 from collections import deque
-from typing import Callable
+from typing import Callable, Iterable
 
 from ..xmpp.errors import STANZA_ERRORS_NS, STREAM_ERRORS_NS, STREAMS_NS, StanzaError, StreamError
 from ..xmpp.jid import JID, JIDError
@@ -426,6 +426,36 @@ class Connection:
         if answer.get("type") == "error":
             raise IQError.from_reply(answer)
         return answer
+
+    async def request_all(self, requests: Iterable[tuple[object, object]], *, window: int,
+                          done: Callable[[object, object], None] | None = None,
+                          timeout: float = 30.0) -> None:
+        """:meth:`request` for each ``(key, stanza)`` of *requests*, with up to
+        *window* of them in flight; ``done(key, answer)`` is called for each in
+        the order sent. Waiting for every answer before the next request makes
+        a bulk job cost a round trip per stanza. The first failure raises
+        (IQError, …) after the requests still in flight are abandoned."""
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        flight: deque[tuple[object, asyncio.Future]] = deque()
+
+        async def settle() -> None:
+            key, answer = flight.popleft()
+            answer = await answer
+            if done is not None:
+                done(key, answer)
+        try:
+            for key, stanza in requests:
+                if len(flight) >= window:
+                    await settle()
+                flight.append((key, asyncio.ensure_future(self.request(stanza, timeout))))
+            while flight:
+                await settle()
+        finally:
+            for _, answer in flight:
+                answer.cancel()
+            if flight:
+                await asyncio.gather(*(answer for _, answer in flight), return_exceptions=True)
 
     def presence(self, to: str | None = None, type: str | None = None, children=()):
         """Send a presence stanza (RFC 6121 §4) and return it."""

@@ -42,6 +42,7 @@ answers ``<gone>xmpp:NEW</gone>`` here.
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import logging
 import time
@@ -107,20 +108,24 @@ def old_jid_of(stanza, new: JID) -> JID | None:
 
 
 class _Limiter:
-    """Verifications per old JID per minute (a sliding minute)."""
+    """Verifications per old JID per minute (a sliding minute).
+
+    The stamps of one key are in time order, so expired ones leave from the
+    left: a check costs what expired since the last one, not the minute's
+    whole count (an account with thousands of contacts moves at once)."""
 
     def __init__(self, per_minute: int):
         self.per_minute = per_minute
-        self._stamps: dict[str, list[float]] = {}
+        self._stamps: dict[str, collections.deque[float]] = {}
 
     def allow(self, key: str) -> bool:
         now = time.monotonic()
-        recent = [t for t in self._stamps.get(key, []) if now - t < 60]
+        recent = self._stamps.setdefault(key, collections.deque())
+        while recent and now - recent[0] >= 60:
+            recent.popleft()
         if len(recent) >= self.per_minute:
-            self._stamps[key] = recent
             return False
         recent.append(now)
-        self._stamps[key] = recent
         return True
 
 
@@ -169,7 +174,7 @@ def setup(host) -> None:
             return False                                                   # step 2
         item_new = await storage.get_roster_item(host.domain, user, str(new))
         if (item_new is not None and item_new.subscription in SHARES) or \
-                str(new) in await storage.get_pending_in(host.domain, user):
+                await storage.get_pending_request(host.domain, user, str(new)) is not None:
             return False                                                   # step 3
         key = (user, str(old), str(new))
         if key in held:

@@ -102,14 +102,14 @@ def setup(host) -> None:
         contact, wanted, remove = _parse_set(event.stanza[0], event.from_)
         existing = await host.storage.get_roster_item(host.domain, user, contact)
         if remove:
-            if existing is None and contact not in await host.storage.get_pending_in(
-                    host.domain, user):
+            if existing is None and await host.storage.get_pending_request(
+                    host.domain, user, contact) is None:
                 raise StanzaError("item-not-found", "no such roster item")
             await _remove(host, event, user, contact, existing)
         else:
             if existing is None:
-                version, items = await host.storage.get_roster(host.domain, user)
-                if len(items) >= host.global_config.im.max_roster_items:
+                count = await host.storage.count_roster_items(host.domain, user)
+                if count >= host.global_config.im.max_roster_items:
                     raise StanzaError("not-allowed", "the roster is full")
             else:
                 wanted.subscription = existing.subscription
@@ -125,9 +125,12 @@ def setup(host) -> None:
         raise StanzaError("forbidden", "a roster belongs to its user alone")
 
     async def push(change: RosterChange) -> None:
+        sessions = host.interested_sessions(change.username)
+        if not sessions:
+            return                  # no client asked for it (e.g. the user is offline)
         query = E(_q("query"), {"ver": str(change.version)})
         query.append(item_element(change.item, change.jid))
-        for session in host.interested_sessions(change.username):
+        for session in sessions:
             session.send(iq("set", to=str(session.jid), payload=_copy(query)))
 
     host.events.on(f"iq-get/self/{NS}:query", roster_get)
@@ -139,7 +142,8 @@ def setup(host) -> None:
 
 async def _remove(host, event, user: str, contact: str, existing: RosterItem | None) -> None:
     """§2.5.2: cancel both directions, drop the item and any pending request."""
-    pending_in = contact in await host.storage.get_pending_in(host.domain, user)
+    pending_in = await host.storage.get_pending_request(host.domain, user,
+                                                        contact) is not None
     bare = f"{user}@{host.domain}"
     if existing is not None and (existing.subscription in ("to", "both") or existing.ask):
         await event.send(E(PRESENCE, {"type": "unsubscribe", "from": bare, "to": contact}))

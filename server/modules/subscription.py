@@ -35,7 +35,7 @@ def setup(host) -> None:
 
     async def state(user: str, contact: str):
         item = await storage.get_roster_item(host.domain, user, contact)
-        pending = contact in await storage.get_pending_in(host.domain, user)
+        pending = await storage.get_pending_request(host.domain, user, contact) is not None
         current = table.state_of(item.subscription if item else "none",
                                  bool(item and item.ask), pending)
         return item, pending, current

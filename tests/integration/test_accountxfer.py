@@ -219,6 +219,26 @@ async def test_preauthorisation_and_an_unreachable_contact(fed):
     await close_all(old, bob)
 
 
+async def test_notices_to_one_server_are_checked_side_by_side(fed):
+    """Many contacts on c.test: their notices are checked concurrently there
+    (sharing the question G to new.test) and every one of them is rewritten."""
+    old_jid = account(fed["old.test"], "old.test", "ida")
+    new_jid = account(fed["new.test"], "new.test", "ida")
+    friends = [account(fed["c.test"], "c.test", "pal") for _ in range(24)]
+    old = await online(fed["old.test"], old_jid)
+    new = await online(fed["new.test"], new_jid)
+    allow_transfers(new)
+    clients = await asyncio.gather(*(online(fed["c.test"], jid) for jid in friends))
+    for jid, client in zip(friends, clients):      # one at a time: old's presence queue
+        await befriend(old, old_jid, client, jid, "both")
+    error, answer = await transfer(old, new_jid)
+    assert error is None and answer.find(f"{{{XFER}}}query") is None, "no contact failed"
+    for client in clients:
+        await wait_item(client, new_jid, "both")
+        assert old_jid not in await client.fetch_roster()
+    await close_all(old, new, *clients)
+
+
 @pytest.mark.hostile
 async def test_refusals(fed):
     old_jid = account(fed["old.test"], "old.test", "hal")

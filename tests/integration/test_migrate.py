@@ -353,3 +353,59 @@ async def test_client_session_basics(world):
     await kim.close()
     assert kim.closed.done()
     await lee.close()
+
+
+async def test_roster_sets_in_flight_stop_at_the_first_error(world):
+    """roster_set_all keeps a window of sets in flight, reports each accepted one
+    in order, and raises the first error after the ones before it were set."""
+    u = users(world, kim="a")
+    cafile = str(world.a.cert("a.test"))
+    kim = await Client.connect(u.kim, "pw", host="127.0.0.1", port=world.a.c2s_port,
+                               cafile=cafile)
+    items = [SimpleNamespace(jid=f"friend{n}@c.test", name=f"Friend {n}", groups=("G",))
+             for n in range(40)]
+    accepted = []
+    await kim.roster_set_all(items, window=8, done=lambda item: accepted.append(item.jid))
+    assert accepted == [item.jid for item in items]
+    roster = {item.jid: item for item in await kim.roster()}
+    assert all(roster[i.jid].name == i.name and roster[i.jid].groups == ("G",) for i in items)
+    # an empty group name is refused (RFC 6121 §2.3.3): the sets after it are abandoned
+    bad = [SimpleNamespace(jid=f"late{n}@c.test", name=None, groups=("",) if n == 5 else ())
+           for n in range(20)]
+    accepted.clear()
+    with pytest.raises(IQError) as refused:
+        await kim.roster_set_all(bad, window=4, done=lambda item: accepted.append(item.jid))
+    assert refused.value.condition == "not-acceptable"
+    assert accepted == [f"late{n}@c.test" for n in range(5)]
+    await kim.close()
+
+
+def test_state_file_is_saved_at_step_ends_and_at_most_twice_a_second(tmp_path, monkeypatch):
+    from server import migrate
+    from server.xmpp.jid import JID
+    state = migrate.State.load(tmp_path / "s.json", JID.parse("a@a.test"), JID.parse("b@b.test"))
+    saves = []
+    real_save = state.save
+
+    def save():
+        saves.append(1)
+        real_save()
+    monkeypatch.setattr(state, "save", save)
+    for n in range(500):
+        state.contact(f"c{n}@c.test")["copied"] = True
+        state.checkpoint()
+    assert len(saves) == 1                      # the first change; the next only 0.5 s later
+    state.saved_at -= migrate.SAVE_INTERVAL
+    state.checkpoint()
+    assert len(saves) == 2
+    state.finish("roster")                      # a step's end is always saved
+    assert len(saves) == 3
+
+
+def test_outreach_goes_contact_by_contact_in_the_plans_order():
+    from server.migrate import per_contact
+    stanzas = [("b", "subscribed", 1), ("c", "subscribed", 2), ("a", "subscribe", 3),
+               ("b", "subscribe", 4), ("c", "subscribe", 5)]
+    assert per_contact(stanzas) == [("b", "subscribed", 1), ("b", "subscribe", 4),
+                                    ("c", "subscribed", 2), ("c", "subscribe", 5),
+                                    ("a", "subscribe", 3)]

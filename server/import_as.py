@@ -106,9 +106,8 @@ def read_single_user(path, warn) -> tuple[JID, UserData]:
 
 
 async def import_as(store, old: JID, new: JID, data: UserData) -> tuple[Rehomed, bool]:
-    """Store *data* of *old* as the new account *new*; (rehomed, created)."""
-    if old == new:
-        raise ImportAsError(f"--as {new} is the account in the file: import without --as")
+    """Store *data* of *old* as the new account *new* (≠ *old*, checked by the
+    caller; plan_outreach refuses it too); (rehomed, created)."""
     rehomed = rehome(data, old, new)
     created = await store.import_user(new.domain, new.local, rehomed.data)
     return rehomed, created

@@ -66,73 +66,67 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xferd", description="xferd XMPP server")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", parents=[common], help="run the server")
+    def command(name: str, func, text: str, description: str | None = None):
+        sub = commands.add_parser(name, parents=[common], help=text, description=description)
+        sub.set_defaults(func=func)
+        return sub
+
+    def progress_every(sub) -> None:
+        sub.add_argument("--progress-every", type=int, default=1000, metavar="N",
+                         help="a progress line on stderr every N users (default 1000)")
+
+    serve = command("serve", cmd_serve, "run the server")
     serve.add_argument("--trace", action="store_true",
                        help="log every stanza in and out (passwords redacted)")
-    serve.set_defaults(func=cmd_serve)
 
     for name, func, text in (("adduser", cmd_adduser, "create an account"),
                              ("passwd", cmd_passwd, "change an account's password"),
                              ("deluser", cmd_deluser, "delete an account and all its data")):
-        sub = commands.add_parser(name, parents=[common], help=text)
-        sub.add_argument("jid", help="user@domain")
-        sub.set_defaults(func=func)
+        command(name, func, text).add_argument("jid", help="user@domain")
 
-    users = commands.add_parser("users", parents=[common], help="list accounts")
+    users = command("users", cmd_users, "list accounts")
     users.add_argument("domain", nargs="?", help="only this domain")
-    users.set_defaults(func=cmd_users)
 
-    cert = commands.add_parser("cert", parents=[common],
-                               help="make a self-signed certificate for DOMAIN")
+    cert = command("cert", cmd_cert, "make a self-signed certificate for DOMAIN")
     cert.add_argument("domain")
     cert.add_argument("--force", action="store_true", help="replace an existing one")
-    cert.set_defaults(func=cmd_cert)
-
-    from .migrate import add_arguments as migrate_arguments
-    migrate = commands.add_parser(
-        "migrate", parents=[common], help="move an account to another server (XEP-0283)",
-        description="Copy roster, vCard, private XML and PEP data to the new account, publish "
-                    "the moved statement and ask every contact to follow (XEP-0283). "
-                    "Passwords: $XFERD_OLD_PASSWORD / $XFERD_NEW_PASSWORD, else asked.")
-    migrate_arguments(migrate)
-    migrate.set_defaults(func=cmd_migrate)
 
     from .import_as import add_arguments as import_as_arguments
+    from .migrate import add_arguments as migrate_arguments
     from .transfer_tool import add_arguments as transfer_arguments
-    transfer = commands.add_parser(
-        "transfer", parents=[common], help="move an account by XEP-0015 account transfer",
-        description="Pre-authorise the move on the new account, ask the old server to move "
-                    "the old account there (XEP-0015) and report per contact. Both servers "
-                    "must support jabber:iq:accountxfer. Passwords: $XFERD_OLD_PASSWORD / "
-                    "$XFERD_NEW_PASSWORD, else asked.")
-    transfer_arguments(transfer)
-    transfer.set_defaults(func=cmd_transfer)
+    from .two_accounts import PASSWORDS_HELP
+    migrate_arguments(command(
+        "migrate", cmd_migrate, "move an account to another server (XEP-0283)",
+        "Copy roster, vCard, private XML and PEP data to the new account, publish the moved "
+        "statement and ask every contact to follow (XEP-0283). " + PASSWORDS_HELP))
 
-    export = commands.add_parser(
-        "export", parents=[common], help="export accounts as XEP-0227 XML",
-        description="Write accounts with SCRAM credentials (never passwords), roster, pending "
-                    "subscriptions, offline messages, private XML, vCard and PEP as XEP-0227 "
-                    "(urn:xmpp:pie:0). Files are created readable by their owner only.")
+    transfer_arguments(command(
+        "transfer", cmd_transfer, "move an account by XEP-0015 account transfer",
+        "Pre-authorise the move on the new account, ask the old server to move the old "
+        "account there (XEP-0015) and report per contact. Both servers must support "
+        "jabber:iq:accountxfer. " + PASSWORDS_HELP))
+
+    export = command(
+        "export", cmd_export, "export accounts as XEP-0227 XML",
+        "Write accounts with SCRAM credentials (never passwords), roster, pending "
+        "subscriptions, offline messages, private XML, vCard and PEP as XEP-0227 "
+        "(urn:xmpp:pie:0). Files are created readable by their owner only.")
     which = export.add_mutually_exclusive_group(required=True)
     which.add_argument("--user", metavar="JID", help="one account, into FILE")
     which.add_argument("--host", metavar="DOMAIN",
                        help="every account of DOMAIN, into DIR (main.xml and XIncludes)")
     export.add_argument("-o", "--output", required=True, metavar="FILE|DIR")
-    export.add_argument("--progress-every", type=int, default=1000, metavar="N",
-                        help="a progress line on stderr every N users (default 1000)")
-    export.set_defaults(func=cmd_export)
+    progress_every(export)
 
-    imp = commands.add_parser(
-        "import", parents=[common], help="create accounts from a XEP-0227 export",
-        description="Read a XEP-0227 document (following relative XIncludes) and create each "
-                    "account it holds, with all its data, in one transaction. The whole file "
-                    "is checked before anything is written; existing accounts are skipped.")
+    imp = command(
+        "import", cmd_import, "create accounts from a XEP-0227 export",
+        "Read a XEP-0227 document (following relative XIncludes) and create each account it "
+        "holds, with all its data, in one transaction. The whole file is checked before "
+        "anything is written; existing accounts are skipped.")
     imp.add_argument("file", help="the document (main.xml of a host export, or a single file)")
     imp.add_argument("--dry-run", action="store_true", help="check the file, write nothing")
-    imp.add_argument("--progress-every", type=int, default=1000, metavar="N",
-                     help="a progress line on stderr every N users (default 1000)")
+    progress_every(imp)
     import_as_arguments(imp)
-    imp.set_defaults(func=cmd_import)
     return parser
 
 
@@ -182,12 +176,9 @@ async def _serve(conf) -> int:
 # -- accounts ------------------------------------------------------------------------
 
 def _user_jid(conf, text: str) -> JID:
-    try:
-        jid = JID.parse(text)
-    except JIDError as exc:
-        raise CommandError(f"{text!r} is not a valid JID: {exc}") from None
-    if jid.local is None or jid.resource is not None:
-        raise CommandError(f"{text!r} must look like user@domain")
+    """A bare JID of an account on one of this server's hosts."""
+    from .two_accounts import account
+    jid = account(text, error=CommandError)
     if jid.domain not in conf.hosts:
         raise CommandError(f"{jid.domain} is not a host of this server "
                            f"(hosts in {conf.source}: {', '.join(conf.hosts)})")

@@ -49,8 +49,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .client import Client, ClientError, IQError, stanza_error
-from .two_accounts import (TwoAccounts, UsageError, account, add_connection_arguments, login,
-                           login_failed, password)
+from .two_accounts import (LoginFailed, TwoAccounts, UsageError, account,
+                           add_connection_arguments, login, login_both, login_failed,
+                           side_password)
 from .xmpp.jid import JID, JIDError
 from .xmpp.outreach import STATEMENT_ITEM, STATEMENT_NODE, Plan, plan_outreach
 from .xmpp.stanza import E, IQ, PRESENCE, iq
@@ -135,22 +136,16 @@ def run(args) -> int:
     except UsageError as exc:
         print(f"xferd: error: {exc}", file=sys.stderr)
         return 2
-    old_password = password("XFERD_OLD_PASSWORD", opts.old, "old")
-    new_password = password("XFERD_NEW_PASSWORD", opts.new, "new")
+    old_password, new_password = side_password(opts, "old"), side_password(opts, "new")
     return asyncio.run(migrate(opts, state, old_password, new_password))
 
 
 async def migrate(opts: Options, state: "State", old_password: str, new_password: str) -> int:
     step(1, f"logging in to {opts.old} and {opts.new}")
     try:
-        old = await login(opts, "old", old_password, resource="xferd-migrate")
-    except ClientError as exc:
-        return login_failed("old", opts.old, exc)
-    try:
-        new = await login(opts, "new", new_password, resource="xferd-migrate")
-    except ClientError as exc:
-        await old.close()
-        return login_failed("new", opts.new, exc)
+        old, new = await login_both(opts, old_password, new_password, resource="xferd-migrate")
+    except LoginFailed as exc:
+        return login_failed(exc.side, exc.jid, exc.error)
     try:
         return await Migration(opts, state, old, new,
                                new_roster=lambda: roster_of(opts, "new", new_password)).run()

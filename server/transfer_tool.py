@@ -52,8 +52,9 @@ from dataclasses import dataclass, field
 
 from .client import Client, ClientError, IQError, IQTimeout
 from .migrate import roster_of
-from .two_accounts import (TwoAccounts, UsageError, account, add_connection_arguments, login,
-                           login_failed, password)
+from .two_accounts import (LoginFailed, TwoAccounts, UsageError, account,
+                           add_connection_arguments, login, login_both, login_failed,
+                           side_password)
 from .xmpp import transfer as x
 from .xmpp.errors import StanzaError
 from .xmpp.jid import JID
@@ -127,10 +128,10 @@ def run(args) -> int:
     except UsageError as exc:
         print(f"xferd: error: {exc}", file=sys.stderr)
         return 2
-    old_password = password("XFERD_OLD_PASSWORD", opts.old, "old")
+    old_password = side_password(opts, "old")
     if opts.action == "status":
         return asyncio.run(show_status(opts, old_password))
-    new_password = password("XFERD_NEW_PASSWORD", opts.new, "new")
+    new_password = side_password(opts, "new")
     return asyncio.run(transfer(opts, old_password, new_password))
 
 
@@ -238,15 +239,10 @@ class NewAccount(Client):
 async def transfer(opts: Options, old_password: str, new_password: str) -> int:
     step(1, f"logging in to {opts.old} and {opts.new}")
     try:
-        old = await login(opts, "old", old_password, resource="xferd-transfer")
-    except ClientError as exc:
-        return _login_failed("old", opts.old, exc)
-    try:
-        new = await login(opts, "new", new_password, resource="xferd-transfer",
-                        cls=NewAccount)
-    except ClientError as exc:
-        await old.close()
-        return _login_failed("new", opts.new, exc)
+        old, new = await login_both(opts, old_password, new_password, resource="xferd-transfer",
+                                    new_cls=NewAccount)
+    except LoginFailed as exc:
+        return _login_failed(exc.side, exc.jid, exc.error)
     new.expected = (opts.old, opts.new)
     try:
         return await Transfer(opts, old, new,

@@ -64,14 +64,17 @@ def add_connection_arguments(parser) -> None:
                         help="do not check certificates (tests and development only)")
 
 
-def account(text: str, option: str) -> JID:
-    """A bare account JID given on the command line."""
+def account(text: str, option: str | None = None, *, error=UsageError) -> JID:
+    """A bare account JID given on the command line, else *error* is raised (its
+    message names *option*, the option that gave *text*, if any). The account
+    commands of ``server/cli.py`` (adduser …) use it too, with their own error."""
+    what = f"{option} {text!r}" if option else repr(text)
     try:
         jid = JID.parse(text)
     except JIDError as exc:
-        raise UsageError(f"{option} {text!r} is not a valid JID: {exc}") from None
+        raise error(f"{what} is not a valid JID: {exc}") from None
     if jid.local is None or jid.resource is not None:
-        raise UsageError(f"{option} {text!r} must look like user@domain")
+        raise error(f"{what} must look like user@domain")
     return jid
 
 
@@ -83,6 +86,16 @@ def password(variable: str, jid: JID, which: str) -> str:
     return value
 
 
+#: how ``xferd migrate`` and ``xferd transfer`` get the passwords (side_password)
+PASSWORDS_HELP = "Passwords: $XFERD_OLD_PASSWORD / $XFERD_NEW_PASSWORD, else asked."
+
+
+def side_password(opts: TwoAccounts, side: str) -> str:
+    """The *side* ("old" or "new") account's password: ``$XFERD_OLD_PASSWORD`` /
+    ``$XFERD_NEW_PASSWORD``, else asked on the terminal."""
+    return password(f"XFERD_{side.upper()}_PASSWORD", getattr(opts, side), side)
+
+
 async def login(opts: TwoAccounts, side: str, secret: str, *, resource: str,
                 cls=Client) -> Client:
     jid = opts.old if side == "old" else opts.new
@@ -92,6 +105,30 @@ async def login(opts: TwoAccounts, side: str, secret: str, *, resource: str,
         jid, secret, host=getattr(opts, f"{side}_host"), port=getattr(opts, f"{side}_port"),
         direct_tls=opts.direct_tls, cafile=getattr(opts, f"{side}_cafile"),
         verify=opts.verify, resource=resource)
+
+
+class LoginFailed(Exception):
+    """A login of :func:`login_both` failed: which *side*, its *jid*, the client's *error*."""
+
+    def __init__(self, side: str, jid: JID, error: ClientError):
+        super().__init__(side, jid, error)
+        self.side, self.jid, self.error = side, jid, error
+
+
+async def login_both(opts: TwoAccounts, old_secret: str, new_secret: str, *, resource: str,
+                     new_cls=Client) -> tuple[Client, Client]:
+    """Sessions on the old and then the new account (the new one of class *new_cls*).
+    LoginFailed if either login fails; the old session is closed again first."""
+    try:
+        old = await login(opts, "old", old_secret, resource=resource)
+    except ClientError as exc:
+        raise LoginFailed("old", opts.old, exc) from None
+    try:
+        new = await login(opts, "new", new_secret, resource=resource, cls=new_cls)
+    except ClientError as exc:
+        await old.close()
+        raise LoginFailed("new", opts.new, exc) from None
+    return old, new
 
 
 def login_failed(side: str, jid: JID, exc: ClientError) -> int:

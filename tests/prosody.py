@@ -39,12 +39,14 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-# one Lua literal writer for the tests and the benchmark (scripts/lib/bench)
+# one Prosody config (and Lua literal writer) for the tests and the benchmark (scripts/lib/bench)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "lib"))
-from bench.prosody_server import lua  # noqa: E402
+from bench import prosody_server  # noqa: E402
 
 from server.tls import generate_self_signed
 from tests.harness import free_port
+
+lua = prosody_server.lua            # the interop tests take it from here
 
 PROSODY = "prosody"
 PROSODYCTL = "prosodyctl"
@@ -179,12 +181,8 @@ class DNSResponder:
 
 # -- Prosody -----------------------------------------------------------------------------
 
-#: loaded on every host besides what Prosody always loads (posix, presence,
-#: message, iq, offline, c2s, s2s, s2s_auth_certs — core/modulemanager.lua)
-MODULES = ["roster", "saslauth", "tls", "dialback", "disco", "ping", "private", "pep",
-           "blocklist", "version", "time", "uptime",
-           # vcard-temp (XEP-0054), stored as is: `xferd migrate` copies it both ways
-           "vcard"]
+#: the benchmark's modules (see there) plus dialback: every interop Prosody federates
+MODULES = prosody_server.MODULES + ["dialback"]
 
 
 class ProsodyProcess:
@@ -215,43 +213,15 @@ class ProsodyProcess:
         return self.workdir / "certs" / f"{self.domain}.key"
 
     def config_text(self) -> str:
-        settings = {
-            # Prosody refuses to run as root unless told; tests in containers are root
-            "run_as_root": os.geteuid() == 0,
-            "pidfile": self.workdir / "prosody.pid",
-            "data_path": self.data_dir,
-            "certificates": self.workdir / "certs",
-            "log": [{"levels": {"min": "debug"}, "to": "file", "filename": self.log_path}],
-            "interfaces": ["127.0.0.1"],
-            "local_interfaces": ["127.0.0.1"],
-            "c2s_ports": [self.c2s_port],
-            "s2s_ports": [self.s2s_port],
-            "c2s_direct_tls_ports": [],
-            "s2s_direct_tls_ports": [],
-            "modules_enabled": MODULES,
-            "authentication": "internal_hashed",
-            "storage": "internal",
-            "allow_registration": False,
-            "c2s_require_encryption": True,
-            "s2s_require_encryption": True,
-            # our peers have self-signed certificates: dialback instead of refusing
-            "s2s_secure_auth": False,
-            "s2s_timeout": 20,
-        }
-        if self.dns_port is not None:
-            # libunbound: no /etc/resolv.conf, no /etc/hosts, everything asked of our
-            # responder, and ".test" not answered NXDOMAIN locally (RFC 6761 default zone)
-            settings["unbound"] = {
-                "resolvconf": False, "hoststxt": False,
-                "forward": f"127.0.0.1@{self.dns_port}",
-                "options": {"local-zone": "test. transparent"},
-            }
+        # debug: read beside xferd's trace when an interop test fails
+        settings = prosody_server.settings(
+            self.workdir, data_dir=self.data_dir, log_path=self.log_path, log_level="debug",
+            c2s_port=self.c2s_port, s2s_port=self.s2s_port, modules=MODULES, s2s_timeout=20,
+            dns_port=self.dns_port)
         settings.update(self.settings)
-        lines = ["-- Written by tests/prosody.py for one test run; not a deployment example.", ""]
-        lines += [f"{key} = {lua(value)}" for key, value in settings.items()]
-        lines += ["", f"VirtualHost {lua(self.domain)}",
-                  f"    ssl = {lua({'certificate': self.cert(), 'key': self.key()})}", ""]
-        return "\n".join(lines)
+        return prosody_server.config_text(
+            settings, {self.domain: {"certificate": self.cert(), "key": self.key()}},
+            "Written by tests/prosody.py for one test run; not a deployment example.")
 
     def start(self, timeout: float = 20) -> "ProsodyProcess":
         self._log = open(self.workdir / "prosody.out", "ab")
@@ -311,7 +281,4 @@ class ProsodyProcess:
         return [line for line in self.log().splitlines() if "\terror\t" in line]
 
     def _env(self) -> dict:
-        env = dict(os.environ)
-        env.pop("PROSODY_CONFIG", None)
-        env["HOME"] = str(self.data_dir)
-        return env
+        return prosody_server.environment(self.data_dir)

@@ -50,21 +50,22 @@ def xferd_fed(dns, prosody, tmp_path_factory):
     proc.stop()
 
 
+def _fresh_accounts(server, domain: str):
+    """make(prefix, password) registers a fresh account PREFIXn@DOMAIN on *server*."""
+    def make(prefix: str = "user", password: str = "pw") -> str:
+        jid = f"{prefix}{next(_numbers)}@{domain}"
+        server.adduser(jid, password)
+        return jid
+    return make
+
+
 @pytest.fixture
 def prosody_user(prosody):
     """Register a fresh Prosody account: prosody_user('bob') → 'bob3@prosody.test'."""
-    def make(prefix: str = "user", password: str = "pw") -> str:
-        jid = f"{prefix}{next(_numbers)}@{PROSODY_DOMAIN}"
-        prosody.adduser(jid, password)
-        return jid
-    return make
+    return _fresh_accounts(prosody, PROSODY_DOMAIN)
 
 
 @pytest.fixture
 def xferd_user(xferd_fed):
     """Register a fresh xferd account: xferd_user('alice') → 'alice4@xferd.test'."""
-    def make(prefix: str = "user", password: str = "pw") -> str:
-        jid = f"{prefix}{next(_numbers)}@{XFERD_DOMAIN}"
-        xferd_fed.adduser(jid, password)
-        return jid
-    return make
+    return _fresh_accounts(xferd_fed, XFERD_DOMAIN)

@@ -2,6 +2,11 @@
 of its own in a temporary directory (nothing of /etc/prosody is read or written).
 
 A trimmed relative of ``tests/prosody.py``'s ``ProsodyProcess`` (which needs pytest).
+The Lua config both write comes from here: :func:`settings` (what every Prosody
+under test gets, with the deliberate differences between the benchmark and the
+interop tests as parameters) and :func:`config_text`, along with :data:`MODULES`
+and :func:`environment`.
+
 Seeding writes the files of Prosody's ``internal`` storage directly:
 ``DATA/<host>/accounts/<user>.dat`` (copies of one account that ``prosodyctl
 register`` made, so every account has the same salt and keys, like the xferd
@@ -30,7 +35,11 @@ MODULE_DIRS = [Path("/usr/lib/prosody/modules"), Path("/usr/share/prosody-module
 AUTH_MODULE = Path("/usr/lib/prosody/modules/mod_auth_internal_hashed.lua")
 #: Prosody 0.12's built-in default when the module cannot be read
 FALLBACK_ITERATIONS = 10000
-#: roughly the features xferd serves, so both servers do similar work per login
+#: loaded on every host besides what Prosody always loads (posix, presence,
+#: message, iq, offline, c2s, s2s, s2s_auth_certs — core/modulemanager.lua):
+#: roughly the features xferd serves, so both servers do similar work per login;
+#: vcard is vcard-temp (XEP-0054), stored as is: `xferd migrate` copies it both ways.
+#: Federation adds "dialback" (Prosody takes the list as a set: the order does not matter)
 MODULES = ["roster", "saslauth", "tls", "disco", "ping", "private", "pep",
            "blocklist", "version", "time", "uptime", "vcard"]
 
@@ -94,6 +103,72 @@ def lua(value) -> str:
     raise TypeError(value)
 
 
+def settings(workdir: Path, *, data_dir: Path, log_path: Path, log_level: str,
+             c2s_port: int, s2s_port: int, modules: list[str],
+             network_backend: str | None = None, iterations: int | None = None,
+             s2s_timeout: int | None = None, plugin_paths: list[Path] = (),
+             dns_port: int | None = None) -> dict:
+    """The global settings of a Prosody under test, living in *workdir* alone.
+
+    Loopback only, STARTTLS required on both streams, no registration, hashed
+    passwords in ``internal`` storage. The keyword arguments are what the
+    benchmark and the interop tests set differently on purpose; None (or empty)
+    leaves a setting out, so Prosody's default applies.
+    """
+    found = {
+        # Prosody refuses to run as root unless told; tests in containers are root
+        "run_as_root": os.geteuid() == 0,
+        "pidfile": workdir / "prosody.pid",
+        "data_path": data_dir,
+        "certificates": workdir / "certs",
+        "log": [{"levels": {"min": log_level}, "to": "file", "filename": log_path}],
+        "network_backend": network_backend,
+        "interfaces": ["127.0.0.1"],
+        "local_interfaces": ["127.0.0.1"],
+        "c2s_ports": [c2s_port],
+        "s2s_ports": [s2s_port],
+        "c2s_direct_tls_ports": [],
+        "s2s_direct_tls_ports": [],
+        "modules_enabled": list(modules),
+        "authentication": "internal_hashed",
+        "default_iteration_count": iterations,
+        "storage": "internal",
+        "allow_registration": False,
+        "c2s_require_encryption": True,
+        "s2s_require_encryption": True,
+        # the xferd peers have self-signed certificates: dialback, not refusal
+        "s2s_secure_auth": False,
+        "s2s_timeout": s2s_timeout,
+        "plugin_paths": [str(p) for p in plugin_paths] or None,
+    }
+    if dns_port is not None:
+        # libunbound: no /etc/resolv.conf, no /etc/hosts, everything asked of our
+        # responder, and ".test" not answered NXDOMAIN locally (RFC 6761 default zone)
+        found["unbound"] = {
+            "resolvconf": False, "hoststxt": False, "forward": f"127.0.0.1@{dns_port}",
+            "options": {"local-zone": "test. transparent"},
+        }
+    return {key: value for key, value in found.items() if value is not None}
+
+
+def config_text(settings: dict, hosts: dict[str, dict], comment: str) -> str:
+    """A Prosody config: a *comment* line, the global *settings*, then one
+    VirtualHost per entry of *hosts* (domain → its ``ssl`` table)."""
+    lines = [f"-- {comment}", ""]
+    lines += [f"{key} = {lua(value)}" for key, value in settings.items()]
+    for domain, ssl in hosts.items():
+        lines += ["", f"VirtualHost {lua(domain)}", f"    ssl = {lua(ssl)}"]
+    return "\n".join(lines) + "\n"
+
+
+def environment(data_dir: Path) -> dict:
+    """The environment for ``prosody`` and ``prosodyctl``: no PROSODY_CONFIG, HOME in *data_dir*."""
+    env = dict(os.environ)
+    env.pop("PROSODY_CONFIG", None)
+    env["HOME"] = str(data_dir)
+    return env
+
+
 def roster_file(account: Account) -> str:
     """``roster/<user>.dat``: item JID → item, plus the ``[false]`` metadata entry."""
     lines = ["return {", '\t[false] = { ["version"] = 1; ["pending"] = {}; };']
@@ -129,43 +204,13 @@ class ProsodyServer(ServerProcess):
         self.config = workdir / "prosody.cfg.lua"
         for domain in domains:
             generate_self_signed(domain, self.cert(domain), self._key(domain))
-        settings = {
-            "run_as_root": os.geteuid() == 0,
-            "pidfile": workdir / "prosody.pid",
-            "data_path": self.data_dir,
-            "certificates": workdir / "certs",
-            "log": [{"levels": {"min": "warn"}, "to": "file", "filename": self.log_path}],
-            "network_backend": "epoll",
-            "interfaces": ["127.0.0.1"],
-            "local_interfaces": ["127.0.0.1"],
-            "c2s_ports": [self.c2s_port],
-            "s2s_ports": [self.s2s_port],
-            "c2s_direct_tls_ports": [],
-            "s2s_direct_tls_ports": [],
-            "modules_enabled": MODULES + (["dialback"] if s2s else []) + list(extra_modules),
-            "authentication": "internal_hashed",
-            "default_iteration_count": iterations,
-            "storage": "internal",
-            "allow_registration": False,
-            "c2s_require_encryption": True,
-            "s2s_require_encryption": True,
-            # the xferd peers have self-signed certificates: dialback, not refusal
-            "s2s_secure_auth": False,
-        }
-        if plugin_paths:
-            settings["plugin_paths"] = [str(p) for p in plugin_paths]
-        if dns_port is not None:
-            # libunbound: ask only our responder; ".test" is not answered locally
-            settings["unbound"] = {
-                "resolvconf": False, "hoststxt": False, "forward": f"127.0.0.1@{dns_port}",
-                "options": {"local-zone": "test. transparent"},
-            }
-        lines = ["-- Written by scripts/bench for one run.", ""]
-        lines += [f"{k} = {lua(v)}" for k, v in settings.items()]
-        for domain in domains:
-            ssl = {"certificate": self.cert(domain), "key": self._key(domain)}
-            lines += ["", f"VirtualHost {lua(domain)}", f"    ssl = {lua(ssl)}"]
-        self.config.write_text("\n".join(lines) + "\n")
+        found = settings(workdir, data_dir=self.data_dir, log_path=self.log_path,
+                         log_level="warn", c2s_port=self.c2s_port, s2s_port=self.s2s_port,
+                         modules=MODULES + (["dialback"] if s2s else []) + list(extra_modules),
+                         network_backend="epoll", iterations=iterations,
+                         plugin_paths=plugin_paths, dns_port=dns_port)
+        hosts = {d: {"certificate": self.cert(d), "key": self._key(d)} for d in domains}
+        self.config.write_text(config_text(found, hosts, "Written by scripts/bench for one run."))
 
     def listening_ports(self) -> list[int]:
         return [self.c2s_port] + ([self.s2s_port] if self.s2s else [])
@@ -180,10 +225,7 @@ class ProsodyServer(ServerProcess):
         return version() or "unknown"
 
     def _env(self) -> dict:
-        env = dict(os.environ)
-        env.pop("PROSODY_CONFIG", None)
-        env["HOME"] = str(self.data_dir)
-        return env
+        return environment(self.data_dir)
 
     def _store(self, domain: str, store: str) -> Path:
         return self.data_dir / encode(domain) / store

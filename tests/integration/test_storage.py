@@ -1,6 +1,8 @@
 """The SQLite store on a real file: atomic writes, cascade, schema versions."""
 
+import asyncio
 import sqlite3
+import threading
 
 import pytest
 
@@ -73,3 +75,75 @@ async def test_schema_is_versioned_and_newer_files_are_refused(tmp_path):
 
 async def test_database_file_is_private(store, tmp_path):
     assert (tmp_path / "x.sqlite").stat().st_mode & 0o077 == 0
+
+
+async def test_concurrent_writes_share_commits_and_a_failing_one_is_undone_alone(store, tmp_path):
+    """Group commit: writes queued behind one another are committed together
+    (fewer COMMITs than writes), each is acknowledged only once committed,
+    and one that fails midway leaves nothing of itself and spoils no other."""
+    from storage.api import RosterItem
+    creds = make_all_credentials("pw", iterations=4096)
+    for name in ("ann", "bob"):
+        assert await store.create_user("localhost", name, creds)
+    good = [store.save_roster_change("localhost", "ann", f"c{i}@example.org",
+                                     RosterItem(f"c{i}@example.org", name=f"C {i}"))
+            for i in range(60)]
+    bad_creds = {"SCRAM-SHA-1": creds["SCRAM-SHA-256"]}         # filed under the wrong name
+    before = store.commits
+    results = await asyncio.gather(*good[:30], store.create_user("localhost", "cy", bad_creds),
+                                   store.create_user("localhost", "dee", creds), *good[30:],
+                                   return_exceptions=True)
+    assert isinstance(results[30], ValueError)
+    assert results[31] is True
+    assert all(isinstance(v, int) for v in results[:30] + results[32:])
+    assert store.commits - before < 20                           # 62 writes, a few commits
+    # what another connection (a fresh process would) reads is exactly the acknowledged writes
+    db = sqlite3.connect(tmp_path / "x.sqlite")
+    try:
+        assert db.execute("SELECT COUNT(*) FROM roster_items WHERE username = 'ann'"
+                          ).fetchone() == (60,)
+        assert db.execute("SELECT username FROM accounts ORDER BY username").fetchall() == [
+            ("ann",), ("bob",), ("dee",)]
+        assert db.execute("SELECT COUNT(*) FROM scram_credentials WHERE username = 'cy'"
+                          ).fetchone() == (0,)
+    finally:
+        db.close()
+    versions = sorted(results[:30] + results[32:])
+    assert versions == list(range(1, 61))                        # each change its own version
+
+
+async def test_a_write_runs_whole_on_aiosqlite_thread(store):
+    """The one private aiosqlite call we make (``Connection._execute``, see
+    ``SQLiteStorage._on_writer_thread``): a newer aiosqlite that changes it
+    fails here, by name, before anything subtler breaks."""
+    here = threading.get_ident()
+    there, connection = await store._on_writer_thread(
+        lambda db: (threading.get_ident(), db))
+    assert there != here
+    assert isinstance(connection, sqlite3.Connection)
+
+
+@pytest.mark.hostile
+async def test_a_failed_commit_fails_every_write_it_held_and_the_store_goes_on(store):
+    """If the COMMIT of a group fails, no write in it may be reported done.
+    The failure is provoked with a foreign key checked only at COMMIT (a
+    deferred one): the middle write of three refers to an account that
+    does not exist."""
+    from storage.api import RosterItem
+    await store.create_user("localhost", "ann", make_all_credentials("pw", iterations=4096))
+
+    def orphan(db):
+        db.execute("PRAGMA defer_foreign_keys = ON")
+        db.execute("INSERT INTO roster_items (host, username, jid) VALUES "
+                   "('localhost', 'ghost', 'x@example.org')")
+
+    results = await asyncio.gather(
+        store.save_roster_change("localhost", "ann", "a@example.org", RosterItem("a@example.org")),
+        store._write(orphan),
+        store.save_roster_change("localhost", "ann", "b@example.org", RosterItem("b@example.org")),
+        return_exceptions=True)
+    assert all(isinstance(r, StorageError) for r in results), results
+    assert await store.get_roster("localhost", "ann") == (0, {})
+    assert await store.save_roster_change("localhost", "ann", "c@example.org",
+                                          RosterItem("c@example.org")) == 1
+    assert list((await store.get_roster("localhost", "ann"))[1]) == ["c@example.org"]

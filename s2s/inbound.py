@@ -18,11 +18,25 @@ address a new one gets ``<policy-violation/>`` before we parse it;
 ``s2s.negotiation_timeout`` counts from the connection (a peer trickling bytes
 or silent is cut off with ``<connection-timeout/>`` all the same); stanza
 rate per stream: ``s2s.stanza_rate`` (see ``server/net.py``).
+
+Stanzas are handled in order per pair of accounts, not one at a time per
+stream. One stream carries the traffic of every user of the peer domain, and
+handled one by one, each stanza would wait for the storage writes of all
+those before it (a migration sends thousands at once). Each (sender,
+recipient) pair of bare JIDs gets a lane, drained by its own task, so a
+pair's stanzas are handled and delivered in the order they came (RFC 6120
+§10.1: a subscription request is stored before the message behind it is
+delivered). Two pairs run side by side: what one pair's stanza changes —
+the recipient's roster item, pending request or offline store for that
+sender — is not what another pair's reads. At most ``MAX_IN_FLIGHT``
+stanzas of a stream are in the lanes at once; beyond that we stop reading
+from the peer, and TCP pushes back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import secrets
@@ -43,6 +57,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("xferd.s2s.in")
 _numbers = itertools.count(1)
+
+#: stanzas of one inbound stream being handled at once, across its lanes
+MAX_IN_FLIGHT = 256
 
 
 class InboundStream(StreamConnection):
@@ -67,6 +84,12 @@ class InboundStream(StreamConnection):
         #: (remote domain, local domain) pairs authenticated on this stream
         self.authenticated: set[tuple[str, str]] = set()
         self._checks: set[asyncio.Task] = set()
+        #: (sender, recipient) bare JIDs → stanzas waiting, the first one being handled
+        self._lanes: dict[tuple[str, str], collections.deque] = {}
+        self._drains: set[asyncio.Task] = set()
+        self._in_flight = 0
+        self._room = asyncio.Event()
+        self._failed = False
 
     def __repr__(self):
         return f"<s2s-in#{self.number} {self.peer or '?'}→{self.local or '?'}>"
@@ -182,14 +205,49 @@ class InboundStream(StreamConnection):
         if not sender or not recipient:
             raise StreamError("improper-addressing", "s2s stanzas need 'from' and 'to'")
         try:
-            from_domain, to_domain = JID.parse(sender).domain, JID.parse(recipient).domain
+            from_, to = JID.parse(sender), JID.parse(recipient)
         except JIDError:
             raise StreamError("improper-addressing", "malformed 'from' or 'to'") from None
+        from_domain, to_domain = from_.domain, to.domain
         if to_domain not in self.s2s.server.hosts:
             raise StreamError("host-unknown", f"{recipient!r} is not served here")
         if (from_domain, to_domain) not in self.authenticated:
             raise StreamError("invalid-from", f"{sender!r} is not authenticated on this stream")
-        await self.s2s.server.router.route(el, origin=self)
+        key = (str(from_.bare), str(to.bare))
+        lane = self._lanes.get(key)
+        if lane is not None:
+            lane.append(el)                     # after the ones before it, same pair
+        else:
+            self._lanes[key] = collections.deque((el,))
+            task = asyncio.create_task(self._drain(key))
+            self._drains.add(task)
+            task.add_done_callback(self._drains.discard)
+        self._in_flight += 1
+        while self._in_flight >= MAX_IN_FLIGHT and not self.closing:
+            self._room.clear()
+            await self._room.wait()             # read no more until a lane moves on
+
+    async def _drain(self, key: tuple[str, str]) -> None:
+        """Route one pair's stanzas in the order they came. A stream that
+        closes meanwhile does not drop them: they were received. One that
+        failed (an internal error) handles nothing more, as before lanes."""
+        lane = self._lanes[key]
+        router = self.s2s.server.router
+        try:
+            while lane and not self._failed:
+                try:
+                    await router.route(lane[0], origin=self)
+                except Exception:
+                    log.exception("%r: internal error routing a stanza", self)
+                    self._failed = True
+                    self.stream_error("internal-server-error")
+                finally:
+                    lane.popleft()
+                    self._in_flight -= 1
+                    self._room.set()
+        finally:
+            self._in_flight -= len(lane)
+            del self._lanes[key]
 
 
 def _domain(text: str | None) -> str | None:

@@ -83,6 +83,44 @@ async def test_subscribe_presence_and_messages_both_ways(two):
     await bob.close()
 
 
+async def test_one_pairs_stanzas_keep_their_order_while_pairs_share_a_stream(two):
+    """b.test handles the stanzas of one s2s stream per pair of accounts, not
+    one at a time (RFC 6120 §10.1 asks for order per pair). A subscription
+    request (stored first) and the message right behind it (delivered at
+    once) must still reach each contact in that order, while alice's
+    messages to an offline dave share the stream and keep theirs."""
+    a, b = two
+    people = [f"erin{n}" for n in range(4)]
+    for name in people + ["dave"]:
+        b.adduser(f"{name}@b.test", "pw")
+    alice = await login(a, "alice@a.test/order", "pw")
+    seen: dict[str, list[str]] = {name: [] for name in people}
+    clients = []
+    for name in people:
+        client = await login(b, f"{name}@b.test/order", "pw")
+        client.add_event_handler("presence_subscribe",
+                                 lambda p, log=seen[name]: log.append("subscribe"))
+        client.add_event_handler("message", lambda m, log=seen[name]: log.append(m["body"]))
+        client.send_presence()
+        clients.append(client)
+    for n in range(50):
+        alice.send_message(mto="dave@b.test", mbody=f"dave {n}", mtype="chat")
+        if n < len(people):
+            alice.send_presence(pto=f"{people[n]}@b.test", ptype="subscribe")
+            alice.send_message(mto=f"{people[n]}@b.test", mbody="please accept", mtype="chat")
+    deadline = asyncio.get_running_loop().time() + 15
+    while any(len(log) < 2 for log in seen.values()):
+        assert asyncio.get_running_loop().time() < deadline, seen
+        await asyncio.sleep(0.05)
+    assert seen == {name: ["subscribe", "please accept"] for name in people}
+    dave = await login(b, "dave@b.test/later", "pw")
+    dave.send_presence()                                    # offline messages come now
+    got = [(await asyncio.wait_for(dave.messages.get(), 15))["body"] for _ in range(50)]
+    assert got == [f"dave {n}" for n in range(50)]
+    for client in [alice, dave, *clients]:
+        await client.close()
+
+
 async def test_unreachable_domain_bounces_remote_server_not_found(two):
     a, _ = two
     alice = await login(a, "alice@a.test/bounce", "pw")

@@ -84,8 +84,12 @@ AUTO, APPROVED = "auto-updated", "approved"
 WAITING, ROSTER_ONLY = "waiting for manual approval", "roster only (no subscription to restore)"
 UNREACHABLE = ("remote-server-not-found", "remote-server-timeout")
 STEPS = 9
-#: roster sets in flight while copying (the server answers them in order)
+#: roster sets in flight per session while copying (a server answers them in order)
 ROSTER_WINDOW = 32
+#: sessions copying the roster side by side: a server handles one session's
+#: stanzas one after the other, each roster set waiting for its write to be
+#: on disk; several sessions let it write several sets per disk sync
+ROSTER_SESSIONS = 4
 #: outreach stanzas written between two waits for the socket buffer to drain
 OUTREACH_DRAIN = 64
 #: the state file is saved at least this often (seconds) within a step: see State
@@ -147,8 +151,10 @@ async def migrate(opts: Options, state: "State", old_password: str, new_password
     except LoginFailed as exc:
         return login_failed(exc.side, exc.jid, exc.error)
     try:
-        return await Migration(opts, state, old, new,
-                               new_roster=lambda: roster_of(opts, "new", new_password)).run()
+        return await Migration(
+            opts, state, old, new, new_roster=lambda: roster_of(opts, "new", new_password),
+            new_session=lambda resource: login(opts, "new", new_password,
+                                               resource=resource)).run()
     except (ClientError, OSError) as exc:
         print(f"xferd: error: the migration broke off: {exc}; rerun to resume", file=sys.stderr)
         return 1
@@ -177,10 +183,12 @@ class Migration:
     """One run of the steps above; each consults and updates the state file."""
 
     def __init__(self, opts: Options, state: "State", old: Client, new: Client,
-                 new_roster=None):
+                 new_roster=None, new_session=None):
         self.opts, self.state, self.old, self.new = opts, state, old, new
         #: reads the new account's roster (default: on the session *new*)
         self.new_roster = new_roster or new.roster
+        #: opens another session on the new account (resource → Client), if allowed
+        self.new_session = new_session
         #: contacts the new account was subscribed to before the outreach
         self.subscribed_before: set[str] | None = None
 
@@ -280,9 +288,33 @@ class Migration:
                 changes.append(_Item(item.jid, name, groups))
             else:
                 copied(item)                    # already there as it should be
-        # pipelined: ROSTER_WINDOW sets in flight, not one round trip per item
-        await self.new.roster_set_all(changes, window=ROSTER_WINDOW, done=copied)
+        # pipelined: ROSTER_WINDOW sets in flight per session, not one round trip per item
+        sessions = [self.new] + await self._helpers(min(ROSTER_SESSIONS, len(changes) // 100))
+        if len(sessions) > 1:
+            log.info("roster: %d sessions side by side", len(sessions))
+        try:
+            await asyncio.gather(*(
+                session.roster_set_all(changes[n::len(sessions)], window=ROSTER_WINDOW,
+                                       done=copied)
+                for n, session in enumerate(sessions)))
+        finally:
+            for session in sessions[1:]:
+                await session.close()
         self.state.finish("roster")
+
+    async def _helpers(self, wanted: int) -> list[Client]:
+        """Up to *wanted* - 1 more sessions on the new account for the copy;
+        fewer (none) if they cannot be had — the copy goes on without them."""
+        helpers: list[Client] = []
+        for n in range(2, wanted + 1):
+            if self.new_session is None:
+                break
+            try:
+                helpers.append(await self.new_session(f"xferd-copy-{n}"))
+            except (ClientError, OSError) as exc:
+                log.info("roster: copying on %d session(s) (another: %s)", len(helpers) + 1, exc)
+                break
+        return helpers
 
     async def copy_vcard(self, vcard) -> None:
         step(4, "copying the vCard")

@@ -409,3 +409,30 @@ def test_outreach_goes_contact_by_contact_in_the_plans_order():
     assert per_contact(stanzas) == [("b", "subscribed", 1), ("b", "subscribe", 4),
                                     ("c", "subscribed", 2), ("c", "subscribe", 5),
                                     ("a", "subscribe", 3)]
+
+
+async def test_a_big_roster_is_copied_whole_over_several_sessions(world, tmp_path):
+    """From 200 items on, the copy runs on up to four sessions of the new
+    account side by side (a server handles one session's sets one after the
+    other). Every item arrives with its name and groups, and a second run
+    finds nothing left to copy."""
+    u = users(world, pat="a", pat_new="b")
+    cafile = str(world.a.cert("a.test"))
+    pat = await Client.connect(u.pat, "pw", host="127.0.0.1", port=world.a.c2s_port,
+                               cafile=cafile)
+    items = [SimpleNamespace(jid=f"pal{n}@z.test", name=f"Pal {n}", groups=(f"G{n % 3}",))
+             for n in range(450)]
+    await pat.roster_set_all(items, window=32)
+    await pat.close()
+    code, out, err = await run_migrate(world, u.pat, u.pat_new, tmp_path)
+    assert code == 0, err
+    assert "copying 450 roster item(s)" in err
+    assert "roster: 4 sessions side by side" in err
+    new = await Client.connect(u.pat_new, "pw", host="127.0.0.1", port=world.b.c2s_port,
+                               cafile=str(world.b.cert("b.test")))
+    copied = {item.jid: (item.name, item.groups) for item in await new.roster()}
+    await new.close()
+    assert copied == {i.jid: (i.name, i.groups) for i in items}
+    code, out, err = await run_migrate(world, u.pat, u.pat_new, tmp_path)
+    assert code == 0, err
+    assert "roster: 450 item(s) copied in an earlier run" in err

@@ -16,6 +16,13 @@ in the peer's own send buffer, so a flood costs us at most *rate* stanzas of
 work per second and a bounded amount of memory, while a client that merely
 bursts (a login, a roster sync) loses nothing and sees no error. We never end
 a stream for its rate: on TCP there is no excess to punish, only to slow down.
+
+Idle connections: once no byte has arrived for ``hibernate_after`` seconds,
+the connection hibernates its parser (:meth:`StreamParser.hibernate
+<server.xmpp.stream.StreamParser.hibernate>`): it drops lxml's ~11 KiB and
+rebuilds it from the stream header on the next read, ~15 µs. After every read
+that cost would be paid per read on a busy connection; after a second of quiet
+it is paid at most once a second, and only by a connection that was idle.
 """
 
 from __future__ import annotations
@@ -69,6 +76,9 @@ class StreamConnection:
     #: bytes we let pile up for a peer that does not read before cutting it off
     max_output = 4 * 1024 * 1024
 
+    #: seconds without input after which the parser hibernates; None: never
+    hibernate_after: float | None = 1.0
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                  label: str, max_stanza_size: int, max_depth: int,
                  stanza_rate: float = 0.0, stanza_burst: int = 1):
@@ -85,6 +95,8 @@ class StreamConnection:
         self._throttled = False             # logged once per connection
         self._tls_handshake = False         # a STARTTLS handshake is under way
         self._out: list[bytes] = []         # written at the end of this loop turn
+        self._input_at = 0.0                # loop time of the last read
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # -- for subclasses ----------------------------------------------------------------
     def on_header(self, opened: StreamOpened) -> None:
@@ -107,11 +119,16 @@ class StreamConnection:
 
     async def run(self) -> None:
         """Read until the stream ends; then tear down."""
+        loop = asyncio.get_running_loop()
         try:
             while not self.closing:
                 data = await self.reader.read(READ_SIZE)
                 if not data:
                     break
+                self._input_at = loop.time()
+                if self._idle_timer is None and self.hibernate_after is not None:
+                    self._idle_timer = loop.call_at(self._input_at + self.hibernate_after,
+                                                    self._idle)
                 await self._receive(data)
         except StreamError as exc:
             log.info("%r: stream error %s (%s)", self, exc.condition, exc.text)
@@ -123,8 +140,26 @@ class StreamConnection:
             self.stream_error("internal-server-error")
         finally:
             self.closing = True
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
             await self.teardown()
             await self._close_transport()
+
+    def _idle(self) -> None:
+        """The idle timer (see the module docstring). It is armed once per
+        quiet period, not per read: when it fires early because more input
+        came, it waits for the rest of the period from the last read."""
+        self._idle_timer = None
+        if self.closing:
+            return
+        loop = asyncio.get_running_loop()
+        due = self._input_at + self.hibernate_after
+        if loop.time() < due:
+            self._idle_timer = loop.call_at(due, self._idle)
+        else:
+            # refused mid-stanza: the read that completes it arms the timer again
+            self.parser.hibernate()
 
     async def _receive(self, data: bytes) -> None:
         parser = self.parser

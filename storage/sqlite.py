@@ -12,15 +12,15 @@ Choices, deliberately:
   ``xferd import`` in the middle of writes and checks this.
 * One connection writes, on aiosqlite's thread, so the event loop never waits
   for the disk. Each write method is one function handed to that thread
-  whole (:meth:`SQLiteStorage._write`): one hand-over per transaction, not
-  one per statement. A hand-over costs two thread wake-ups — ~30 µs of CPU on
-  a quiet machine, far more when the loop and the thread fight for the GIL
-  on a busy one — against ~5 µs for a statement; per statement, they were
-  most of the server's CPU in the migration benchmark (issue 8).
-* Group commit: a write that starts while an earlier one waits for its COMMIT
-  joins that transaction inside a ``SAVEPOINT`` (an error undoes only its
-  own work), and one ``COMMIT`` — one fsync — acknowledges them all. A write
-  method returns only once its transaction is committed.
+  whole (:meth:`SQLiteStorage._write`), not one statement at a time: a
+  hand-over costs two thread wake-ups — ~30 µs of CPU on a quiet machine,
+  far more when the loop and the thread fight for the GIL on a busy one —
+  against ~5 µs for a statement. Per statement, they were most of the
+  server's CPU in the migration benchmark (issue 8).
+* Group commit: the writes queued while the thread is busy go over together,
+  each inside its own ``SAVEPOINT`` of one transaction (an error undoes only
+  its own work), and one ``COMMIT`` — one fsync — acknowledges them all: one
+  hand-over per batch. A write method returns only once that COMMIT is done.
 * Reads by key run right on the event loop's thread, on a second, read-only
   connection with the standard ``sqlite3`` module: a few rows out of the page
   cache take microseconds, less than any hand-over. In WAL mode a reader
@@ -194,12 +194,8 @@ class SQLiteStorage:
         self.synchronous = synchronous
         self._writer: aiosqlite.Connection | None = None
         self._reader: sqlite3.Connection | None = None      # on the event loop's thread
-        # the writer's thread keeps these two (see _apply and _commit_open)
-        self._tx_number = 0                  # the transaction open, or the last one
-        self._tx_lost: tuple[int, BaseException] | None = None
-        # the event loop keeps these
-        self._waiting: dict[int, list[asyncio.Future]] = {}   # transaction → unacknowledged
-        self._committer: asyncio.Task | None = None
+        self._queue: list[tuple[Callable, asyncio.Future]] = []   # writes for the next batch
+        self._flusher: asyncio.Task | None = None
         #: how many COMMITs acknowledged how many writes (for the tests and the log)
         self.commits = self.committed_writes = 0
 
@@ -248,8 +244,8 @@ class SQLiteStorage:
                 os.chmod(self.path, 0o600)     # credentials live here
 
     async def close(self) -> None:
-        if self._committer is not None:
-            await asyncio.gather(self._committer, return_exceptions=True)
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
         if self._reader is not None:
             with contextlib.suppress(Exception):
                 self._reader.close()
@@ -278,89 +274,84 @@ class SQLiteStorage:
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(db)`` as one atomic write; return what it returns once committed.
 
-        An exception undoes all of ``fn``'s work and is raised here. The work
-        is shielded: a caller cancelled meanwhile (a connection that closed)
-        does not leave a handed-over write without the COMMIT that ends it."""
-        return await asyncio.shield(self._write_and_commit(fn))
-
-    async def _write_and_commit(self, fn):
-        number, result = await self._on_writer_thread(self._apply, fn)
+        An exception undoes all of ``fn``'s work and is raised here. A caller
+        cancelled meanwhile does not cut the write short: once queued it is
+        done, or not, whole."""
         done = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(number, []).append(done)
-        if self._committer is None or self._committer.done():
-            # queued behind every write already handed over: they all join this commit
-            self._committer = asyncio.create_task(self._commit())
-        await done
-        return result
+        self._queue.append((fn, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await done
 
-    def _apply(self, db: sqlite3.Connection, fn):
-        """On the writer's thread: ``fn(db)`` in the open transaction (as a
-        savepoint) or in a new one. Returns (transaction number, result)."""
-        joined = db.in_transaction
-        if joined:
-            db.execute("SAVEPOINT write")
-        else:
-            self._tx_number += 1
-            db.execute("BEGIN IMMEDIATE")
-        number = self._tx_number
+    async def _flush(self) -> None:
+        """Hand the queued writes over as one batch — one transaction, one
+        COMMIT — and again for those queued meanwhile, until none are left.
+        The writes of one loop turn go together, and under load, all those
+        that came while the last batch was being written and synced."""
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                outcomes = await self._on_writer_thread(self._write_batch,
+                                                        [fn for fn, _ in batch])
+            except BaseException as exc:        # closed under us, or shutting down
+                outcomes = [(False, StorageError(f"not written: {exc!r}"))] * len(batch)
+                if not isinstance(exc, Exception):
+                    self._settle(batch, outcomes)
+                    raise
+            self._settle(batch, outcomes)
+
+    def _settle(self, batch, outcomes) -> None:
+        written = sum(ok for ok, _ in outcomes)
+        if written:
+            self.commits += 1
+            self.committed_writes += written
+        for (_, done), (ok, value) in zip(batch, outcomes):
+            if done.done():
+                continue                        # its caller gave up waiting
+            if ok:
+                done.set_result(value)
+            else:
+                done.set_exception(value)
+
+    def _write_batch(self, db: sqlite3.Connection, fns: list[Callable]) -> list[tuple]:
+        """On the writer's thread: each ``fn(db)`` inside its own SAVEPOINT of
+        one transaction, then COMMIT. Returns ``(True, result)`` or ``(False,
+        exception)`` per write; a write is reported done only if the COMMIT
+        that holds it succeeded."""
+        db.execute("BEGIN IMMEDIATE")
         try:
-            result = fn(db)
-            if joined:
+            return self._write_each(db, fns)
+        except BaseException:
+            if db.in_transaction:               # never leave the writer inside a transaction
+                db.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _write_each(db: sqlite3.Connection, fns: list[Callable]) -> list[tuple]:
+        outcomes: list[tuple] = []
+        for fn in fns:
+            db.execute("SAVEPOINT write")
+            try:
+                outcomes.append((True, fn(db)))
                 db.execute("RELEASE write")
-        except BaseException as exc:
-            if not db.in_transaction:
-                # SQLite gave up the whole transaction (disk full, I/O error):
-                # the earlier writes that joined it are gone too
-                self._tx_lost = (number, exc)
-            elif joined:
+            except Exception as exc:
+                outcomes.append((False, exc))
+                if not db.in_transaction:
+                    # SQLite gave up the whole transaction (disk full, I/O error):
+                    # what the batch wrote before is gone too, and nothing more is tried
+                    lost = StorageError(f"not committed: {exc!r}")
+                    return [(False, lost if ok else value) for ok, value in outcomes] + \
+                        [(False, lost)] * (len(fns) - len(outcomes))
                 db.execute("ROLLBACK TO write")
                 db.execute("RELEASE write")
-            else:
-                db.execute("ROLLBACK")
-            raise
-        return number, result
-
-    def _commit_open(self, db: sqlite3.Connection) -> tuple[int, BaseException | None]:
-        """On the writer's thread: COMMIT the open transaction. Returns its
-        number and what made it fail, if it did."""
-        number, lost, self._tx_lost = self._tx_number, self._tx_lost, None
-        if not db.in_transaction:
-            return number, (lost[1] if lost and lost[0] == number else None)
         try:
             db.execute("COMMIT")
-        except BaseException as exc:
+        except Exception as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            return number, exc
-        return number, None
-
-    async def _commit(self) -> None:
-        """Acknowledge the writes of every transaction up to the one committed
-        now (asyncio runs callbacks in order, so each write handed over before
-        this COMMIT has registered by the time it returns)."""
-        try:
-            number, failure = await self._on_writer_thread(self._commit_open)
-        except BaseException as exc:          # closed under us, or shutting down
-            waiting, self._waiting = self._waiting, {}
-            for done in (d for ds in waiting.values() for d in ds if not d.done()):
-                done.set_exception(StorageError(f"not committed: {exc!r}"))
-            raise
-        for n in sorted(n for n in self._waiting if n <= number):
-            waiting = self._waiting.pop(n)
-            if failure is not None and n == number:
-                log.error("storage: a commit of %d write(s) failed: %s", len(waiting), failure)
-            else:
-                self.commits += 1
-                self.committed_writes += len(waiting)
-            for done in waiting:
-                if done.done():
-                    continue
-                if failure is not None and n == number:
-                    done.set_exception(StorageError(f"not committed: {failure!r}"))
-                else:
-                    done.set_result(None)
-        if self._waiting:           # handed over after this COMMIT: the next one
-            self._committer = asyncio.create_task(self._commit())
+            failed = StorageError(f"not committed: {exc!r}")
+            return [(False, failed if ok else value) for ok, value in outcomes]
+        return outcomes
 
     # -- reads --------------------------------------------------------------------------------
     def _snapshot(self, fn: Callable[[sqlite3.Connection], T]) -> T:

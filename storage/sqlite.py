@@ -257,7 +257,7 @@ class SQLiteStorage:
     async def schema_version(self) -> int:
         return self._one("PRAGMA user_version")[0]
 
-    # -- writes: one hand-over per transaction, group commit ---------------------------------
+    # -- writes: one hand-over and one COMMIT per batch (group commit) ----------------------
     async def _on_writer_thread(self, fn: Callable[..., T], *args) -> T:
         """Run ``fn(connection, *args)`` on the writer's thread.
 
@@ -294,7 +294,7 @@ class SQLiteStorage:
                 outcomes = await self._on_writer_thread(self._write_batch,
                                                         [fn for fn, _ in batch])
             except BaseException as exc:        # closed under us, or shutting down
-                outcomes = [(False, StorageError(f"not written: {exc!r}"))] * len(batch)
+                outcomes = [(False, StorageError(f"write interrupted: {exc!r}"))] * len(batch)
                 if not isinstance(exc, Exception):
                     self._settle(batch, outcomes)
                     raise
@@ -332,7 +332,7 @@ class SQLiteStorage:
         for fn in fns:
             db.execute("SAVEPOINT write")
             try:
-                outcomes.append((True, fn(db)))
+                result = fn(db)
                 db.execute("RELEASE write")
             except Exception as exc:
                 outcomes.append((False, exc))
@@ -344,6 +344,8 @@ class SQLiteStorage:
                         [(False, lost)] * (len(fns) - len(outcomes))
                 db.execute("ROLLBACK TO write")
                 db.execute("RELEASE write")
+            else:
+                outcomes.append((True, result))
         try:
             db.execute("COMMIT")
         except Exception as exc:

@@ -71,6 +71,7 @@ _REFERENCE_OR_CDATA = re.compile(
     rb"&(?:(?:amp|lt|gt|quot|apos|#[0-9]{1,7}|#x[0-9a-fA-F]{1,6});)?|<!\[CDATA\[|\]\]>")
 _CARRY = 16                 # longest token above is 11 bytes ("&#x10FFFF;" + 1)
 _XML_SPACE = b" \t\r\n"     # XML's white space (bytes.strip() would also take \v and \f)
+_XML_SPACE_TEXT = " \t\r\n"  # … and as text (str.strip() would also take U+00A0 and others)
 #: a start tag; '>' may appear unescaped inside quoted attribute values
 _START_TAG = re.compile(rb"""<(?:[^'">]|'[^']*'|"[^"]*")*>""")
 _NAME = re.compile(rb"[^ \t\r\n/>]+")
@@ -369,7 +370,7 @@ class StreamParser:
                     _check_prefixes(obj)
                     # the stanza arrived whole before the text that follows it
                     out.append(Element(obj))
-                    if tail is not None and tail.strip():
+                    if tail is not None and tail.strip(_XML_SPACE_TEXT):
                         raise StreamError("bad-format", "character data between stanzas")
                 elif self._depth == 0:
                     self._check_root_text()     # text just before the footer
@@ -413,7 +414,7 @@ class StreamParser:
             return
         text = root.text
         if text is not None and self._depth <= 1:
-            if text.strip():
+            if text.strip(_XML_SPACE_TEXT):
                 raise StreamError("bad-format", "character data between stanzas")
             root.text = None
 

@@ -488,6 +488,9 @@ TEXT_AFTER_STANZA = [
     HEADER + STANZAS[0] + b"junk" + STANZAS[1],
     HEADER + STANZAS[0] + b"  \n x \n" + STANZAS[1],
     HEADER + b"<message/>junk<presence/>",
+    # white space to Python, not to XML (§2.3: space, tab, CR, LF only)
+    HEADER + STANZAS[0] + "\u00a0".encode() + STANZAS[1],
+    HEADER + STANZAS[0] + "\u2003".encode() + STANZAS[1],
 ]
 
 

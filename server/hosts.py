@@ -8,6 +8,8 @@ each other.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import logging
 from typing import TYPE_CHECKING
@@ -45,6 +47,8 @@ class Host:
         #: username → resource → c2s session (only bound sessions)
         self.sessions: dict[str, dict[str, object]] = {}
         self.modules: list[str] = []
+        #: (username, contact) → [lock, holders and waiters]: see roster_items()
+        self._item_locks: dict[tuple[str, str], list] = {}
 
     @property
     def storage(self):
@@ -62,6 +66,32 @@ class Host:
             module.setup(self)
             self.modules.append(name)
             log.debug("%s: module %s loaded", self.domain, name)
+
+    # -- roster items ----------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def roster_items(self, username: str, *contacts: str):
+        """Hold *username*'s roster items for *contacts* while reading, deciding
+        and writing them: the stanzas that change one item arrive on different
+        streams (the user's session, the contact's server) and are handled side
+        by side, and two read-then-write handlers on the same item would lose
+        one of the writes. Hold no stanza routing under it: a reply routed back
+        to this user for the same contact would wait for itself. Locks are
+        taken in sorted order, so two holders of several never deadlock."""
+        entries = []
+        for contact in sorted(set(contacts)):
+            entry = self._item_locks.setdefault((username, contact), [asyncio.Lock(), 0])
+            entry[1] += 1
+            entries.append(((username, contact), entry))
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                for _, (lock, _) in entries:
+                    await stack.enter_async_context(lock)
+                yield
+        finally:
+            for key, entry in entries:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._item_locks[key]
 
     # -- sessions -------------------------------------------------------------
     def user_sessions(self, username: str) -> dict[str, object]:

@@ -460,16 +460,17 @@ def setup(host) -> None:
         user = contact.local
         if await applicable(user, old, new) and not await confirmed(old, new):
             raise StanzaError("forbidden", "the new account does not confirm the transfer")
-        # read again after the check: a notice sent twice may have been applied meanwhile
-        if not await applicable(user, old, new):
-            await event.reply()                         # already done: idempotent
-            return
-        item_old = await storage.get_roster_item(host.domain, user, str(old))
-        item_new = await storage.get_roster_item(host.domain, user, str(new))
-        moved = x.merge(item_new, item_old, True)
-        moved.jid = str(new)
-        version = await storage.save_roster_changes(host.domain, user, [
-            (str(new), moved, False), (str(old), None, False)])
+        async with host.roster_items(user, str(old), str(new)):
+            # read again after the check: a notice sent twice may have been applied meanwhile
+            if not await applicable(user, old, new):
+                await event.reply()                     # already done: idempotent
+                return
+            item_old = await storage.get_roster_item(host.domain, user, str(old))
+            item_new = await storage.get_roster_item(host.domain, user, str(new))
+            moved = x.merge(item_new, item_old, True)
+            moved.jid = str(new)
+            version = await storage.save_roster_changes(host.domain, user, [
+                (str(new), moved, False), (str(old), None, False)])
         await event.reply()
         await host.events.fire("roster-changed", RosterChange(host, user, str(old), None, version))
         await host.events.fire("roster-changed", RosterChange(host, user, str(new), moved, version))

@@ -215,25 +215,26 @@ def setup(host) -> None:
     async def apply_move(user: str, old: JID, new: JID) -> None:
         """Step 7, in order, item changes in one transaction."""
         bare = f"{user}@{host.domain}"
-        item_old = await storage.get_roster_item(host.domain, user, str(old))
-        item_new = await storage.get_roster_item(host.domain, user, str(new))
-        if item_old is None or item_old.subscription not in SHARES:
-            return                                   # changed meanwhile: nothing to move
-        was_both = item_old.subscription == "both"
-        fresh = item_new is None
-        updated_new = copy.copy(item_new) if item_new else RosterItem(str(new))
-        updated_new.subscription = "both" if updated_new.subscription in ("to", "both") \
-            else "from"
-        updated_new.approved = False
-        if fresh or (not updated_new.name and not updated_new.groups):
-            updated_new.name, updated_new.groups = item_old.name, item_old.groups
-        subscribe_new = was_both and updated_new.subscription == "from" and not updated_new.ask
-        if subscribe_new:
-            updated_new.ask = True
-        updated_old = copy.copy(item_old)
-        updated_old.subscription = "to" if was_both else "none"
-        version = await storage.save_roster_changes(host.domain, user, [
-            (str(new), updated_new, False), (str(old), updated_old, None)])
+        async with host.roster_items(user, str(old), str(new)):
+            item_old = await storage.get_roster_item(host.domain, user, str(old))
+            item_new = await storage.get_roster_item(host.domain, user, str(new))
+            if item_old is None or item_old.subscription not in SHARES:
+                return                                   # changed meanwhile: nothing to move
+            was_both = item_old.subscription == "both"
+            fresh = item_new is None
+            updated_new = copy.copy(item_new) if item_new else RosterItem(str(new))
+            updated_new.subscription = "both" if updated_new.subscription in ("to", "both") \
+                else "from"
+            updated_new.approved = False
+            if fresh or (not updated_new.name and not updated_new.groups):
+                updated_new.name, updated_new.groups = item_old.name, item_old.groups
+            subscribe_new = was_both and updated_new.subscription == "from" and not updated_new.ask
+            if subscribe_new:
+                updated_new.ask = True
+            updated_old = copy.copy(item_old)
+            updated_old.subscription = "to" if was_both else "none"
+            version = await storage.save_roster_changes(host.domain, user, [
+                (str(new), updated_new, False), (str(old), updated_old, None)])
         router = host.server.router
         await router.route(E(PRESENCE, {"type": "subscribed", "from": bare, "to": str(new)}))
         await host.events.fire("roster-changed",

@@ -100,22 +100,25 @@ def setup(host) -> None:
     async def roster_set(event) -> bool:
         user = event.from_.local
         contact, wanted, remove = _parse_set(event.stanza[0], event.from_)
-        existing = await host.storage.get_roster_item(host.domain, user, contact)
         if remove:
+            existing = await host.storage.get_roster_item(host.domain, user, contact)
             if existing is None and await host.storage.get_pending_request(
                     host.domain, user, contact) is None:
                 raise StanzaError("item-not-found", "no such roster item")
             await _remove(host, event, user, contact, existing)
         else:
-            if existing is None:
-                count = await host.storage.count_roster_items(host.domain, user)
-                if count >= host.global_config.im.max_roster_items:
-                    raise StanzaError("not-allowed", "the roster is full")
-            else:
-                wanted.subscription = existing.subscription
-                wanted.ask = existing.ask
-                wanted.approved = existing.approved
-            version = await host.storage.save_roster_change(host.domain, user, contact, wanted)
+            async with host.roster_items(user, contact):     # see Host.roster_items
+                existing = await host.storage.get_roster_item(host.domain, user, contact)
+                if existing is None:
+                    count = await host.storage.count_roster_items(host.domain, user)
+                    if count >= host.global_config.im.max_roster_items:
+                        raise StanzaError("not-allowed", "the roster is full")
+                else:
+                    wanted.subscription = existing.subscription
+                    wanted.ask = existing.ask
+                    wanted.approved = existing.approved
+                version = await host.storage.save_roster_change(host.domain, user, contact,
+                                                                wanted)
             await host.events.fire("roster-changed",
                                    RosterChange(host, user, contact, wanted, version))
         await event.reply()

@@ -79,14 +79,16 @@ def setup(host) -> None:
         if event.to is None:
             raise StanzaError("bad-request", "a subscription needs a contact's JID in 'to'")
         user, contact = event.from_.local, str(event.to.bare)
-        item, pending, current = await state(user, contact)
-        outcome = table.OUTBOUND[(kind, current)]
-        approved = {table.PRE_APPROVE: True, table.CANCEL_PRE_APPROVAL: False}.get(outcome.effect)
-        log.debug("%s@%s sends %s to %s: %s → %s", user, host.domain, kind, contact,
-                  current, outcome.state)
-        if outcome.effect == table.SEND_UNAVAILABLE:
-            await host.events.fire("presence-revoke", PresenceShare(host, user, contact))
-        await apply(user, contact, item, pending, outcome, approved=approved)
+        async with host.roster_items(user, contact):
+            item, pending, current = await state(user, contact)
+            outcome = table.OUTBOUND[(kind, current)]
+            approved = {table.PRE_APPROVE: True,
+                        table.CANCEL_PRE_APPROVAL: False}.get(outcome.effect)
+            log.debug("%s@%s sends %s to %s: %s → %s", user, host.domain, kind, contact,
+                      current, outcome.state)
+            if outcome.effect == table.SEND_UNAVAILABLE:
+                await host.events.fire("presence-revoke", PresenceShare(host, user, contact))
+            await apply(user, contact, item, pending, outcome, approved=approved)
         if outcome.forward:
             stanza = event.stanza
             stanza.set("from", f"{user}@{host.domain}")       # §3.1.2: bare JIDs
@@ -106,19 +108,20 @@ def setup(host) -> None:
             if kind == "subscribe":                            # §3.1.3 / §8.5.1
                 await event.send(presence("unsubscribed", user, contact))
             return True
-        item, pending, current = await state(user, contact)
-        if kind == "subscribe" and item is not None and item.approved \
-                and current in table.PRE_APPROVED:
-            outcome = table.PRE_APPROVED[current]
-        else:
-            outcome = table.INBOUND[(kind, current)]
-        log.debug("%s arrives from %s for %s@%s: %s → %s", kind, contact, user,
-                  host.domain, current, outcome.state)
-        stanza = event.stanza
-        stanza.set("from", contact)
-        stanza.set("to", f"{user}@{host.domain}")
-        request = to_text(stanza) if outcome.effect == table.STORE_REQUEST else None
-        await apply(user, contact, item, pending, outcome, request=request)
+        async with host.roster_items(user, contact):
+            item, pending, current = await state(user, contact)
+            if kind == "subscribe" and item is not None and item.approved \
+                    and current in table.PRE_APPROVED:
+                outcome = table.PRE_APPROVED[current]
+            else:
+                outcome = table.INBOUND[(kind, current)]
+            log.debug("%s arrives from %s for %s@%s: %s → %s", kind, contact, user,
+                      host.domain, current, outcome.state)
+            stanza = event.stanza
+            stanza.set("from", contact)
+            stanza.set("to", f"{user}@{host.domain}")
+            request = to_text(stanza) if outcome.effect == table.STORE_REQUEST else None
+            await apply(user, contact, item, pending, outcome, request=request)
         if outcome.effect == table.AUTO_REPLY_SUBSCRIBED:
             await event.send(presence("subscribed", user, contact))
         elif outcome.effect == table.SEND_PRESENCE:              # pre-approved

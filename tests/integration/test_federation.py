@@ -121,6 +121,35 @@ async def test_one_pairs_stanzas_keep_their_order_while_pairs_share_a_stream(two
         await client.close()
 
 
+async def test_both_sides_approving_at_once_ends_in_both(two):
+    """Each asks the other, then both approve at the same moment: on each
+    server one approval comes from the user's session and the other from the
+    peer's stream, and both change the same roster item. Handled side by
+    side, a read-then-write without Host.roster_items lost one of them."""
+    a, b = two
+    pairs = [(f"amy{n}@a.test", f"ben{n}@b.test") for n in range(12)]
+    for amy, ben in pairs:
+        a.adduser(amy, "pw")
+        b.adduser(ben, "pw")
+    amys = [await login(a, f"{amy}/x", "pw") for amy, _ in pairs]
+    bens = [await login(b, f"{ben}/x", "pw") for _, ben in pairs]
+    for client in amys + bens:
+        client.send_presence()
+    for (amy_jid, ben_jid), amy, ben in zip(pairs, amys, bens):
+        amy.send_presence(pto=ben_jid, ptype="subscribe")
+        ben.send_presence(pto=amy_jid, ptype="subscribe")
+        await ben.next_presence(type="subscribe", sender=amy_jid, timeout=15)
+        await amy.next_presence(type="subscribe", sender=ben_jid, timeout=15)
+    for (amy_jid, ben_jid), amy, ben in zip(pairs, amys, bens):
+        amy.send_presence(pto=ben_jid, ptype="subscribed")
+        ben.send_presence(pto=amy_jid, ptype="subscribed")
+    for (amy_jid, ben_jid), amy, ben in zip(pairs, amys, bens):
+        await wait_roster(amy, ben_jid, "both")
+        await wait_roster(ben, amy_jid, "both")
+    for client in amys + bens:
+        await client.close()
+
+
 async def test_unreachable_domain_bounces_remote_server_not_found(two):
     a, _ = two
     alice = await login(a, "alice@a.test/bounce", "pw")

@@ -306,9 +306,9 @@ class Migration:
         """Up to *wanted* - 1 more sessions on the new account for the copy;
         fewer (none) if they cannot be had — the copy goes on without them."""
         helpers: list[Client] = []
+        if self.new_session is None:            # the caller can open no other session
+            return helpers
         for n in range(2, wanted + 1):
-            if self.new_session is None:
-                break
             try:
                 helpers.append(await self.new_session(f"xferd-copy-{n}"))
             except (ClientError, OSError) as exc:

@@ -204,7 +204,8 @@ class SQLiteStorage:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._writer = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._on_writer_thread(self._set_up, self._migrate)
+            await self._on_writer_thread(self._set_up)
+            await self._on_writer_thread(self._migrate)
             self._reader = sqlite3.connect(self.path, isolation_level=None,
                                            check_same_thread=False)
             self._set_up(self._reader)
@@ -215,13 +216,11 @@ class SQLiteStorage:
                 raise StorageError(f"cannot open {self.path}: {exc}") from exc
             raise
 
-    def _set_up(self, db: sqlite3.Connection, then: Callable | None = None) -> None:
+    def _set_up(self, db: sqlite3.Connection) -> None:
         db.execute("PRAGMA busy_timeout = 10000")
         db.execute("PRAGMA journal_mode = WAL")
         db.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
         db.execute("PRAGMA foreign_keys = ON")
-        if then is not None:
-            then(db)
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         (version,) = db.execute("PRAGMA user_version").fetchone()

@@ -86,9 +86,9 @@ def setup(host) -> None:
                         table.CANCEL_PRE_APPROVAL: False}.get(outcome.effect)
             log.debug("%s@%s sends %s to %s: %s → %s", user, host.domain, kind, contact,
                       current, outcome.state)
-            if outcome.effect == table.SEND_UNAVAILABLE:
-                await host.events.fire("presence-revoke", PresenceShare(host, user, contact))
             await apply(user, contact, item, pending, outcome, approved=approved)
+        if outcome.effect == table.SEND_UNAVAILABLE:         # before the stanza goes
+            await host.events.fire("presence-revoke", PresenceShare(host, user, contact))
         if outcome.forward:
             stanza = event.stanza
             stanza.set("from", f"{user}@{host.domain}")       # §3.1.2: bare JIDs

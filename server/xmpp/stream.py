@@ -71,7 +71,7 @@ _REFERENCE_OR_CDATA = re.compile(
     rb"&(?:(?:amp|lt|gt|quot|apos|#[0-9]{1,7}|#x[0-9a-fA-F]{1,6});)?|<!\[CDATA\[|\]\]>")
 _CARRY = 16                 # longest token above is 11 bytes ("&#x10FFFF;" + 1)
 _XML_SPACE = b" \t\r\n"     # XML's white space (bytes.strip() would also take \v and \f)
-_XML_SPACE_TEXT = " \t\r\n"  # … and as text (str.strip() would also take U+00A0 and others)
+_XML_SPACE_TEXT = _XML_SPACE.decode()   # as text (str.strip() would also take U+00A0 …)
 #: a start tag; '>' may appear unescaped inside quoted attribute values
 _START_TAG = re.compile(rb"""<(?:[^'">]|'[^']*'|"[^"]*")*>""")
 _NAME = re.compile(rb"[^ \t\r\n/>]+")

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from server.xmpp.sasl import make_all_credentials, make_credentials
-from storage.api import StorageError
+from storage.api import RosterItem, StorageError
 from storage.sqlite import MIGRATIONS, SQLiteStorage
 
 
@@ -81,7 +81,6 @@ async def test_concurrent_writes_share_commits_and_a_failing_one_is_undone_alone
     """Group commit: writes queued behind one another are committed together
     (fewer COMMITs than writes), each is acknowledged only once committed,
     and one that fails midway leaves nothing of itself and spoils no other."""
-    from storage.api import RosterItem
     creds = make_all_credentials("pw", iterations=4096)
     for name in ("ann", "bob"):
         assert await store.create_user("localhost", name, creds)
@@ -129,7 +128,6 @@ async def test_a_failed_commit_fails_every_write_it_held_and_the_store_goes_on(s
     The failure is provoked with a foreign key checked only at COMMIT (a
     deferred one): the middle write of three refers to an account that
     does not exist."""
-    from storage.api import RosterItem
     await store.create_user("localhost", "ann", make_all_credentials("pw", iterations=4096))
 
     def orphan(db):

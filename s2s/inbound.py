@@ -17,7 +17,7 @@ Limits: beyond ``s2s.max_connections_per_ip`` live inbound streams from one
 address a new one gets ``<policy-violation/>`` before we parse it;
 ``s2s.negotiation_timeout`` counts from the connection (a peer trickling bytes
 or silent is cut off with ``<connection-timeout/>`` all the same); stanza
-rate per stream: ``s2s.stanza_rate`` (see ``server/net.py``).
+rate per stream: ``s2s.stanza_rate`` (see ``server/io/net.py``).
 
 Stanzas are handled in order per pair of accounts, not one at a time per
 stream. One stream carries the traffic of every user of the peer domain, and
@@ -42,7 +42,7 @@ import logging
 import secrets
 from typing import TYPE_CHECKING
 
-from server.net import StreamConnection
+from server.io.net import StreamConnection
 from server.xmpp.errors import StreamError
 from server.xmpp.jid import JID, JIDError, nameprep
 from server.xmpp.negotiation import TLS_NS, S2SPhase, classify_s2s, decide_s2s

@@ -12,7 +12,7 @@ import logging
 import secrets
 import ssl
 
-from server.ratelimit import ConnectionCounter
+from server.io.ratelimit import ConnectionCounter
 
 from .inbound import InboundStream
 from .outbound import Route

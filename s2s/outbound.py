@@ -32,7 +32,7 @@ import logging
 import ssl
 from typing import TYPE_CHECKING
 
-from server.net import StreamConnection
+from server.io.net import StreamConnection
 from server.xmpp.errors import STREAMS_NS, StanzaError
 from server.xmpp.negotiation import TLS_NS
 from server.xmpp.stanza import E, error_reply

@@ -91,10 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     cert.add_argument("domain")
     cert.add_argument("--force", action="store_true", help="replace an existing one")
 
-    from .import_as import add_arguments as import_as_arguments
-    from .migrate import add_arguments as migrate_arguments
-    from .transfer_tool import add_arguments as transfer_arguments
-    from .two_accounts import PASSWORDS_HELP
+    from .tools.import_as import add_arguments as import_as_arguments
+    from .tools.migrate import add_arguments as migrate_arguments
+    from .tools.transfer import add_arguments as transfer_arguments
+    from .tools.two_accounts import PASSWORDS_HELP
     migrate_arguments(command(
         "migrate", cmd_migrate, "move an account to another server (XEP-0283)",
         "Copy roster, vCard, private XML and PEP data to the new account, publish the moved "
@@ -135,7 +135,7 @@ def _setup_logging(conf, args) -> None:
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     if getattr(args, "trace", False) or conf.server.trace:
-        from .trace import Tracer
+        from .io.trace import Tracer
         Tracer.enabled = True
         logging.getLogger("xferd.trace").setLevel(logging.INFO)
 
@@ -149,7 +149,7 @@ def cmd_serve(conf, args) -> int:
 async def _serve(conf) -> int:
     from storage.api import StorageError
 
-    from .service import Xferd
+    from .core.service import Xferd
     server = Xferd(conf)
     log.info("configuration: %s", conf.source)
     try:
@@ -177,7 +177,7 @@ async def _serve(conf) -> int:
 
 def _user_jid(conf, text: str) -> JID:
     """A bare JID of an account on one of this server's hosts."""
-    from .two_accounts import account
+    from .tools.two_accounts import account
     jid = account(text, error=CommandError)
     if jid.domain not in conf.hosts:
         raise CommandError(f"{jid.domain} is not a host of this server "
@@ -244,7 +244,7 @@ def cmd_passwd(conf, args) -> int:
 
 def cmd_deluser(conf, args) -> int:
     jid = _user_jid(conf, args.jid)
-    from .accounts import delete_account
+    from .core.accounts import delete_account
     deleted = asyncio.run(_with_storage(conf, lambda s: delete_account(s, jid.domain, jid.local)))
     if not deleted:
         raise CommandError(f"{jid} does not exist")
@@ -269,7 +269,7 @@ def cmd_users(conf, args) -> int:
 
 
 def cmd_cert(conf, args) -> int:
-    from .tls import default_cert_paths, generate_self_signed
+    from .io.tls import default_cert_paths, generate_self_signed
     from .xmpp.jid import nameprep
     try:
         domain = nameprep(args.domain)
@@ -286,14 +286,14 @@ def cmd_cert(conf, args) -> int:
 # -- migrate ---------------------------------------------------------------------------------
 
 def cmd_migrate(conf, args) -> int:
-    from .migrate import run
+    from .tools.migrate import run
     return run(args)
 
 
 # -- transfer --------------------------------------------------------------------------------
 
 def cmd_transfer(conf, args) -> int:
-    from .transfer_tool import run
+    from .tools.transfer import run
     return run(args)
 
 
@@ -341,7 +341,7 @@ def cmd_export(conf, args) -> int:
 def cmd_import(conf, args) -> int:
     from storage import pie
 
-    from . import import_as
+    from .tools import import_as
     problem = import_as.check_arguments(args)
     if problem:
         raise CommandError(problem)
@@ -375,10 +375,10 @@ def cmd_import(conf, args) -> int:
 
 
 def _import_as(conf, args) -> int:
-    """``xferd import FILE --as NEW [--outreach]`` (server/import_as.py)."""
+    """``xferd import FILE --as NEW [--outreach]`` (server/tools/import_as.py)."""
     from storage import pie
 
-    from . import import_as
+    from .tools import import_as
     new = _user_jid(conf, args.as_jid)
     try:
         old, data = import_as.read_single_user(args.file, lambda m: _stderr(f"warning: {m}"))

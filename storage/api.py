@@ -13,10 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol
 
+from server.xmpp.roster import SUBSCRIPTIONS, RosterItem  # noqa: F401  (the core's type)
 from server.xmpp.sasl import ScramCredentials
-
-#: RFC 6121 §2.1.2.5 subscription states of a roster item
-SUBSCRIPTIONS = ("none", "to", "from", "both")
 
 
 class StorageError(Exception):
@@ -51,22 +49,6 @@ class AccountStore(Protocol):
 
     async def list_users(self, host: str) -> list[str]:
         """Usernames of *host*, sorted."""
-
-
-@dataclass
-class RosterItem:
-    """One contact in a user's roster (RFC 6121 §2.1.2).
-
-    ``ask`` is the pending-out flag (``ask='subscribe'``); ``approved`` is a
-    pre-approval (§3.4). A pending *inbound* request is kept apart, with the
-    whole stanza, in the pending-in store.
-    """
-    jid: str                         # bare, prepared
-    name: str | None = None
-    subscription: str = "none"
-    ask: bool = False
-    approved: bool = False
-    groups: tuple[str, ...] = ()
 
 
 class RosterStore(Protocol):

@@ -43,7 +43,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "lib"))
 from bench import prosody_server  # noqa: E402
 
-from server.tls import generate_self_signed
+from server.io.tls import generate_self_signed
 from tests.harness import free_port
 
 lua = prosody_server.lua            # the interop tests take it from here

@@ -1,3 +1,3 @@
 """Features, one module each. Every module has ``setup(host)``, which hooks
 its handlers into ``host.events`` and adds its disco features; see
-``server/events.py`` for the event names."""
+``server/core/events.py`` for the event names."""

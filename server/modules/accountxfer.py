@@ -39,7 +39,7 @@ import time
 
 from storage.api import PepItem, PepNode, Transfer, TransferContact
 
-from ..events import PresenceShare, RosterChange
+from ..core.events import PresenceShare, RosterChange
 from ..xmpp import sasl
 from ..xmpp import transfer as x
 from ..xmpp.errors import StanzaError

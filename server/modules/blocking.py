@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import logging
 
-from ..events import PresenceShare
+from ..core.events import PresenceShare
 from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JID, JIDError
 from ..xmpp.stanza import E, PRESENCE, error_reply, iq, local_name, sub

@@ -35,7 +35,7 @@ When ``alice@new`` asks a local user R to subscribe and the request carries
 Advertised in disco as ``urn:xmpp:moved:1`` (QXmpp checks it).
 
 The old account's side: the statement itself lives in PEP (``pep.py``); an
-account deleted after moving keeps a tombstone (``server/accounts.py``) and
+account deleted after moving keeps a tombstone (``server/core/accounts.py``) and
 answers ``<gone>xmpp:NEW</gone>`` here.
 """
 
@@ -47,9 +47,9 @@ import copy
 import logging
 import time
 
-from storage.api import RosterItem
+from ..xmpp.roster import RosterItem
 
-from ..events import PresenceShare, RosterChange
+from ..core.events import PresenceShare, RosterChange
 from ..xmpp.errors import STANZA_ERRORS_NS, StanzaError
 from ..xmpp.jid import JID, JIDError
 from ..xmpp.stanza import E, PRESENCE, iq, sub

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..accounts import delete_account
+from ..core.accounts import delete_account
 from ..xmpp import sasl
 from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JIDError, nodeprep

@@ -15,9 +15,9 @@ gets ``unsubscribe`` if the user had one (to/both or pending out) and
 
 from __future__ import annotations
 
-from storage.api import RosterItem
+from ..xmpp.roster import RosterItem
 
-from ..events import PresenceShare, RosterChange
+from ..core.events import PresenceShare, RosterChange
 from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JID, JIDError
 from ..xmpp.stanza import E, PRESENCE, iq, sub

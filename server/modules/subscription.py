@@ -20,9 +20,9 @@ from __future__ import annotations
 import copy
 import logging
 
-from storage.api import RosterItem
+from ..xmpp.roster import RosterItem
 
-from ..events import PresenceShare, RosterChange
+from ..core.events import PresenceShare, RosterChange
 from ..xmpp import subscription as table
 from ..xmpp.errors import StanzaError
 from ..xmpp.stanza import E, PRESENCE, from_text, to_text

@@ -6,7 +6,7 @@ SASL (AUTH → SASL), restarts again, binds a resource (BIND) and from then on
 exchanges stanzas (READY). Anything the table does not allow ends the stream
 with the error given per phase.
 
-The table only decides; ``server/c2s.py`` carries out the named actions.
+The table only decides; ``server/io/c2s.py`` carries out the named actions.
 """
 
 from __future__ import annotations

@@ -17,10 +17,9 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from storage.api import RosterItem
-
 from .errors import StanzaError
 from .jid import JID, JIDError
+from .roster import RosterItem
 from .stanza import E, sub
 
 NS = "jabber:iq:accountxfer"

@@ -10,7 +10,7 @@ import pytest
 from lxml import etree
 
 from s2s.dialback import key as dialback_key
-from server.tls import generate_self_signed
+from server.io.tls import generate_self_signed
 from tests.harness import RawClient, XferdProcess, free_port, login
 
 DB = "jabber:server:dialback"

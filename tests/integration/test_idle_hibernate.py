@@ -1,4 +1,4 @@
-"""Idle connections hibernate their parser (server/net.py, StreamConnection
+"""Idle connections hibernate their parser (server/io/net.py, StreamConnection
 ``hibernate_after``; server/xmpp/stream.py, StreamParser.hibernate), and a
 client whose connection was hibernated goes on as if nothing happened.
 
@@ -16,8 +16,8 @@ import pytest
 from slixmpp.xmlstream import ET
 
 from server import config
-from server.net import StreamConnection
-from server.service import Xferd
+from server.io.net import StreamConnection
+from server.core.service import Xferd
 from server.xmpp.stream import StreamParser
 from tests.harness import XferdProcess, ask, login
 

@@ -403,7 +403,7 @@ def test_state_file_is_saved_at_step_ends_and_at_most_twice_a_second(tmp_path, m
 
 
 def test_outreach_goes_contact_by_contact_in_the_plans_order():
-    from server.migrate import per_contact
+    from server.tools.migrate import per_contact
     stanzas = [("b", "subscribed", 1), ("c", "subscribed", 2), ("a", "subscribe", 3),
                ("b", "subscribe", 4), ("c", "subscribe", 5)]
     assert per_contact(stanzas) == [("b", "subscribed", 1), ("b", "subscribe", 4),

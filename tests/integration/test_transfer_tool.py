@@ -18,7 +18,7 @@ import pytest
 from server.xmpp import transfer as x
 from server.xmpp.jid import JID
 from server.xmpp.stanza import E, iq
-from server.transfer_tool import authorisation_reply
+from server.tools.transfer import authorisation_reply
 from tests.harness import REPO, XferdProcess, tool_report
 from tests.integration.test_accountxfer import befriend, online, wait_gone, wait_item
 
@@ -197,7 +197,7 @@ async def test_without_preauthorisation_the_tool_answers_the_forwarded_question(
                                                                               caplog):
     """Belt and braces, in-process: H skipped (as on a server without it), the tool's
     new-account connection goes available and answers the forwarded B itself."""
-    from server import transfer_tool as tool
+    from server.tools import transfer as tool
     from server.xmpp.stanza import E as El
     from server.xmpp.stream import CLIENT_NS
 

@@ -41,7 +41,7 @@ MOVED = "urn:xmpp:moved:1"
 PUBSUB = "http://jabber.org/protocol/pubsub"
 #: what a server without XEP-0015 answers to the notice (server/xmpp/transfer.py)
 NOT_IMPLEMENTED = ("service-unavailable", "feature-not-implemented")
-TRANSFER_TOOL = REPO / "server" / "transfer_tool.py"
+TRANSFER_TOOL = REPO / "server" / "tools" / "transfer.py"
 
 
 async def online(proc, jid, resource="r"):
@@ -164,7 +164,7 @@ async def test_transfer_with_a_prosody_contact(xferd_fed, prosody, xferd_user, p
     assert [line for line in prosody.errors() if "s2s" in line] == []
 
 
-@pytest.mark.skipif(not TRANSFER_TOOL.exists(), reason="server/transfer_tool.py not there yet")
+@pytest.mark.skipif(not TRANSFER_TOOL.exists(), reason="server/tools/transfer.py not there yet")
 async def test_transfer_tool_with_a_prosody_contact(xferd_fed, prosody, xferd_user,
                                                     prosody_user, tmp_path):
     """The same move, run with ``xferd transfer`` in a subprocess as a user would."""
@@ -180,7 +180,7 @@ async def test_transfer_tool_with_a_prosody_contact(xferd_fed, prosody, xferd_us
                                                  "--new", new_jid, "--timeout", "120")
         assert code == 0, (out, err)                # a fallback is no failure
         # (the wording is the tool's: "updated", "fallback (XEP-0283 request sent)")
-        from server.transfer_tool import FALLBACK_SUBSCRIBE, UPDATED
+        from server.tools.transfer import FALLBACK_SUBSCRIBE, UPDATED
         assert report(out) == {x_jid: UPDATED, p_jid: FALLBACK_SUBSCRIBE}, (out, err)
         assert f"{new_jid} has 2 roster item(s)" in out
         progress = err.partition("[4/4]")[2]        # each contact logged as its notice ends

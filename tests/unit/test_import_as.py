@@ -1,6 +1,6 @@
 """rehome(): what an exported account becomes under a new JID (PROTOCOLS.md §4)."""
 
-from server.import_as import rehome
+from server.tools.import_as import rehome
 from server.xmpp.jid import JID
 from server.xmpp.stanza import from_text
 from storage.api import PepItem, PepNode, RosterItem, UserData

@@ -1,12 +1,12 @@
-"""Tests for the per-peer limits with a fake clock: server.throttle.FailureThrottle
-(failed logins) and server.ratelimit's TokenBucket and ConnectionCounter."""
+"""Tests for the per-peer limits with a fake clock: server.io.throttle.FailureThrottle
+(failed logins) and server.io.ratelimit's TokenBucket and ConnectionCounter."""
 
 from __future__ import annotations
 
 import pytest
 
-from server.ratelimit import ConnectionCounter, TokenBucket
-from server.throttle import FailureThrottle
+from server.io.ratelimit import ConnectionCounter, TokenBucket
+from server.io.throttle import FailureThrottle
 
 
 class Clock:

@@ -1,4 +1,4 @@
-"""Tests for server.trace: secrets never reach the stanza trace."""
+"""Tests for server.io.trace: secrets never reach the stanza trace."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import pytest
 from lxml import etree
 
-from server.trace import Tracer, pretty, redact
+from server.io.trace import Tracer, pretty, redact
 from server.xmpp.stream import StreamParser
 
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -155,7 +155,7 @@ def test_disabled_tracer_logs_nothing(caplog):
 
 def test_redact_hides_passwords_in_registration_data_forms():
     from lxml import etree
-    from server.trace import pretty
+    from server.io.trace import pretty
     iq = etree.fromstring(
         "<iq xmlns='jabber:client' type='set'><query xmlns='jabber:iq:register'>"
         "<x xmlns='jabber:x:data' type='submit'>"

@@ -188,7 +188,7 @@ class ProsodyServer(ServerProcess):
     def __init__(self, workdir: Path, iterations: int, *, domains: tuple[str, ...] = (DOMAIN,),
                  s2s: bool = False, dns_port: int | None = None,
                  extra_modules: list[str] = (), plugin_paths: list[Path] = ()):
-        from server.tls import generate_self_signed
+        from server.io.tls import generate_self_signed
 
         self.workdir = workdir
         self.iterations = iterations

@@ -12,9 +12,9 @@ import logging
 
 from lxml import etree
 
-from .xmpp.negotiation import REGISTER_NS, SASL_NS
-from .xmpp.stream import rehome as _rehome
-from .xmpp.stream import serialize
+from ..xmpp.negotiation import REGISTER_NS, SASL_NS
+from ..xmpp.stream import rehome as _rehome
+from ..xmpp.stream import serialize
 
 log = logging.getLogger("xferd.trace")
 

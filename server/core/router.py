@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
-from .xmpp.errors import StanzaError, StreamError
-from .xmpp.jid import JID, JIDError
-from .xmpp.stanza import IQ, MESSAGE, PRESENCE, error_reply, result
+from ..xmpp.errors import StanzaError, StreamError
+from ..xmpp.jid import JID, JIDError
+from ..xmpp.stanza import IQ, MESSAGE, PRESENCE, error_reply, result
 
 if TYPE_CHECKING:
     from .hosts import Host

@@ -13,13 +13,13 @@ import logging
 from s2s.manager import S2S
 from storage.sqlite import SQLiteStorage
 
-from .c2s import AuthThrottles, C2SSession
-from .config import Config
+from ..io.c2s import AuthThrottles, C2SSession
+from ..config import Config
 from .hosts import Host
-from .net import small_tls_buffers
-from .ratelimit import ConnectionCounter
+from ..io.net import small_tls_buffers
+from ..io.ratelimit import ConnectionCounter
 from .router import Router
-from .tls import ServerTLS, ensure_certificate
+from ..io.tls import ServerTLS, ensure_certificate
 
 log = logging.getLogger("xferd")
 

@@ -29,19 +29,19 @@ import secrets
 from typing import TYPE_CHECKING
 
 from .net import StreamConnection
-from .router import StanzaEvent
+from ..core.router import StanzaEvent
 from .throttle import FailureThrottle
-from .xmpp import sasl
-from .xmpp.errors import StanzaError, StreamError
-from .xmpp.jid import JID, JIDError, resourceprep
-from .xmpp.negotiation import (BIND_NS, SASL_NS, Phase, classify, decide,
+from ..xmpp import sasl
+from ..xmpp.errors import StanzaError, StreamError
+from ..xmpp.jid import JID, JIDError, resourceprep
+from ..xmpp.negotiation import (BIND_NS, SASL_NS, Phase, classify, decide,
                                features, phase_after_header)
-from .xmpp.stanza import E, error_reply, result, sub
-from .xmpp.stream import CLIENT_NS, StreamOpened, stream_header
+from ..xmpp.stanza import E, error_reply, result, sub
+from ..xmpp.stream import CLIENT_NS, StreamOpened, stream_header
 
 if TYPE_CHECKING:
-    from .hosts import Host
-    from .service import Xferd
+    from ..core.hosts import Host
+    from ..core.service import Xferd
 
 log = logging.getLogger("xferd.c2s")
 

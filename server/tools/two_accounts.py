@@ -11,8 +11,8 @@ import os
 import sys
 from dataclasses import dataclass
 
-from .client import Client, ClientError
-from .xmpp.jid import JID, JIDError
+from ..client import Client, ClientError
+from ..xmpp.jid import JID, JIDError
 
 log = logging.getLogger("xferd.tools")
 

@@ -48,14 +48,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .client import Client, ClientError, IQError, stanza_error
+from ..client import Client, ClientError, IQError, stanza_error
 from .two_accounts import (LoginFailed, TwoAccounts, UsageError, account,
                            add_connection_arguments, login, login_both, login_failed,
                            side_password)
-from .xmpp.jid import JID, JIDError
-from .xmpp.outreach import STATEMENT_ITEM, STATEMENT_NODE, Plan, plan_outreach
-from .xmpp.stanza import E, IQ, PRESENCE, iq
-from .xmpp.stream import CLIENT_NS, serialize
+from ..xmpp.jid import JID, JIDError
+from ..xmpp.outreach import STATEMENT_ITEM, STATEMENT_NODE, Plan, plan_outreach
+from ..xmpp.stanza import E, IQ, PRESENCE, iq
+from ..xmpp.stream import CLIENT_NS, serialize
 
 log = logging.getLogger("xferd.migrate")
 

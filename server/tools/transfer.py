@@ -50,17 +50,17 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-from .client import Client, ClientError, IQError, IQTimeout
+from ..client import Client, ClientError, IQError, IQTimeout
 from .migrate import roster_of
 from .two_accounts import (LoginFailed, TwoAccounts, UsageError, account,
                            add_connection_arguments, login, login_both, login_failed,
                            side_password)
-from .xmpp import transfer as x
-from .xmpp.errors import StanzaError
-from .xmpp.jid import JID
-from .xmpp.outreach import plan_outreach
-from .xmpp.stanza import E, error_reply, iq
-from .xmpp.stream import CLIENT_NS
+from ..xmpp import transfer as x
+from ..xmpp.errors import StanzaError
+from ..xmpp.jid import JID
+from ..xmpp.outreach import plan_outreach
+from ..xmpp.stanza import E, error_reply, iq
+from ..xmpp.stream import CLIENT_NS
 
 log = logging.getLogger("xferd.transfer")
 

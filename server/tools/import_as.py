@@ -38,10 +38,10 @@ from pathlib import Path
 from storage import pie
 from storage.api import RosterItem, UserData
 
-from .tls import default_cert_paths
-from .xmpp.jid import JID
-from .xmpp.outreach import MOVED_NS, STATEMENT_NODE, Plan, plan_outreach
-from .xmpp.stanza import from_text, to_text
+from ..io.tls import default_cert_paths
+from ..xmpp.jid import JID
+from ..xmpp.outreach import MOVED_NS, STATEMENT_NODE, Plan, plan_outreach
+from ..xmpp.stanza import from_text, to_text
 
 log = logging.getLogger("xferd.import")
 
@@ -144,7 +144,7 @@ def local_endpoint(conf, domain: str) -> tuple[str, int, str]:
 def outreach(conf, args, old: JID, new: JID, rehomed: Rehomed) -> int:
     """Log in to *new* on this server and run the plan; migrate's report and exit status."""
     from . import migrate
-    from .client import ClientError
+    from ..client import ClientError
     from .two_accounts import UsageError, login, login_failed, password
 
     host, port, cert = local_endpoint(conf, new.domain)

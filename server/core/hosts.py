@@ -15,10 +15,10 @@ import logging
 from typing import TYPE_CHECKING
 
 from .events import EventBus
-from .xmpp.jid import JID
+from ..xmpp.jid import JID
 
 if TYPE_CHECKING:
-    from .config import Config, HostConfig
+    from ..config import Config, HostConfig
     from .service import Xferd
 
 log = logging.getLogger("xferd.hosts")

@@ -8,7 +8,7 @@ first if none was sent yet. Subclasses say what the stream means.
 
 Stanza rate limit (``c2s.stanza_rate``/``stanza_burst``, ``s2s.…``): every
 top-level element takes a token from the connection's
-:class:`~server.ratelimit.TokenBucket`; when the bucket is empty we stop
+:class:`~server.io.ratelimit.TokenBucket`; when the bucket is empty we stop
 handling — and so stop reading — until the token is earned. This is
 backpressure, as Prosody's mod_limits does it: the peer's bytes wait in
 our bounded read buffer (the StreamReader ``limit``), then in the kernel, then
@@ -33,10 +33,10 @@ import ssl
 
 from .ratelimit import TokenBucket
 from .trace import Tracer
-from .xmpp.errors import StreamError
-from .xmpp.negotiation import TLS_NS
-from .xmpp.stanza import E, stream_error
-from .xmpp.stream import (STREAM_FOOTER, Element, StreamClosed, StreamOpened, StreamParser,
+from ..xmpp.errors import StreamError
+from ..xmpp.negotiation import TLS_NS
+from ..xmpp.stanza import E, stream_error
+from ..xmpp.stream import (STREAM_FOOTER, Element, StreamClosed, StreamOpened, StreamParser,
                           serialize)
 
 log = logging.getLogger("xferd.net")

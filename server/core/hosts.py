@@ -1,9 +1,10 @@
 """Per-domain state: the host's config, its modules, its event bus and its
 online sessions.
 
-Modules register handlers on ``host.events`` in their ``setup(host)`` and
-announce service discovery features in ``host.features``; they never import
-each other.
+Modules are declared as data (``server/core/module.py``): the host loads them
+in order, checks their dependencies, registers their hooks on ``host.events``
+and collects the service discovery features they announce. Modules never
+import each other.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class Host:
         self.account_identities: set[tuple[str, str]] = set()
         #: username → resource → c2s session (only bound sessions)
         self.sessions: dict[str, dict[str, object]] = {}
-        self.modules: list[str] = []
+        #: name → the loaded module, in load order
+        self.modules: dict[str, object] = {}
         #: (username, contact) → [lock, holders and waiters]: see roster_items()
         self._item_locks: dict[tuple[str, str], list] = {}
 
@@ -62,9 +64,24 @@ class Host:
         if self.server.config.accountxfer.enabled:
             names = (*names, "accountxfer")
         for name in names:
-            module = importlib.import_module(f"server.modules.{name}")
-            module.setup(self)
-            self.modules.append(name)
+            source = importlib.import_module(f"server.modules.{name}")
+            declared = getattr(source, "MODULE", None)
+            if declared is None:                  # not yet declared as data
+                source.setup(self)
+                self.modules[name] = source
+                log.debug("%s: module %s loaded", self.domain, name)
+                continue
+            missing = [d for d in declared.depends if d not in self.modules]
+            if missing:
+                raise RuntimeError(f"module {name} needs {', '.join(missing)} loaded first")
+            module = declared(self)
+            for hook in module.hooks():
+                self.events.on(hook.event, hook.handler, hook.priority)
+            self.features.update(module.features)
+            self.account_features.update(module.account_features)
+            self.account_identities.update(module.account_identities)
+            self.stream_features.update(module.stream_features)
+            self.modules[name] = module
             log.debug("%s: module %s loaded", self.domain, name)
 
     # -- roster items ----------------------------------------------------------

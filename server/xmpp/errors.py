@@ -7,9 +7,7 @@ turns them into XML with the builders in ``stanza.py``.
 
 from __future__ import annotations
 
-STREAMS_NS = "http://etherx.jabber.org/streams"
-STREAM_ERRORS_NS = "urn:ietf:params:xml:ns:xmpp-streams"
-STANZA_ERRORS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+from .namespaces import STANZA_ERRORS_NS, STREAM_ERRORS_NS, STREAMS_NS  # noqa: F401
 
 #: RFC 6120 §4.9.3 — every defined stream error condition.
 STREAM_CONDITIONS = frozenset({

@@ -17,13 +17,8 @@ from dataclasses import dataclass
 from .errors import StreamError
 from .stanza import E, IQ, MESSAGE, PRESENCE, sub
 
-TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
-SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
-BIND_NS = "urn:ietf:params:xml:ns:xmpp-bind"
-SESSION_NS = "urn:ietf:params:xml:ns:xmpp-session"
-REGISTER_NS = "jabber:iq:register"
-REGISTER_FEATURE_NS = "http://jabber.org/features/iq-register"
-STREAMS_NS = "http://etherx.jabber.org/streams"
+from .namespaces import (BIND_NS, DIALBACK_NS, REGISTER_FEATURE_NS, REGISTER_NS,  # noqa: F401
+                         SASL_NS, SESSION_NS, STREAMS_NS, TLS_NS)
 
 
 class Phase(enum.Enum):
@@ -170,7 +165,6 @@ S2S_REFUSAL: dict[S2SPhase, tuple[str, str]] = {
     S2SPhase.READY: ("unsupported-stanza-type", "unexpected element"),
 }
 
-DIALBACK_NS = "jabber:server:dialback"
 
 
 def decide_s2s(phase: S2SPhase, event: str) -> Rule:

@@ -11,8 +11,8 @@ import secrets
 
 from lxml import etree
 
-from .errors import STANZA_ERRORS_NS, STREAM_ERRORS_NS, STREAMS_NS, StanzaError
-from .stream import CLIENT_NS
+from .errors import StanzaError
+from .namespaces import CLIENT_NS, STANZA_ERRORS_NS, STREAM_ERRORS_NS, STREAMS_NS, XML_NS
 
 _C = f"{{{CLIENT_NS}}}"
 IQ = _C + "iq"
@@ -81,13 +81,10 @@ def error_element(err: StanzaError):
     if err.value:
         cond.text = err.value
     if err.text:
-        sub(el, f"{{{STANZA_ERRORS_NS}}}text", {f"{{{_XML}}}lang": "en"}, err.text)
+        sub(el, f"{{{STANZA_ERRORS_NS}}}text", {f"{{{XML_NS}}}lang": "en"}, err.text)
     if err.extra is not None:
         el.append(err.extra)
     return el
-
-
-_XML = "http://www.w3.org/XML/1998/namespace"
 
 
 def error_reply(stanza, err: StanzaError):
@@ -133,7 +130,7 @@ def stream_error(condition: str, text: str | None = None):
     el = E(f"{{{STREAMS_NS}}}error")
     sub(el, f"{{{STREAM_ERRORS_NS}}}{condition}")
     if text:
-        sub(el, f"{{{STREAM_ERRORS_NS}}}text", {f"{{{_XML}}}lang": "en"}, text)
+        sub(el, f"{{{STREAM_ERRORS_NS}}}text", {f"{{{XML_NS}}}lang": "en"}, text)
     return el
 
 

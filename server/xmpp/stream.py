@@ -56,10 +56,7 @@ from lxml import etree
 
 from .errors import STREAMS_NS, StreamError
 
-CLIENT_NS = "jabber:client"
-SERVER_NS = "jabber:server"
-DIALBACK_NS = "jabber:server:dialback"
-XML_NS = "http://www.w3.org/XML/1998/namespace"
+from .namespaces import CLIENT_NS, DIALBACK_NS, SERVER_NS, XML_NS  # noqa: F401
 
 DEFAULT_MAX_STANZA_SIZE = 256 * 1024
 DEFAULT_MAX_DEPTH = 32

@@ -1,0 +1,46 @@
+"""Every XML namespace xferd speaks, said once. Grouped by where it is
+defined; modules import the name instead of spelling the URI again."""
+
+# XML itself
+XML_NS = "http://www.w3.org/XML/1998/namespace"
+XI_NS = "http://www.w3.org/2001/XInclude"
+
+# RFC 6120: streams and their negotiation
+STREAMS_NS = "http://etherx.jabber.org/streams"
+CLIENT_NS = "jabber:client"
+SERVER_NS = "jabber:server"
+TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
+SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
+BIND_NS = "urn:ietf:params:xml:ns:xmpp-bind"
+SESSION_NS = "urn:ietf:params:xml:ns:xmpp-session"            # RFC 3921, still asked for
+STREAM_ERRORS_NS = "urn:ietf:params:xml:ns:xmpp-streams"
+STANZA_ERRORS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+# RFC 6121 and the XEPs the server implements
+ROSTER_NS = "jabber:iq:roster"
+ROSTERVER_FEATURE_NS = "urn:xmpp:features:rosterver"          # XEP-0237
+DIALBACK_NS = "jabber:server:dialback"                        # XEP-0220
+DIALBACK_FEATURE_NS = "urn:xmpp:features:dialback"
+DATA_NS = "jabber:x:data"                                     # XEP-0004
+DISCO_INFO_NS = "http://jabber.org/protocol/disco#info"       # XEP-0030
+DISCO_ITEMS_NS = "http://jabber.org/protocol/disco#items"
+PRIVATE_NS = "jabber:iq:private"                              # XEP-0049
+VCARD_NS = "vcard-temp"                                       # XEP-0054
+PUBSUB_NS = "http://jabber.org/protocol/pubsub"               # XEP-0060 / XEP-0163
+PUBSUB_OWNER_NS = "http://jabber.org/protocol/pubsub#owner"
+PUBSUB_EVENT_NS = "http://jabber.org/protocol/pubsub#event"
+REGISTER_NS = "jabber:iq:register"                            # XEP-0077
+REGISTER_FEATURE_NS = "http://jabber.org/features/iq-register"
+CHATSTATES_NS = "http://jabber.org/protocol/chatstates"       # XEP-0085
+VERSION_NS = "jabber:iq:version"                              # XEP-0092
+PING_NS = "urn:xmpp:ping"                                     # XEP-0199
+DELAY_NS = "urn:xmpp:delay"                                   # XEP-0203
+BLOCKING_NS = "urn:xmpp:blocking"                             # XEP-0191
+BLOCKING_ERRORS_NS = "urn:xmpp:blocking:errors"
+PRIVACY_NS = "jabber:iq:privacy"                              # XEP-0016 (read from exports)
+ACCOUNTXFER_NS = "jabber:iq:accountxfer"                      # XEP-0015
+MOVED_NS = "urn:xmpp:moved:1"                                 # XEP-0283
+PIE_NS = "urn:xmpp:pie:0"                                     # XEP-0227
+PIE_SCRAM_NS = "urn:xmpp:pie:0#scram"
+PIE_MAM_NS = "urn:xmpp:pie:0#mam"
+PIE_LEGACY_NS = "http://www.xmpp.org/extensions/xep-0227.html#ns"   # ejabberd, older Prosody

@@ -1,1 +1,2 @@
-"""Server-to-server federation (RFC 6120 s2s, XEP-0220 dialback). Arrives with issue 4."""
+"""Server-to-server federation (RFC 6120 s2s, XEP-0220 dialback). Resolution, outbound
+routes, inbound streams and dialback, one file each."""

@@ -3,7 +3,7 @@
 Deleting an account that published a XEP-0283 moved statement leaves a
 tombstone: the name stays taken and stanzas to it are answered with
 ``<gone>xmpp:NEW</gone>`` (RFC 6120 §8.3.3.5), which XEP-0283 verifiers
-accept as a statement (PROTOCOLS.md §2.3, §3.2 step 6).
+accept as a statement (step 6 in ``server/modules/moved.py``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``xferd import FILE --as NEW [--outreach]``: an exported account becomes another one.
 
 A XEP-0227 export of ``old@old.example`` imported as ``new@here`` is a move,
-not a restore, so the data is re-homed (PROTOCOLS.md §4) by :func:`rehome`:
+not a restore, so the data is re-homed by :func:`rehome`:
 
 * credentials are kept: SCRAM keys depend on the password and salt only,
   never on the username, so the old password logs in to the new account;

@@ -1,5 +1,5 @@
 """``xferd transfer``: move an account with XEP-0015 Account Transfer, driven
-from the client side (PROTOCOLS.md §2; the servers' part is
+from the client side (the servers' part is
 ``server/modules/accountxfer.py``, the stanzas ``server/xmpp/transfer.py``).
 
 Unlike ``xferd migrate`` (plain client XMPP, contacts are *asked* to follow),
@@ -75,7 +75,7 @@ ROSTER_ONLY = "roster only (not subscribed)"
 LEFT_BEHIND = "left behind (transport, XEP-0015 §3.1)"
 NOT_YET = "not notified yet"
 
-#: what an error answer to A means, beyond the server's own text (PROTOCOLS §2.3, §2.4)
+#: what an error answer to A means, beyond the server's own text
 REFUSALS = {
     "forbidden": "the new account did not allow the transfer",
     "recipient-unavailable": "the new server could not get an answer from the new account",
@@ -146,7 +146,7 @@ class Contact:
 
 @dataclass
 class JobState:
-    """The answer to a ``get`` on the old domain (PROTOCOLS §2.3 states)."""
+    """The answer to a ``get`` on the old domain (the job states of ``server/xmpp/transfer.py``)."""
     state: str
     new: str | None
     contacts: dict[str, Contact] = field(default_factory=dict)
@@ -203,7 +203,7 @@ class Progress:
 # -- the new account: answering B ---------------------------------------------------------------
 
 def authorisation_reply(request, old: JID, new: JID):
-    """Our answer to a forwarded B (PROTOCOLS §2.2): ``<allowed/>`` for OLD → NEW
+    """Our answer to a forwarded B: ``<allowed/>`` for OLD → NEW
     only, ``<forbidden/>`` for any other; None if *request* is no B at all."""
     query = request[0] if len(request) else None
     if request.get("type") != "set" or query is None or query.tag != f"{{{x.NS}}}query":
@@ -410,7 +410,7 @@ def print_report(title: str, contacts: dict[str, Contact], snapshot: dict, *,
 def _from_answer(answer, snapshot, opts: Options) -> dict[str, Contact]:
     """Without a job state: E's failures, every other subscribed contact notified.
     The contacts are those the old server's job holds: the outreach plan's items
-    (transports and their contacts stay behind, PROTOCOLS §2.5)."""
+    (transports and their contacts stay behind, XEP-0015 §3.1)."""
     failed = {el.get("jid"): el.get("condition")
               for el in answer.iterfind(f"{{{x.NS}}}query/{{{x.NS}}}rosteritem")}
     kept = [snapshot[item.jid] for item in

@@ -1,8 +1,9 @@
-"""Who hears what after a move: the outreach plan (XEP-0283 §4, PROTOCOLS.md §3–4).
+"""Who hears what after a move: the outreach plan (XEP-0283 §4).
 
 One pure function, :func:`plan_outreach`, decides from the old account's
 roster what the new account does, so ``xferd migrate`` and the XEP-0015
-bridge of the new server (PROTOCOLS §2.3, "Bridge") behave alike:
+bridge of the new server (contacts whose server got no XEP-0015 notice)
+behave alike:
 
 * **subscribe** with ``<moved><old-jid>OLD</old-jid></moved>`` (XEP-0283
   §4.2) to every contact the old account was subscribed to (``to``/``both``):
@@ -17,8 +18,7 @@ bridge of the new server (PROTOCOLS §2.3, "Bridge") behave alike:
 * **roster items** for the new account: name and groups copied, no
   subscription (the server derives it from the stanzas above).
 * **skipped**, each with a reason: the old and new accounts themselves,
-  duplicates, malformed JIDs and full JIDs, and transports (PROTOCOLS §2.5,
-  XEP-0015 §3.1): an item without localpart is a transport, and every item
+  duplicates, malformed JIDs and full JIDs, and transports (XEP-0015 §3.1): an item without localpart is a transport, and every item
   on a transport's domain goes with it — those registrations cannot move.
   Refinement: the old and new accounts' own domains never count as
   transports, so a server JID in the roster does not drag every contact on

@@ -1,14 +1,14 @@
-"""XEP-0015 Account Transfer without I/O: the wire profile of PROTOCOLS.md §2.
+"""XEP-0015 Account Transfer without I/O: xferd's wire profile of the 2002 text.
 
-Stanza names follow PROTOCOLS §2.2: A (user → old server: "move me"),
+The stanzas are named by letter: A (user → old server: "move me"),
 B (old server → new account: "may I?"), C (old server → each contact's
 domain: "this contact moved"), D (old server → new domain: the roster),
 E (the answer to A), G (contact's server → new account: "did you allow
 this?"), H (new account → its server: pre-authorisation).
 
 Here: parsing and checking the ``<query xmlns='jabber:iq:accountxfer'/>``
-payloads, the merge rule for the new roster (§2.3) and the old server's job
-states. The transport filter (§2.5) is the outreach plan's
+payloads, the merge rule for the new roster (:func:`merge`) and the old
+server's job states. The transport filter (XEP-0015 §3.1) is the outreach plan's
 (``server/xmpp/outreach.py``), shared with XEP-0283 migration.
 """
 
@@ -24,7 +24,7 @@ from .stanza import E, sub
 
 NS = "jabber:iq:accountxfer"
 
-# old server job states (PROTOCOLS §2.3)
+# old server job states (server/modules/accountxfer.py carries them out)
 AUTHORIZING, NOTIFYING, TRANSFERRING = "authorizing", "notifying", "transferring"
 DONE, FAILED, FAILED_PARTIAL = "done", "failed", "failed-partial"
 LIVE_STATES = (AUTHORIZING, NOTIFYING, TRANSFERRING)
@@ -107,7 +107,7 @@ def _subscription(bits: set[str]) -> str:
 
 
 def merge(existing: RosterItem | None, incoming: RosterItem, notified: bool) -> RosterItem:
-    """PROTOCOLS §2.3 merge rule for the new account's roster: subscription and
+    """The merge rule for the new account's roster: subscription and
     groups are unions, the name is kept unless empty, an un-notified contact
     starts at ``none`` (its server does not know yet), ``ask`` is dropped."""
     theirs = _BITS[incoming.subscription] if notified else set()

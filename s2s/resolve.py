@@ -3,10 +3,12 @@
 1. A static route from the config (``[s2s.routes]``) wins: test set-ups and
    local domains need no DNS at all.
 2. Else SRV: ``_xmpps-server._tcp.D`` (TLS from the first byte) and
-   ``_xmpp-server._tcp.D`` (STARTTLS), merged in priority order (lower
-   first; within one priority, heavier weight first — a deterministic
-   simplification of RFC 2782's weighted random choice). A single target of
-   ``.`` means the domain offers no service.
+   ``_xmpp-server._tcp.D`` (STARTTLS), merged into one record set as
+   XEP-0368 §3 rule 1 says (priorities and weights mixed, neither kind
+   preferred) and put in RFC 2782 order by dnspython's
+   ``processing_order()``: lower priority first, within one priority a
+   weighted random order (``server.client.resolve.srv_order``, shared with
+   the client). A single target of ``.`` means the domain offers no service.
 3. No SRV record at all: the domain itself on port 5269.
 
 Names are turned into addresses with the same resolver (dnspython), so a
@@ -24,6 +26,8 @@ import dns.asyncresolver
 import dns.exception
 import dns.rdatatype
 import dns.resolver
+
+from server.client.resolve import srv_order
 
 log = logging.getLogger("xferd.s2s.resolve")
 
@@ -60,18 +64,17 @@ class Resolver:
         if route is not None:
             return [Target(await self._address(route.host), route.port,
                            route.tls == "direct", route.tls == "none")]
-        records = []
+        record_sets = []
         for service, direct in (("_xmpps-server._tcp.", True), ("_xmpp-server._tcp.", False)):
-            for rr in await self._query(service + domain, "SRV"):
-                records.append((rr.priority, -rr.weight, direct, str(rr.target), rr.port))
-        if not records:
+            record_sets.append((await self._query(service + domain, "SRV"), direct))
+        ordered = srv_order(record_sets)
+        if not ordered:
             names = [(domain, DEFAULT_PORT, False)]
-        elif len(records) == 1 and records[0][3] == ".":
+        elif len(ordered) == 1 and ordered[0][0] == "":
             log.info("%s says it offers no XMPP service (SRV target '.')", domain)
             return []
         else:
-            names = [(target, port, direct) for _, _, direct, target, port in sorted(records)
-                     if target != "."]
+            names = [(target, port, direct) for target, port, direct in ordered if target]
         targets = []
         for name, port, direct in names:
             try:

@@ -21,27 +21,25 @@ registered with :meth:`on_stanza`.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import ssl
 from collections import deque
 from typing import Callable, Iterable
 
-from ..xmpp.errors import STANZA_ERRORS_NS, STREAM_ERRORS_NS, STREAMS_NS, StanzaError, StreamError
+from ..xmpp.errors import StanzaError, StreamError
 from ..xmpp.jid import JID, JIDError
-from ..xmpp.negotiation import BIND_NS, SASL_NS, SESSION_NS, TLS_NS
-from ..xmpp.sasl import SaslFailure, ScramClient, plain_client
+from ..xmpp.namespaces import (BIND_NS, CLIENT_NS, ROSTER_NS, SASL_NS, SESSION_NS,
+                               STANZA_ERRORS_NS, STREAM_ERRORS_NS, STREAMS_NS, TLS_NS)
+from ..xmpp.sasl import SaslFailure, ScramClient, decode_data, encode_data, plain_client
 from ..xmpp.stanza import (IQ, MESSAGE, PRESENCE, E, error_reply, iq, local_name, namespace,
                            new_id, result, sub)
-from ..xmpp.stream import (CLIENT_NS, STREAM_FOOTER, Element, StreamClosed, StreamOpened,
+from ..xmpp.stream import (STREAM_FOOTER, Element, StreamClosed, StreamOpened,
                            StreamParser, serialize, stream_header)
 from .resolve import DIRECT_TLS_PORT, STARTTLS_PORT, client_targets
 
 log = logging.getLogger("xferd.client")
 
 DEFAULT_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
-ROSTER_NS = "jabber:iq:roster"
 READ_SIZE = 64 * 1024
 
 
@@ -215,7 +213,7 @@ class Connection:
             else:
                 scram = ScramClient(choice, self.jid.local, password)
                 initial = scram.first()
-            self._write(E(f"{{{SASL_NS}}}auth", {"mechanism": choice}, text=_b64(initial)))
+            self._write(E(f"{{{SASL_NS}}}auth", {"mechanism": choice}, text=encode_data(initial)))
             verified = scram is None
             answered = False
             while True:
@@ -223,12 +221,12 @@ class Connection:
                 name = local_name(el) if namespace(el) == SASL_NS else None
                 if name == "challenge" and scram is not None and not answered:
                     answered = True
-                    response = scram.final(_unb64(el.text))
+                    response = scram.final(decode_data(el.text))
                 elif name == "challenge" and scram is not None and not verified:
-                    scram.verify(_unb64(el.text))        # additional data as a challenge
+                    scram.verify(decode_data(el.text))        # additional data as a challenge
                     verified, response = True, b""
                 elif name == "success":
-                    data = _unb64(el.text)
+                    data = decode_data(el.text)
                     if data and not verified:
                         scram.verify(data)
                         verified = True
@@ -244,7 +242,7 @@ class Connection:
                                                          f"with {choice}")
                 else:
                     raise ClientError("malformed-request", f"unexpected <{el.tag}> during SASL")
-                self._write(E(f"{{{SASL_NS}}}response", text=_b64(response)))
+                self._write(E(f"{{{SASL_NS}}}response", text=encode_data(response)))
         except SaslFailure as exc:
             raise ClientError(exc.condition, exc.text) from None
 
@@ -505,20 +503,6 @@ async def _open(targets, tls: ssl.SSLContext, domain: str, timeout: float):
             problems.append(f"{host}:{port}: {exc or 'timeout'}")
     raise ClientError("remote-server-not-found", f"cannot connect to {domain} "
                                                  f"({'; '.join(problems)})")
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii") if data else "="
-
-
-def _unb64(text: str | None) -> bytes:
-    text = (text or "").strip()
-    if text in ("", "="):
-        return b""
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ClientError("incorrect-encoding", "bad base64 from the server") from None
 
 
 def _prep(text: str | None) -> JID | str | None:

@@ -1,26 +1,33 @@
 """Where a stanza goes (RFC 6120 §8 and §10, RFC 6121 §8).
 
-One page, read top to bottom:
+One page, read top to bottom. The decisions themselves (IQ checks, which
+destination, which event names, what to do with a stanza nobody handled) are
+pure functions in ``server/xmpp/routing.py`` with unit tests that feed
+stanzas; this file does the I/O around them.
 
 1. ``from_client``: a stanza from a bound client session gets its ``from``
    stamped with the session's full JID (a different ``from`` is an
    ``<invalid-from/>`` stream error). Outbound hooks run first on the
    sender's host — ``pre-presence``, ``pre-message``, ``pre-iq`` — and may
    take the stanza over (presence broadcast, subscription bookkeeping).
-2. ``route``: basic checks (IQ type, id, exactly one payload for get/set);
-   a missing ``to`` means the sender's own account; a local domain goes to
-   ``deliver_local``, any other domain to federation.
+2. ``route``: basic checks (``routing.iq_problem``: IQ type, id, exactly one
+   payload for get/set); a missing ``to`` means the sender's own account
+   (``routing.recipient``); a local domain goes to ``deliver_local``, any
+   other domain to federation.
    Before a stanza leaves for another domain, ``filter/out`` on the sender's
    host may drop it (blocking).
 3. ``deliver_local``: ``filter/in`` may drop a stanza to a user (blocking);
-   then fire the event named after the stanza kind and its
-   destination (``host`` = the domain, ``self`` = the sender's own bare JID,
-   ``bare``, ``full``) — e.g. ``iq-get/host/urn:xmpp:ping:ping`` or
-   ``message/bare``. A module that handles it returns True.
-4. Nothing handled it: the defaults below, taken from RFC 6120 §10.5 and
-   RFC 6121 §8.5 (IQ get/set → ``<service-unavailable/>``; results and
-   errors to a full JID are delivered; messages to an offline full JID are
-   treated as sent to the bare JID).
+   then fire the events named after the stanza kind and its destination
+   (``routing.destination``: ``host`` = the domain, ``self`` = the sender's
+   own bare JID, ``bare``, ``full``; ``routing.event_names``) — e.g.
+   ``iq-get/host/urn:xmpp:ping:ping`` or ``message/bare``. A module that
+   handles it returns True.
+4. Nothing handled it: ``routing.default_action``, taken from RFC 6120 §10.5
+   and RFC 6121 §8.5 — anything to a connected full JID is delivered; IQ
+   get/set → ``<service-unavailable/>``, IQ results and errors dropped;
+   messages other than errors and headlines → ``<service-unavailable/>``;
+   presence dropped. (Messages to an offline full JID are treated as sent to
+   the bare JID by ``modules/message.py`` before this.)
 
 A handler may raise :class:`StanzaError`; the sender then gets that error.
 Errors are never answered with errors.
@@ -32,11 +39,12 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from lxml import etree
-
 from ..xmpp.errors import StanzaError, StreamError
 from ..xmpp.jid import JID, JIDError
-from ..xmpp.stanza import IQ, MESSAGE, PRESENCE, error_reply, result
+from ..xmpp.namespaces import ACCOUNTXFER_NS
+from ..xmpp.routing import (DELIVER, KINDS, SERVICE_UNAVAILABLE, default_action, destination,
+                            event_names, iq_problem, recipient)
+from ..xmpp.stanza import error_reply, result
 
 if TYPE_CHECKING:
     from .hosts import Host
@@ -44,9 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("xferd.router")
 
-_KIND = {IQ: "iq", MESSAGE: "message", PRESENCE: "presence"}
-_IQ_TYPES = frozenset({"get", "set", "result", "error"})
-_ACCOUNTXFER_QUERY = "{jabber:iq:accountxfer}query"
+_ACCOUNTXFER_QUERY = f"{{{ACCOUNTXFER_NS}}}query"
 
 
 class StanzaEvent:
@@ -121,7 +127,7 @@ class Router:
             if claimed_jid not in (session.jid, session.jid.bare):
                 raise StreamError("invalid-from", "from is not this session's address")
         stanza.set("from", str(session.jid))
-        kind = _KIND.get(stanza.tag)
+        kind = KINDS.get(stanza.tag)
         if kind is not None:
             # outbound hooks (presence broadcast, subscription state, blocking …)
             try:
@@ -140,7 +146,7 @@ class Router:
 
     # 2 -------------------------------------------------------------------------
     async def route(self, stanza, origin=None) -> None:
-        kind = _KIND.get(stanza.tag)
+        kind = KINDS.get(stanza.tag)
         if kind is None:
             log.debug("dropping non-stanza %s", stanza.tag)
             return
@@ -155,17 +161,16 @@ class Router:
             if stanza.get("type") == "ask" and self.server.config.accountxfer.legacy_ask \
                     and len(stanza) == 1 and stanza[0].tag == _ACCOUNTXFER_QUERY:
                 stanza.set("type", "set")   # XEP-0015's own examples (PROTOCOLS §2.2)
-            problem = _iq_problem(stanza)
+            problem = iq_problem(stanza)
             if problem:
                 await self._bounce(stanza, StanzaError("bad-request", problem))
                 return
             if self._requests and self._answers_request(stanza, from_, to):
                 return
+        to = recipient(to, from_)           # RFC 6120 §10.3: none → the sender's account
         if to is None:
-            if from_ is None:
-                log.debug("dropping stanza without to and from")
-                return
-            to = from_.bare                 # RFC 6120 §10.3.3: the sender's account
+            log.debug("dropping stanza without to and from")
+            return
         host = self.server.hosts.get(to.domain)
         try:
             if host is not None:
@@ -192,38 +197,25 @@ class Router:
     # 3 -------------------------------------------------------------------------
     async def deliver_local(self, host: "Host", stanza, kind: str, to: JID,
                             from_: JID | None, origin) -> None:
-        if to.local is None:
-            dest = "host" if to.resource is None else "full"
-        elif to.resource is None:
-            dest = "self" if from_ is not None and from_.bare == to else "bare"
-        else:
-            dest = "full"
+        dest = destination(to, from_)
         event = StanzaEvent(stanza, origin, host, to, from_, self)
         if to.local is not None and await host.events.fire("filter/in", event):
             return                          # e.g. the sender is blocked (XEP-0191)
-        names = _event_names(stanza, kind, dest)
-        for name in names:
+        for name in event_names(stanza, kind, dest):
             if await host.events.fire(name, event):
                 return
         await self._default(event, kind, dest)
 
     # 4 -------------------------------------------------------------------------
     async def _default(self, event: StanzaEvent, kind: str, dest: str) -> None:
-        stanza, host, to = event.stanza, event.host, event.to
-        stanza_type = stanza.get("type")
-        if kind == "iq":
-            # RFC 6121 §8.5.3.1: an IQ to a connected resource is the client's to answer
-            if dest == "full" and self.deliver_to_session(host, to, stanza):
-                return
-            if stanza_type in ("get", "set"):
-                raise StanzaError("service-unavailable")
-            return
-        if dest == "full" and self.deliver_to_session(host, to, stanza):
-            return
-        # messages to users: modules/message.py; presence: modules/presence.py
-        if kind == "message" and stanza_type not in ("error", "headline"):
+        """Nobody handled it: ``routing.default_action`` decides (RFC 6121 §8.5)."""
+        session = event.host.session(event.to) if dest == "full" else None
+        action = default_action(kind, event.stanza.get("type"), dest, session is not None)
+        if action == DELIVER:
+            session.send(event.stanza)
+        elif action == SERVICE_UNAVAILABLE:
             raise StanzaError("service-unavailable")
-        # presence that no module wanted is dropped
+        # DROP: e.g. presence no module wanted, IQ results nobody waits for
 
     def deliver_to_session(self, host: "Host", to: JID, stanza) -> bool:
         session = host.session(to)
@@ -247,27 +239,3 @@ class Router:
             except JIDError:
                 del stanza.attrib["to"]     # reply comes from the server itself
         await self.route(error_reply(stanza, err))
-
-
-def _iq_problem(stanza) -> str | None:
-    iq_type = stanza.get("type")
-    if iq_type not in _IQ_TYPES:
-        return f"invalid IQ type {iq_type!r}"
-    if not stanza.get("id"):
-        return "IQ without id"
-    if iq_type in ("get", "set") and len(stanza) != 1:
-        return "IQ get/set must have exactly one payload"
-    return None
-
-
-def _event_names(stanza, kind: str, dest: str) -> tuple[str, ...]:
-    """The events a stanza fires, most specific first (self falls back to bare)."""
-    dests = (dest, "bare") if dest == "self" else (dest,)
-    if kind == "iq":
-        iq_type = stanza.get("type")
-        if iq_type in ("get", "set"):
-            payload = etree.QName(stanza[0])
-            return tuple(f"iq-{iq_type}/{d}/{payload.namespace}:{payload.localname}"
-                         for d in dests)
-        return tuple(f"iq/{d}" for d in dests)
-    return tuple(f"{kind}/{d}" for d in dests)

@@ -21,8 +21,6 @@ same. Stanza rate: see ``net.py``; failed logins: ``throttle.py``.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import itertools
 import logging
 import secrets
@@ -183,7 +181,7 @@ class C2SSession(StreamConnection):
             return self._sasl_failure("temporary-auth-failure",
                                       "too many failed attempts; try again later")
         try:
-            initial = _decode_sasl(el.text, initial=True)
+            initial = sasl.decode_data(el.text, initial=True)
             self.mechanism = sasl.server_mechanism(name)
             step = self.mechanism.start(initial)
             await self._sasl_continue(step)
@@ -194,7 +192,7 @@ class C2SSession(StreamConnection):
         try:
             if self.mechanism is None:
                 raise sasl.SaslFailure("malformed-request", "no exchange in progress")
-            step = self.mechanism.step(_decode_sasl(el.text, initial=False))
+            step = self.mechanism.step(sasl.decode_data(el.text))
             await self._sasl_continue(step)
         except sasl.SaslFailure as failure:
             self._sasl_failed(failure)
@@ -226,7 +224,7 @@ class C2SSession(StreamConnection):
                      step.username, self.host.domain, upgrade.mechanism)
         if isinstance(step, sasl.Challenge):
             self.phase = Phase.SASL
-            self.send(E(f"{{{SASL_NS}}}challenge", text=_b64(step.data)))
+            self.send(E(f"{{{SASL_NS}}}challenge", text=sasl.encode_data(step.data)))
             return
         # Success
         if step.authzid and step.authzid != f"{step.username}@{self.host.domain}":
@@ -238,7 +236,7 @@ class C2SSession(StreamConnection):
         self.mechanism = None
         log.info("%r: authenticated as %s@%s", self, step.username, self.host.domain)
         self.send(E(f"{{{SASL_NS}}}success",
-                    text=_b64(step.data) if step.data is not None else None))
+                    text=sasl.encode_data(step.data) if step.data is not None else None))
         self.restart()
 
     def _account_key(self, username: str) -> str:
@@ -307,20 +305,3 @@ class C2SSession(StreamConnection):
     # Stanzas ...........................................................................
     async def on_stanza(self, el) -> None:
         await self.server.router.from_client(self, el)
-
-
-def _decode_sasl(text: str | None, *, initial: bool) -> bytes | None:
-    """RFC 6120 §6.4.2: empty element = no data (initial) or empty; '=' = empty."""
-    text = (text or "").strip()
-    if not text:
-        return None if initial else b""
-    if text == "=":
-        return b""
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise sasl.SaslFailure("incorrect-encoding", "invalid base64") from None
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode() if data else "="

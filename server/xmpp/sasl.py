@@ -2,9 +2,12 @@
 
 Mechanisms: SCRAM-SHA-1 / SCRAM-SHA-256 (RFC 5802, RFC 7677) and PLAIN
 (RFC 4616).  Only SCRAM keys are ever stored, never passwords; PLAIN logins
-are checked against those same keys.  The caller owns I/O: base64 (and the
-"incorrect-encoding" failure), XML, and the async credential lookup that a
-``NeedCredentials`` step asks for.
+are checked against those same keys.  The caller owns I/O: XML and the async
+credential lookup that a ``NeedCredentials`` step asks for.  The base64 of the
+``<auth/>``, ``<challenge/>``, ``<response/>`` and ``<success/>`` elements,
+with RFC 6120 §6.4.2's "=" for empty data and the "incorrect-encoding"
+failure, is :func:`encode_data` / :func:`decode_data`, shared by the server
+(``server/io/c2s.py``) and the client (``server/client/connection.py``).
 
 Channel binding (-PLUS) is not offered, so SCRAM accepts the "n" and "y"
 GS2 flags and refuses "p".
@@ -39,6 +42,8 @@ __all__ = [
     "server_mechanism",
     "ScramClient",
     "plain_client",
+    "encode_data",
+    "decode_data",
 ]
 
 MECHANISMS_SCRAM = ("SCRAM-SHA-256", "SCRAM-SHA-1")
@@ -208,7 +213,36 @@ class ServerMechanism:
         raise RuntimeError("no credentials were requested")
 
 
+def encode_data(data: bytes) -> str:
+    """The text of a SASL element carrying *data* (RFC 6120 §6.4.2): base64,
+    and a single "=" for zero-length data (an empty element would mean "no
+    data" instead)."""
+    return base64.b64encode(data).decode("ascii") if data else "="
+
+
+def decode_data(text: str | None, *, initial: bool = False) -> bytes | None:
+    """The data in the text of a SASL element (RFC 6120 §6.4.2, §6.4.3).
+
+    "=" is zero-length data. An empty element is "no data": None for an
+    ``<auth/>`` (*initial*: no initial response, the server sends an empty
+    challenge), b"" for the other elements. White space around the text is
+    ignored (XML pretty-printing); anything else that is not strict base64 —
+    white space inside, a bad alphabet, bad padding — is
+    ``SaslFailure("incorrect-encoding")`` (RFC 6120 §6.5.2).
+    """
+    text = text.strip() if text else ""
+    if not text:
+        return None if initial else b""
+    if text == "=":
+        return b""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise SaslFailure("incorrect-encoding", "invalid base64") from None
+
+
 def _b64(data: bytes) -> str:
+    """Base64 inside a SCRAM attribute (no "=" rule: RFC 5802 §5.1)."""
     return base64.b64encode(data).decode("ascii")
 
 

@@ -1,12 +1,13 @@
-"""Tests for the per-peer limits with a fake clock: server.io.throttle.FailureThrottle
-(failed logins) and server.io.ratelimit's TokenBucket and ConnectionCounter."""
+"""Tests for the per-peer limits with a fake clock: server.io.throttle.SlidingWindow
+(events per key in a sliding window), FailureThrottle on it (failed logins), and
+server.io.ratelimit's TokenBucket and ConnectionCounter."""
 
 from __future__ import annotations
 
 import pytest
 
 from server.io.ratelimit import ConnectionCounter, TokenBucket
-from server.io.throttle import FailureThrottle
+from server.io.throttle import FailureThrottle, SlidingWindow
 
 
 class Clock:
@@ -174,14 +175,14 @@ def test_max_keys_bounds_memory_and_forgets_the_oldest_key(clock):
     throttle.fail("d")                 # a fourth key: the oldest one goes
     assert not throttle.blocked("a")
     assert all(throttle.blocked(k) for k in ("b", "c", "d"))
-    assert len(throttle._failures) <= 3
+    assert len(throttle.failures) <= 3
 
 
 def test_many_keys_never_exceed_max_keys(clock):
     throttle = FailureThrottle(2, 60, clock=clock, max_keys=100)
     for i in range(10_000):
         throttle.fail(f"203.0.113.{i}")
-    assert len(throttle._failures) <= 100
+    assert len(throttle.failures) <= 100
     throttle.fail("203.0.113.9999")            # still tracked: the newest keys stay
     assert throttle.blocked("203.0.113.9999")
 
@@ -190,7 +191,7 @@ def test_expired_keys_are_forgotten(throttle, clock):
     throttle.fail("alice")
     clock.advance(61)
     assert not throttle.blocked("alice")
-    assert "alice" not in throttle._failures
+    assert "alice" not in throttle.failures
 
 
 def test_default_clock_is_monotonic():
@@ -288,3 +289,146 @@ def test_limit_zero_means_no_limit():
     counter = ConnectionCounter(0)
     assert all(counter.open("a") for _ in range(10_000))
     assert counter.count("a") == 10_000
+
+
+# -- SlidingWindow: the counter under FailureThrottle and XEP-0283's limit -----------------
+
+@pytest.fixture
+def window(clock):
+    return SlidingWindow(3, 60.0, clock)
+
+
+def test_window_allows_up_to_the_limit_then_refuses(window):
+    assert [window.allow("k") for _ in range(5)] == [True, True, True, False, False]
+    assert window.count("k") == 3                  # refusals are not recorded
+
+
+def test_window_slides_one_event_at_a_time(window, clock):
+    for _ in range(3):
+        assert window.allow("k")
+        clock.advance(10)                          # events at 0, 10, 20
+    assert not window.allow("k")                   # t=30
+    clock.advance(29.5)
+    assert not window.allow("k")                   # t=59.5: the event at 0 is still in
+    clock.advance(0.5)
+    assert window.allow("k")                       # t=60: 60 s after it, it has left
+    assert not window.allow("k")
+    clock.advance(10)
+    assert window.allow("k")                       # t=70: the event at 10 has left
+
+
+def test_window_an_event_counts_for_exactly_window_seconds(clock):
+    """An event at t stops counting at t + window (moved.py's _Limiter rule:
+    ``now - stamp >= 60`` has expired)."""
+    w = SlidingWindow(1, 60, clock)
+    assert w.allow("k")
+    clock.advance(59.5)
+    assert not w.allow("k")
+    assert w.retry_after("k") == pytest.approx(0.5)
+    clock.advance(0.5)
+    assert w.retry_after("k") == 0.0
+    assert w.allow("k")
+
+
+def test_window_keys_are_independent(window):
+    for _ in range(3):
+        window.allow("a")
+    assert not window.allow("a")
+    assert window.allow("b")
+
+
+def test_window_limit_zero_allows_nothing(clock):
+    w = SlidingWindow(0, 60, clock)
+    assert not w.allow("k")
+    assert len(w) == 0
+
+
+def test_window_record_counts_past_refusals_but_keeps_at_most_limit_stamps(window, clock):
+    for _ in range(10):
+        window.record("k")
+        clock.advance(1)
+    assert window.count("k") == 3
+    assert not window.allow("k")
+    assert window.retry_after("k") == pytest.approx(60 - 3)   # the third newest, 3 s ago
+
+
+def test_window_forgets_a_key_whose_events_expired(window, clock):
+    window.allow("k")
+    clock.advance(60)
+    assert window.count("k") == 0
+    assert "k" not in window and len(window) == 0
+
+
+def test_window_forgets_expired_keys_nobody_asks_about_again(window, clock):
+    """Memory is bounded by the keys active within one window, even for
+    keys that never come back: new keys sweep the stale ones away."""
+    for i in range(1000):
+        window.allow(f"203.0.113.{i}")
+        clock.advance(1)
+    assert len(window) <= 61
+    assert window.count("203.0.113.999") == 1
+
+
+def test_window_sweep_keeps_keys_with_live_events(window, clock):
+    window.allow("old")
+    clock.advance(30)
+    window.allow("recent")
+    window.allow("old")                            # now the most recently active key
+    clock.advance(40)                              # old's first event expired, its second not
+    window.allow("new")
+    assert "old" in window and "recent" in window and window.count("old") == 1
+    clock.advance(30)                              # t=100: recent (30) and old (30) expired
+    window.allow("newest")
+    assert "old" not in window and "recent" not in window
+    assert "new" in window and "newest" in window
+
+
+def test_window_max_keys_forgets_the_least_recently_active(clock):
+    w = SlidingWindow(1, 60, clock, max_keys=2)
+    w.allow("a")
+    w.allow("b")
+    w.allow("c")
+    assert "a" not in w and len(w) == 2
+    assert not w.allow("b") and not w.allow("c")
+
+
+def test_window_no_max_keys_by_default(clock):
+    w = SlidingWindow(1, 60, clock)
+    for i in range(5000):
+        w.allow(str(i))
+    assert len(w) == 5000
+
+
+class _ReferenceLimiter:
+    """The semantics of server/modules/moved.py's _Limiter (at most
+    per_minute in any sliding 60 s), restated with a fake clock."""
+
+    def __init__(self, per_minute, clock):
+        self.per_minute, self.clock, self.stamps = per_minute, clock, {}
+
+    def allow(self, key):
+        now = self.clock()
+        recent = [t for t in self.stamps.get(key, []) if now - t < 60]
+        self.stamps[key] = recent
+        if len(recent) >= self.per_minute:
+            return False
+        recent.append(now)
+        return True
+
+
+@pytest.mark.parametrize("per_minute", [1, 2, 5])
+def test_window_replaces_the_xep0283_limiter_exactly(clock, per_minute):
+    """``SlidingWindow(per_minute, 60).allow(str(old_jid))`` answers exactly
+    as ``_Limiter(per_minute).allow(...)`` over a seeded random schedule."""
+    import random
+    rnd = random.Random(283)
+    ours, theirs = SlidingWindow(per_minute, 60, clock), _ReferenceLimiter(per_minute, clock)
+    for _ in range(3000):
+        clock.advance(rnd.choice((0, 0, 0.5, 1, 7, 29.5, 30, 59.999, 60, 61)))
+        key = rnd.choice(("romeo@a.test", "juliet@b.test", "nurse@c.test"))
+        assert ours.allow(key) == theirs.allow(key)
+
+
+def test_window_default_clock_is_monotonic():
+    import time
+    assert SlidingWindow(1, 1).clock is time.monotonic

@@ -7,7 +7,7 @@
    XEP-0368 §3 rule 1 says (priorities and weights mixed, neither kind
    preferred) and put in RFC 2782 order by dnspython's
    ``processing_order()``: lower priority first, within one priority a
-   weighted random order (``server.client.resolve.srv_order``, shared with
+   weighted random order (``server.xmpp.srv.srv_order``, shared with
    the client). A single target of ``.`` means the domain offers no service.
 3. No SRV record at all: the domain itself on port 5269.
 
@@ -27,7 +27,7 @@ import dns.exception
 import dns.rdatatype
 import dns.resolver
 
-from server.client.resolve import srv_order
+from server.xmpp.srv import srv_order
 
 log = logging.getLogger("xferd.s2s.resolve")
 

@@ -9,48 +9,24 @@ XEP-0368 §3 rule 1 mixes both services' priorities and weights that way —
 neither kind is preferred as such. A lone target ``.`` means no service; no
 record at all means D on 5222.
 
-:func:`srv_order` is shared with ``s2s/resolve.py`` (the same rules for
-``_xmpps-server``/``_xmpp-server``).
+``srv_order`` (``server/xmpp/srv.py``) is shared with ``s2s/resolve.py``
+(the same rules for ``_xmpps-server``/``_xmpp-server``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 
 import dns.asyncresolver
 import dns.exception
-import dns.rdataclass
-import dns.rdataset
-import dns.rdatatype
 import dns.resolver
+
+from ..xmpp.srv import srv_order
 
 log = logging.getLogger("xferd.client")
 
 STARTTLS_PORT = 5222
 DIRECT_TLS_PORT = 5223      # customary; XEP-0368 names none
-
-
-def srv_order(record_sets: Iterable[tuple[Iterable, bool]]) -> list[tuple[str, int, bool]]:
-    """``(target, port, direct_tls)`` in connection order for SRV records of
-    several services, given as ``(records, direct_tls)`` pairs.
-
-    All records go into one ``Rdataset`` whose ``processing_order()``
-    (dnspython) is RFC 2782's: ascending priority, weighted random order
-    within a priority (weight 0 counts as a tiny weight). That merges the
-    direct-TLS and STARTTLS services as XEP-0368 §3 rule 1 asks. The same
-    record in two services (one port speaking both) is tried with the
-    earlier pair's flag first. Targets lose their final dot: the root
-    target ``.`` becomes ``""``.
-    """
-    merged = dns.rdataset.Rdataset(dns.rdataclass.IN, dns.rdatatype.SRV)
-    flags: dict = {}
-    for records, direct in record_sets:
-        for rr in records:
-            merged.add(rr)
-            flags.setdefault(rr, []).append(direct)
-    return [(str(rr.target).rstrip("."), rr.port, direct)
-            for rr in merged.processing_order() for direct in flags[rr]]
 
 
 async def client_targets(domain: str) -> list[tuple[str, int, bool]]:

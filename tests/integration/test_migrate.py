@@ -381,7 +381,7 @@ async def test_roster_sets_in_flight_stop_at_the_first_error(world):
 
 
 def test_state_file_is_saved_at_step_ends_and_at_most_twice_a_second(tmp_path, monkeypatch):
-    from server import migrate
+    from server.tools import migrate
     from server.xmpp.jid import JID
     state = migrate.State.load(tmp_path / "s.json", JID.parse("a@a.test"), JID.parse("b@b.test"))
     saves = []

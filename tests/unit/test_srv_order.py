@@ -1,4 +1,4 @@
-"""SRV connection order (server/client/resolve.py's srv_order, used by the
+"""SRV connection order (server/xmpp/srv.py's srv_order, used by the
 client and by s2s/resolve.py): RFC 2782 through dnspython's
 ``Rdataset.processing_order()``, with XEP-0368 §3 merging.
 
@@ -15,7 +15,7 @@ from collections import Counter
 import dns.rdata
 import pytest
 
-from server.client.resolve import srv_order
+from server.xmpp.srv import srv_order
 
 
 def srv(text: str):

@@ -18,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,6 +130,7 @@ class XferdProcess:
     def stop(self, sig=signal.SIGTERM, timeout: float = 10) -> int | None:
         if self.proc is None:
             return None
+        hang_up_orphans()
         stop_process(self.proc, sig, timeout)
         self._log.close()
         return self.proc.returncode
@@ -160,6 +162,29 @@ def stop_process(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 10
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+#: every slixmpp client ``login`` made (see hang_up_orphans)
+_clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
+
+
+def hang_up_orphans() -> None:
+    """Hang up the clients a test left connected when its event loop is no
+    longer running (the test is over). Nothing answers for them any more, so a
+    server being stopped would wait its whole grace period for their streams
+    to close; a TCP shutdown lets it see them go at once. Clients of a test
+    still running (stop() called from inside it) are left alone."""
+    for client in list(_clients):
+        if client.gone.done() or client.loop.is_running():
+            continue
+        transport = getattr(client, "transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        _clients.discard(client)
 
 
 def tool_report(stdout: str) -> dict[str, str]:
@@ -288,6 +313,7 @@ async def login(server: XferdProcess, jid: str, password: str, *,
                 client_cls=Client) -> Client:
     """Connect a slixmpp client; assert it ends in *expect* (session, failed_auth …)."""
     client = client_cls(jid, password, mechanism=mechanism)
+    _clients.add(client)
     client.ca_certs = server.cert(slixmpp.JID(jid).domain)
     client.enable_plaintext = False
     if direct_tls:

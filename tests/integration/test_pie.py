@@ -120,7 +120,7 @@ async def test_round_trip_to_an_empty_server(make_server, tmp_path):
     await alice.close()
     carol = await login(new, "carol@localhost/x", "carol-pass", mechanism="SCRAM-SHA-1")
     await carol.close()
-    await login(new, "alice@localhost/y", "wrong", expect="failed_auth")
+    await (await login(new, "alice@localhost/y", "wrong", expect="failed_auth")).close()
 
 
 @pytest.mark.hostile            # a bad file changes nothing (issue 9's section)

@@ -106,7 +106,7 @@ async def test_import_as_a_new_jid_with_outreach(make_server, tmp_path, monkeypa
                                        "</pubsub>")
     assert error == "item-not-found"
     await alice.close()
-    await login(server, f"alice@{B}/x", "alice-pass", mechanism="SCRAM-SHA-1")
+    await (await login(server, f"alice@{B}/x", "alice-pass", mechanism="SCRAM-SHA-1")).close()
 
     # the contacts' side: bob and dave now have alice@B
     bob = await login(server, f"bob@{A}/b", "bob-pass")

@@ -1,7 +1,8 @@
-"""Test harness: real xferd processes on free loopback ports, real clients.
+"""Test harness: real xferd processes on loopback ports, real clients.
 
 ``XferdProcess`` runs ``python -m server serve`` in a temporary directory with
-a generated config, waits until it accepts connections, and offers the CLI
+a generated config where every listener asks for port 0, waits for the ports
+the server reports (``--ports-file``), and offers the CLI
 (``adduser`` …) against the same config. ``login`` connects a slixmpp client;
 ``RawClient`` speaks bytes for the tests that must send what no well-behaved
 client would.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import signal
 import socket
@@ -32,10 +34,18 @@ SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 TLS = "urn:ietf:params:xml:ns:xmpp-tls"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_reserved: list[socket.socket] = []
+
+
+def unused_port() -> int:
+    """A loopback port where nothing listens and nothing will: the socket is
+    bound (never listening) and kept for the whole test session, so connecting
+    is refused and no other process can take the port meanwhile. For routes to
+    servers that must be unreachable."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _reserved.append(sock)
+    return sock.getsockname()[1]
 
 
 def _toml_value(value) -> str:
@@ -68,15 +78,13 @@ class XferdProcess:
 
     def __post_init__(self):
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.c2s_port = free_port()
-        self.direct_tls_port = free_port()
-        self.s2s_port = free_port()
+        # every listener on port 0: the server reports what it got (--ports-file)
+        self.c2s_port = self.direct_tls_port = self.s2s_port = None
         sections = {
             "server": {"data_dir": "data", "log_level": "debug"},
             # many clients from 127.0.0.1 (test_limits.py sets its own limits)
-            "c2s": {"port": self.c2s_port, "direct_tls_port": self.direct_tls_port,
-                    "max_connections_per_ip": 1000},
-            "s2s": {"port": self.s2s_port, "connect_timeout": 5, "dialback_timeout": 10},
+            "c2s": {"port": 0, "direct_tls_port": 0, "max_connections_per_ip": 1000},
+            "s2s": {"port": 0, "connect_timeout": 5, "dialback_timeout": 10},
             # the tests log in many times from one address
             "auth": {"scram_iterations": 4096, "max_failures_per_ip": 1000},
         }
@@ -86,17 +94,51 @@ class XferdProcess:
             sections.setdefault(f'hosts."{domain}"', {}).setdefault("registration", True)
         self.sections = sections
         self.config = self.workdir / "xferd.toml"
+        self.ports_file = self.workdir / "ports.json"
         for domain, (host, port) in self.routes.items():
             self.add_route(domain, host, port)
         write_config(self.config, sections)
         self.log_path = self.workdir / "xferd.log"
         self.proc: subprocess.Popen | None = None
+        self._reloads = 0
 
     def add_route(self, domain: str, host: str, port: int) -> None:
-        """A static s2s route to *domain* (takes effect at the next start)."""
-        self.routes[domain] = (host, port)
-        self.sections[f's2s.routes."{domain}"'] = {"host": host, "port": port}
+        """A static s2s route to *domain*; on a running server it takes effect
+        at once (config rewritten, SIGHUP, reload acknowledged)."""
+        self.add_routes({domain: (host, port)})
+
+    def add_routes(self, routes: dict) -> None:
+        """Several routes (domain → (host, port)) with one reload."""
+        for domain, (host, port) in routes.items():
+            self.routes[domain] = (host, port)
+            self.sections[f's2s.routes."{domain}"'] = {"host": host, "port": port}
         write_config(self.config, self.sections)
+        if self.alive():
+            self.reload()
+
+    def reload(self, timeout: float = 10) -> None:
+        """SIGHUP and wait until the server says it reloaded: the ports file's
+        ``reloads`` count goes up (a file the server writes, polled — nothing
+        on the wire shows a reload)."""
+        self.proc.send_signal(signal.SIGHUP)
+        self._reloads = self._await_status(lambda st: st["reloads"] > self._reloads,
+                                           timeout, "reload")["reloads"]
+
+    def _await_status(self, ready, timeout: float, what: str) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"xferd exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                status = json.loads(self.ports_file.read_text())
+            except (FileNotFoundError, ValueError):
+                status = None
+            if status is not None and status["pid"] == self.proc.pid and ready(status):
+                return status
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"xferd: no {what} reported in {self.ports_file}:\n"
+                                   f"{self.log()[-3000:]}")
+            time.sleep(0.01)
 
     @property
     def data_dir(self) -> Path:
@@ -106,23 +148,34 @@ class XferdProcess:
         return self.data_dir / "certs" / f"{domain}.crt"
 
     def start(self, timeout: float = 20) -> "XferdProcess":
-        args = [sys.executable, "-m", "server", "serve", "-c", str(self.config)]
+        args = [sys.executable, "-m", "server", "serve", "-c", str(self.config),
+                "--ports-file", str(self.ports_file)]
         if self.trace:
             args.append("--trace")
+        if self.c2s_port is not None:
+            # a restart keeps its ports, like a real server, so that routes
+            # other servers have to this one stay right
+            self.sections["c2s"]["port"] = self.c2s_port
+            if self.direct_tls_port:
+                self.sections["c2s"]["direct_tls_port"] = self.direct_tls_port
+            if self.s2s_port:
+                self.sections["s2s"]["port"] = self.s2s_port
+            write_config(self.config, self.sections)
+        self.ports_file.unlink(missing_ok=True)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, cwd=self.workdir, stdout=self._log,
                                      stderr=subprocess.STDOUT, env=_env())
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"xferd exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.c2s_port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"xferd did not start listening:\n{self.log()}")
+        try:
+            status = self._await_status(lambda st: True, timeout, "ports")
+        except RuntimeError:
+            self.stop()
+            raise
+        self._reloads = status["reloads"]
+        ports = status["ports"]
+        self.c2s_port = ports["c2s"]
+        self.direct_tls_port = ports.get("c2s_direct_tls")
+        self.s2s_port = ports.get("s2s")
+        return self
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -151,6 +204,41 @@ class XferdProcess:
     def adduser(self, jid: str, password: str) -> None:
         done = self.cli("adduser", jid, input=password + "\n")
         assert done.returncode == 0, done.stderr
+
+
+def federate(servers: dict, extra: dict | None = None) -> dict:
+    """Start *servers* (domain → XferdProcess, not yet started) on ports of
+    their own choosing, then give each a static route to every other one's
+    s2s port, plus *extra* routes (its domain → {domain: (host, port)}), with
+    one acknowledged reload each. Nothing is sent between them before that."""
+    for proc in servers.values():
+        proc.start()
+    for name, proc in servers.items():
+        routes = {domain: ("127.0.0.1", peer.s2s_port)
+                  for domain, peer in servers.items() if peer is not proc}
+        proc.add_routes({**routes, **(extra or {}).get(name, {})})
+    return servers
+
+
+@dataclass
+class RouteTo:
+    """Where a helper server of a test (a fake authority, a proxy) answers:
+    *server*'s static route for *domain*. Until one listens, the route leads
+    to an :func:`unused_port` (refused)."""
+    server: XferdProcess
+    domain: str
+
+    def __post_init__(self):
+        self.server.add_route(self.domain, "127.0.0.1", unused_port())
+
+
+async def listen_for(route: RouteTo, handler) -> asyncio.base_events.Server:
+    """Listen on a port of the system's choosing, then point *route* at it
+    (a route reload on the running server, acknowledged)."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    await asyncio.to_thread(route.server.add_route, route.domain, "127.0.0.1", port)
+    return server
 
 
 def stop_process(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 10) -> None:

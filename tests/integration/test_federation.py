@@ -11,7 +11,8 @@ from lxml import etree
 
 from s2s.dialback import key as dialback_key
 from server.tls import generate_self_signed
-from tests.harness import RawClient, XferdProcess, free_port, login
+from tests.harness import (RawClient, RouteTo, XferdProcess, federate, listen_for, login,
+                           unused_port)
 
 DB = "jabber:server:dialback"
 STREAMS = "http://etherx.jabber.org/streams"
@@ -23,15 +24,10 @@ def two(tmp_path_factory):
     and to c.test, where nothing listens."""
     a = XferdProcess(tmp_path_factory.mktemp("a"), domains=("a.test",))
     b = XferdProcess(tmp_path_factory.mktemp("b"), domains=("b.test",))
-    a.add_route("b.test", "127.0.0.1", b.s2s_port)
-    b.add_route("a.test", "127.0.0.1", a.s2s_port)
-    b.evil_port = free_port()                   # where FakeAuthority will answer
-    b.add_route("evil.test", "127.0.0.1", b.evil_port)
-    a.add_route("c.test", "127.0.0.1", free_port())
     a.adduser("alice@a.test", "pw")
     b.adduser("bob@b.test", "pw")
-    a.start()
-    b.start()
+    federate({"a.test": a, "b.test": b}, {"a.test": {"c.test": ("127.0.0.1", unused_port())}})
+    b.evil_route = RouteTo(b, "evil.test")      # where FakeAuthority will answer
     yield a, b
     a.stop()
     b.stop()
@@ -235,8 +231,8 @@ class FakeAuthority:
     """The authoritative server of evil.test, answering every <db:verify> with
     *verdict*: it lets a raw client pass dialback as evil.test."""
 
-    def __init__(self, port: int, workdir, verdict: str = "valid"):
-        self.port, self.verdict = port, verdict
+    def __init__(self, route: RouteTo, workdir, verdict: str = "valid"):
+        self.route, self.verdict = route, verdict
         cert, key = workdir / "evil.crt", workdir / "evil.key"
         generate_self_signed("evil.test", cert, key)
         self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -244,7 +240,7 @@ class FakeAuthority:
         self.server = None
 
     async def __aenter__(self):
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.server = await listen_for(self.route, self._serve)
         return self
 
     async def __aexit__(self, *exc):
@@ -285,7 +281,7 @@ async def test_spoofed_from_domain_is_invalid_from_and_never_delivered(two, tmp_
     _, b = two
     bob = await login(b, "bob@b.test/spoof", "pw")
     bob.send_presence()
-    async with FakeAuthority(b.evil_port, tmp_path, verdict="valid"):
+    async with FakeAuthority(b.evil_route, tmp_path, verdict="valid"):
         raw = await RawServerClient.connect(b.s2s_port)
         await raw.secure_s2s("evil.test", "b.test")
         raw.send("<db:result from='evil.test' to='b.test'>any-key</db:result>")
@@ -308,7 +304,7 @@ async def test_spoofed_from_domain_is_invalid_from_and_never_delivered(two, tmp_
 @pytest.mark.hostile
 async def test_authority_saying_invalid_ends_the_stream(two, tmp_path):
     _, b = two
-    async with FakeAuthority(b.evil_port, tmp_path, verdict="invalid"):
+    async with FakeAuthority(b.evil_route, tmp_path, verdict="invalid"):
         raw = await RawServerClient.connect(b.s2s_port)
         await raw.secure_s2s("evil.test", "b.test")
         raw.send("<db:result from='evil.test' to='b.test'>any-key</db:result>")

@@ -8,7 +8,7 @@ import itertools
 import pytest
 from slixmpp.xmlstream import ET
 
-from tests.harness import XferdProcess, ask, free_port, login
+from tests.harness import RouteTo, XferdProcess, ask, federate, listen_for, login
 
 MOVED = "urn:xmpp:moved:1"
 PUBSUB = "http://jabber.org/protocol/pubsub"
@@ -23,14 +23,8 @@ def fed(tmp_path_factory):
                      overrides={"moved": {"verify_timeout": 3}})
     gone = XferdProcess(tmp_path_factory.mktemp("gone"), domains=("gone.test",))
     servers = {"old.test": old, "new.test": new, "c.test": c, "gone.test": gone}
-    for here in servers.values():
-        for domain, there in servers.items():
-            if there is not here:
-                here.add_route(domain, "127.0.0.1", there.s2s_port)
-    c.proxy_port = free_port()         # c.test reaches gone.test through a Proxy
-    c.add_route("gone.test", "127.0.0.1", c.proxy_port)
-    for proc in servers.values():
-        proc.start()
+    federate(servers)
+    c.proxy_route = RouteTo(c, "gone.test")     # c.test reaches gone.test through a Proxy
     yield servers
     for proc in servers.values():
         proc.stop()
@@ -224,13 +218,13 @@ class Proxy:
     """A TCP relay that can go silent (holds every byte) or dead (hangs up
     and refuses), to make a federated server unreachable on demand."""
 
-    def __init__(self, port: int, target_port: int):
-        self.port, self.target_port = port, target_port
+    def __init__(self, route: RouteTo, target_port: int):
+        self.route, self.target_port = route, target_port
         self.mode = "relay"
         self.writers = []
 
     async def __aenter__(self):
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.server = await listen_for(self.route, self._serve)
         return self
 
     async def __aexit__(self, *exc):
@@ -262,7 +256,7 @@ class Proxy:
 @pytest.mark.parametrize("failure", ["dead", "silent"])
 async def test_unreachable_old_server_means_ordinary_request(fed, failure):
     gone = fed["gone.test"]
-    async with Proxy(fed["c.test"].proxy_port, gone.s2s_port) as proxy:
+    async with Proxy(fed["c.test"].proxy_route, gone.s2s_port) as proxy:
         old_jid = account(gone, "gone.test", "alice")
         new_jid = account(fed["new.test"], "new.test", "alice")
         r_jid = account(fed["c.test"], "c.test", "bob")

@@ -35,12 +35,7 @@ def fed(tmp_path_factory):
         extra = {"accountxfer": {**overrides["accountxfer"], "enabled": domain != "d.test"}}
         servers[domain] = XferdProcess(tmp_path_factory.mktemp(domain.split(".")[0]),
                                        domains=(domain,), overrides={**overrides, **extra})
-    for here in servers.values():
-        for domain, there in servers.items():
-            if there is not here:
-                here.add_route(domain, "127.0.0.1", there.s2s_port)
-    for proc in servers.values():
-        proc.start()
+    federate(servers)
     yield servers
     for proc in servers.values():
         proc.stop()

@@ -364,9 +364,12 @@ class Client(slixmpp.ClientXMPP):
                     (sender is None or str(p["from"]) == sender or p["from"].bare == sender):
                 return p
 
-    async def quiet(self, seconds: float = 0.3) -> list:
-        """Presences that arrive within *seconds* (to check nothing unexpected came)."""
-        await asyncio.sleep(seconds)
+    async def quiet(self, seconds: float | None = None, *, via: "Client | None" = None) -> list:
+        """The presences received up to a round trip (see :func:`round_trip`;
+        *via*: the client whose stanzas could still be on their way), taken
+        off the queue. *seconds* is accepted for old callers and ignored:
+        nothing here waits for time."""
+        await round_trip(self, via=via)
         got = []
         while not self.presences.empty():
             got.append(self.presences.get_nowait())
@@ -379,6 +382,47 @@ class Client(slixmpp.ClientXMPP):
                 await asyncio.wait_for(asyncio.shield(self.gone), 5)
             except asyncio.TimeoutError:
                 pass
+
+
+async def round_trip(client: Client, *, via: Client | None = None, timeout: float = 10) -> None:
+    """Return once everything already on its way to *client* has arrived.
+
+    XMPP delivers stanzas in order along one path (RFC 6120 §10.1: a server
+    handles a stream's stanzas in the order sent, and an s2s or c2s stream is
+    ordered), so a stanza that travels the same path as the one we wait for
+    (or want to be sure is *not* coming) is a marker: once it is in, the
+    other would have been too.
+
+    - Without *via*: an IQ ping to our own server, answered on our stream.
+      The pong proves that whatever the server had already queued for this
+      client has arrived — enough when the server itself sends the stanza in
+      question as part of handling something it had already handled (a
+      roster push, a reply to our own earlier stanza, an answer to our probe).
+    - With *via*: *via* pings this client's full JID. The ping leaves after
+      every stanza *via* sent before, is handled by *via*'s server after them,
+      crosses the same s2s stream if *client* is elsewhere, and reaches
+      *client* after whatever they made the servers send to it; the pong
+      coming back to *via* proves *client* has read it. Use it when the
+      stanza that must (not) arrive results from what another client did.
+
+    It cannot prove anything about work a server does later on its own
+    (a timer, a background task): such tests wait for that work's own sign.
+    """
+    if via is None:
+        await client.ping_server(timeout)
+    else:
+        await via.plugin["xep_0199"].ping(client.boundjid.full, timeout=timeout)
+
+
+async def nothing_more(client: Client, *, via: Client | None = None,
+                       messages: bool = True, presences: bool = True) -> None:
+    """Assert that no message / presence came to *client* up to a round trip
+    (see :func:`round_trip` for what *via* proves)."""
+    await round_trip(client, via=via)
+    if messages:
+        assert client.messages.empty(), client.messages.get_nowait()
+    if presences:
+        assert client.presences.empty(), client.presences.get_nowait()
 
 
 async def ask(client, itype: str, payload: str, to: str | None = None):

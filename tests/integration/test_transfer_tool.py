@@ -19,7 +19,7 @@ from server.xmpp import transfer as x
 from server.xmpp.jid import JID
 from server.xmpp.stanza import E, iq
 from server.transfer_tool import authorisation_reply
-from tests.harness import REPO, XferdProcess, tool_report
+from tests.harness import REPO, XferdProcess, federate, tool_report
 from tests.integration.test_accountxfer import befriend, online, wait_gone, wait_item
 
 pytestmark = pytest.mark.timeout(240)

@@ -152,15 +152,8 @@ class XferdProcess:
                 "--ports-file", str(self.ports_file)]
         if self.trace:
             args.append("--trace")
-        if self.c2s_port is not None:
-            # a restart keeps its ports, like a real server, so that routes
-            # other servers have to this one stay right
-            self.sections["c2s"]["port"] = self.c2s_port
-            if self.direct_tls_port:
-                self.sections["c2s"]["direct_tls_port"] = self.direct_tls_port
-            if self.s2s_port:
-                self.sections["s2s"]["port"] = self.s2s_port
-            write_config(self.config, self.sections)
+        # a restart keeps its ports (pinned in the config by the first start),
+        # like a real server, so that routes other servers have to it stay right
         self.ports_file.unlink(missing_ok=True)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, cwd=self.workdir, stdout=self._log,
@@ -175,7 +168,19 @@ class XferdProcess:
         self.c2s_port = ports["c2s"]
         self.direct_tls_port = ports.get("c2s_direct_tls")
         self.s2s_port = ports.get("s2s")
+        # the config now names the ports the server got: the CLI tools that
+        # talk to the running server (import --outreach) read them there, and
+        # a restart asks for them again
+        self._pin_ports()
         return self
+
+    def _pin_ports(self) -> None:
+        self.sections["c2s"]["port"] = self.c2s_port
+        if self.direct_tls_port:
+            self.sections["c2s"]["direct_tls_port"] = self.direct_tls_port
+        if self.s2s_port:
+            self.sections["s2s"]["port"] = self.s2s_port
+        write_config(self.config, self.sections)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -187,6 +192,15 @@ class XferdProcess:
         stop_process(self.proc, sig, timeout)
         self._log.close()
         return self.proc.returncode
+
+    def wait_for_log(self, text: str, timeout: float = 10) -> None:
+        """Until *text* is in the server's log. Only for events the server
+        shows nowhere on the wire (polls the file)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if time.monotonic() > deadline or not self.alive():
+                raise AssertionError(f"not in the log: {text!r}\n{self.log()[-3000:]}")
+            time.sleep(0.02)
 
     def log(self) -> str:
         try:
@@ -314,6 +328,9 @@ class Client(slixmpp.ClientXMPP):
         #: every presence stanza received, in order
         self.presences: asyncio.Queue = asyncio.Queue()
         self.add_event_handler("presence", lambda p: self.presences.put_nowait(p))
+        #: every roster push received (RFC 6121 §2.1.6), in order
+        self.roster_pushes: asyncio.Queue = asyncio.Queue()
+        self.add_event_handler("roster_update", lambda iq: self.roster_pushes.put_nowait(iq))
         # the tests decide every subscription answer themselves
         self.auto_authorize = None
         self.auto_subscribe = False
@@ -374,6 +391,17 @@ class Client(slixmpp.ClientXMPP):
         while not self.presences.empty():
             got.append(self.presences.get_nowait())
         return got
+
+    async def roster_pushed(self, deadline: float) -> None:
+        """Wait for the next roster push, until the loop time *deadline* (then
+        return all the same: the caller checks its condition one last time).
+        For loops that re-read the roster until it shows a change."""
+        left = deadline - asyncio.get_running_loop().time()
+        if left > 0:
+            try:
+                await asyncio.wait_for(self.roster_pushes.get(), left)
+            except asyncio.TimeoutError:
+                pass
 
     async def close(self) -> None:
         if not self.gone.done():

@@ -12,7 +12,7 @@ from lxml import etree
 from s2s.dialback import key as dialback_key
 from server.tls import generate_self_signed
 from tests.harness import (RawClient, RouteTo, XferdProcess, federate, listen_for, login,
-                           unused_port)
+                           round_trip, unused_port)
 
 DB = "jabber:server:dialback"
 STREAMS = "http://etherx.jabber.org/streams"
@@ -41,7 +41,7 @@ async def wait_roster(client, jid, subscription, timeout=10):
             return
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"{client.boundjid}: {jid} is {item}, wanted {subscription}")
-        await asyncio.sleep(0.1)
+        await client.roster_pushed(deadline)        # a change comes with a push
 
 
 async def test_subscribe_presence_and_messages_both_ways(two):
@@ -91,12 +91,15 @@ async def test_one_pairs_stanzas_keep_their_order_while_pairs_share_a_stream(two
         b.adduser(f"{name}@b.test", "pw")
     alice = await login(a, "alice@a.test/order", "pw")
     seen: dict[str, list[str]] = {name: [] for name in people}
+    arrived = asyncio.Event()
     clients = []
     for name in people:
         client = await login(b, f"{name}@b.test/order", "pw")
         client.add_event_handler("presence_subscribe",
-                                 lambda p, log=seen[name]: log.append("subscribe"))
-        client.add_event_handler("message", lambda m, log=seen[name]: log.append(m["body"]))
+                                 lambda p, log=seen[name]: (log.append("subscribe"),
+                                                            arrived.set()))
+        client.add_event_handler("message", lambda m, log=seen[name]: (log.append(m["body"]),
+                                                                        arrived.set()))
         client.send_presence()
         clients.append(client)
     for n in range(50):
@@ -106,8 +109,13 @@ async def test_one_pairs_stanzas_keep_their_order_while_pairs_share_a_stream(two
             alice.send_message(mto=f"{people[n]}@b.test", mbody="please accept", mtype="chat")
     deadline = asyncio.get_running_loop().time() + 15
     while any(len(log) < 2 for log in seen.values()):
-        assert asyncio.get_running_loop().time() < deadline, seen
-        await asyncio.sleep(0.05)
+        left = deadline - asyncio.get_running_loop().time()
+        assert left > 0, seen
+        arrived.clear()
+        try:
+            await asyncio.wait_for(arrived.wait(), left)
+        except asyncio.TimeoutError:
+            pass
     assert seen == {name: ["subscribe", "please accept"] for name in people}
     dave = await login(b, "dave@b.test/later", "pw")
     dave.send_presence()                                    # offline messages come now
@@ -296,7 +304,9 @@ async def test_spoofed_from_domain_is_invalid_from_and_never_delivered(two, tmp_
         raw.send("<message from='alice@a.test/x' to='bob@b.test' type='chat'>"
                  "<body>I am alice, honest</body></message>")
         assert await raw.stream_error() == "invalid-from"
-    await asyncio.sleep(0.3)
+    # b refused the stanza while handling it (the stream error): a round trip
+    # to bob proves nothing had been queued for him before
+    await round_trip(bob)
     assert bob.messages.empty(), "the spoofed message must not reach bob"
     await bob.close()
 

@@ -95,7 +95,7 @@ async def wait_roster(client, jid, subscription, timeout=15):
             return item
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"{client.boundjid}: {jid} is {item}, wanted {subscription}")
-        await asyncio.sleep(0.2)
+        await client.roster_pushed(deadline)        # a change comes with a push
 
 
 async def subscribe(asker, asker_jid, approver, approver_jid):

@@ -40,7 +40,9 @@ async def _make_data(server):
     carol.send_presence(pto="alice@localhost", ptype="subscribe")
     bob = await login(server, "bob@localhost/b", "bob-pass")
     bob.send_message(mto="alice@localhost", mbody="while you were away", mtype="chat")
-    await asyncio.sleep(0.5)
+    # handled in order: the pongs mean the request and the message are stored
+    await carol.ping_server()
+    await bob.ping_server()
     await bob.close()
     await carol.close()
 

@@ -83,7 +83,7 @@ async def test_transfer_moves_every_contact_and_reports(fed):
         await befriend(old, who["alice"], others[name], who[name], how)
     old.update_roster("nobody@c.test", name="Just a name")            # subscription none
     old.update_roster("icq.gateway.test", name="transport")            # XEP-0015 §3.1
-    await asyncio.sleep(0.3)
+    await old.ping_server()                 # the roster set has been handled
     await old.close()
 
     code, out, err = await run_tool(fed, "--old", who["alice"], "--new", who["anew"])

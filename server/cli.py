@@ -1,6 +1,7 @@
 """The ``xferd`` command, in the style of prosodyctl.
 
-    xferd serve [-c FILE] [--trace] [-v]     run the server
+    xferd serve [-c FILE] [--trace] [--ports-file PATH] [-v]
+                                              run the server (SIGHUP reloads [s2s.routes])
     xferd adduser JID                         create an account (asks for a password)
     xferd passwd JID                          change a password
     xferd deluser JID                         delete an account and all its data
@@ -78,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = command("serve", cmd_serve, "run the server")
     serve.add_argument("--trace", action="store_true",
                        help="log every stanza in and out (passwords redacted)")
+    serve.add_argument("--ports-file", metavar="PATH",
+                       help="once every listener is bound, write the ports as JSON to PATH "
+                            "(useful with port = 0); rewritten after each SIGHUP reload")
 
     for name, func, text in (("adduser", cmd_adduser, "create an account"),
                              ("passwd", cmd_passwd, "change an account's password"),
@@ -143,10 +147,24 @@ def _setup_logging(conf, args) -> None:
 # -- serve -----------------------------------------------------------------------
 
 def cmd_serve(conf, args) -> int:
-    return asyncio.run(_serve(conf))
+    return asyncio.run(_serve(conf, ports_file=args.ports_file))
 
 
-async def _serve(conf) -> int:
+def _write_status(path: str, server, reloads: int) -> None:
+    """The ``--ports-file``: {"pid", "ports": {"c2s", "c2s_direct_tls", "s2s"},
+    "reloads"}, written whole or not at all (a temporary file renamed over it),
+    readable by its owner only."""
+    import json
+    import os
+    data = json.dumps({"pid": os.getpid(), "ports": dict(server.ports), "reloads": reloads})
+    temp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(data + "\n")
+    os.replace(temp, path)
+
+
+async def _serve(conf, ports_file: str | None = None) -> int:
     from storage.api import StorageError
 
     from .core.service import Xferd
@@ -159,8 +177,31 @@ async def _serve(conf) -> int:
         raise CommandError(f"cannot listen: {exc.strerror or exc}") from None
     except StorageError as exc:
         raise CommandError(str(exc)) from None
+    reloads = 0
+    if ports_file:
+        _write_status(ports_file, server, reloads)
     loop = asyncio.get_running_loop()
     stopping = []
+
+    def reload() -> None:
+        """SIGHUP: read the config file again and take its [s2s.routes] (new
+        outbound connections look the table up when they connect; streams
+        already up stay as they are). Nothing else is reloaded."""
+        nonlocal reloads
+        if conf.source.startswith("<"):
+            log.info("SIGHUP received: no config file to reload")
+            return
+        try:
+            fresh = configuration.load(conf.source)
+        except configuration.ConfigError as exc:
+            log.error("SIGHUP received: config not reloaded: %s", exc)
+            return
+        server.config.s2s.routes = fresh.s2s.routes
+        reloads += 1
+        log.info("SIGHUP received: routes reloaded from %s (%d static routes)",
+                 conf.source, len(fresh.s2s.routes))
+        if ports_file:
+            _write_status(ports_file, server, reloads)
 
     def request_stop(signame: str) -> None:
         if not stopping:
@@ -169,6 +210,7 @@ async def _serve(conf) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_stop, sig.name)
+    loop.add_signal_handler(signal.SIGHUP, reload)
     await server.wait_stopped()
     return 0
 

@@ -1,7 +1,8 @@
-"""Test harness: real xferd processes on free loopback ports, real clients.
+"""Test harness: real xferd processes on loopback ports, real clients.
 
 ``XferdProcess`` runs ``python -m server serve`` in a temporary directory with
-a generated config, waits until it accepts connections, and offers the CLI
+a generated config where every listener asks for port 0, waits for the ports
+the server reports (``--ports-file``), and offers the CLI
 (``adduser`` …) against the same config. ``login`` connects a slixmpp client;
 ``RawClient`` speaks bytes for the tests that must send what no well-behaved
 client would.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import signal
 import socket
@@ -18,6 +20,7 @@ import ssl
 import subprocess
 import sys
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,10 +34,18 @@ SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 TLS = "urn:ietf:params:xml:ns:xmpp-tls"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_reserved: list[socket.socket] = []
+
+
+def unused_port() -> int:
+    """A loopback port where nothing listens and nothing will: the socket is
+    bound (never listening) and kept for the whole test session, so connecting
+    is refused and no other process can take the port meanwhile. For routes to
+    servers that must be unreachable."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _reserved.append(sock)
+    return sock.getsockname()[1]
 
 
 def _toml_value(value) -> str:
@@ -67,15 +78,13 @@ class XferdProcess:
 
     def __post_init__(self):
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.c2s_port = free_port()
-        self.direct_tls_port = free_port()
-        self.s2s_port = free_port()
+        # every listener on port 0: the server reports what it got (--ports-file)
+        self.c2s_port = self.direct_tls_port = self.s2s_port = None
         sections = {
             "server": {"data_dir": "data", "log_level": "debug"},
             # many clients from 127.0.0.1 (test_limits.py sets its own limits)
-            "c2s": {"port": self.c2s_port, "direct_tls_port": self.direct_tls_port,
-                    "max_connections_per_ip": 1000},
-            "s2s": {"port": self.s2s_port, "connect_timeout": 5, "dialback_timeout": 10},
+            "c2s": {"port": 0, "direct_tls_port": 0, "max_connections_per_ip": 1000},
+            "s2s": {"port": 0, "connect_timeout": 5, "dialback_timeout": 10},
             # the tests log in many times from one address
             "auth": {"scram_iterations": 4096, "max_failures_per_ip": 1000},
         }
@@ -85,17 +94,51 @@ class XferdProcess:
             sections.setdefault(f'hosts."{domain}"', {}).setdefault("registration", True)
         self.sections = sections
         self.config = self.workdir / "xferd.toml"
+        self.ports_file = self.workdir / "ports.json"
         for domain, (host, port) in self.routes.items():
             self.add_route(domain, host, port)
         write_config(self.config, sections)
         self.log_path = self.workdir / "xferd.log"
         self.proc: subprocess.Popen | None = None
+        self._reloads = 0
 
     def add_route(self, domain: str, host: str, port: int) -> None:
-        """A static s2s route to *domain* (takes effect at the next start)."""
-        self.routes[domain] = (host, port)
-        self.sections[f's2s.routes."{domain}"'] = {"host": host, "port": port}
+        """A static s2s route to *domain*; on a running server it takes effect
+        at once (config rewritten, SIGHUP, reload acknowledged)."""
+        self.add_routes({domain: (host, port)})
+
+    def add_routes(self, routes: dict) -> None:
+        """Several routes (domain → (host, port)) with one reload."""
+        for domain, (host, port) in routes.items():
+            self.routes[domain] = (host, port)
+            self.sections[f's2s.routes."{domain}"'] = {"host": host, "port": port}
         write_config(self.config, self.sections)
+        if self.alive():
+            self.reload()
+
+    def reload(self, timeout: float = 10) -> None:
+        """SIGHUP and wait until the server says it reloaded: the ports file's
+        ``reloads`` count goes up (a file the server writes, polled — nothing
+        on the wire shows a reload)."""
+        self.proc.send_signal(signal.SIGHUP)
+        self._reloads = self._await_status(lambda st: st["reloads"] > self._reloads,
+                                           timeout, "reload")["reloads"]
+
+    def _await_status(self, ready, timeout: float, what: str) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"xferd exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                status = json.loads(self.ports_file.read_text())
+            except (FileNotFoundError, ValueError):
+                status = None
+            if status is not None and status["pid"] == self.proc.pid and ready(status):
+                return status
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"xferd: no {what} reported in {self.ports_file}:\n"
+                                   f"{self.log()[-3000:]}")
+            time.sleep(0.01)
 
     @property
     def data_dir(self) -> Path:
@@ -105,23 +148,39 @@ class XferdProcess:
         return self.data_dir / "certs" / f"{domain}.crt"
 
     def start(self, timeout: float = 20) -> "XferdProcess":
-        args = [sys.executable, "-m", "server", "serve", "-c", str(self.config)]
+        args = [sys.executable, "-m", "server", "serve", "-c", str(self.config),
+                "--ports-file", str(self.ports_file)]
         if self.trace:
             args.append("--trace")
+        # a restart keeps its ports (pinned in the config by the first start),
+        # like a real server, so that routes other servers have to it stay right
+        self.ports_file.unlink(missing_ok=True)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, cwd=self.workdir, stdout=self._log,
                                      stderr=subprocess.STDOUT, env=_env())
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"xferd exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.c2s_port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"xferd did not start listening:\n{self.log()}")
+        try:
+            status = self._await_status(lambda st: True, timeout, "ports")
+        except RuntimeError:
+            self.stop()
+            raise
+        self._reloads = status["reloads"]
+        ports = status["ports"]
+        self.c2s_port = ports["c2s"]
+        self.direct_tls_port = ports.get("c2s_direct_tls")
+        self.s2s_port = ports.get("s2s")
+        # the config now names the ports the server got: the CLI tools that
+        # talk to the running server (import --outreach) read them there, and
+        # a restart asks for them again
+        self._pin_ports()
+        return self
+
+    def _pin_ports(self) -> None:
+        self.sections["c2s"]["port"] = self.c2s_port
+        if self.direct_tls_port:
+            self.sections["c2s"]["direct_tls_port"] = self.direct_tls_port
+        if self.s2s_port:
+            self.sections["s2s"]["port"] = self.s2s_port
+        write_config(self.config, self.sections)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -129,9 +188,19 @@ class XferdProcess:
     def stop(self, sig=signal.SIGTERM, timeout: float = 10) -> int | None:
         if self.proc is None:
             return None
+        hang_up_orphans()
         stop_process(self.proc, sig, timeout)
         self._log.close()
         return self.proc.returncode
+
+    def wait_for_log(self, text: str, timeout: float = 10) -> None:
+        """Until *text* is in the server's log. Only for events the server
+        shows nowhere on the wire (polls the file)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if time.monotonic() > deadline or not self.alive():
+                raise AssertionError(f"not in the log: {text!r}\n{self.log()[-3000:]}")
+            time.sleep(0.02)
 
     def log(self) -> str:
         try:
@@ -151,6 +220,41 @@ class XferdProcess:
         assert done.returncode == 0, done.stderr
 
 
+def federate(servers: dict, extra: dict | None = None) -> dict:
+    """Start *servers* (domain → XferdProcess, not yet started) on ports of
+    their own choosing, then give each a static route to every other one's
+    s2s port, plus *extra* routes (its domain → {domain: (host, port)}), with
+    one acknowledged reload each. Nothing is sent between them before that."""
+    for proc in servers.values():
+        proc.start()
+    for name, proc in servers.items():
+        routes = {domain: ("127.0.0.1", peer.s2s_port)
+                  for domain, peer in servers.items() if peer is not proc}
+        proc.add_routes({**routes, **(extra or {}).get(name, {})})
+    return servers
+
+
+@dataclass
+class RouteTo:
+    """Where a helper server of a test (a fake authority, a proxy) answers:
+    *server*'s static route for *domain*. Until one listens, the route leads
+    to an :func:`unused_port` (refused)."""
+    server: XferdProcess
+    domain: str
+
+    def __post_init__(self):
+        self.server.add_route(self.domain, "127.0.0.1", unused_port())
+
+
+async def listen_for(route: RouteTo, handler) -> asyncio.base_events.Server:
+    """Listen on a port of the system's choosing, then point *route* at it
+    (a route reload on the running server, acknowledged)."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    await asyncio.to_thread(route.server.add_route, route.domain, "127.0.0.1", port)
+    return server
+
+
 def stop_process(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 10) -> None:
     """Ask a server to stop with *sig*; kill it if it has not within *timeout*."""
     if proc.poll() is None:
@@ -160,6 +264,29 @@ def stop_process(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 10
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+#: every slixmpp client ``login`` made (see hang_up_orphans)
+_clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
+
+
+def hang_up_orphans() -> None:
+    """Hang up the clients a test left connected when its event loop is no
+    longer running (the test is over). Nothing answers for them any more, so a
+    server being stopped would wait its whole grace period for their streams
+    to close; a TCP shutdown lets it see them go at once. Clients of a test
+    still running (stop() called from inside it) are left alone."""
+    for client in list(_clients):
+        if client.gone.done() or client.loop.is_running():
+            continue
+        transport = getattr(client, "transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        _clients.discard(client)
 
 
 def tool_report(stdout: str) -> dict[str, str]:
@@ -201,6 +328,9 @@ class Client(slixmpp.ClientXMPP):
         #: every presence stanza received, in order
         self.presences: asyncio.Queue = asyncio.Queue()
         self.add_event_handler("presence", lambda p: self.presences.put_nowait(p))
+        #: every roster push received (RFC 6121 §2.1.6), in order
+        self.roster_pushes: asyncio.Queue = asyncio.Queue()
+        self.add_event_handler("roster_update", lambda iq: self.roster_pushes.put_nowait(iq))
         # the tests decide every subscription answer themselves
         self.auto_authorize = None
         self.auto_subscribe = False
@@ -251,13 +381,27 @@ class Client(slixmpp.ClientXMPP):
                     (sender is None or str(p["from"]) == sender or p["from"].bare == sender):
                 return p
 
-    async def quiet(self, seconds: float = 0.3) -> list:
-        """Presences that arrive within *seconds* (to check nothing unexpected came)."""
-        await asyncio.sleep(seconds)
+    async def quiet(self, seconds: float | None = None, *, via: "Client | None" = None) -> list:
+        """The presences received up to a round trip (see :func:`round_trip`;
+        *via*: the client whose stanzas could still be on their way), taken
+        off the queue. *seconds* is accepted for old callers and ignored:
+        nothing here waits for time."""
+        await round_trip(self, via=via)
         got = []
         while not self.presences.empty():
             got.append(self.presences.get_nowait())
         return got
+
+    async def roster_pushed(self, deadline: float) -> None:
+        """Wait for the next roster push, until the loop time *deadline* (then
+        return all the same: the caller checks its condition one last time).
+        For loops that re-read the roster until it shows a change."""
+        left = deadline - asyncio.get_running_loop().time()
+        if left > 0:
+            try:
+                await asyncio.wait_for(self.roster_pushes.get(), left)
+            except asyncio.TimeoutError:
+                pass
 
     async def close(self) -> None:
         if not self.gone.done():
@@ -266,6 +410,47 @@ class Client(slixmpp.ClientXMPP):
                 await asyncio.wait_for(asyncio.shield(self.gone), 5)
             except asyncio.TimeoutError:
                 pass
+
+
+async def round_trip(client: Client, *, via: Client | None = None, timeout: float = 10) -> None:
+    """Return once everything already on its way to *client* has arrived.
+
+    XMPP delivers stanzas in order along one path (RFC 6120 §10.1: a server
+    handles a stream's stanzas in the order sent, and an s2s or c2s stream is
+    ordered), so a stanza that travels the same path as the one we wait for
+    (or want to be sure is *not* coming) is a marker: once it is in, the
+    other would have been too.
+
+    - Without *via*: an IQ ping to our own server, answered on our stream.
+      The pong proves that whatever the server had already queued for this
+      client has arrived — enough when the server itself sends the stanza in
+      question as part of handling something it had already handled (a
+      roster push, a reply to our own earlier stanza, an answer to our probe).
+    - With *via*: *via* pings this client's full JID. The ping leaves after
+      every stanza *via* sent before, is handled by *via*'s server after them,
+      crosses the same s2s stream if *client* is elsewhere, and reaches
+      *client* after whatever they made the servers send to it; the pong
+      coming back to *via* proves *client* has read it. Use it when the
+      stanza that must (not) arrive results from what another client did.
+
+    It cannot prove anything about work a server does later on its own
+    (a timer, a background task): such tests wait for that work's own sign.
+    """
+    if via is None:
+        await client.ping_server(timeout)
+    else:
+        await via.plugin["xep_0199"].ping(client.boundjid.full, timeout=timeout)
+
+
+async def nothing_more(client: Client, *, via: Client | None = None,
+                       messages: bool = True, presences: bool = True) -> None:
+    """Assert that no message / presence came to *client* up to a round trip
+    (see :func:`round_trip` for what *via* proves)."""
+    await round_trip(client, via=via)
+    if messages:
+        assert client.messages.empty(), client.messages.get_nowait()
+    if presences:
+        assert client.presences.empty(), client.presences.get_nowait()
 
 
 async def ask(client, itype: str, payload: str, to: str | None = None):
@@ -288,6 +473,7 @@ async def login(server: XferdProcess, jid: str, password: str, *,
                 client_cls=Client) -> Client:
     """Connect a slixmpp client; assert it ends in *expect* (session, failed_auth …)."""
     client = client_cls(jid, password, mechanism=mechanism)
+    _clients.add(client)
     client.ca_certs = server.cert(slixmpp.JID(jid).domain)
     client.enable_plaintext = False
     if direct_tls:

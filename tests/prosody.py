@@ -44,7 +44,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "lib"))
 from bench import prosody_server  # noqa: E402
 
 from server.io.tls import generate_self_signed
-from tests.harness import free_port
 
 lua = prosody_server.lua            # the interop tests take it from here
 
@@ -182,6 +181,17 @@ class DNSResponder:
 # -- Prosody -----------------------------------------------------------------------------
 
 #: the benchmark's modules (see there) plus dialback: every interop Prosody federates
+
+def free_port() -> int:
+    """A port that was free a moment ago. Prosody cannot report the port it
+    got for port 0, so its listeners still take their chances this way (xferd's
+    do not: see XferdProcess); the window between release and Prosody's bind
+    is short, and Prosody's start-up fails loudly if it is lost."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 MODULES = prosody_server.MODULES + ["dialback"]
 
 

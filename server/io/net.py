@@ -296,12 +296,19 @@ class StreamConnection:
         self.flush()
         if self.writer.transport is None:
             return
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # Xferd.stop() already waited for this peer and gave up: waiting
+            # again (a TLS close the peer never answers) held the stop for 5 s more
+            self.writer.transport.abort()
+            return
         if not self.writer.is_closing():
             self.writer.close()
         try:
             await asyncio.wait_for(self.writer.wait_closed(), 5)
         except (Exception, asyncio.CancelledError):
-            pass
+            if self.writer.transport is not None:
+                self.writer.transport.abort()
 
     # -- TLS ---------------------------------------------------------------------------------
     secure = False

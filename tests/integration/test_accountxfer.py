@@ -12,7 +12,7 @@ from slixmpp.xmlstream import ET
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from tests.harness import XferdProcess, ask, free_port, login
+from tests.harness import RouteTo, XferdProcess, ask, federate, login, unused_port
 from tests.integration.test_federation import FakeAuthority, RawServerClient
 from tests.integration.test_moved import Proxy
 
@@ -26,19 +26,12 @@ def fed(tmp_path_factory):
                                overrides={"accountxfer": {"notice_timeout": 3},
                                           "s2s": {"dialback_timeout": 3, "connect_timeout": 2}})
                for d in ("old.test", "new.test", "c.test", "slow.test")}
-    for here in servers.values():
-        for domain, there in servers.items():
-            if there is not here:
-                here.add_route(domain, "127.0.0.1", there.s2s_port)
-    servers["old.test"].add_route("dead.test", "127.0.0.1", free_port())
-    servers["old.test"].proxy_port = free_port()      # old.test reaches slow.test via a Proxy
-    servers["old.test"].add_route("slow.test", "127.0.0.1", servers["old.test"].proxy_port)
-    servers["c.test"].evil_port = free_port()
-    servers["c.test"].add_route("evil.test", "127.0.0.1", servers["c.test"].evil_port)
-    servers["new.test"].evil_port = free_port()
-    servers["new.test"].add_route("evil.test", "127.0.0.1", servers["new.test"].evil_port)
-    for proc in servers.values():
-        proc.start()
+    federate(servers)
+    servers["old.test"].add_route("dead.test", "127.0.0.1", unused_port())
+    # old.test reaches slow.test via a Proxy
+    servers["old.test"].proxy_route = RouteTo(servers["old.test"], "slow.test")
+    servers["c.test"].evil_route = RouteTo(servers["c.test"], "evil.test")
+    servers["new.test"].evil_route = RouteTo(servers["new.test"], "evil.test")
     yield servers
     for proc in servers.values():
         proc.stop()
@@ -285,7 +278,7 @@ async def test_notice_from_a_user_or_another_domain_is_forbidden(fed, tmp_path):
     error, _ = await ask(old, "set", notice, to="c.test")
     assert error == "forbidden"
     # nor does another (authenticated) domain
-    async with FakeAuthority(fed["c.test"].evil_port, tmp_path):
+    async with FakeAuthority(fed["c.test"].evil_route, tmp_path):
         raw = await RawServerClient.connect(fed["c.test"].s2s_port)
         await raw.secure_s2s("evil.test", "c.test")
         raw.send("<db:result from='evil.test' to='c.test'>k</db:result>")
@@ -303,7 +296,7 @@ async def test_notice_from_a_user_or_another_domain_is_forbidden(fed, tmp_path):
 async def test_roster_handover_without_authorisation_is_forbidden(fed, tmp_path):
     new_jid = account(fed["new.test"], "new.test", "kim")
     new = await online(fed["new.test"], new_jid)
-    async with FakeAuthority(fed["new.test"].evil_port, tmp_path):
+    async with FakeAuthority(fed["new.test"].evil_route, tmp_path):
         raw = await RawServerClient.connect(fed["new.test"].s2s_port)
         await raw.secure_s2s("evil.test", "new.test")
         raw.send("<db:result from='evil.test' to='new.test'>k</db:result>")
@@ -329,7 +322,7 @@ async def test_old_server_killed_mid_transfer_resumes_and_completes(fed):
     new_jid = account(fed["new.test"], "new.test", "lou")
     bob_jid = account(fed["c.test"], "c.test", "bob")
     sam_jid = account(fed["slow.test"], "slow.test", "sam")
-    async with Proxy(old_srv.proxy_port, fed["slow.test"].s2s_port) as proxy:
+    async with Proxy(old_srv.proxy_route, fed["slow.test"].s2s_port) as proxy:
         old = await online(old_srv, old_jid)
         new = await online(fed["new.test"], new_jid)
         bob = await online(fed["c.test"], bob_jid)
@@ -372,7 +365,7 @@ async def test_failed_hand_over_is_retried_when_the_user_asks_again(fed):
     new_jid = account(new_srv, "new.test", "mia")
     bob_jid = account(fed["c.test"], "c.test", "bob")
     sam_jid = account(fed["slow.test"], "slow.test", "sam")
-    async with Proxy(old_srv.proxy_port, fed["slow.test"].s2s_port) as proxy:
+    async with Proxy(old_srv.proxy_route, fed["slow.test"].s2s_port) as proxy:
         old = await online(old_srv, old_jid)
         new = await online(new_srv, new_jid)
         bob = await online(fed["c.test"], bob_jid)

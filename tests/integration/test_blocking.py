@@ -9,7 +9,7 @@ import pytest
 
 from server.modules.blocking import is_blocked, patterns
 from server.xmpp.jid import JID
-from tests.harness import ask, login
+from tests.harness import ask, login, round_trip
 
 NS = "urn:xmpp:blocking"
 ERRORS_NS = "urn:xmpp:blocking:errors"
@@ -38,8 +38,11 @@ async def next_message(client, timeout: float = 5):
     return await asyncio.wait_for(client.messages.get(), timeout)
 
 
-async def no_message(client, seconds: float = 0.4) -> None:
-    await asyncio.sleep(seconds)
+async def no_message(client) -> None:
+    """Nothing came to *client*. Every caller first waits for the bounce or
+    refusal the server made while handling the message, so the decision is
+    taken: a round trip to the server proves nothing was queued for *client*."""
+    await round_trip(client)
     assert client.messages.empty(), client.messages.get_nowait()
 
 

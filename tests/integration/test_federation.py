@@ -11,7 +11,8 @@ from lxml import etree
 
 from s2s.dialback import key as dialback_key
 from server.io.tls import generate_self_signed
-from tests.harness import RawClient, XferdProcess, free_port, login
+from tests.harness import (RawClient, RouteTo, XferdProcess, federate, listen_for, login,
+                           round_trip, unused_port)
 
 DB = "jabber:server:dialback"
 STREAMS = "http://etherx.jabber.org/streams"
@@ -23,15 +24,10 @@ def two(tmp_path_factory):
     and to c.test, where nothing listens."""
     a = XferdProcess(tmp_path_factory.mktemp("a"), domains=("a.test",))
     b = XferdProcess(tmp_path_factory.mktemp("b"), domains=("b.test",))
-    a.add_route("b.test", "127.0.0.1", b.s2s_port)
-    b.add_route("a.test", "127.0.0.1", a.s2s_port)
-    b.evil_port = free_port()                   # where FakeAuthority will answer
-    b.add_route("evil.test", "127.0.0.1", b.evil_port)
-    a.add_route("c.test", "127.0.0.1", free_port())
     a.adduser("alice@a.test", "pw")
     b.adduser("bob@b.test", "pw")
-    a.start()
-    b.start()
+    federate({"a.test": a, "b.test": b}, {"a.test": {"c.test": ("127.0.0.1", unused_port())}})
+    b.evil_route = RouteTo(b, "evil.test")      # where FakeAuthority will answer
     yield a, b
     a.stop()
     b.stop()
@@ -45,7 +41,7 @@ async def wait_roster(client, jid, subscription, timeout=10):
             return
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"{client.boundjid}: {jid} is {item}, wanted {subscription}")
-        await asyncio.sleep(0.1)
+        await client.roster_pushed(deadline)        # a change comes with a push
 
 
 async def test_subscribe_presence_and_messages_both_ways(two):
@@ -95,12 +91,15 @@ async def test_one_pairs_stanzas_keep_their_order_while_pairs_share_a_stream(two
         b.adduser(f"{name}@b.test", "pw")
     alice = await login(a, "alice@a.test/order", "pw")
     seen: dict[str, list[str]] = {name: [] for name in people}
+    arrived = asyncio.Event()
     clients = []
     for name in people:
         client = await login(b, f"{name}@b.test/order", "pw")
         client.add_event_handler("presence_subscribe",
-                                 lambda p, log=seen[name]: log.append("subscribe"))
-        client.add_event_handler("message", lambda m, log=seen[name]: log.append(m["body"]))
+                                 lambda p, log=seen[name]: (log.append("subscribe"),
+                                                            arrived.set()))
+        client.add_event_handler("message", lambda m, log=seen[name]: (log.append(m["body"]),
+                                                                        arrived.set()))
         client.send_presence()
         clients.append(client)
     for n in range(50):
@@ -110,8 +109,13 @@ async def test_one_pairs_stanzas_keep_their_order_while_pairs_share_a_stream(two
             alice.send_message(mto=f"{people[n]}@b.test", mbody="please accept", mtype="chat")
     deadline = asyncio.get_running_loop().time() + 15
     while any(len(log) < 2 for log in seen.values()):
-        assert asyncio.get_running_loop().time() < deadline, seen
-        await asyncio.sleep(0.05)
+        left = deadline - asyncio.get_running_loop().time()
+        assert left > 0, seen
+        arrived.clear()
+        try:
+            await asyncio.wait_for(arrived.wait(), left)
+        except asyncio.TimeoutError:
+            pass
     assert seen == {name: ["subscribe", "please accept"] for name in people}
     dave = await login(b, "dave@b.test/later", "pw")
     dave.send_presence()                                    # offline messages come now
@@ -235,8 +239,8 @@ class FakeAuthority:
     """The authoritative server of evil.test, answering every <db:verify> with
     *verdict*: it lets a raw client pass dialback as evil.test."""
 
-    def __init__(self, port: int, workdir, verdict: str = "valid"):
-        self.port, self.verdict = port, verdict
+    def __init__(self, route: RouteTo, workdir, verdict: str = "valid"):
+        self.route, self.verdict = route, verdict
         cert, key = workdir / "evil.crt", workdir / "evil.key"
         generate_self_signed("evil.test", cert, key)
         self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -244,7 +248,7 @@ class FakeAuthority:
         self.server = None
 
     async def __aenter__(self):
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.server = await listen_for(self.route, self._serve)
         return self
 
     async def __aexit__(self, *exc):
@@ -285,7 +289,7 @@ async def test_spoofed_from_domain_is_invalid_from_and_never_delivered(two, tmp_
     _, b = two
     bob = await login(b, "bob@b.test/spoof", "pw")
     bob.send_presence()
-    async with FakeAuthority(b.evil_port, tmp_path, verdict="valid"):
+    async with FakeAuthority(b.evil_route, tmp_path, verdict="valid"):
         raw = await RawServerClient.connect(b.s2s_port)
         await raw.secure_s2s("evil.test", "b.test")
         raw.send("<db:result from='evil.test' to='b.test'>any-key</db:result>")
@@ -300,7 +304,9 @@ async def test_spoofed_from_domain_is_invalid_from_and_never_delivered(two, tmp_
         raw.send("<message from='alice@a.test/x' to='bob@b.test' type='chat'>"
                  "<body>I am alice, honest</body></message>")
         assert await raw.stream_error() == "invalid-from"
-    await asyncio.sleep(0.3)
+    # b refused the stanza while handling it (the stream error): a round trip
+    # to bob proves nothing had been queued for him before
+    await round_trip(bob)
     assert bob.messages.empty(), "the spoofed message must not reach bob"
     await bob.close()
 
@@ -308,7 +314,7 @@ async def test_spoofed_from_domain_is_invalid_from_and_never_delivered(two, tmp_
 @pytest.mark.hostile
 async def test_authority_saying_invalid_ends_the_stream(two, tmp_path):
     _, b = two
-    async with FakeAuthority(b.evil_port, tmp_path, verdict="invalid"):
+    async with FakeAuthority(b.evil_route, tmp_path, verdict="invalid"):
         raw = await RawServerClient.connect(b.s2s_port)
         await raw.secure_s2s("evil.test", "b.test")
         raw.send("<db:result from='evil.test' to='b.test'>any-key</db:result>")

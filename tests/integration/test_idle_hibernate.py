@@ -35,6 +35,7 @@ async def xferd(tmp_path, monkeypatch):
     server = Xferd(config.load(proc.config))
     await server.start()
     server.proc = proc              # ports and certificate paths for login()
+    proc.c2s_port, proc.direct_tls_port = server.ports["c2s"], server.ports["c2s_direct_tls"]
     yield server
     await server.stop()
 
@@ -142,13 +143,16 @@ async def federated(tmp_path, monkeypatch):
     a = XferdProcess(tmp_path / "a", domains=("a.test",),
                      overrides={"server": {"data_dir": str(tmp_path / "a" / "data")}})
     b = XferdProcess(tmp_path / "b", domains=("b.test",))
-    a.add_route("b.test", "127.0.0.1", b.s2s_port)
-    b.add_route("a.test", "127.0.0.1", a.s2s_port)
     a.adduser("alice@a.test", "pw")
     b.adduser("bob@b.test", "pw")
     b.start()
+    a.add_route("b.test", "127.0.0.1", b.s2s_port)
     server = Xferd(config.load(a.config))
     await server.start()
+    # a listens where the system put it (port 0): b learns it by a route reload
+    a.c2s_port, a.direct_tls_port = server.ports["c2s"], server.ports["c2s_direct_tls"]
+    a.s2s_port = server.ports["s2s"]
+    await asyncio.to_thread(b.add_route, "a.test", "127.0.0.1", a.s2s_port)
     server.proc = a
     yield server, b
     await server.stop()

@@ -13,7 +13,8 @@ import base64
 
 import pytest
 
-from tests.harness import SASL, STREAMS, TLS, RawClient, XferdProcess, free_port, header, login
+from tests.harness import (SASL, STREAMS, TLS, RawClient, RouteTo, XferdProcess, header,
+                           listen_for, login, unused_port)
 from tests.integration.test_federation import FakeAuthority, RawServerClient
 
 pytestmark = pytest.mark.hostile
@@ -36,13 +37,11 @@ def limited(tmp_path_factory):
         "auth": {"max_failures": 3, "max_failures_per_ip": 4, "failure_window": 60},
         "im": {"offline_quota": 3},
     })
-    proc.evil_port = free_port()        # FakeAuthority of evil.test answers here
-    proc.add_route("evil.test", "127.0.0.1", proc.evil_port)
-    proc.black_port = free_port()       # accepts TCP, never says a word
-    proc.add_route("black.test", "127.0.0.1", proc.black_port)
     for user in ("alice", "bob", "carol", "dave", "erin", "mallory", "target"):
         proc.adduser(f"{user}@localhost", "pw")
     proc.start()
+    proc.evil_route = RouteTo(proc, "evil.test")     # FakeAuthority of evil.test answers here
+    proc.black_route = RouteTo(proc, "black.test")   # accepts TCP, never says a word
     yield proc
     proc.stop()
 
@@ -109,7 +108,7 @@ async def test_s2s_flood_is_slowed_to_the_rate_and_others_are_served(limited, by
                                                                      tmp_path):
     alice = await login(limited, "alice@localhost/r", "pw")
     total = 50
-    async with FakeAuthority(limited.evil_port, tmp_path, verdict="valid"):
+    async with FakeAuthority(limited.evil_route, tmp_path, verdict="valid"):
         peer = await RawServerClient.connect(limited.s2s_port)
         await peer.secure_s2s("evil.test", "localhost")
         peer.send("<db:result from='evil.test' to='localhost'>any-key</db:result>")
@@ -239,17 +238,17 @@ async def test_s2s_slowloris_and_silent_peers_time_out(limited, bystander):
 
 # -- bounded queue per remote domain -----------------------------------------------------------
 
-async def black_hole(port: int):
+async def black_hole(route: RouteTo):
     """A 'server' that accepts TCP and reads, but never answers."""
     async def swallow(reader, writer):
         while await reader.read(65536):
             pass
         writer.close()
-    return await asyncio.start_server(swallow, "127.0.0.1", port)
+    return await listen_for(route, swallow)
 
 
 async def test_s2s_queue_per_remote_domain_is_bounded(limited, bystander):
-    hole = await black_hole(limited.black_port)
+    hole = await black_hole(limited.black_route)
     alice = await login(limited, "alice@localhost/q", "pw")
     errors: asyncio.Queue = asyncio.Queue()
     alice.add_event_handler("message_error", errors.put_nowait)
@@ -286,7 +285,7 @@ async def test_routes_to_unreachable_domains_do_not_pile_up():
     from server.config import Config, RouteConfig
     from server.xmpp.stanza import E
 
-    nobody_listens = free_port()
+    nobody_listens = unused_port()
     config = Config()
     domains = [f"gone{n}.test" for n in range(50)]
     config.s2s.routes = {d: RouteConfig(port=nobody_listens) for d in domains}

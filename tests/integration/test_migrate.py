@@ -18,7 +18,7 @@ import pytest
 
 from server.client import Client, ClientError, IQError
 from server.xmpp.stanza import E, iq
-from tests.harness import REPO, XferdProcess, ask, free_port, login, tool_report
+from tests.harness import REPO, XferdProcess, ask, federate, login, tool_report, unused_port
 
 MOVED = "urn:xmpp:moved:1"
 PUBSUB = "http://jabber.org/protocol/pubsub"
@@ -38,14 +38,9 @@ def world(tmp_path_factory):
         "d": XferdProcess(tmp_path_factory.mktemp("d"), domains=("d.test",),
                           overrides={"moved": {"auto_update": False}}),
     }
-    nowhere = free_port()
-    for name, proc in servers.items():
-        for other, peer in servers.items():
-            if other != name:
-                proc.add_route(f"{other}.test", "127.0.0.1", peer.s2s_port)
-        proc.add_route("z.test", "127.0.0.1", nowhere)
-    for name, proc in servers.items():
-        proc.start()
+    nowhere = ("127.0.0.1", unused_port())
+    federate({f"{name}.test": proc for name, proc in servers.items()},
+             {f"{name}.test": {"z.test": nowhere} for name in servers})
     yield SimpleNamespace(**servers)
     for proc in servers.values():
         proc.stop()
@@ -100,7 +95,7 @@ async def wait_roster(client, jid, subscription, timeout=15):
             return item
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"{client.boundjid}: {jid} is {item}, wanted {subscription}")
-        await asyncio.sleep(0.2)
+        await client.roster_pushed(deadline)        # a change comes with a push
 
 
 async def subscribe(asker, asker_jid, approver, approver_jid):

@@ -40,7 +40,9 @@ async def _make_data(server):
     carol.send_presence(pto="alice@localhost", ptype="subscribe")
     bob = await login(server, "bob@localhost/b", "bob-pass")
     bob.send_message(mto="alice@localhost", mbody="while you were away", mtype="chat")
-    await asyncio.sleep(0.5)
+    # handled in order: the pongs mean the request and the message are stored
+    await carol.ping_server()
+    await bob.ping_server()
     await bob.close()
     await carol.close()
 
@@ -120,7 +122,7 @@ async def test_round_trip_to_an_empty_server(make_server, tmp_path):
     await alice.close()
     carol = await login(new, "carol@localhost/x", "carol-pass", mechanism="SCRAM-SHA-1")
     await carol.close()
-    await login(new, "alice@localhost/y", "wrong", expect="failed_auth")
+    await (await login(new, "alice@localhost/y", "wrong", expect="failed_auth")).close()
 
 
 @pytest.mark.hostile            # a bad file changes nothing (issue 9's section)

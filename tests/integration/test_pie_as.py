@@ -48,7 +48,7 @@ async def _alice_with_contacts(server, *, statement: bool):
     await alice.close()
     erin = await login(server, f"erin@{A}/e", "erin-pass")
     erin.send_presence(pto=f"alice@{A}", ptype="subscribe")
-    await asyncio.sleep(0.3)
+    await erin.ping_server()                # the request has been handled (stored)
     await erin.close()
 
 
@@ -106,7 +106,7 @@ async def test_import_as_a_new_jid_with_outreach(make_server, tmp_path, monkeypa
                                        "</pubsub>")
     assert error == "item-not-found"
     await alice.close()
-    await login(server, f"alice@{B}/x", "alice-pass", mechanism="SCRAM-SHA-1")
+    await (await login(server, f"alice@{B}/x", "alice-pass", mechanism="SCRAM-SHA-1")).close()
 
     # the contacts' side: bob and dave now have alice@B
     bob = await login(server, f"bob@{A}/b", "bob-pass")
@@ -137,7 +137,7 @@ async def test_import_as_without_statement_sends_plain_requests(make_server, tmp
     assert "the contacts were not told; run again with --outreach" in done.stderr
     dave = await login(server, f"dave@{A}/d", "dave-pass")
     dave.send_presence()
-    await asyncio.sleep(0.3)
+    await dave.ping_server()                # dave is online before the outreach runs
     done = _outreach(server, tmp_path, str(export), "--as", f"alice@{B}", "--outreach",
                      "--wait", "2")
     assert done.returncode == 0, done.stdout + done.stderr

@@ -2,8 +2,6 @@
 updates, unavailable (sent or by disconnecting), directed presence, and
 the user's own resources seeing each other."""
 
-import asyncio
-
 from tests.harness import login
 
 
@@ -13,23 +11,26 @@ async def befriend(server, new_user, *, both=True):
     u_jid, c_jid = new_user("pu"), new_user("pc")
     u = await login(server, f"{u_jid}/home", "pw")
     c = await login(server, f"{c_jid}/home", "pw")
+    # the server handles a stream's stanzas in order: a ping answered after
+    # a subscription stanza means that stanza has been handled
     c.send_presence(pto=u_jid, ptype="subscribe")
-    await asyncio.sleep(0.2)
+    await c.ping_server()
     u.send_presence(pto=c_jid, ptype="subscribed")
     if both:
         u.send_presence(pto=c_jid, ptype="subscribe")
-        await asyncio.sleep(0.2)
+        await u.ping_server()
         c.send_presence(pto=u_jid, ptype="subscribed")
-    await asyncio.sleep(0.3)
-    await u.quiet(0.1)
-    await c.quiet(0.1)
+    await c.ping_server()
+    await u.ping_server()
+    await u.quiet()
+    await c.quiet()
     return u_jid, c_jid, u, c
 
 
 async def test_initial_presence_is_broadcast_and_probes_are_answered(server, new_user):
     u_jid, c_jid, u, c = await befriend(server, new_user)
     c.send_presence(pstatus="at work")
-    await asyncio.sleep(0.2)
+    await c.ping_server()
     u.send_presence(pstatus="hello", ppriority=5)
     # C (subscribed to U) sees U come online
     seen = await c.next_presence(type=None, sender=u_jid)
@@ -47,8 +48,8 @@ async def test_updates_and_unavailable_on_disconnect(server, new_user):
     c.send_presence()
     u.send_presence()
     await c.next_presence(type=None, sender=u_jid)
-    await asyncio.sleep(0.2)
-    await c.quiet(0.1)          # a probe answer may duplicate the initial presence
+    await c.ping_server()
+    await c.quiet(via=u)        # a probe answer may duplicate the initial presence
     u.send_presence(pshow="away", pstatus="lunch")
     update = await c.next_presence(sender=u_jid)
     assert update["show"] == "away" and update["status"] == "lunch"
@@ -64,16 +65,17 @@ async def test_only_subscribers_get_presence(server, new_user):
     stranger = await login(server, f"{stranger_jid}/x", "pw")
     stranger.send_presence()
     c.send_presence()
-    await asyncio.sleep(0.2)
+    await stranger.ping_server()
+    await c.ping_server()
     u.send_presence()
     await c.next_presence(type=None, sender=u_jid)           # C is subscribed to U
     # U has no subscription to C: no probe, so C's presence does not reach U
-    assert not [p for p in await u.quiet(0.4) if p["from"].bare == c_jid]
-    assert not [p for p in await stranger.quiet(0.2) if p["from"].bare == u_jid]
+    assert not [p for p in await u.quiet(via=c) if p["from"].bare == c_jid]
+    assert not [p for p in await stranger.quiet(via=u) if p["from"].bare == u_jid]
     # a stranger's probe is answered with unsubscribed, never with presence
     probe = stranger.make_presence(pto=u_jid, ptype="probe")
     probe.send()
-    assert not [p for p in await stranger.quiet(0.4) if p["from"].bare == u_jid and
+    assert not [p for p in await stranger.quiet() if p["from"].bare == u_jid and
                 p["type"] not in ("unsubscribed",)]
     await u.close()
     await c.close()
@@ -85,7 +87,7 @@ async def test_own_resources_see_each_other(server, new_user):
     a = await login(server, f"{me}/a", "pw")
     b = await login(server, f"{me}/b", "pw")
     a.send_presence(pstatus="A here")
-    await asyncio.sleep(0.2)
+    await a.ping_server()
     b.send_presence(pstatus="B here")
     # b's initial presence gets a's presence; a sees b arrive
     got = await b.next_presence(type=None, sender=me)
@@ -105,7 +107,8 @@ async def test_directed_presence_and_its_cleanup(server, new_user):
     stranger = await login(server, f"{stranger_jid}/r", "pw")
     stranger.send_presence()
     u.send_presence()
-    await asyncio.sleep(0.2)
+    await stranger.ping_server()
+    await u.ping_server()
     u.send_presence(pto=f"{stranger_jid}/r", pstatus="just for you")
     got = await stranger.next_presence(type=None, sender=u_jid)
     assert got["status"] == "just for you"

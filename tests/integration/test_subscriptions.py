@@ -60,18 +60,17 @@ def view(roster: dict, jid: str) -> tuple[str, bool]:
     return (item["subscription"], item.get("ask") == "subscribe")
 
 
-async def wait_for_views(u, c, u_jid, c_jid, u_state, timeout=5):
-    """Poll both rosters until they show U in *u_state* and C in its mirror."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        u_view = view(await u.fetch_roster(), c_jid)
-        c_view = view(await c.fetch_roster(), u_jid)
-        if u_view == VIEW[u_state] and c_view == VIEW[MIRROR[u_state]]:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"expected U {u_state} {VIEW[u_state]}, C {MIRROR[u_state]} "
-                                 f"{VIEW[MIRROR[u_state]]}; got U {u_view}, C {c_view}")
-        await asyncio.sleep(0.05)
+async def wait_for_views(u, c, u_jid, c_jid, u_state):
+    """Check that both rosters show U in *u_state* and C in its mirror, once
+    what U and C sent has been handled: the server handles a stream's stanzas
+    in order and both users are local, so a pong to each proves it."""
+    await u.ping_server()
+    await c.ping_server()
+    u_view = view(await u.fetch_roster(), c_jid)
+    c_view = view(await c.fetch_roster(), u_jid)
+    if u_view != VIEW[u_state] or c_view != VIEW[MIRROR[u_state]]:
+        raise AssertionError(f"expected U {u_state} {VIEW[u_state]}, C {MIRROR[u_state]} "
+                             f"{VIEW[MIRROR[u_state]]}; got U {u_view}, C {c_view}")
 
 
 async def pair(server, new_user):
@@ -80,8 +79,7 @@ async def pair(server, new_user):
     c = await login(server, f"{c_jid}/res", "pw")
     for client in (u, c):
         client.send_presence()
-        await client.fetch_roster()
-    await asyncio.sleep(0.1)
+        await client.fetch_roster()        # answered after the presence was handled
     return u_jid, c_jid, u, c
 
 
@@ -102,7 +100,7 @@ async def test_appendix_a_row(server, new_user, state, kind):
     u.send_presence(pto=c_jid, ptype=kind)
     expected = AFTER[kind][state]
     await wait_for_views(u, c, u_jid, c_jid, expected)
-    got = subscription_stanzas(await c.quiet(0.4), kind, u_jid)
+    got = subscription_stanzas(await c.quiet(via=u), kind, u_jid)
     c_changed = MIRROR[state] != MIRROR[expected]
     assert len(got) == (1 if c_changed else 0), (state, kind, [str(p) for p in got])
     if (kind, state) in PRE_APPROVALS:
@@ -114,7 +112,7 @@ async def test_appendix_a_row(server, new_user, state, kind):
 async def test_pre_approval_accepts_the_later_request_at_once(server, new_user):
     u_jid, c_jid, u, c = await pair(server, new_user)
     u.send_presence(pto=c_jid, ptype="subscribed")            # pre-approve (§3.4)
-    await asyncio.sleep(0.2)
+    await u.ping_server()
     assert (await u.fetch_roster())[c_jid]["approved"] == "true"
     c.send_presence(pto=u_jid, ptype="subscribe")
     await wait_for_views(u, c, u_jid, c_jid, "F")
@@ -132,9 +130,9 @@ async def test_pre_approval_accepts_the_later_request_at_once(server, new_user):
 async def test_unsubscribed_cancels_a_pre_approval(server, new_user):
     u_jid, c_jid, u, c = await pair(server, new_user)
     u.send_presence(pto=c_jid, ptype="subscribed")
-    await asyncio.sleep(0.2)
+    await u.ping_server()
     u.send_presence(pto=c_jid, ptype="unsubscribed")
-    await asyncio.sleep(0.2)
+    await u.ping_server()
     assert "approved" not in (await u.fetch_roster())[c_jid]
     c.send_presence(pto=u_jid, ptype="subscribe")
     request = await u.next_presence(type="subscribe", sender=c_jid)
@@ -151,7 +149,7 @@ async def test_request_waits_for_an_offline_user_with_every_child_kept(server, n
     request.append(__import__("slixmpp").xmlstream.ET.fromstring(
         "<moved xmlns='urn:xmpp:moved:1'><old-jid>old@example.org</old-jid></moved>"))
     request.send()
-    await asyncio.sleep(0.3)
+    await c.ping_server()                   # the request has been handled (stored)
     u = await login(server, f"{u_jid}/later", "pw")
     assert u.presences.empty(), "nothing is delivered before initial presence"
     u.send_presence()
@@ -167,7 +165,7 @@ async def test_request_waits_for_an_offline_user_with_every_child_kept(server, n
     await u.close()
     u = await login(server, f"{u_jid}/third", "pw")
     u.send_presence()
-    assert not subscription_stanzas(await u.quiet(0.5), "subscribe", c_jid)
+    assert not subscription_stanzas(await u.quiet(), "subscribe", c_jid)
     await u.close()
     await c.close()
 
@@ -182,10 +180,9 @@ async def test_removing_the_item_cancels_both_ways(server, new_user):
     iq.append(__import__("slixmpp").xmlstream.ET.fromstring(
         f"<query xmlns='jabber:iq:roster'><item jid='{c_jid}' subscription='remove'/></query>"))
     await iq.send(timeout=10)
-    await asyncio.sleep(0.3)
     assert c_jid not in await u.fetch_roster()
     assert view(await c.fetch_roster(), u_jid) == ("none", False)
-    got = await c.quiet(0.3)
+    got = await c.quiet(via=u)
     assert subscription_stanzas(got, "unsubscribe", u_jid)
     assert subscription_stanzas(got, "unsubscribed", u_jid)
     await u.close()

@@ -19,7 +19,7 @@ from server.xmpp import transfer as x
 from server.xmpp.jid import JID
 from server.xmpp.stanza import E, iq
 from server.tools.transfer import authorisation_reply
-from tests.harness import REPO, XferdProcess, tool_report
+from tests.harness import REPO, XferdProcess, federate, tool_report
 from tests.integration.test_accountxfer import befriend, online, wait_gone, wait_item
 
 pytestmark = pytest.mark.timeout(240)
@@ -35,12 +35,7 @@ def fed(tmp_path_factory):
         extra = {"accountxfer": {**overrides["accountxfer"], "enabled": domain != "d.test"}}
         servers[domain] = XferdProcess(tmp_path_factory.mktemp(domain.split(".")[0]),
                                        domains=(domain,), overrides={**overrides, **extra})
-    for here in servers.values():
-        for domain, there in servers.items():
-            if there is not here:
-                here.add_route(domain, "127.0.0.1", there.s2s_port)
-    for proc in servers.values():
-        proc.start()
+    federate(servers)
     yield servers
     for proc in servers.values():
         proc.stop()
@@ -88,7 +83,7 @@ async def test_transfer_moves_every_contact_and_reports(fed):
         await befriend(old, who["alice"], others[name], who[name], how)
     old.update_roster("nobody@c.test", name="Just a name")            # subscription none
     old.update_roster("icq.gateway.test", name="transport")            # XEP-0015 §3.1
-    await asyncio.sleep(0.3)
+    await old.ping_server()                 # the roster set has been handled
     await old.close()
 
     code, out, err = await run_tool(fed, "--old", who["alice"], "--new", who["anew"])

@@ -43,9 +43,9 @@ def xferd_fed(dns, prosody, tmp_path_factory):
     proc = XferdProcess(tmp_path_factory.mktemp("xferd"), domains=(XFERD_DOMAIN,),
                         # trace: every s2s stanza in xferd.log, to read beside Prosody's debug log
                         overrides={"s2s": {"nameserver": dns.address}}, trace=True)
+    proc.start()
     dns.add_a(XFERD_DOMAIN)
     dns.add_srv(XFERD_DOMAIN, proc.s2s_port, target=XFERD_DOMAIN)
-    proc.start()
     yield proc
     proc.stop()
 

@@ -41,7 +41,6 @@ MOVED = "urn:xmpp:moved:1"
 PUBSUB = "http://jabber.org/protocol/pubsub"
 #: what a server without XEP-0015 answers to the notice (server/xmpp/transfer.py)
 NOT_IMPLEMENTED = ("service-unavailable", "feature-not-implemented")
-TRANSFER_TOOL = REPO / "server" / "tools" / "transfer.py"
 
 
 async def online(proc, jid, resource="r"):
@@ -164,7 +163,6 @@ async def test_transfer_with_a_prosody_contact(xferd_fed, prosody, xferd_user, p
     assert [line for line in prosody.errors() if "s2s" in line] == []
 
 
-@pytest.mark.skipif(not TRANSFER_TOOL.exists(), reason="server/tools/transfer.py not there yet")
 async def test_transfer_tool_with_a_prosody_contact(xferd_fed, prosody, xferd_user,
                                                     prosody_user, tmp_path):
     """The same move, run with ``xferd transfer`` in a subprocess as a user would."""

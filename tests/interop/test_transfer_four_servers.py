@@ -33,11 +33,11 @@ def xferds(dns, prosody, tmp_path_factory):
     for domain in DOMAINS:
         proc = XferdProcess(tmp_path_factory.mktemp(domain.split(".")[0]), domains=(domain,),
                             overrides={"s2s": {"nameserver": dns.address}})
+        servers[domain] = proc
+    for domain, proc in servers.items():
+        proc.start()
         dns.add_a(domain)
         dns.add_srv(domain, proc.s2s_port, target=domain)
-        servers[domain] = proc
-    for proc in servers.values():
-        proc.start()
     yield servers
     for proc in servers.values():
         proc.stop()

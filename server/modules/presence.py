@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import logging
 
+from ..core.events import SessionEvent
 from ..xmpp.stanza import E, PRESENCE
 
 log = logging.getLogger("xferd.presence")
@@ -117,7 +118,7 @@ def setup(host) -> None:
         for other in host.user_sessions(user).values():
             if other is not session and other.available:
                 session.send(_clone(other.presence, to=str(session.jid)))
-        await host.events.fire("presence-initial", session)
+        await host.events.fire("presence-initial", SessionEvent(session))
 
     async def go_unavailable(session, stanza=None) -> None:
         was_available = session.available

@@ -2,8 +2,9 @@
 Delayed Delivery stamps.
 
 Storing (steps 2–4 of XEP-0160's recommended flow): ``message.py`` fires
-``message-offline`` (with the router's event of the message) when a ``normal`` or ``chat`` message finds no
-available resource with non-negative priority. We keep it, as XML text, up
+``message-offline`` (with the router's event of the message) when a
+``normal`` or ``chat`` message finds no available resource with
+non-negative priority. We keep it, as XML text, up
 to ``[im] offline_quota`` messages per user; over quota we decline, and the
 sender gets ``<service-unavailable/>``, as the flow asks for a full queue.
 

@@ -192,7 +192,7 @@ class Presence(Module):
             await event.send(_clone(session.presence, **{"from": str(session.jid),
                                                          "to": str(prober)}))
 
-    # -- asked by the subscription and blocking modules ----------------------------------------------
+    # -- asked by the subscription and blocking modules -------------------------------------
     async def grant(self, share) -> None:
         """§3.1.5: the contact may now see the user's presence: send it."""
         for session in self.host.available_sessions(share.username):

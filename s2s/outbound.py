@@ -170,10 +170,6 @@ class Route:
             self._verifies.pop(stream_id, None)
             self._forget_if_unused()
 
-    def close(self) -> None:
-        if self.stream is not None:
-            self.stream.close()
-
     # -- connecting --------------------------------------------------------------------------------
     def _connect(self) -> None:
         if self._connecting is None and self.state == "idle":

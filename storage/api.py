@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol
 
+from server.xmpp.pubsub import DEFAULT_ACCESS, DEFAULT_MAX_ITEMS
 from server.xmpp.roster import SUBSCRIPTIONS, RosterItem  # noqa: F401  (the core's type)
 from server.xmpp.sasl import ScramCredentials
 
@@ -118,8 +119,8 @@ class VCardStore(Protocol):
 @dataclass
 class PepNode:
     node: str
-    access_model: str = "presence"   # open | presence | whitelist (XEP-0163 §2.3)
-    max_items: int = 1
+    access_model: str = DEFAULT_ACCESS   # one of server.xmpp.pubsub.ACCESS_MODELS
+    max_items: int = DEFAULT_MAX_ITEMS
     config: dict = field(default_factory=dict)   # other pubsub#… fields, as given
 
 

@@ -46,39 +46,27 @@ import os
 import time
 from copy import deepcopy
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import quote, unquote, urlsplit
 
 from lxml import etree
 
+from server.xmpp import timestamps
 from server.xmpp.jid import JID, JIDError, nameprep
+from server.xmpp.namespaces import (
+    CLIENT_NS, DATA_NS, DELAY_NS, PIE_MAM_NS, PIE_NS, PRIVACY_NS, PRIVATE_NS, PUBSUB_NS,
+    ROSTER_NS, VCARD_NS, XI_NS)
+from server.xmpp.namespaces import PIE_LEGACY_NS as LEGACY_NS      # ejabberd, older Prosody
+from server.xmpp.namespaces import PIE_SCRAM_NS as SCRAM_NS
+from server.xmpp.namespaces import PUBSUB_OWNER_NS as OWNER_NS
+from server.xmpp.pubsub import (
+    ACCESS_MODEL, ACCESS_MODELS, FIXED_OPTIONS, MAX_ITEMS, MAX_ITEMS_FIELD, NODE_CONFIG)
 from server.xmpp.sasl import MECHANISMS_SCRAM, ScramCredentials, make_all_credentials
 from server.xmpp.stanza import from_text, to_text
 
 from .api import SUBSCRIPTIONS, PepItem, PepNode, RosterItem, UserData
 
-PIE_NS = "urn:xmpp:pie:0"
-LEGACY_NS = "http://www.xmpp.org/extensions/xep-0227.html#ns"   # ejabberd, older Prosody
-SCRAM_NS = "urn:xmpp:pie:0#scram"
-XI_NS = "http://www.w3.org/2001/XInclude"
-CLIENT_NS = "jabber:client"
-ROSTER_NS = "jabber:iq:roster"
-PRIVATE_NS = "jabber:iq:private"
-VCARD_NS = "vcard-temp"
-PUBSUB_NS = "http://jabber.org/protocol/pubsub"
-OWNER_NS = PUBSUB_NS + "#owner"
-NODE_CONFIG = PUBSUB_NS + "#node_config"
-DATA_NS = "jabber:x:data"
-DELAY_NS = "urn:xmpp:delay"
-PRIVACY_NS = "jabber:iq:privacy"
-PIE_MAM_NS = "urn:xmpp:pie:0#mam"
-
-ACCESS_MODELS = ("open", "presence", "whitelist")    # as server/modules/pep.py
-MAX_ITEMS = 256
-#: node options our PEP service fixes; an import does not keep them as config
-FIXED_OPTIONS = ("pubsub#persist_items", "pubsub#send_last_published_item")
 _HASH_SIZES = {"SCRAM-SHA-1": hashlib.sha1().digest_size,
                "SCRAM-SHA-256": hashlib.sha256().digest_size}
 
@@ -105,16 +93,6 @@ def _q(ns: str, name: str) -> str:
 
 
 # -- export: storage → elements ---------------------------------------------------------------
-
-def stamp(when: float) -> str:
-    """XEP-0082 DateTime in UTC, to the millisecond (as offline delivery writes it)."""
-    moment = datetime.fromtimestamp(when, timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_stamp(text: str) -> float:
-    return datetime.fromisoformat(text.strip().replace("Z", "+00:00")).timestamp()
-
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
@@ -157,7 +135,8 @@ def user_element(host: str, username: str, data: UserData):
         offline = add(user, _q(PIE_NS, "offline-messages"))
         for stanza, stored_at in data.offline:
             message = from_text(stanza)
-            add(message, _q(DELAY_NS, "delay"), {"from": host, "stamp": stamp(stored_at)})
+            add(message, _q(DELAY_NS, "delay"),
+                {"from": host, "stamp": timestamps.format(stored_at)})
             offline.append(message)
 
     if data.private:
@@ -183,8 +162,9 @@ def user_element(host: str, username: str, data: UserData):
         for node, _ in data.pep:
             form = add(add(owner, _q(OWNER_NS, "configure"), {"node": node.node}),
                        _q(DATA_NS, "x"), {"type": "submit"})
-            fields = [("FORM_TYPE", NODE_CONFIG), ("pubsub#access_model", node.access_model),
-                      ("pubsub#max_items", str(node.max_items)), *sorted(node.config.items())]
+            fields = [("FORM_TYPE", NODE_CONFIG), (ACCESS_MODEL, node.access_model),
+                      (MAX_ITEMS_FIELD, str(node.max_items)),
+                      *sorted(node.config.items())]
             for var, value in fields:
                 el = add(form, _q(DATA_NS, "field"), {"var": var})
                 for v in value if isinstance(value, list) else [value]:
@@ -447,7 +427,7 @@ def _offline(offline, host: str, data: UserData, where, warn: Warn) -> None:
         ours = [d for d in delays if d.get("from") == host] or delays[-1:]
         if ours:
             try:
-                stored_at = parse_stamp(ours[-1].get("stamp", ""))
+                stored_at = timestamps.parse(ours[-1].get("stamp", ""))
             except ValueError:
                 raise ValueError(f"bad delay stamp {ours[-1].get('stamp')!r}") from None
             message.remove(ours[-1])
@@ -502,13 +482,13 @@ def _pep_config(configure, where, warn: Warn) -> PepNode:
         # Prosody lists every option, those left at their default without a value
         if var == "FORM_TYPE" or var in FIXED_OPTIONS or not values:
             continue
-        if var == "pubsub#access_model":
+        if var == ACCESS_MODEL:
             if value in ACCESS_MODELS:
                 node.access_model = value
             else:
                 warn(f"{where(configure)}: node {node.node}: access model {value!r} is not "
                      f"supported, using {node.access_model!r}")
-        elif var == "pubsub#max_items":
+        elif var == MAX_ITEMS_FIELD:
             node.max_items = MAX_ITEMS if value == "max" else \
                 max(1, min(MAX_ITEMS, int(value))) if str(value).isdigit() else 1
         else:

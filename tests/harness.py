@@ -303,6 +303,7 @@ def _env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("XFERD_CONFIG", None)
+    env["XFERD_CHECK_EVENTS"] = "1"         # every event's payload type is checked
     return env
 
 

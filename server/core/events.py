@@ -9,12 +9,17 @@ Two kinds of names:
   ``pre-message``, ``pre-presence`` and the filters ``filter/in``,
   ``filter/out``. Their payload is the router's ``StanzaEvent``.
 * Server events, listed in :data:`EVENTS` with the type of their payload
-  (one small dataclass per kind).
+  (one small dataclass per kind; two of them hand on the router's
+  ``StanzaEvent`` of the stanza being handled).
 
 Handlers run from the highest priority down; one that returns True has
 handled the event and stops the chain. Handlers may be plain functions or
 coroutines. Registering a handler for a name that is neither is an error
 (:class:`UnknownEvent`) at start-up.
+
+Payload types are not checked on the hot path: ``EventBus(check_payloads=True)``
+(what the test servers run with, see ``server/core/hosts.py``) checks every
+fire against :data:`EVENTS`, or ``StanzaEvent`` for stanza events.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from .router import StanzaEvent
 
 log = logging.getLogger("xferd.events")
 
@@ -62,20 +69,47 @@ class PresenceShare:
     contact: str              # bare JID
 
 
+@dataclass
+class SessionEvent:
+    """``presence-initial``: *session* sent its first available presence
+    (fired by the presence module once the broadcast and probes went out).
+    ``resource-unbind``: *session*'s bound resource is gone (the stream
+    closed; fired by c2s after the session left the host's registry)."""
+    session: Any              # server.io.c2s.C2SSession, bound: .jid is a full JID
+
+
+@dataclass
+class Login:
+    """``login``: *session* proved it is *username* (SASL success is not sent
+    yet). A handler may refuse the login by raising ``sasl.SaslFailure``."""
+    session: Any              # server.io.c2s.C2SSession, not bound yet
+    username: str
+
+
+@dataclass
+class Lifecycle:
+    """``server-started``: every listener is open (e.g. resume work left
+    over). ``server-stopping``: the listeners are closed, sessions and
+    storage still there (e.g. flush what is held)."""
+    server: Any               # server.core.service.Xferd
+
+
 #: server events: name → payload type
-EVENTS: dict[str, type | tuple[type, ...] | None] = {
+EVENTS: dict[str, type] = {
     "roster-changed": RosterChange,
     "presence-grant": PresenceShare,
     "presence-revoke": PresenceShare,
-    # payload types below are still informal (a session, a tuple, the server)
-    "presence-initial": None,
-    "resource-unbind": None,
-    "resource-bind": None,
-    "login": None,
-    "message-offline": None,
-    "probe-unauthorized": None,
-    "server-started": None,
-    "server-stopping": None,
+    "presence-initial": SessionEvent,
+    "resource-unbind": SessionEvent,
+    "login": Login,
+    # the router's event of the message to store (fired by message.py when no
+    # resource takes it; True: stored, or dropped on purpose)
+    "message-offline": StanzaEvent,
+    # the router's event of a probe from someone without a subscription (fired
+    # by presence.py; True: do not answer it with unsubscribed)
+    "probe-unauthorized": StanzaEvent,
+    "server-started": Lifecycle,
+    "server-stopping": Lifecycle,
 }
 
 
@@ -90,9 +124,11 @@ class _Handler:
 
 
 class EventBus:
-    def __init__(self):
+    def __init__(self, *, check_payloads: bool = False):
         self._handlers: dict[str, list[_Handler]] = {}
         self._added = 0
+        if check_payloads:                  # the unchecked fire stays as it is
+            self.fire = self._checked_fire
 
     def on(self, name: str, fn: Callable, priority: int = 0) -> None:
         """Call *fn(event)* when *name* fires; higher *priority* runs first."""
@@ -112,3 +148,19 @@ class EventBus:
             if outcome is True:
                 return True
         return False
+
+    async def _checked_fire(self, name: str, event: Any) -> bool:
+        expected = payload_type(name)
+        if not isinstance(event, expected):
+            raise TypeError(f"{name!r} fired with a {type(event).__name__}, "
+                            f"not a {expected.__name__}")
+        return await EventBus.fire(self, name, event)
+
+
+def payload_type(name: str) -> type:
+    """The type of *name*'s payload (UnknownEvent for an unknown name)."""
+    if name in EVENTS:
+        return EVENTS[name]
+    if _STANZA_EVENT.fullmatch(name) is not None:
+        return StanzaEvent
+    raise UnknownEvent(f"no event is called {name!r}")

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
+import os
 from typing import TYPE_CHECKING
 
 from .events import EventBus
@@ -29,6 +31,28 @@ DEFAULT_MODULES = ("disco", "ping", "version", "register", "roster", "subscripti
                    "presence", "message", "offline", "private", "vcard", "pep", "blocking",
                    "moved")
 
+#: check the payload type of every event fired (the test servers do; it costs
+#: a look-up per event, so production does not)
+CHECK_PAYLOADS = os.environ.get("XFERD_CHECK_EVENTS") == "1"
+
+#: Transition only, removed with the ``setup(host)`` fallback below: the shape
+#: each server event had before payloads were typed, for the handlers of
+#: modules not yet declared as data.
+_OLD_PAYLOADS = {
+    "login": lambda event: (event.session, event.username),
+    "presence-initial": lambda event: event.session,
+    "resource-unbind": lambda event: event.session,
+    "server-started": lambda event: event.server,
+    "server-stopping": lambda event: event.server,
+}
+
+
+def _old_shape(fn, unwrap):
+    @functools.wraps(fn)
+    def handler(event):
+        return fn(unwrap(event))
+    return handler
+
 
 class Host:
     def __init__(self, domain: str, config: "HostConfig", server: "Xferd"):
@@ -36,7 +60,7 @@ class Host:
         self.jid = JID(None, domain)
         self.config = config
         self.server = server
-        self.events = EventBus()
+        self.events = EventBus(check_payloads=CHECK_PAYLOADS)
         #: service discovery features (XEP-0030) of the domain itself …
         self.features: set[str] = set()
         #: … and of every user account (a bare JID), e.g. PEP's
@@ -67,7 +91,7 @@ class Host:
             source = importlib.import_module(f"server.modules.{name}")
             declared = getattr(source, "MODULE", None)
             if declared is None:                  # not yet declared as data
-                source.setup(self)
+                self._setup_old_module(source)
                 self.modules[name] = source
                 log.debug("%s: module %s loaded", self.domain, name)
                 continue
@@ -83,6 +107,21 @@ class Host:
             self.stream_features.update(module.stream_features)
             self.modules[name] = module
             log.debug("%s: module %s loaded", self.domain, name)
+
+    def _setup_old_module(self, source) -> None:
+        """Run an old ``setup(host)``, its handlers of server events getting
+        the payloads of before (see ``_OLD_PAYLOADS``)."""
+        register = self.events.on
+
+        def on(name, fn, priority=0):
+            unwrap = _OLD_PAYLOADS.get(name)
+            register(name, fn if unwrap is None else _old_shape(fn, unwrap), priority)
+
+        self.events.on = on
+        try:
+            source.setup(self)
+        finally:
+            del self.events.on
 
     # -- roster items ----------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -121,9 +160,6 @@ class Host:
     def interested_sessions(self, username: str) -> list:
         """Sessions that asked for the roster and so get roster pushes (§2.1.6)."""
         return [s for s in self.sessions.get(username, {}).values() if s.roster_requested]
-
-    def is_local_user(self, jid: JID) -> bool:
-        return jid.domain == self.domain and jid.local is not None
 
     def session(self, jid: JID):
         return self.sessions.get(jid.local, {}).get(jid.resource)

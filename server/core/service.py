@@ -15,6 +15,7 @@ from storage.sqlite import SQLiteStorage
 
 from ..io.c2s import AuthThrottles, C2SSession
 from ..config import Config
+from .events import Lifecycle
 from .hosts import Host
 from ..io.net import small_tls_buffers
 from ..io.ratelimit import ConnectionCounter
@@ -62,7 +63,7 @@ class Xferd:
         if self.s2s is not None:
             await self.s2s.start()
         for host in self.hosts.values():
-            await host.events.fire("server-started", self)   # e.g. resume transfers
+            await host.events.fire("server-started", Lifecycle(self))  # e.g. resume transfers
         log.info("xferd serving %s; c2s on port %s, direct TLS on port %s, s2s on port %s; "
                  "data in %s", ", ".join(self.hosts), self.ports.get("c2s"),
                  self.ports.get("c2s_direct_tls", "off"), self.ports.get("s2s", "off"),
@@ -89,7 +90,7 @@ class Xferd:
         for server in self.listeners:
             server.close()
         for host in self.hosts.values():
-            await host.events.fire("server-stopping", self)     # e.g. flush held requests
+            await host.events.fire("server-stopping", Lifecycle(self))  # e.g. flush held requests
         for session in list(self.c2s_sessions):
             session.stream_error(condition, "the server is shutting down")
         # let every session finish its teardown (unavailable presence, …) while

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from .net import StreamConnection
 from ..core.router import StanzaEvent
+from ..core.events import Login, SessionEvent
 from .throttle import FailureThrottle
 from ..xmpp import sasl
 from ..xmpp.errors import StanzaError, StreamError
@@ -114,7 +115,7 @@ class C2SSession(StreamConnection):
         self.server.c2s_sessions.discard(self)
         if self.jid is not None and self.host is not None:
             self.host.remove_session(self)
-            await self.host.events.fire("resource-unbind", self)
+            await self.host.events.fire("resource-unbind", SessionEvent(self))
         log.debug("%r: closed", self)
 
     def _negotiation_timeout(self) -> None:
@@ -230,7 +231,7 @@ class C2SSession(StreamConnection):
         if step.authzid and step.authzid != f"{step.username}@{self.host.domain}":
             raise sasl.SaslFailure("invalid-authzid", "you may only act as yourself")
         # modules may still refuse the account (e.g. it moved: XEP-0015)
-        await self.host.events.fire("login", (self, step.username))
+        await self.host.events.fire("login", Login(self, step.username))
         self.server.auth_throttles.by_account.succeed(self._account_key(step.username))
         self.username = step.username
         self.mechanism = None
@@ -294,7 +295,6 @@ class C2SSession(StreamConnection):
         bind = E(f"{{{BIND_NS}}}bind")
         sub(bind, f"{{{BIND_NS}}}jid", text=str(self.jid))
         self.send(result(el, bind))
-        await self.host.events.fire("resource-bind", self)
 
     async def on_bind_again(self, el) -> None:
         self.send(error_reply(el, StanzaError("not-allowed", "a resource is already bound")))

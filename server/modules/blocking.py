@@ -34,10 +34,11 @@ What a block does (§3.3), checked on every stanza:
   removed cleanly. Remote recipients need a ``filter/out`` event in the
   router; the handler is registered already.
 
-Matching follows §6: ``user@domain/resource`` matches only that resource,
-``user@domain`` any of its resources, ``domain/resource`` that resource of
-the domain or of any account there (as XEP-0016 §2.1 derives it), and
-``domain`` the domain and every address at it.
+Matching follows §6 and is the sans-IO core's (``server/xmpp/blocklist.py``,
+which the PEP module uses too): ``user@domain/resource`` matches only that
+resource, ``user@domain`` any of its resources, ``domain/resource`` that
+resource of the domain or of any account there (as XEP-0016 §2.1 derives
+it), and ``domain`` the domain and every address at it.
 
 Never blocked: the user's own resources (§5: a server "MUST NOT block
 communications from one of a user's resources to another"), and the user's
@@ -51,34 +52,18 @@ from __future__ import annotations
 
 import logging
 
-from ..core.events import PresenceShare
+from ..core.events import PresenceShare, SessionEvent
+from ..core.module import Hook, Module, iq
+from ..xmpp.blocklist import is_blocked, matches
 from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JID, JIDError
-from ..xmpp.stanza import E, PRESENCE, error_reply, iq, local_name, sub
+from ..xmpp.namespaces import BLOCKING_ERRORS_NS as ERRORS_NS
+from ..xmpp.namespaces import BLOCKING_NS as NS
+from ..xmpp.stanza import E, PRESENCE, error_reply, iq as iq_stanza, local_name, sub
 
-NS = "urn:xmpp:blocking"
-ERRORS_NS = "urn:xmpp:blocking:errors"
 SUBSCRIPTION_TYPES = frozenset({"subscribe", "subscribed", "unsubscribe", "unsubscribed"})
 
 log = logging.getLogger("xferd.blocking")
-
-
-# -- matching (§6) -----------------------------------------------------------------
-def patterns(jid: JID) -> list[str]:
-    """The blocklist items that match *jid*, most specific first."""
-    found = []
-    if jid.local is not None:
-        if jid.resource is not None:
-            found.append(str(jid))
-        found.append(f"{jid.local}@{jid.domain}")
-    if jid.resource is not None:
-        found.append(f"{jid.domain}/{jid.resource}")
-    found.append(jid.domain)
-    return found
-
-
-def is_blocked(blocklist, jid: JID) -> bool:
-    return any(item in blocklist for item in patterns(jid))
 
 
 # -- the lists ---------------------------------------------------------------------
@@ -110,13 +95,6 @@ class Blocklists:
         self._cache.pop(username, None)
 
 
-def _matches(blocklist, text: str) -> bool:
-    try:
-        return is_blocked(blocklist, JID.parse(text))
-    except JIDError:
-        return False
-
-
 def _items(command) -> list[str]:
     """The prepared JIDs of a command's ``<item/>`` children, in order."""
     jids: list[str] = []
@@ -138,48 +116,72 @@ def _blocked_error() -> StanzaError:
                        extra=E(f"{{{ERRORS_NS}}}blocked"))
 
 
-# -- setup -------------------------------------------------------------------------
-def setup(host) -> None:
-    host.features.add(NS)
-    lists = Blocklists(host)
+# -- the module --------------------------------------------------------------------
+class Blocking(Module):
+    name = "blocking"
+    # a block withdraws the user's presence and an unblock restores it:
+    # presence-revoke / presence-grant, which the presence module sends
+    depends = ("presence",)
+    features = (NS,)
 
-    def is_own_server(jid: JID) -> bool:
-        return jid.local is None and jid.resource is None and jid.domain == host.domain
+    def __init__(self, host):
+        super().__init__(host)
+        self.lists = Blocklists(host)
 
-    def push(username: str, command: str, jids: list[str]) -> None:
+    def hooks(self):
+        return [
+            iq("get", "self", NS, "blocklist", self.retrieve),
+            iq("set", "self", NS, "block", self.block),
+            iq("set", "self", NS, "unblock", self.unblock),
+            iq("get", "bare", NS, "blocklist", self.someone_else),
+            iq("set", "bare", NS, "block", self.someone_else),
+            iq("set", "bare", NS, "unblock", self.someone_else),
+            # before presence/message handling, which may take the stanza over
+            Hook("filter/in", self.inbound, priority=100),
+            Hook("filter/out", self.outbound_on_behalf, priority=100),
+            *(Hook(f"pre-{kind}", self.outbound, priority=100)
+              for kind in ("message", "presence", "iq")),
+            Hook("resource-unbind", self.unbound),
+        ]
+
+    def _is_own_server(self, jid: JID) -> bool:
+        return jid.local is None and jid.resource is None and jid.domain == self.host.domain
+
+    def _push(self, username: str, command: str, jids: list[str]) -> None:
         """§3.3–§3.5: tell every interested resource what changed."""
-        for session in list(host.user_sessions(username).values()):
+        for session in list(self.host.user_sessions(username).values()):
             if getattr(session, "blocklist_requested", False):
                 payload = E(f"{{{NS}}}{command}")
                 for jid in jids:
                     sub(payload, f"{{{NS}}}item", {"jid": jid})
-                session.send(iq("set", to=str(session.jid), from_=str(session.jid.bare),
-                                payload=payload))
+                session.send(iq_stanza("set", to=str(session.jid),
+                                       from_=str(session.jid.bare), payload=payload))
 
-    async def audience(username: str, items) -> tuple[list[str], list[str]]:
+    async def _audience(self, username: str, items) -> tuple[list[str], list[str]]:
         """Roster contacts matched by *items*: (who sees the user's presence,
         whose presence the user sees)."""
-        _, roster = await host.storage.get_roster(host.domain, username)
+        _, roster = await self.host.storage.get_roster(self.host.domain, username)
         watchers, watched = [], []
         for contact, item in roster.items():
-            if _matches(items, contact):
+            if matches(items, contact):
                 if item.subscription in ("from", "both"):
                     watchers.append(contact)
                 if item.subscription in ("to", "both"):
                     watched.append(contact)
         return watchers, watched
 
-    async def withdraw_presence(event, username: str, items) -> None:
+    async def _withdraw_presence(self, event, username: str, items) -> None:
         """§3.3: the blocked JIDs see the user go offline, and vice versa."""
+        host = self.host
         sessions = host.available_sessions(username)
         if not sessions:
             return
-        watchers, watched = await audience(username, items)
+        watchers, watched = await self._audience(username, items)
         for contact in watchers:
             await host.events.fire("presence-revoke", PresenceShare(host, username, contact))
         for session in sessions:
             for target in sorted(session.directed):
-                if _matches(items, target):
+                if matches(items, target):
                     session.directed.discard(target)
                     await event.send(E(PRESENCE, {"type": "unavailable",
                                                   "from": str(session.jid), "to": target}))
@@ -187,12 +189,13 @@ def setup(host) -> None:
                 session.send(E(PRESENCE, {"type": "unavailable", "from": contact,
                                           "to": str(session.jid)}))
 
-    async def restore_presence(event, username: str, items) -> None:
+    async def _restore_presence(self, event, username: str, items) -> None:
         """§3.4: unblocked contacts see the user's presence again, and the
         user asks for theirs."""
+        host = self.host
         if not items or not host.available_sessions(username):
             return
-        watchers, watched = await audience(username, items)
+        watchers, watched = await self._audience(username, items)
         for contact in watchers:
             await host.events.fire("presence-grant", PresenceShare(host, username, contact))
         for contact in watched:
@@ -200,80 +203,81 @@ def setup(host) -> None:
                                           "to": contact}))
 
     # -- the commands ------------------------------------------------------------
-    async def retrieve(event) -> bool:
+    async def retrieve(self, event) -> bool:
         if event.origin is not None:
             event.origin.blocklist_requested = True
         answer = E(f"{{{NS}}}blocklist")
-        for jid in sorted(await lists.get(event.to.local)):
+        for jid in sorted(await self.lists.get(event.to.local)):
             sub(answer, f"{{{NS}}}item", {"jid": jid})
         await event.reply(answer)
         return True
 
-    async def block(event) -> bool:
+    async def block(self, event) -> bool:
         username = event.to.local
         jids = _items(event.stanza[0])
         if not jids:
             raise StanzaError("bad-request", "name at least one JID to block")
         # before storing: afterwards the unavailable presence would be filtered
-        await withdraw_presence(event, username, frozenset(jids))
-        await lists.change(username, jids, True)
-        log.debug("%s@%s blocked %s", username, host.domain, jids)
+        await self._withdraw_presence(event, username, frozenset(jids))
+        await self.lists.change(username, jids, True)
+        log.debug("%s@%s blocked %s", username, self.host.domain, jids)
         await event.reply()
-        push(username, "block", jids)
+        self._push(username, "block", jids)
         return True
 
-    async def unblock(event) -> bool:
+    async def unblock(self, event) -> bool:
         username = event.to.local
         jids = _items(event.stanza[0])
-        before = await lists.get(username)
-        await lists.change(username, jids, False)
-        log.debug("%s@%s unblocked %s", username, host.domain, jids or "everyone")
+        before = await self.lists.get(username)
+        await self.lists.change(username, jids, False)
+        log.debug("%s@%s unblocked %s", username, self.host.domain, jids or "everyone")
         await event.reply()
-        push(username, "unblock", jids)
-        await restore_presence(event, username, before if not jids else before & set(jids))
+        self._push(username, "unblock", jids)
+        await self._restore_presence(event, username,
+                                     before if not jids else before & set(jids))
         return True
 
-    async def someone_else(event) -> bool:
+    async def someone_else(self, event) -> bool:
         raise StanzaError("forbidden", "a blocklist belongs to its owner alone")
 
     # -- enforcement -------------------------------------------------------------
-    async def senders_list(sender: JID):
+    async def _senders_list(self, sender: JID):
         """The blocklist of a local *sender*, on this host or another local one."""
-        if sender.domain == host.domain:
-            return await lists.get(sender.local)
-        return frozenset(await host.storage.get_blocklist(sender.domain, sender.local))
+        if sender.domain == self.host.domain:
+            return await self.lists.get(sender.local)
+        return frozenset(await self.host.storage.get_blocklist(sender.domain, sender.local))
 
-    async def inbound(event) -> bool:
+    async def inbound(self, event) -> bool:
         """filter/in: True drops the stanza; StanzaError bounces it."""
         sender, recipient, stanza = event.from_, event.to, event.stanza
-        if sender is None or sender.bare == recipient.bare or is_own_server(sender):
+        if sender is None or sender.bare == recipient.bare or self._is_own_server(sender):
             return False
-        if is_blocked(await lists.get(recipient.local), sender):
+        if is_blocked(await self.lists.get(recipient.local), sender):
             if local_name(stanza) == "presence" or stanza.get("type") in ("result", "error"):
                 return True
             raise StanzaError("service-unavailable")
-        return await outbound_on_behalf(event)
+        return await self.outbound_on_behalf(event)
 
-    async def outbound_on_behalf(event) -> bool:
+    async def outbound_on_behalf(self, event) -> bool:
         """A stanza the server sends for a local user to a JID the user blocked
         is dropped. (The user's own stanzas were refused earlier, in ``pre-*``.)"""
         sender, recipient, stanza = event.from_, event.to, event.stanza
         if sender is None or sender.local is None or recipient is None:
             return False
-        if sender.domain != host.domain and sender.domain not in host.server.hosts:
+        if sender.domain != self.host.domain and sender.domain not in self.host.server.hosts:
             return False
         if stanza.get("type") == "error" or (local_name(stanza) == "presence" and
                                               stanza.get("type") in SUBSCRIPTION_TYPES):
             return False
-        return is_blocked(await senders_list(sender), recipient)
+        return is_blocked(await self._senders_list(sender), recipient)
 
-    async def outbound(event) -> bool:
+    async def outbound(self, event) -> bool:
         """pre-message, pre-presence, pre-iq: the user's client sends to a JID
         the user has blocked."""
         to, sender = event.to, event.from_
-        if to is None or to.bare == sender.bare or is_own_server(to):
+        if to is None or to.bare == sender.bare or self._is_own_server(to):
             return False
-        if not is_blocked(await lists.get(sender.local), to):
+        if not is_blocked(await self.lists.get(sender.local), to):
             return False
         # straight back to the client: routed, an error "from" the blocked
         # JID would itself be filtered out on the way in
@@ -281,19 +285,10 @@ def setup(host) -> None:
             event.origin.send(error_reply(event.stanza, _blocked_error()))
         return True
 
-    def unbound(session) -> None:
-        if not host.user_sessions(session.jid.local):
-            lists.forget(session.jid.local)
+    def unbound(self, event: SessionEvent) -> None:
+        username = event.session.jid.local
+        if not self.host.user_sessions(username):
+            self.lists.forget(username)
 
-    host.events.on(f"iq-get/self/{NS}:blocklist", retrieve)
-    host.events.on(f"iq-set/self/{NS}:block", block)
-    host.events.on(f"iq-set/self/{NS}:unblock", unblock)
-    for kind in ("iq-get/bare/{ns}:blocklist", "iq-set/bare/{ns}:block",
-                 "iq-set/bare/{ns}:unblock"):
-        host.events.on(kind.format(ns=NS), someone_else)
-    # before presence/message handling, which may take the stanza over
-    host.events.on("filter/in", inbound, priority=100)
-    host.events.on("filter/out", outbound_on_behalf, priority=100)
-    for kind in ("message", "presence", "iq"):
-        host.events.on(f"pre-{kind}", outbound, priority=100)
-    host.events.on("resource-unbind", unbound)
+
+MODULE = Blocking

@@ -13,11 +13,11 @@ exist gets ``<service-unavailable/>`` (RFC 6121 §8.5.1), as does any other IQ
 to it. A ``node`` we do not know is ``<item-not-found/>`` (§3.3, §4.2).
 """
 
+from ..core.module import Module, iq
 from ..xmpp.errors import StanzaError
+from ..xmpp.namespaces import DISCO_INFO_NS as INFO
+from ..xmpp.namespaces import DISCO_ITEMS_NS as ITEMS
 from ..xmpp.stanza import E, sub
-
-INFO = "http://jabber.org/protocol/disco#info"
-ITEMS = "http://jabber.org/protocol/disco#items"
 
 
 def _info(identities, features):
@@ -35,40 +35,45 @@ def _no_node(event) -> None:
         raise StanzaError("item-not-found", f"no node {node!r}")
 
 
-def setup(host) -> None:
-    host.features.update({INFO, ITEMS})
+class Disco(Module):
+    name = "disco"
+    features = (INFO, ITEMS)
 
-    async def account_exists(event) -> None:
-        if not await host.storage.user_exists(host.domain, event.to.local):
-            raise StanzaError("service-unavailable")
+    def hooks(self):
+        return [iq("get", "host", INFO, "query", self.domain_info),
+                iq("get", "host", ITEMS, "query", self.domain_items),
+                # "self" (one's own account) falls back to "bare" in the router
+                iq("get", "bare", INFO, "query", self.account_info),
+                iq("get", "bare", ITEMS, "query", self.account_items)]
 
-    async def domain_info(event) -> bool:
+    async def domain_info(self, event) -> bool:
         _no_node(event)
         identity = {"category": "server", "type": "im", "name": "xferd"}
-        await event.reply(_info([identity], host.features))
+        await event.reply(_info([identity], self.host.features))
         return True
 
-    async def domain_items(event) -> bool:
+    async def domain_items(self, event) -> bool:
         _no_node(event)
         await event.reply(E(f"{{{ITEMS}}}query"))
         return True
 
-    async def account_info(event) -> bool:
-        await account_exists(event)
+    async def account_info(self, event) -> bool:
+        await self._account_exists(event)
         _no_node(event)
-        kinds = {("account", "registered")} | host.account_identities
+        kinds = {("account", "registered")} | self.host.account_identities
         identities = [{"category": c, "type": t} for c, t in sorted(kinds)]
-        await event.reply(_info(identities, {INFO, ITEMS} | host.account_features))
+        await event.reply(_info(identities, {INFO, ITEMS} | self.host.account_features))
         return True
 
-    async def account_items(event) -> bool:
-        await account_exists(event)
+    async def account_items(self, event) -> bool:
+        await self._account_exists(event)
         _no_node(event)
         await event.reply(E(f"{{{ITEMS}}}query"))
         return True
 
-    host.events.on(f"iq-get/host/{INFO}:query", domain_info)
-    host.events.on(f"iq-get/host/{ITEMS}:query", domain_items)
-    # "self" (one's own account) falls back to "bare" in the router
-    host.events.on(f"iq-get/bare/{INFO}:query", account_info)
-    host.events.on(f"iq-get/bare/{ITEMS}:query", account_items)
+    async def _account_exists(self, event) -> None:
+        if not await self.host.storage.user_exists(self.host.domain, event.to.local):
+            raise StanzaError("service-unavailable")
+
+
+MODULE = Disco

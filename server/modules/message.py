@@ -33,6 +33,7 @@ priority.
 
 from __future__ import annotations
 
+from ..core.module import Hook, Module
 from ..xmpp.errors import StanzaError
 
 
@@ -41,57 +42,59 @@ def _message_type(stanza) -> str:
     return kind if kind in ("chat", "groupchat", "headline", "error") else "normal"
 
 
-async def _account_exists(host, username: str) -> bool:
-    """A bound session proves the account; otherwise ask storage."""
-    return bool(host.user_sessions(username)) or \
-        await host.storage.user_exists(host.domain, username)
+class Message(Module):
+    name = "message"
 
+    def hooks(self):
+        return [Hook("message/bare", self.to_bare, priority=-1),
+                Hook("message/full", self.to_full, priority=-1)]
 
-def _receivers(host, username: str, kind: str) -> list:
-    """The sessions a bare-JID message of *kind* goes to (may be empty)."""
-    willing = [s for s in host.available_sessions(username) if s.priority >= 0]
-    if kind == "headline" or not willing:
-        return willing
-    top = max(s.priority for s in willing)
-    return [s for s in willing if s.priority == top]
-
-
-async def to_bare(event) -> bool:
-    """§8.5.1 and §8.5.2: a message to an account rather than a resource."""
-    host, stanza = event.host, event.stanza
-    kind = _message_type(stanza)
-    if kind == "error":
-        return True
-    if not await _account_exists(host, event.to.local):
-        if kind == "headline":
+    async def to_bare(self, event) -> bool:
+        """§8.5.1 and §8.5.2: a message to an account rather than a resource."""
+        stanza = event.stanza
+        kind = _message_type(stanza)
+        if kind == "error":
             return True
-        raise StanzaError("service-unavailable")
-    if kind == "groupchat":
-        raise StanzaError("service-unavailable", "this is a user, not a room")
-    receivers = _receivers(host, event.to.local, kind)
-    for session in receivers:
-        session.send(stanza)
-    if receivers or kind == "headline":
-        return True
-    if await host.events.fire("message-offline", event):
-        return True
-    raise StanzaError("service-unavailable", "the recipient is offline")
+        if not await self._account_exists(event.to.local):
+            if kind == "headline":
+                return True
+            raise StanzaError("service-unavailable")
+        if kind == "groupchat":
+            raise StanzaError("service-unavailable", "this is a user, not a room")
+        receivers = self._receivers(event.to.local, kind)
+        for session in receivers:
+            session.send(stanza)
+        if receivers or kind == "headline":
+            return True
+        if await self.host.events.fire("message-offline", event):
+            return True
+        raise StanzaError("service-unavailable", "the recipient is offline")
+
+    async def to_full(self, event) -> bool:
+        """§8.5.3: a message to one resource."""
+        session = self.host.session(event.to)
+        if session is not None:
+            session.send(event.stanza)
+            return True
+        kind = _message_type(event.stanza)
+        if kind == "error":
+            return True
+        if kind == "groupchat":
+            raise StanzaError("service-unavailable", "that resource is not connected")
+        return await self.to_bare(event)
+
+    async def _account_exists(self, username: str) -> bool:
+        """A bound session proves the account; otherwise ask storage."""
+        return bool(self.host.user_sessions(username)) or \
+            await self.host.storage.user_exists(self.host.domain, username)
+
+    def _receivers(self, username: str, kind: str) -> list:
+        """The sessions a bare-JID message of *kind* goes to (may be empty)."""
+        willing = [s for s in self.host.available_sessions(username) if s.priority >= 0]
+        if kind == "headline" or not willing:
+            return willing
+        top = max(s.priority for s in willing)
+        return [s for s in willing if s.priority == top]
 
 
-async def to_full(event) -> bool:
-    """§8.5.3: a message to one resource."""
-    session = event.host.session(event.to)
-    if session is not None:
-        session.send(event.stanza)
-        return True
-    kind = _message_type(event.stanza)
-    if kind == "error":
-        return True
-    if kind == "groupchat":
-        raise StanzaError("service-unavailable", "that resource is not connected")
-    return await to_bare(event)
-
-
-def setup(host) -> None:
-    host.events.on("message/bare", to_bare, priority=-1)
-    host.events.on("message/full", to_full, priority=-1)
+MODULE = Message

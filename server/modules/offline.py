@@ -2,8 +2,9 @@
 Delayed Delivery stamps.
 
 Storing (steps 2–4 of XEP-0160's recommended flow): ``message.py`` fires
-``message-offline`` when a ``normal`` or ``chat`` message finds no
-available resource with non-negative priority. We keep it, as XML text, up
+``message-offline`` (with the router's event of the message) when a
+``normal`` or ``chat`` message finds no available resource with
+non-negative priority. We keep it, as XML text, up
 to ``[im] offline_quota`` messages per user; over quota we decline, and the
 sender gets ``<service-unavailable/>``, as the flow asks for a full queue.
 
@@ -16,7 +17,7 @@ notification sent to an offline contact.
 
 Delivering (step 5): when a resource sends its first available presence
 with non-negative priority (``presence-initial``, fired by ``presence.py``
-with the session), it gets every stored message, oldest first, each with a
+with a ``SessionEvent``), it gets every stored message, oldest first, each with a
 ``<delay xmlns='urn:xmpp:delay' from='<domain>' stamp='…Z'/>`` (XEP-0203,
 XEP-0082 UTC time) saying when we stored it; then the delivered messages
 are deleted. A resource whose initial presence has a negative priority
@@ -24,8 +25,8 @@ gets nothing: the messages wait for the next non-negative initial presence. Devi
 resource that raises its priority later in the same session is not offered
 them (that would need a "priority changed" event). A message arriving
 while the stored ones are being read may reach the resource before them.
-A per-user lock keeps two resources logging in together from both
-receiving the same messages.
+A per-user lock (``server/core/locks.py``) keeps two resources logging in
+together from both receiving the same messages.
 
 Service discovery: ``msgoffline``, the feature the XSF registry lists for
 XEP-0160 (the XEP itself names none).
@@ -33,15 +34,15 @@ XEP-0160 (the XEP itself names none).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from datetime import datetime, timezone
 
+from ..core.events import SessionEvent
+from ..core.locks import KeyedLocks
+from ..core.module import Hook, Module
+from ..xmpp import timestamps
+from ..xmpp.namespaces import CHATSTATES_NS, DELAY_NS
 from ..xmpp.stanza import from_text, sub, to_text
 
-DELAY_NS = "urn:xmpp:delay"
-CHATSTATES_NS = "http://jabber.org/protocol/chatstates"
 FEATURE = "msgoffline"
 
 log = logging.getLogger("xferd.offline")
@@ -53,38 +54,25 @@ def worth_storing(stanza) -> bool:
                for child in stanza)
 
 
-def stamp(when: float) -> str:
-    """XEP-0082 DateTime in UTC with a ``Z``, to the millisecond."""
-    moment = datetime.fromtimestamp(when, timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+class Offline(Module):
+    name = "offline"
+    # message fires message-offline, presence fires presence-initial: without
+    # them nothing would be stored or nothing delivered
+    depends = ("message", "presence")
+    features = (FEATURE,)
 
+    def __init__(self, host):
+        super().__init__(host)
+        self.locks = KeyedLocks()           # username → delivering to one resource
 
-class _UserLocks:
-    """One lock per user, forgotten once nobody holds or waits for it."""
+    def hooks(self):
+        return [Hook("message-offline", self.store),
+                Hook("presence-initial", self.deliver)]
 
-    def __init__(self):
-        self._entries: dict[str, list] = {}     # username → [lock, holders + waiters]
-
-    @contextlib.asynccontextmanager
-    async def hold(self, username: str):
-        entry = self._entries.setdefault(username, [asyncio.Lock(), 0])
-        entry[1] += 1
-        try:
-            async with entry[0]:
-                yield
-        finally:
-            entry[1] -= 1
-            if not entry[1]:
-                del self._entries[username]
-
-
-def setup(host) -> None:
-    host.features.add(FEATURE)
-    locks = _UserLocks()
-
-    async def store(event) -> bool:
+    async def store(self, event) -> bool:
         if not worth_storing(event.stanza):
             return True                 # dropped on purpose: nothing to bounce
+        host = self.host
         username = event.to.local
         quota = host.global_config.im.offline_quota
         stored = await host.storage.store_offline(host.domain, username,
@@ -93,11 +81,12 @@ def setup(host) -> None:
             log.info("offline queue of %s@%s is full (%d)", username, host.domain, quota)
         return stored
 
-    async def deliver(session) -> None:
+    async def deliver(self, event: SessionEvent) -> None:
+        session, host = event.session, self.host
         if session.priority < 0 or session.jid is None:
             return
         username = session.jid.local
-        async with locks.hold(username):
+        async with self.locks.hold(username):
             messages = await host.storage.get_offline(host.domain, username)
             sent = []
             for message in messages:
@@ -105,11 +94,11 @@ def setup(host) -> None:
                     break               # keep the rest for the next login
                 stanza = from_text(message.stanza)
                 sub(stanza, f"{{{DELAY_NS}}}delay",
-                    {"from": host.domain, "stamp": stamp(message.stored_at)})
+                    {"from": host.domain, "stamp": timestamps.format(message.stored_at)})
                 session.send(stanza)
                 sent.append(message.id)
             if sent:
                 await host.storage.delete_offline(host.domain, username, sent)
 
-    host.events.on("message-offline", store)
-    host.events.on("presence-initial", deliver)
+
+MODULE = Offline

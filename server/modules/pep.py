@@ -27,6 +27,9 @@ and everyday clients need:
 * node creation (§8.1, optionally with a configure form), configuration
   get/set (§8.2: the four fields above) and deletion (§8.4), owner only.
 
+Access models, their defaults and the node_config fields are the sans-IO
+core's (``server/xmpp/pubsub.py``), shared with XEP-0227 import/export.
+
 Who may read (§6.5.1, XEP-0163 §5): the owner always; ``open`` anyone;
 ``presence`` an entity whose bare JID is in the owner's roster with
 subscription ``from`` or ``both``; ``whitelist`` only the owner. Refusals:
@@ -47,7 +50,15 @@ implemented. On publish (and on retract with notify, and node deletion) a
 2. the bare JID of every roster contact with subscription ``from`` or
    ``both`` — if the access model lets that contact read the node
    (``open``/``presence`` yes, ``whitelist`` no) and the owner has not
-   blocked it (XEP-0191).
+   blocked it (XEP-0191 §3.3, matched as §6 says by
+   ``server/xmpp/blocklist.py``, the blocking module's matcher). When the
+   owner blocked only some of a contact's resources (an item
+   ``contact@domain/resource`` or ``domain/resource``) and the contact is an
+   account of this server, the notification goes to each of the contact's
+   available resources (non-negative priority, as a headline to the bare JID
+   would) that is not blocked. Deviation: for a remote contact we cannot
+   tell its resources apart, so the notification still goes to its bare JID
+   and the remote server may hand it to the blocked resource too.
 
 Deviations from XEP-0163/0060, all deliberate for now: no explicit
 subscriptions (``subscribe``/``unsubscribe``, ``auto-subscribe`` of
@@ -69,24 +80,22 @@ from lxml import etree
 
 from storage.api import PepItem, PepNode
 
+from ..core.module import Module, iq
+from ..xmpp.blocklist import blocks_some_resources, is_blocked
 from ..xmpp.errors import StanzaError
-from ..xmpp.jid import JID
+from ..xmpp.jid import JID, JIDError
+from ..xmpp.namespaces import DATA_NS
+from ..xmpp.namespaces import PUBSUB_ERRORS_NS as ERRORS_NS
+from ..xmpp.namespaces import PUBSUB_EVENT_NS as EVENT_NS
+from ..xmpp.namespaces import PUBSUB_NS as NS
+from ..xmpp.namespaces import PUBSUB_OWNER_NS as OWNER_NS
+from ..xmpp.pubsub import (
+    ACCESS_MODEL, ACCESS_MODELS, DEFAULT_ACCESS, DEFAULT_MAX_ITEMS, FIXED_OPTIONS, MAX_ITEMS,
+    MAX_ITEMS_FIELD, NODE_CONFIG, PERSIST_ITEMS, PUBLISH_OPTIONS, SEND_LAST_PUBLISHED_ITEM,
+    parse_access_model, parse_max_items)
 from ..xmpp.stanza import MESSAGE, E, from_text, local_name, namespace, new_id, sub, to_text
 
 log = logging.getLogger("xferd.pep")
-
-NS = "http://jabber.org/protocol/pubsub"
-OWNER_NS = NS + "#owner"
-EVENT_NS = NS + "#event"
-ERRORS_NS = NS + "#errors"
-DATA_NS = "jabber:x:data"
-PUBLISH_OPTIONS = NS + "#publish-options"
-NODE_CONFIG = NS + "#node_config"
-
-ACCESS_MODELS = ("open", "presence", "whitelist")
-DEFAULT_ACCESS = "presence"          # XEP-0163 §5
-DEFAULT_MAX_ITEMS = 1
-MAX_ITEMS = 256                      # what "max" means, and the most we keep
 
 #: service discovery features of every account (XEP-0060 §10)
 FEATURES = tuple(f"{NS}#{name}" for name in (
@@ -113,17 +122,6 @@ UNSUPPORTED = {
 COMPANIONS = {(NS, "publish-options"), (NS, "configure")}
 
 
-def setup(host) -> None:
-    host.account_features.update(FEATURES)
-    host.account_identities.add(("pubsub", "pep"))
-    pep = Pep(host)
-    # "self" falls back to "bare", so these see the owner's requests too
-    host.events.on(f"iq-get/bare/{NS}:pubsub", pep.on_get)
-    host.events.on(f"iq-set/bare/{NS}:pubsub", pep.on_set)
-    host.events.on(f"iq-get/bare/{OWNER_NS}:pubsub", pep.on_owner_get)
-    host.events.on(f"iq-set/bare/{OWNER_NS}:pubsub", pep.on_owner_set)
-
-
 # -- errors ------------------------------------------------------------------------------
 
 def _error(condition: str, pubsub_condition: str | None = None, text: str | None = None,
@@ -139,21 +137,6 @@ def _unsupported(feature: str) -> StanzaError:
 
 # -- node options: one table for publish-options, create and configure ---------------------
 
-def _parse_max_items(value: str) -> int:
-    if value == "max":
-        return MAX_ITEMS
-    if not value.isdigit() or not 1 <= int(value) <= MAX_ITEMS:
-        raise ValueError(f"pubsub#max_items must be 1…{MAX_ITEMS} or 'max'")
-    return int(value)
-
-
-def _parse_access(value: str) -> str:
-    if value not in ACCESS_MODELS:
-        raise ValueError(f"pubsub#access_model {value!r} is not supported "
-                         f"(we offer {', '.join(ACCESS_MODELS)})")
-    return value
-
-
 def _parse_bool(value: str) -> bool:
     if value in ("1", "true"):
         return True
@@ -166,10 +149,10 @@ def _parse_bool(value: str) -> bool:
 #: send_last_published_item are fixed by what we implement: they can be asked
 #: for (bookmark clients do) but only our own value can be met.
 FIELDS = {
-    "pubsub#access_model": (_parse_access, lambda node: node.access_model),
-    "pubsub#max_items": (_parse_max_items, lambda node: node.max_items),
-    "pubsub#persist_items": (_parse_bool, lambda node: True),
-    "pubsub#send_last_published_item": (str, lambda node: "never"),
+    ACCESS_MODEL: (parse_access_model, lambda node: node.access_model),
+    MAX_ITEMS_FIELD: (parse_max_items, lambda node: node.max_items),
+    PERSIST_ITEMS: (_parse_bool, lambda node: FIXED_OPTIONS[PERSIST_ITEMS]),
+    SEND_LAST_PUBLISHED_ITEM: (str, lambda node: FIXED_OPTIONS[SEND_LAST_PUBLISHED_ITEM]),
 }
 
 
@@ -202,9 +185,9 @@ def _form_fields(form, form_type: str) -> dict[str, object]:
 def _apply(node: PepNode, values: dict) -> None:
     """Set a node's options from parsed form values (fixed fields checked)."""
     for var, value in values.items():
-        if var == "pubsub#access_model":
+        if var == ACCESS_MODEL:
             node.access_model = value
-        elif var == "pubsub#max_items":
+        elif var == MAX_ITEMS_FIELD:
             node.max_items = value
         elif value != FIELDS[var][1](node):
             raise ValueError(f"{var} can only be {FIELDS[var][1](node)!r} here")
@@ -221,12 +204,12 @@ def _config_form(node: PepNode):
         sub(el, f"{{{DATA_NS}}}value", text=value)
 
     field("FORM_TYPE", "hidden", None, NODE_CONFIG)
-    field("pubsub#access_model", "list-single", "Who may retrieve items",
+    field(ACCESS_MODEL, "list-single", "Who may retrieve items",
           node.access_model, ACCESS_MODELS)
-    field("pubsub#max_items", "text-single", f"Max # of items to persist (1…{MAX_ITEMS})",
+    field(MAX_ITEMS_FIELD, "text-single", f"Max # of items to persist (1…{MAX_ITEMS})",
           str(node.max_items))
-    field("pubsub#persist_items", "boolean", "Persist items to storage (always)", "1")
-    field("pubsub#send_last_published_item", "list-single",
+    field(PERSIST_ITEMS, "boolean", "Persist items to storage (always)", "1")
+    field(SEND_LAST_PUBLISHED_ITEM, "list-single",
           "When to send the last published item (never: not implemented)", "never",
           ("never",))
     return form
@@ -234,9 +217,17 @@ def _config_form(node: PepNode):
 
 # -- the service -----------------------------------------------------------------------------
 
-class Pep:
-    def __init__(self, host):
-        self.host = host
+class Pep(Module):
+    name = "pep"
+    account_features = FEATURES
+    account_identities = (("pubsub", "pep"),)
+
+    def hooks(self):
+        # "self" falls back to "bare", so these see the owner's requests too
+        return [iq("get", "bare", NS, "pubsub", self.on_get),
+                iq("set", "bare", NS, "pubsub", self.on_set),
+                iq("get", "bare", OWNER_NS, "pubsub", self.on_owner_get),
+                iq("set", "bare", OWNER_NS, "pubsub", self.on_owner_set)]
 
     @property
     def storage(self):
@@ -476,13 +467,33 @@ class Pep:
         if node.access_model == "whitelist":
             return
         _, roster = await self.storage.get_roster(self.host.domain, owner)
-        blocked = set(await self.storage.get_blocklist(self.host.domain, owner))
-        for jid, item in roster.items():
+        blocked = frozenset(await self.storage.get_blocklist(self.host.domain, owner))
+        for contact, item in roster.items():
             if item.subscription not in ("from", "both"):
                 continue
-            if jid in blocked or jid.rpartition("@")[2] in blocked:
-                continue
-            await event.send(message(jid))
+            for to in self._recipients(contact, blocked):
+                await event.send(message(to))
+
+    def _recipients(self, contact: str, blocked: frozenset[str]) -> list[str]:
+        """Where a notification for the roster *contact* goes: its bare JID,
+        unless the owner blocked it (XEP-0191 §6 matching, the blocking
+        module's); when the owner blocked only some of its resources (a full
+        JID or ``domain/resource`` item) and the contact is local, each of its
+        available resources that is not blocked, as a headline to the bare
+        JID would have reached them."""
+        try:
+            jid = JID.parse(contact)
+        except JIDError:
+            return []
+        if is_blocked(blocked, jid):
+            return []
+        if not blocks_some_resources(blocked, jid):
+            return [contact]
+        contact_host = self.host.server.hosts.get(jid.domain)
+        if contact_host is None or jid.local is None:
+            return [contact]            # a remote server fans out: see the docstring
+        return [str(session.jid) for session in contact_host.available_sessions(jid.local)
+                if session.priority >= 0 and not is_blocked(blocked, session.jid)]
 
 
 # -- elements ----------------------------------------------------------------------------------
@@ -498,3 +509,6 @@ def _detached(el):
     clone = etree.fromstring(etree.tostring(el))
     clone.tail = None
     return clone
+
+
+MODULE = Pep

@@ -28,17 +28,19 @@ from __future__ import annotations
 import copy
 import logging
 
+from ..core.events import SessionEvent
+from ..core.module import Hook, Module
+from ..xmpp.namespaces import CLIENT_NS
 from ..xmpp.stanza import E, PRESENCE
 
 log = logging.getLogger("xferd.presence")
 
-_C = "{jabber:client}"
 SHARES = ("from", "both")       # the contact receives the user's presence
 SEES = ("to", "both")           # the user receives the contact's presence
 
 
 def _priority(stanza) -> int:
-    text = stanza.findtext(_C + "priority")
+    text = stanza.findtext(f"{{{CLIENT_NS}}}priority")
     try:
         return max(-128, min(127, int(text))) if text else 0
     except ValueError:
@@ -55,30 +57,52 @@ def _clone(stanza, **attrs):
     return el
 
 
-def setup(host) -> None:
-    storage = host.storage
+def _contacts(items: dict, subscriptions: tuple[str, ...]) -> list[str]:
+    return [jid for jid, item in items.items() if item.subscription in subscriptions]
 
-    async def roster(user: str) -> dict:
-        return (await storage.get_roster(host.domain, user))[1]
 
-    def contacts(items: dict, subscriptions: tuple[str, ...]) -> list[str]:
-        return [jid for jid, item in items.items() if item.subscription in subscriptions]
+def _directed(session, to, kind) -> None:
+    """Remember (or forget) who got directed presence (§4.6)."""
+    target = str(to)
+    if kind is None:
+        session.directed.add(target)
+    else:
+        session.directed.discard(target)
 
-    async def broadcast(session, stanza, extra: set[str] = frozenset(), items=None) -> None:
+
+class Presence(Module):
+    name = "presence"
+
+    def hooks(self):
+        return [Hook("pre-presence", self.outbound),
+                Hook("presence/bare", self.inbound),
+                Hook("presence/full", self.inbound),
+                Hook("resource-unbind", self.disconnected),
+                Hook("presence-grant", self.grant),
+                Hook("presence-revoke", self.revoke)]
+
+    async def _roster(self, user: str) -> dict:
+        return (await self.host.storage.get_roster(self.host.domain, user))[1]
+
+    async def _route(self, stanza) -> None:
+        await self.host.server.router.route(stanza)
+
+    async def _broadcast(self, session, stanza, extra: set[str] = frozenset(),
+                         items=None) -> None:
         """Send *stanza* (from the session) to the user's other resources and
         to every contact that shares the user's presence (plus *extra*)."""
         user = session.jid.local
-        for other in host.user_sessions(user).values():
+        for other in self.host.user_sessions(user).values():
             if other is not session and other.available:
                 other.send(_clone(stanza, to=str(other.jid)))
         if items is None:
-            items = await roster(user)
-        audience = set(contacts(items, SHARES)) | set(extra)
+            items = await self._roster(user)
+        audience = set(_contacts(items, SHARES)) | set(extra)
         for contact in sorted(audience):
-            await host.server.router.route(_clone(stanza, to=contact))
+            await self._route(_clone(stanza, to=contact))
 
     # -- from the user's client ------------------------------------------------------------
-    async def outbound(event) -> bool:
+    async def outbound(self, event) -> bool:
         session, stanza = event.origin, event.stanza
         kind = stanza.get("type")
         if kind not in (None, "unavailable", "probe"):
@@ -86,40 +110,32 @@ def setup(host) -> None:
         if kind == "probe":
             return True                          # clients do not probe (§4.3): ignored
         if event.to is not None and event.to != session.jid.bare:
-            directed(session, event.to, kind)
+            _directed(session, event.to, kind)
             return False                         # the router delivers it
         stanza.attrib.pop("to", None)
         if kind == "unavailable":
-            await go_unavailable(session, stanza)
+            await self._go_unavailable(session, stanza)
             return True
         initial = not session.available
         session.presence = _clone(stanza, to=None)
         session.priority = _priority(stanza)
-        items = await roster(session.jid.local)         # read once for both steps
-        await broadcast(session, stanza, items=items)
+        items = await self._roster(session.jid.local)      # read once for both steps
+        await self._broadcast(session, stanza, items=items)
         if initial:
-            await initial_presence(session, items)
+            await self._initial_presence(session, items)
         return True
 
-    def directed(session, to, kind) -> None:
-        target = str(to)
-        if kind is None:
-            session.directed.add(target)
-        else:
-            session.directed.discard(target)
-
-    async def initial_presence(session, items: dict) -> None:
+    async def _initial_presence(self, session, items: dict) -> None:
         user = session.jid.local
-        bare = f"{user}@{host.domain}"
-        for contact in contacts(items, SEES):
-            await host.server.router.route(
-                E(PRESENCE, {"type": "probe", "from": bare, "to": contact}))
-        for other in host.user_sessions(user).values():
+        bare = f"{user}@{self.host.domain}"
+        for contact in _contacts(items, SEES):
+            await self._route(E(PRESENCE, {"type": "probe", "from": bare, "to": contact}))
+        for other in self.host.user_sessions(user).values():
             if other is not session and other.available:
                 session.send(_clone(other.presence, to=str(session.jid)))
-        await host.events.fire("presence-initial", session)
+        await self.host.events.fire("presence-initial", SessionEvent(session))
 
-    async def go_unavailable(session, stanza=None) -> None:
+    async def _go_unavailable(self, session, stanza=None) -> None:
         was_available = session.available
         session.presence = None
         session.priority = 0
@@ -131,34 +147,34 @@ def setup(host) -> None:
             PRESENCE, {"type": "unavailable", "from": str(session.jid)})
         unavailable.set("from", str(session.jid))
         if was_available:
-            await broadcast(session, unavailable, audience)
+            await self._broadcast(session, unavailable, audience)
         else:
             for target in sorted(audience):
-                await host.server.router.route(_clone(unavailable, to=target))
+                await self._route(_clone(unavailable, to=target))
 
-    async def disconnected(session) -> None:
-        await go_unavailable(session)
+    async def disconnected(self, event: SessionEvent) -> None:
+        await self._go_unavailable(event.session)
 
     # -- for a local user ------------------------------------------------------------------------
-    async def inbound(event) -> bool:
+    async def inbound(self, event) -> bool:
         stanza = event.stanza
         kind = stanza.get("type")
-        user = event.to.local
         if kind == "probe":
-            await answer_probe(event)
+            await self._answer_probe(event)
             return True
         if kind not in (None, "unavailable", "error"):
             return False                          # subscriptions: subscription.py
         if event.to.resource is not None:
-            target = host.session(event.to)
+            target = self.host.session(event.to)
             if target is not None and target.available:
                 target.send(stanza)
             return True
-        for session in host.available_sessions(user):
+        for session in self.host.available_sessions(event.to.local):
             session.send(stanza)
         return True
 
-    async def answer_probe(event) -> None:
+    async def _answer_probe(self, event) -> None:
+        host, storage = self.host, self.host.storage
         user = event.to.local
         prober = event.from_
         if prober is None:
@@ -176,23 +192,19 @@ def setup(host) -> None:
             await event.send(_clone(session.presence, **{"from": str(session.jid),
                                                          "to": str(prober)}))
 
-    # -- asked by the subscription module ----------------------------------------------------------
-    async def grant(share) -> None:
+    # -- asked by the subscription and blocking modules -------------------------------------
+    async def grant(self, share) -> None:
         """§3.1.5: the contact may now see the user's presence: send it."""
-        for session in host.available_sessions(share.username):
-            await host.server.router.route(
+        for session in self.host.available_sessions(share.username):
+            await self._route(
                 _clone(session.presence, **{"from": str(session.jid), "to": share.contact}))
 
-    async def revoke(share) -> None:
+    async def revoke(self, share) -> None:
         """§3.2.2: the contact may no longer see it: say unavailable first."""
-        for session in host.available_sessions(share.username):
-            await host.server.router.route(
+        for session in self.host.available_sessions(share.username):
+            await self._route(
                 E(PRESENCE, {"type": "unavailable", "from": str(session.jid),
                              "to": share.contact}))
 
-    host.events.on("pre-presence", outbound)
-    host.events.on("presence/bare", inbound)
-    host.events.on("presence/full", inbound)
-    host.events.on("resource-unbind", disconnected)
-    host.events.on("presence-grant", grant)
-    host.events.on("presence-revoke", revoke)
+
+MODULE = Presence

@@ -25,12 +25,14 @@ local or remote, lands on ``bare``.
 
 from __future__ import annotations
 
+from ..core.module import Module, iq
 from ..xmpp.errors import StanzaError
+from ..xmpp.namespaces import PRIVATE_NS as NS
+from ..xmpp.namespaces import VCARD_NS
 from ..xmpp.stanza import E, from_text, namespace, to_text
 
-NS = "jabber:iq:private"
 RESERVED_PREFIXES = ("jabber:", "http://jabber.org/")
-RESERVED = frozenset({"vcard-temp"})
+RESERVED = frozenset({VCARD_NS})
 
 
 def _check_namespace(ns: str | None) -> None:
@@ -46,10 +48,17 @@ def _text(fragment) -> str:
     return to_text(fragment)
 
 
-def setup(host) -> None:
-    host.features.add(NS)
+class Private(Module):
+    name = "private"
+    features = (NS,)
 
-    async def store(event) -> bool:
+    def hooks(self):
+        return [iq("set", "self", NS, "query", self.store),
+                iq("get", "self", NS, "query", self.fetch),
+                iq("set", "bare", NS, "query", self.someone_else),
+                iq("get", "bare", NS, "query", self.someone_else)]
+
+    async def store(self, event) -> bool:
         query = event.stanza[0]
         if len(query) == 0:
             raise StanzaError("not-acceptable", "nothing to store")
@@ -57,11 +66,11 @@ def setup(host) -> None:
         for child in query:
             _check_namespace(namespace(child))
             fragments[child.tag] = _text(child)     # lxml tags are "{ns}name"
-        await host.storage.set_private(host.domain, event.to.local, fragments)
+        await self.host.storage.set_private(self.host.domain, event.to.local, fragments)
         await event.reply()
         return True
 
-    async def fetch(event) -> bool:
+    async def fetch(self, event) -> bool:
         wanted = list(event.stanza[0])
         if not wanted:
             raise StanzaError("bad-request", "name the fragment to retrieve")
@@ -71,15 +80,14 @@ def setup(host) -> None:
         _check_namespace(namespaces.pop())
         answer = E(f"{{{NS}}}query")
         for child in wanted:
-            stored = await host.storage.get_private(host.domain, event.to.local, child.tag)
+            stored = await self.host.storage.get_private(self.host.domain, event.to.local,
+                                                         child.tag)
             answer.append(from_text(stored) if stored is not None else E(child.tag))
         await event.reply(answer)
         return True
 
-    async def someone_else(event) -> bool:
+    async def someone_else(self, event) -> bool:
         raise StanzaError("forbidden", "private XML belongs to its owner alone")
 
-    host.events.on(f"iq-set/self/{NS}:query", store)
-    host.events.on(f"iq-get/self/{NS}:query", fetch)
-    host.events.on(f"iq-set/bare/{NS}:query", someone_else)
-    host.events.on(f"iq-get/bare/{NS}:query", someone_else)
+
+MODULE = Private

@@ -12,12 +12,13 @@ import asyncio
 import logging
 
 from ..core.accounts import delete_account
+from ..core.module import Module, iq
 from ..xmpp import sasl
 from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JIDError, nodeprep
+from ..xmpp.namespaces import REGISTER_NS as NS
 from ..xmpp.stanza import E, sub
 
-NS = "jabber:iq:register"
 log = logging.getLogger("xferd.register")
 
 
@@ -29,29 +30,18 @@ def _fields(query) -> tuple[str | None, str | None]:
     return query.findtext(_q("username")), query.findtext(_q("password"))
 
 
-async def _credentials(host, password: str) -> dict:
-    """PBKDF2 is deliberately slow: keep it off the event loop."""
-    if not password:
-        raise StanzaError("not-acceptable", "a password is required")
-    iterations = host.global_config.auth.scram_iterations
-    try:
-        return await asyncio.to_thread(sasl.make_all_credentials, password, iterations)
-    except ValueError as exc:
-        raise StanzaError("not-acceptable", f"password: {exc}") from None
+class Register(Module):
+    name = "register"
+    features = (NS,)
 
+    def hooks(self):
+        return [iq("get", "unauthenticated", NS, "query", self.form),
+                iq("set", "unauthenticated", NS, "query", self.create),
+                *(iq("get", dest, NS, "query", self.registered) for dest in ("host", "self")),
+                *(iq("set", dest, NS, "query", self.change) for dest in ("host", "self"))]
 
-def _own_account(event, host) -> str:
-    """The local username asking about its own account; others are refused."""
-    sender = event.from_
-    if event.origin is None or sender is None or sender.domain != host.domain:
-        raise StanzaError("forbidden", "only this server's users can manage their account")
-    return sender.local
-
-
-def setup(host) -> None:
-    host.features.add(NS)
-
-    async def form(event) -> bool:
+    # -- before login (§3.1) -----------------------------------------------------------------
+    async def form(self, event) -> bool:
         query = E(_q("query"))
         sub(query, _q("instructions"), text="Choose a username and password.")
         sub(query, _q("username"))
@@ -59,7 +49,8 @@ def setup(host) -> None:
         await event.reply(query)
         return True
 
-    async def create(event) -> bool:
+    async def create(self, event) -> bool:
+        host = self.host
         query = event.stanza[0]
         if query.find(_q("remove")) is not None:
             raise StanzaError("bad-request", "log in to remove an account")
@@ -70,23 +61,25 @@ def setup(host) -> None:
             username = nodeprep(username)
         except JIDError as exc:
             raise StanzaError("not-acceptable", f"invalid username: {exc}") from None
-        credentials = await _credentials(host, password)
+        credentials = await self._credentials(password)
         if not await host.storage.create_user(host.domain, username, credentials):
             raise StanzaError("conflict", "that username is taken")
         log.info("registered %s@%s", username, host.domain)
         await event.reply()
         return True
 
-    async def registered(event) -> bool:
+    # -- after login (§3.2, §3.3) ---------------------------------------------------------------
+    async def registered(self, event) -> bool:
         query = E(_q("query"))
         sub(query, _q("registered"))
-        sub(query, _q("username"), text=_own_account(event, host))
+        sub(query, _q("username"), text=self._own_account(event))
         await event.reply(query)
         return True
 
-    async def change(event) -> bool:
+    async def change(self, event) -> bool:
+        host = self.host
         query = event.stanza[0]
-        user = _own_account(event, host)
+        user = self._own_account(event)
         if query.find(_q("remove")) is not None:
             await delete_account(host.storage, host.domain, user)
             log.info("account %s@%s removed by its owner", user, host.domain)
@@ -102,14 +95,29 @@ def setup(host) -> None:
                 raise StanzaError("not-allowed", "you can only change your own password")
         except JIDError:
             raise StanzaError("bad-request", "invalid username") from None
-        credentials = await _credentials(host, password)
+        credentials = await self._credentials(password)
         await host.storage.set_credentials(host.domain, user, credentials)
         log.info("password changed for %s@%s", user, host.domain)
         await event.reply()
         return True
 
-    host.events.on(f"iq-get/unauthenticated/{NS}:query", form)
-    host.events.on(f"iq-set/unauthenticated/{NS}:query", create)
-    for dest in ("host", "self"):
-        host.events.on(f"iq-get/{dest}/{NS}:query", registered)
-        host.events.on(f"iq-set/{dest}/{NS}:query", change)
+    # -- helpers ----------------------------------------------------------------------------------
+    async def _credentials(self, password: str) -> dict:
+        """PBKDF2 is deliberately slow: keep it off the event loop."""
+        if not password:
+            raise StanzaError("not-acceptable", "a password is required")
+        iterations = self.host.global_config.auth.scram_iterations
+        try:
+            return await asyncio.to_thread(sasl.make_all_credentials, password, iterations)
+        except ValueError as exc:
+            raise StanzaError("not-acceptable", f"password: {exc}") from None
+
+    def _own_account(self, event) -> str:
+        """The local username asking about its own account; others are refused."""
+        sender = event.from_
+        if event.origin is None or sender is None or sender.domain != self.host.domain:
+            raise StanzaError("forbidden", "only this server's users can manage their account")
+        return sender.local
+
+
+MODULE = Register

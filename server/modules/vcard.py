@@ -20,19 +20,27 @@ The server's own vCard (an IQ to the domain) is not served.
 
 from __future__ import annotations
 
+from ..core.module import Module, iq
 from ..xmpp.errors import StanzaError
+from ..xmpp.namespaces import VCARD_NS as NS
 from ..xmpp.stanza import E, from_text, to_text
 
-NS = "vcard-temp"
 VCARD = f"{{{NS}}}vCard"
 MAX_SIZE = 64 * 1024
 
 
-def setup(host) -> None:
-    host.features.add(NS)
-    host.account_features.add(NS)
+class VCard(Module):
+    name = "vcard"
+    features = (NS,)
+    account_features = (NS,)
 
-    async def update(event) -> bool:
+    def hooks(self):
+        return [iq("set", "self", NS, "vCard", self.update),
+                iq("get", "self", NS, "vCard", self.own),
+                iq("set", "bare", NS, "vCard", self.not_yours),
+                iq("get", "bare", NS, "vCard", self.someone_elses)]
+
+    async def update(self, event) -> bool:
         vcard = event.stanza[0]
         vcard.tail = None
         text = None
@@ -40,28 +48,26 @@ def setup(host) -> None:
             text = to_text(vcard)
             if len(text.encode()) > MAX_SIZE:
                 raise StanzaError("not-acceptable", f"a vCard may not exceed {MAX_SIZE} bytes")
-        await host.storage.set_vcard(host.domain, event.to.local, text)
+        await self.host.storage.set_vcard(self.host.domain, event.to.local, text)
         await event.reply()
         return True
 
-    async def own(event) -> bool:
-        stored = await host.storage.get_vcard(host.domain, event.to.local)
+    async def own(self, event) -> bool:
+        stored = await self.host.storage.get_vcard(self.host.domain, event.to.local)
         await event.reply(from_text(stored) if stored is not None else E(VCARD))
         return True
 
-    async def someone_elses(event) -> bool:
+    async def someone_elses(self, event) -> bool:
         # a removed account takes its vCard with it (AccountStore.delete_user),
         # so "no vCard" covers "no such user" as well
-        stored = await host.storage.get_vcard(host.domain, event.to.local)
+        stored = await self.host.storage.get_vcard(self.host.domain, event.to.local)
         if stored is None:
             raise StanzaError("service-unavailable", "no vCard")
         await event.reply(from_text(stored))
         return True
 
-    async def not_yours(event) -> bool:
+    async def not_yours(self, event) -> bool:
         raise StanzaError("forbidden", "you can only change your own vCard")
 
-    host.events.on(f"iq-set/self/{NS}:vCard", update)
-    host.events.on(f"iq-get/self/{NS}:vCard", own)
-    host.events.on(f"iq-set/bare/{NS}:vCard", not_yours)
-    host.events.on(f"iq-get/bare/{NS}:vCard", someone_elses)
+
+MODULE = VCard

@@ -3,9 +3,9 @@ left out on purpose (§4: it helps attackers more than users)."""
 
 from importlib import metadata
 
+from ..core.module import Module, iq
+from ..xmpp.namespaces import VERSION_NS as NS
 from ..xmpp.stanza import E, sub
-
-NS = "jabber:iq:version"
 
 
 def _version() -> str:
@@ -15,15 +15,23 @@ def _version() -> str:
         return "0+unknown"
 
 
-def setup(host) -> None:
-    version = _version()
+class Version(Module):
+    name = "version"
+    features = (NS,)
 
-    async def answer(event) -> bool:
+    def __init__(self, host):
+        super().__init__(host)
+        self.version = _version()
+
+    def hooks(self):
+        return [iq("get", "host", NS, "query", self.answer)]
+
+    async def answer(self, event) -> bool:
         query = E(f"{{{NS}}}query")
         sub(query, f"{{{NS}}}name", text="xferd")
-        sub(query, f"{{{NS}}}version", text=version)
+        sub(query, f"{{{NS}}}version", text=self.version)
         await event.reply(query)
         return True
 
-    host.events.on(f"iq-get/host/{NS}:query", answer)
-    host.features.add(NS)
+
+MODULE = Version

@@ -29,6 +29,7 @@ VCARD_NS = "vcard-temp"                                       # XEP-0054
 PUBSUB_NS = "http://jabber.org/protocol/pubsub"               # XEP-0060 / XEP-0163
 PUBSUB_OWNER_NS = "http://jabber.org/protocol/pubsub#owner"
 PUBSUB_EVENT_NS = "http://jabber.org/protocol/pubsub#event"
+PUBSUB_ERRORS_NS = "http://jabber.org/protocol/pubsub#errors"
 REGISTER_NS = "jabber:iq:register"                            # XEP-0077
 REGISTER_FEATURE_NS = "http://jabber.org/features/iq-register"
 CHATSTATES_NS = "http://jabber.org/protocol/chatstates"       # XEP-0085

@@ -144,6 +144,3 @@ def find_error_condition(stanza) -> str | None:
             return local_name(child)
     return None
 
-
-def is_error(stanza) -> bool:
-    return stanza.get("type") == "error"

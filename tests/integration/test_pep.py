@@ -6,8 +6,10 @@ users) so the tests can share one server in any order.
 """
 
 import asyncio
+import itertools
 import xml.etree.ElementTree as ET
 
+import pytest
 import slixmpp
 from slixmpp.exceptions import IqError
 from slixmpp.xmlstream.handler import Callback
@@ -448,6 +450,66 @@ async def test_a_contact_with_a_subscription_reads_a_presence_node(server):
     finally:
         await owner.close()
         await contact.close()
+
+
+# -- XEP-0191: what the owner blocked gets no notification ---------------------------------------
+
+_blocking_owners = itertools.count(1)
+
+
+@pytest.mark.parametrize("item, desk_notified", [
+    ("{contact}/phone", True),      # a full JID: that resource only (§6)
+    ("localhost/phone", True),      # domain/resource: that resource of every account there
+    ("localhost", False),           # the domain: every address at it
+])
+async def test_a_blocked_resource_of_a_contact_gets_no_notification(server, item,
+                                                                    desk_notified):
+    """XEP-0191 §3.3: the server sends nothing on the owner's behalf to what
+    the owner blocked — PEP notifications included, matched as the blocking
+    module matches (§6). PEP used to check only the contact's bare JID and
+    domain, so a block of ``contact@domain/phone`` or ``domain/phone`` still let
+    the headline sent to the bare JID reach the phone."""
+    n = next(_blocking_owners)
+    owner_jid, contact = f"pb_owner{n}@localhost", f"pb_contact{n}@localhost"
+    [owner] = await users(server, f"pb_owner{n}")
+    server.adduser(contact, "pw")
+    desk = await login(server, f"{contact}/desk", "pw")
+    phone = await login(server, f"{contact}/phone", "pw")
+    desk_events, phone_events = collect_events(desk), collect_events(phone)
+    owner.auto_authorize = None
+    owner.auto_subscribe = False
+    requests, subscribed = asyncio.Queue(), asyncio.Queue()
+    owner.add_event_handler("presence_subscribe", requests.put_nowait)
+    desk.add_event_handler("presence_subscribed", subscribed.put_nowait)
+    try:
+        for client in (owner, desk, phone):
+            client.send_presence()
+        desk.send_presence(pto=owner_jid, ptype="subscribe")
+        await asyncio.wait_for(requests.get(), 10)
+        owner.send_presence(pto=contact, ptype="subscribed")
+        # the owner's item is 'from' before its 'subscribed' is routed on
+        await asyncio.wait_for(subscribed.get(), 10)
+
+        blocked = item.format(contact=contact)
+        await send_iq(owner, "set", f"<block xmlns='urn:xmpp:blocking'>"
+                                    f"<item jid='{blocked}'/></block>")
+        await publish(owner, "urn:example:blocked", note("not for the phone"), "b1")
+        # notifications go out before the publish is answered: whatever the
+        # server sent the contact's resources is there before a ping's answer
+        await desk.ping_server()
+        await phone.ping_server()
+        assert phone_events.empty(), phone_events.get_nowait()
+        if desk_notified:
+            msg = await next_event(desk_events)
+            assert msg["from"] == slixmpp.JID(owner_jid)
+            assert msg["to"] == slixmpp.JID(f"{contact}/desk")
+            item_el = msg.xml.find(f"{{{EVENT}}}event/{{{EVENT}}}items/{{{EVENT}}}item")
+            assert item_el.get("id") == "b1"
+        else:
+            assert desk_events.empty(), desk_events.get_nowait()
+    finally:
+        for client in (owner, desk, phone):
+            await client.close()
 
 
 # -- persistence -----------------------------------------------------------------------------------

@@ -50,3 +50,69 @@ async def test_coroutine_handlers_and_fall_through():
     bus.on("presence/bare", lambda e: seen.append(("second", e)))
     assert await bus.fire("presence/bare", 7) is False
     assert seen == [("first", 7), ("second", 7)]
+
+
+# -- payload types ------------------------------------------------------------------------------
+
+def test_every_server_event_has_a_payload_dataclass():
+    import dataclasses
+
+    from server.core.events import EVENTS
+    from server.core.router import StanzaEvent
+    for name, payload in EVENTS.items():
+        assert payload is StanzaEvent or dataclasses.is_dataclass(payload), name
+
+
+def test_resource_bind_is_gone():
+    assert not is_known("resource-bind")
+
+
+async def test_a_checking_bus_refuses_a_payload_of_the_wrong_type():
+    from server.core.events import Lifecycle, Login, SessionEvent
+    bus, seen = EventBus(check_payloads=True), []
+    bus.on("login", seen.append)
+    bus.on("presence-initial", seen.append)
+    login = Login("session", "juliet")
+    await bus.fire("login", login)
+    with pytest.raises(TypeError):
+        await bus.fire("login", ("session", "juliet"))          # the shape of before
+    with pytest.raises(TypeError):
+        await bus.fire("presence-initial", Lifecycle("server"))
+    with pytest.raises(TypeError):
+        await bus.fire("message/bare", SessionEvent("session"))   # stanza events too
+    assert seen == [login]
+
+
+async def test_the_unchecked_bus_does_not_look():
+    bus, seen = EventBus(), []
+    bus.on("login", seen.append)
+    await bus.fire("login", ("session", "juliet"))
+    assert seen == [("session", "juliet")]
+    assert "fire" not in vars(bus)                  # the plain method, nothing added
+
+
+async def test_old_setup_modules_get_the_payloads_of_before():
+    """Transition: a handler registered by an old ``setup(host)`` module gets
+    the session, the (session, username) tuple or the server it used to."""
+    import types
+
+    from server.core.events import Lifecycle, Login, SessionEvent
+    from server.core.hosts import Host
+
+    seen = []
+
+    def setup(host):
+        host.events.on("login", seen.append)
+        host.events.on("presence-initial", seen.append)
+        host.events.on("server-started", seen.append)
+        host.events.on("message/bare", seen.append)
+
+    host = Host.__new__(Host)
+    host.events = EventBus()
+    host._setup_old_module(types.SimpleNamespace(setup=setup))
+    assert "on" not in vars(host.events)            # registration is itself again
+    await host.events.fire("login", Login("s", "juliet"))
+    await host.events.fire("presence-initial", SessionEvent("s"))
+    await host.events.fire("server-started", Lifecycle("server"))
+    await host.events.fire("message/bare", "stanza event")
+    assert seen == [("s", "juliet"), "s", "server", "stanza event"]

@@ -33,6 +33,7 @@ import hmac
 
 import pytest
 
+from server.xmpp import timestamps
 from server.xmpp.sasl import check_password, make_credentials
 from storage import pie
 
@@ -136,7 +137,7 @@ def test_ejabberd_host_export(tmp_path):
     assert "<status>hi, it is Eve</status>" in data.pending_in["eve@example.net"]
     [(message, stored_at)] = data.offline
     assert "while you were away" in message and "delay" not in message   # ours is re-added
-    assert stored_at == pie.parse_stamp("2025-01-02T03:00:00.123456Z")
+    assert stored_at == timestamps.parse("2025-01-02T03:00:00.123456Z")
     assert "<FN>Alice Example</FN>" in data.vcard
     assert list(data.private) == ["{storage:bookmarks}storage"]
     assert data.pep == []

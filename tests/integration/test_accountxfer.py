@@ -173,7 +173,8 @@ async def test_transfer_end_to_end(fed):
     # … nobody with a subscription was asked anything; the request the old account
     # had pending is repeated from the new one, with <moved/> (PROTOCOLS §2.3)
     for jid, client in clients.items():
-        asked = [p for p in await client.quiet(0.2) if p["type"] == "subscribe"]
+        # requests come from the new account's server: a ping from it follows them
+        asked = [p for p in await client.quiet(via=new) if p["type"] == "subscribe"]
         if contacts[jid][1] == "pending":
             assert [p.xml.findtext("{urn:xmpp:moved:1}moved/{urn:xmpp:moved:1}old-jid")
                     for p in asked] == [old_jid]

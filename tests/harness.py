@@ -138,6 +138,7 @@ class XferdProcess:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"xferd: no {what} reported in {self.ports_file}:\n"
                                    f"{self.log()[-3000:]}")
+            # a poll with a deadline: a file the server writes gives no notification
             time.sleep(0.01)
 
     @property
@@ -200,6 +201,7 @@ class XferdProcess:
         while text not in self.log():
             if time.monotonic() > deadline or not self.alive():
                 raise AssertionError(f"not in the log: {text!r}\n{self.log()[-3000:]}")
+            # a poll with a deadline: the log file gives no notification
             time.sleep(0.02)
 
     def log(self) -> str:

@@ -248,6 +248,7 @@ class ProsodyProcess:
                 socket.create_connection(("127.0.0.1", self.s2s_port), timeout=0.5).close()
                 return self
             except OSError:
+                # a poll with a deadline: Prosody says nowhere when it listens
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"prosody did not start listening:\n{self.output()}\n{self.log()}")

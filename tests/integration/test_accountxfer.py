@@ -12,7 +12,8 @@ from slixmpp.xmlstream import ET
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from tests.harness import RouteTo, XferdProcess, ask, federate, login, unused_port
+from tests.harness import (RouteTo, XferdProcess, ask, federate, login, round_trip,
+                           unused_port)
 from tests.integration.test_federation import FakeAuthority, RawServerClient
 from tests.integration.test_moved import Proxy
 
@@ -95,7 +96,7 @@ async def wait_item(client, jid, subscription, ask_=False, timeout=15):
             return item
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"{client.boundjid}: {jid} is {item}; wanted {subscription}")
-        await asyncio.sleep(0.1)
+        await client.roster_pushed(deadline)        # a change comes with a push
 
 
 async def wait_gone(client, jid, timeout=15):
@@ -103,7 +104,7 @@ async def wait_gone(client, jid, timeout=15):
     while jid in await client.fetch_roster():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"{client.boundjid}: {jid} is still in the roster")
-        await asyncio.sleep(0.1)
+        await client.roster_pushed(deadline)        # the removal comes with a push
 
 
 async def transfer(old_client, new_jid, timeout=60):
@@ -138,7 +139,7 @@ async def test_transfer_end_to_end(fed):
         old.update_roster(jid, name=name, groups=groups)
     for transport in ("icq.transport.test", "12345@icq.transport.test"):
         old.update_roster(transport, name="transport")
-    await asyncio.sleep(0.5)
+    await round_trip(old)                       # the roster sets above have been handled
     before = await old.fetch_roster()
     views = {jid: (await c.fetch_roster())[old_jid] for jid, c in clients.items()
              if contacts[jid][1] != "pending"}
@@ -172,7 +173,8 @@ async def test_transfer_end_to_end(fed):
     # … nobody with a subscription was asked anything; the request the old account
     # had pending is repeated from the new one, with <moved/> (PROTOCOLS §2.3)
     for jid, client in clients.items():
-        asked = [p for p in await client.quiet(0.2) if p["type"] == "subscribe"]
+        # requests come from the new account's server: a ping from it follows them
+        asked = [p for p in await client.quiet(via=new) if p["type"] == "subscribe"]
         if contacts[jid][1] == "pending":
             assert [p.xml.findtext("{urn:xmpp:moved:1}moved/{urn:xmpp:moved:1}old-jid")
                     for p in asked] == [old_jid]
@@ -196,7 +198,7 @@ async def test_preauthorisation_and_an_unreachable_contact(fed):
     bob = await online(fed["c.test"], bob_jid)
     await befriend(old, old_jid, bob, bob_jid, "both")
     old.update_roster("zed@dead.test", name="Zed")           # its domain cannot be reached
-    await asyncio.sleep(0.3)
+    await round_trip(old)                                     # the roster set has been handled
     # H: the new account allows the move in advance, and can list it
     error, _ = await ask(new, "set", f"<query xmlns='{XFER}'><oldaccount>{old_jid}</oldaccount>"
                                      "<allowed/></query>")
@@ -278,15 +280,14 @@ async def test_notice_from_a_user_or_another_domain_is_forbidden(fed, tmp_path):
     error, _ = await ask(old, "set", notice, to="c.test")
     assert error == "forbidden"
     # nor does another (authenticated) domain
-    async with FakeAuthority(fed["c.test"].evil_route, tmp_path):
+    async with FakeAuthority(fed["c.test"].evil_route, tmp_path, receiving=True) as evil:
         raw = await RawServerClient.connect(fed["c.test"].s2s_port)
         await raw.secure_s2s("evil.test", "c.test")
         raw.send("<db:result from='evil.test' to='c.test'>k</db:result>")
         assert (await raw.expect("result", timeout=15)).get("type") == "valid"
         raw.send(f"<iq type='set' id='n1' from='evil.test' to='c.test'>{notice}</iq>")
-        await asyncio.sleep(1)
+        await answer_to(evil, "n1")                 # c.test has decided on the notice
         await raw.close()
-    await asyncio.sleep(0.5)
     assert (await bob.fetch_roster())[old_jid]["subscription"] == "both"
     assert "mallory@evil.test" not in await bob.fetch_roster()
     await close_all(bob, old)
@@ -296,7 +297,7 @@ async def test_notice_from_a_user_or_another_domain_is_forbidden(fed, tmp_path):
 async def test_roster_handover_without_authorisation_is_forbidden(fed, tmp_path):
     new_jid = account(fed["new.test"], "new.test", "kim")
     new = await online(fed["new.test"], new_jid)
-    async with FakeAuthority(fed["new.test"].evil_route, tmp_path):
+    async with FakeAuthority(fed["new.test"].evil_route, tmp_path, receiving=True) as evil:
         raw = await RawServerClient.connect(fed["new.test"].s2s_port)
         await raw.secure_s2s("evil.test", "new.test")
         raw.send("<db:result from='evil.test' to='new.test'>k</db:result>")
@@ -304,10 +305,21 @@ async def test_roster_handover_without_authorisation_is_forbidden(fed, tmp_path)
         raw.send(f"<iq type='set' id='d1' from='evil.test' to='new.test'><query xmlns='{XFER}'>"
                  f"<oldaccount>kim@evil.test</oldaccount><newaccount>{new_jid}</newaccount>"
                  "<item jid='spam@evil.test' subscription='both'/></query></iq>")
-        await asyncio.sleep(1)
+        await answer_to(evil, "d1")                 # new.test has decided on the hand-over
         await raw.close()
     assert "spam@evil.test" not in await new.fetch_roster()
     await new.close()
+
+
+async def answer_to(authority, iq_id: str, timeout: float = 15):
+    """The answer evil.test gets (over the server's own stream to it) to its
+    IQ *iq_id*: the server has handled that IQ to the end."""
+    async def answer():
+        while True:
+            stanza = await authority.stanzas.get()
+            if stanza.tag.endswith("}iq") and stanza.get("id") == iq_id:
+                return stanza
+    return await asyncio.wait_for(answer(), timeout)
 
 
 async def close_all(*clients):
@@ -337,7 +349,10 @@ async def test_old_server_killed_mid_transfer_resumes_and_completes(fed):
         a.xml.append(ET.fromstring(f"<query xmlns='{XFER}'><newaccount>{new_jid}</newaccount>"
                                    "</query>"))
         a.send()
-        await asyncio.sleep(1.5)
+        # in NOTIFYING: bob's notice answered, sam's held by the silent proxy
+        # (the server's own progress: nothing on the wire shows it)
+        await asyncio.to_thread(old_srv.wait_for_log,
+                                f"transfer {old_jid}: notice for {bob_jid}: ok", 15)
         assert "notifying" in old_srv.log() or "notice for" in old_srv.log()
         old_srv.proc.kill()                        # kill -9 in the middle
         old_srv.proc.wait()
@@ -349,7 +364,7 @@ async def test_old_server_killed_mid_transfer_resumes_and_completes(fed):
         roster = await new.fetch_roster()
         deadline = asyncio.get_running_loop().time() + 40
         while sam_jid not in roster and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.3)
+            await new.roster_pushed(deadline)          # the hand-over comes with pushes
             roster = await new.fetch_roster()
         assert set(roster) == {bob_jid, sam_jid}
         assert list(await bob.fetch_roster()).count(new_jid) == 1
@@ -378,7 +393,10 @@ async def test_failed_hand_over_is_retried_when_the_user_asks_again(fed):
         await new.close()
         proxy.mode = "silent"                        # NOTIFYING waits on slow.test …
         pending = asyncio.ensure_future(transfer(old, new_jid, timeout=90))
-        await asyncio.sleep(1)
+        # bob's notice answered (c.test asked new.test about it), sam's held:
+        # the server's own progress, shown only in its log
+        await asyncio.to_thread(old_srv.wait_for_log,
+                                f"transfer {old_jid}: notice for {bob_jid}: ok", 15)
         new_srv.stop()                               # … while the new server goes away
         error, _ = await pending
         assert error in ("remote-server-not-found", "remote-server-timeout")

@@ -43,7 +43,7 @@ from lxml import etree
 from server.xmpp.sasl import ScramCredentials, make_all_credentials
 from storage import pie
 from storage.api import RosterItem, UserData
-from tests.harness import _env, ask, login, write_config
+from tests.harness import _env, ask, login, round_trip, write_config
 
 pytestmark = pytest.mark.hostile
 
@@ -156,6 +156,8 @@ async def subscribe_churn(client, others: list[str], rng) -> None:
         other = rng.choice(others)
         client.send_presence(pto=other, ptype=rng.choice(["subscribe", "subscribe",
                                                           "unsubscribe", "unsubscribed"]))
+        # the wait is the point: random pacing, so that the subscription
+        # pushes fall at random places among the roster writes
         await asyncio.sleep(rng.uniform(0.02, 0.1))
 
 
@@ -190,7 +192,8 @@ async def hammer_until_killed(srv, users, ledgers, rng, names) -> None:
         workers.append(asyncio.ensure_future(
             subscribe_churn(client, [u for u in users if u != jid], rng)))
     await asyncio.wait_for(enough.wait(), 30)
-    await asyncio.sleep(rng.uniform(0, 0.03))         # not always just after a commit
+    # the wait is the point: a random kill instant, not always just after a commit
+    await asyncio.sleep(rng.uniform(0, 0.03))
     kill_9(srv)
     for task in workers:
         task.cancel()
@@ -261,11 +264,13 @@ async def test_kill_9_during_offline_storage(make_server, rng):
     for i in range(sent):
         sender.send_message(mto="away@localhost", mbody=body(i), mtype="chat")
         if i % 200 == 0:
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)      # a yield, no time: lets slixmpp write what was queued
     committed = 0
     deadline = asyncio.get_running_loop().time() + 30
     while committed < kill_at:
         assert asyncio.get_running_loop().time() < deadline, f"only {committed} stored"
+        # a poll with a deadline: the evidence is the committed count, read by a
+        # connection of our own, and SQLite tells another process nothing
         await asyncio.sleep(0.01)
         committed = offline_count(srv, "away")
     kill_9(srv)
@@ -280,21 +285,20 @@ async def test_kill_9_during_offline_storage(make_server, rng):
     got = []
     for _ in range(stored):
         got.append(await asyncio.wait_for(away.messages.get(), 10))
-    await asyncio.sleep(0.5)
+    # stored messages go out (and are deleted) while the server handles the
+    # initial presence, before the ping after it
+    await round_trip(away)
     assert away.messages.empty(), "more messages than were stored"
     indices = [int(m["body"].split()[0]) for m in got]
     assert indices == list(range(stored)), "not the sender's order, or gaps, or duplicates"
     for i, message in zip(indices, got):
         assert message["body"] == body(i)                      # whole, not truncated
         assert message.xml.find(f"{{{DELAY}}}delay") is not None
-    deadline = asyncio.get_running_loop().time() + 10
-    while offline_count(srv, "away"):
-        assert asyncio.get_running_loop().time() < deadline, "delivered messages kept"
-        await asyncio.sleep(0.05)
+    assert offline_count(srv, "away") == 0, "delivered messages kept"   # (the pong above)
     await away.close()
     again = await login(srv, "away@localhost/again", "pw")
     again.send_presence()
-    await asyncio.sleep(0.7)
+    await round_trip(again)                 # as above: the presence has been handled
     assert again.messages.empty(), "delivered twice"
     await again.close()
 
@@ -389,7 +393,8 @@ async def import_until_killed(command, cwd, kill_at: int, rng) -> list[int]:
                 progress.append(int(line.split()[1]))
                 if progress[-1] >= kill_at:
                     break
-        await asyncio.sleep(rng.uniform(0, 0.03))     # anywhere between two lines
+        # the wait is the point: a random kill instant, anywhere between two lines
+        await asyncio.sleep(rng.uniform(0, 0.03))
         importer.kill()
     finally:
         importer.kill()
@@ -484,11 +489,11 @@ async def test_a_cancelled_transaction_does_not_wedge_the_store(tmp_path):
         creds = fake_credentials("ann")
         for _ in range(3):
             task = asyncio.ensure_future(store.create_user("localhost", "ann", creds))
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)      # a yield, no time: the write starts (its BEGIN goes out)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             snapshot = asyncio.ensure_future(store.get_roster("localhost", "ann"))
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)      # a yield, no time: the read starts, then is cancelled
             snapshot.cancel()
             await asyncio.gather(snapshot, return_exceptions=True)
         assert await store.create_user("localhost", "bob", creds)

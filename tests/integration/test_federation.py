@@ -237,10 +237,17 @@ async def test_unknown_host_on_s2s(two):
 
 class FakeAuthority:
     """The authoritative server of evil.test, answering every <db:verify> with
-    *verdict*: it lets a raw client pass dialback as evil.test."""
+    *verdict*: it lets a raw client pass dialback as evil.test.
 
-    def __init__(self, route: RouteTo, workdir, verdict: str = "valid"):
-        self.route, self.verdict = route, verdict
+    With *receiving*, it is also evil.test's receiving side: every
+    ``<db:result/>`` the server sends to authenticate its own stream to
+    evil.test is taken as valid (no check: a fake), and the stanzas that
+    then come over it are put in ``stanzas`` — the replies evil.test gets."""
+
+    def __init__(self, route: RouteTo, workdir, verdict: str = "valid", *,
+                 receiving: bool = False):
+        self.route, self.verdict, self.receiving = route, verdict, receiving
+        self.stanzas: asyncio.Queue = asyncio.Queue()
         cert, key = workdir / "evil.crt", workdir / "evil.key"
         generate_self_signed("evil.test", cert, key)
         self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -278,6 +285,11 @@ class FakeAuthority:
                         if name == "verify":
                             writer.write(f"<db:verify from='evil.test' to='{el.get('from')}' "
                                          f"id='{el.get('id')}' type='{self.verdict}'/>".encode())
+                        elif self.receiving and name == "result" and el.get("type") is None:
+                            writer.write(f"<db:result from='evil.test' to='{el.get('from')}' "
+                                         "type='valid'/>".encode())
+                        elif self.receiving and name in ("iq", "message", "presence"):
+                            self.stanzas.put_nowait(el)
         except (ConnectionError, ssl.SSLError):
             pass
         finally:

@@ -16,6 +16,7 @@ import pytest
 from slixmpp.xmlstream import ET
 
 from server import config
+from server.io.c2s import C2SSession
 from server.io.net import StreamConnection
 from server.core.service import Xferd
 from server.xmpp.stream import StreamParser
@@ -40,6 +41,54 @@ async def xferd(tmp_path, monkeypatch):
     await server.stop()
 
 
+class Changes:
+    """Wakes the test whenever the state it waits on may have changed: a
+    parser was asked to hibernate (the idle timer fired), or a c2s session
+    ended. The server is in this process; nothing on the wire shows either."""
+
+    def __init__(self):
+        self.calls: list[tuple[StreamParser, bool]] = []   # (parser, hibernate()'s answer)
+        self._changed = asyncio.Event()
+
+    def note(self) -> None:
+        self._changed.set()
+
+    async def until(self, ready, deadline: float) -> bool:
+        """Until ready() is true (then True) or the loop time *deadline* (False)."""
+        while not ready():
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return False
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+        return True
+
+
+@pytest.fixture
+def changes(monkeypatch) -> Changes:
+    seen = Changes()
+    hibernate = StreamParser.hibernate
+    teardown = C2SSession.teardown
+
+    def hibernating(self):
+        answer = hibernate(self)
+        seen.calls.append((self, answer))
+        seen.note()
+        return answer
+
+    async def tearing_down(self):
+        try:
+            await teardown(self)
+        finally:
+            seen.note()
+    monkeypatch.setattr(StreamParser, "hibernate", hibernating)
+    monkeypatch.setattr(C2SSession, "teardown", tearing_down)
+    return seen
+
+
 @pytest.fixture
 def revivals(monkeypatch) -> list:
     """One entry per parser revived (so the test knows the path was taken)."""
@@ -53,23 +102,21 @@ def revivals(monkeypatch) -> list:
     return seen
 
 
-async def all_hibernating(server, count: int, timeout: float = 10) -> None:
-    """Wait until *count* sessions exist and every one's parser is hibernating."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+async def all_hibernating(server, changes: Changes, count: int, timeout: float = 10) -> None:
+    """Wait until *count* sessions exist and every one's parser is hibernating
+    (woken by each hibernation, see Changes)."""
+    def ready():
         sessions = list(server.c2s_sessions)
-        if len(sessions) == count and all(s.parser.hibernating for s in sessions):
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError([(s, s.parser.hibernating) for s in sessions])
-        await asyncio.sleep(0.02)
+        return len(sessions) == count and all(s.parser.hibernating for s in sessions)
+    if not await changes.until(ready, asyncio.get_running_loop().time() + timeout):
+        raise AssertionError([(s, s.parser.hibernating) for s in server.c2s_sessions])
 
 
 async def next_message(client, timeout: float = 10):
     return await asyncio.wait_for(client.messages.get(), timeout)
 
 
-async def test_hibernated_sessions_send_and_receive(xferd, revivals):
+async def test_hibernated_sessions_send_and_receive(xferd, revivals, changes):
     alice = await login(xferd.proc, "alice@localhost/desk", "alice-pass")
     bob = await login(xferd.proc, "bob@localhost/phone", "bob-pass")
     for client in (alice, bob):
@@ -77,7 +124,7 @@ async def test_hibernated_sessions_send_and_receive(xferd, revivals):
         await client.ping_server()
 
     for round in range(3):
-        await all_hibernating(xferd, 2)
+        await all_hibernating(xferd, changes, 2)
         before = len(revivals)
 
         # a message with a payload in another namespace, both ways
@@ -91,14 +138,14 @@ async def test_hibernated_sessions_send_and_receive(xferd, revivals):
         got = await next_message(alice)
         assert got["body"] == f"hi {round}" and got["from"] == "bob@localhost/phone"
 
-        await all_hibernating(xferd, 2)
+        await all_hibernating(xferd, changes, 2)
         # IQs: one answered by the server, one with a payload the server must parse
         assert await bob.ping_server() >= 0
         condition, answer = await ask(alice, "get", "<query xmlns='jabber:iq:roster'/>")
         assert condition is None, answer
         assert answer.find("{jabber:iq:roster}query") is not None
 
-        await all_hibernating(xferd, 2)
+        await all_hibernating(xferd, changes, 2)
         # a whitespace keepalive, then a stanza
         alice.send_raw(" ")
         assert await alice.ping_server() >= 0
@@ -108,29 +155,31 @@ async def test_hibernated_sessions_send_and_receive(xferd, revivals):
     assert alice.messages.empty() and bob.messages.empty()
 
     # closing a hibernating stream
-    await all_hibernating(xferd, 2)
+    await all_hibernating(xferd, changes, 2)
     await alice.close()
     await bob.close()
-    deadline = asyncio.get_running_loop().time() + 10
-    while xferd.c2s_sessions and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.02)
+    await changes.until(lambda: not xferd.c2s_sessions, asyncio.get_running_loop().time() + 10)
     assert not xferd.c2s_sessions
 
 
-async def test_a_stanza_split_across_reads_is_not_hibernated_away(xferd, revivals):
+async def test_a_stanza_split_across_reads_is_not_hibernated_away(xferd, revivals, changes):
     """The timer fires while half a stanza has arrived: hibernation is refused
     and the stanza completes normally."""
     alice = await login(xferd.proc, "alice@localhost/desk", "alice-pass")
     bob = await login(xferd.proc, "bob@localhost/phone", "bob-pass")
-    await all_hibernating(xferd, 2)
-    alice.send_raw("<message to='bob@localhost/phone' type='chat'><body>in two")
-    await asyncio.sleep(0.2)             # several idle periods; not an assertion
+    await all_hibernating(xferd, changes, 2)
     [session] = [s for s in xferd.c2s_sessions if str(s.jid) == "alice@localhost/desk"]
+    asked = len(changes.calls)
+    alice.send_raw("<message to='bob@localhost/phone' type='chat'><body>in two")
+    # until the idle timer has fired with the half stanza in: hibernation refused
+    await changes.until(lambda: any(p is session.parser and not answer
+                                    for p, answer in changes.calls[asked:]),
+                        asyncio.get_running_loop().time() + 10)
     assert not session.parser.hibernating
     alice.send_raw(" halves</body></message>")
     got = await next_message(bob)
     assert got["body"] == "in two halves"
-    await all_hibernating(xferd, 2)
+    await all_hibernating(xferd, changes, 2)
     await alice.close()
     await bob.close()
 
@@ -165,7 +214,7 @@ def streams_of(server) -> list:
     return [*server.c2s_sessions, *server.s2s.inbound, *outbound]
 
 
-async def test_hibernated_s2s_streams_carry_stanzas_both_ways(federated, revivals):
+async def test_hibernated_s2s_streams_carry_stanzas_both_ways(federated, revivals, changes):
     a, b = federated
     alice = await login(a.proc, "alice@a.test/home", "pw")
     bob = await login(b, "bob@b.test/home", "pw")
@@ -179,16 +228,13 @@ async def test_hibernated_s2s_streams_carry_stanzas_both_ways(federated, revival
         assert await alice.plugin["xep_0199"].ping("b.test", timeout=10) >= 0
 
         # wait for a.test's c2s, inbound and outbound streams to hibernate
-        deadline = asyncio.get_running_loop().time() + 10
-        while True:
+        def ready():
             streams = streams_of(a)
             kinds = {type(s).__name__ for s in streams}
-            if {"C2SSession", "InboundStream", "OutboundStream"} <= kinds and \
-                    all(s.parser.hibernating for s in streams):
-                break
-            assert asyncio.get_running_loop().time() < deadline, \
-                [(s, s.parser.hibernating) for s in streams]
-            await asyncio.sleep(0.02)
+            return {"C2SSession", "InboundStream", "OutboundStream"} <= kinds and \
+                all(s.parser.hibernating for s in streams)
+        assert await changes.until(ready, asyncio.get_running_loop().time() + 10), \
+            [(s, s.parser.hibernating) for s in streams_of(a)]
     # what came in after a hibernation went through revived parsers: alice's
     # session and the inbound stream (b.test sends nothing on a's outbound one
     # once dialback is done)

@@ -14,7 +14,7 @@ import base64
 import pytest
 
 from tests.harness import (SASL, STREAMS, TLS, RawClient, RouteTo, XferdProcess, header,
-                           listen_for, login, unused_port)
+                           listen_for, login, round_trip, unused_port)
 from tests.integration.test_federation import FakeAuthority, RawServerClient
 
 pytestmark = pytest.mark.hostile
@@ -84,16 +84,19 @@ async def test_c2s_flood_is_slowed_to_the_rate_and_others_are_served(limited, by
     await flood.login_plain(limited.cert(), "mallory", "pw", resource="flood")
     total = 150
     answered: list[float] = []
+    under_way = asyncio.Event()
 
     async def count_answers():
         while len(answered) < total:
             await flood.expect("iq", timeout=15)
             answered.append(now() - start)
+            if len(answered) >= C2S_BURST:
+                under_way.set()
 
     start = now()
     flood.send("".join(PING.format(n=n) for n in range(total)))     # one write, as fast as TCP
     counting = asyncio.create_task(count_answers())
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(under_way.wait(), 15)        # the burst is answered: the flood is on
     assert await bystander.ping_server(timeout=5) < 2               # the others' turn comes now …
     assert len(answered) < total                                    # … not after the flood
     await counting                                                  # nothing lost, only slowed
@@ -116,9 +119,11 @@ async def test_s2s_flood_is_slowed_to_the_rate_and_others_are_served(limited, by
         start = now()
         peer.send("".join(f"<message from='m@evil.test/x' to='bob@localhost/bystander' "
                           f"type='chat'><body>flood {n}</body></message>" for n in range(total)))
-        await asyncio.sleep(0.3)
-        alice.send_message(mto="bob@localhost/bystander", mbody="from alice", mtype="chat")
         got: list[tuple[float, str]] = []
+        # the flood is on once its first message is in; alice writes now
+        msg = await asyncio.wait_for(bystander.messages.get(), 15)
+        got.append((now() - start, msg["body"]))
+        alice.send_message(mto="bob@localhost/bystander", mbody="from alice", mtype="chat")
         while len(got) < total + 1:
             msg = await asyncio.wait_for(bystander.messages.get(), 15)
             got.append((now() - start, msg["body"]))
@@ -149,8 +154,10 @@ async def test_c2s_connections_per_ip_beyond_the_limit_get_policy_violation(limi
     await still_served(carol)
     await carol.close()
     # the count is of live connections: one goes, one more may come
-    await held.pop().close()
-    await asyncio.sleep(0.3)
+    leaving = held.pop()
+    leaving.writer.write_eof()          # the server reads the end, lets the connection go …
+    assert await leaving.wait_closed(5)         # … and closes its side once it has
+    await leaving.close()
     again = await raw_from("127.0.0.3", limited.c2s_port)
     await again.open_stream()
     for raw in held + [again]:
@@ -181,7 +188,7 @@ async def trickle(raw: RawClient, data: bytes, every: float = 0.2) -> None:
         if raw.closed or raw.writer.is_closing():
             return
         raw.send(bytes([byte]))
-        await asyncio.sleep(every)
+        await asyncio.sleep(every)      # the wait is the point: a deliberately slow peer
 
 
 async def cut_off_after(raw: RawClient, started: float) -> tuple[str, float]:
@@ -202,6 +209,8 @@ async def test_c2s_slowloris_and_silent_peers_time_out(limited, bystander):
     before_tls = len(stalled.received)
     stalled.send(b"\x16\x03\x01")                                  # a TLS record that never ends
 
+    # the wait is the point: the bystander asks after the three have stalled
+    # for a second (well inside AUTH_TIMEOUT), not before they got going
     await asyncio.sleep(1)
     await still_served(bystander)                                  # meanwhile, business as usual
     for raw in (silent, slow):
@@ -225,6 +234,7 @@ async def test_s2s_slowloris_and_silent_peers_time_out(limited, bystander):
                   f"xmlns:stream='{STREAMS}' xmlns:db='jabber:server:dialback' "
                   f"from='a.test' to='localhost' version='1.0'>").encode()
     dripping = asyncio.create_task(trickle(slow, s2s_header))
+    # the wait is the point: as above, the bystander asks a second into the stall
     await asyncio.sleep(1)
     await still_served(bystander)
     for raw in (silent, slow):
@@ -290,22 +300,36 @@ async def test_routes_to_unreachable_domains_do_not_pile_up():
     domains = [f"gone{n}.test" for n in range(50)]
     config.s2s.routes = {d: RouteConfig(port=nobody_listens) for d in domains}
     bounced: list = []
+    all_bounced, table_empty = asyncio.Event(), asyncio.Event()
 
     async def route(stanza, origin=None):
         bounced.append(stanza)
+        if len(bounced) == len(domains):
+            all_bounced.set()
 
     s2s = S2S(SimpleNamespace(config=config, router=SimpleNamespace(route=route)))
+    forget = s2s.forget
+
+    def forgetting(route):              # every route dropped from the table comes here
+        forget(route)
+        if not s2s.routes:
+            table_empty.set()
+    s2s.forget = forgetting
     for domain in domains:
         s2s.send(E("{jabber:client}message", {"from": "a@localhost/r", "to": f"b@{domain}"}),
                  "localhost", domain)
     assert len(s2s.routes) == len(domains)                  # all trying to connect
-    deadline = now() + 10
-    while len(bounced) < len(domains) and now() < deadline:
-        await asyncio.sleep(0.05)
+    try:
+        await asyncio.wait_for(all_bounced.wait(), 10)
+    except asyncio.TimeoutError:
+        pass
     assert len(bounced) == len(domains)
     assert {el.find(".//{urn:ietf:params:xml:ns:xmpp-stanzas}remote-server-not-found")
             is not None for el in bounced} == {True}
-    await asyncio.sleep(0.1)
+    try:
+        await asyncio.wait_for(table_empty.wait(), 10)
+    except asyncio.TimeoutError:
+        pass
     assert s2s.routes == {}
 
 
@@ -331,7 +355,7 @@ async def test_offline_storage_is_bounded_per_user(limited, bystander):
     dave.send_presence()
     stored = [(await asyncio.wait_for(dave.messages.get(), 5))["body"] for _ in range(3)]
     assert stored == ["spam 0", "spam 1", "spam 2"]
-    await asyncio.sleep(0.3)
+    await round_trip(dave)              # stored messages go out while the presence is handled
     assert dave.messages.empty()
     erin = await login(limited, "erin@localhost/o", "pw")
     erin.send_presence()

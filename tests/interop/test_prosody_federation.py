@@ -56,7 +56,8 @@ class FedClient(Client):
 
 
 async def wait_for_item(client, jid: str, subscription: str, timeout: float = S2S_TIMEOUT):
-    """Poll *client*'s roster until *jid* has *subscription* and no pending ask."""
+    """Re-read *client*'s roster until *jid* has *subscription* and no pending
+    ask (woken by the roster pushes that come with each change)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         item = (await client.fetch_roster()).get(jid)
@@ -65,7 +66,7 @@ async def wait_for_item(client, jid: str, subscription: str, timeout: float = S2
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"{client.boundjid.bare}: roster item {jid} is {item}, "
                                  f"wanted subscription={subscription}")
-        await asyncio.sleep(0.2)
+        await client.roster_pushed(deadline)        # a change comes with a push
 
 
 async def wait_for_log(read_log, pattern: str, timeout: float = S2S_TIMEOUT) -> str:
@@ -77,6 +78,8 @@ async def wait_for_log(read_log, pattern: str, timeout: float = S2S_TIMEOUT) -> 
                 return line
         if time.monotonic() > deadline:
             raise AssertionError(f"no log line matches {pattern!r}")
+        # a poll with a deadline: a log file gives no notification (and how a
+        # server authenticated a stream shows nowhere on a client's wire)
         await asyncio.sleep(0.2)
 
 
@@ -96,8 +99,9 @@ async def test_subscriptions_rosters_and_presence_both_ways(xferd_fed, prosody, 
     try:
         a.send_presence(pstatus="alice here")
         b.send_presence(pstatus="bob here")
-        await a.quiet(0.3)
-        await b.quiet(0.3)
+        # drop what came so far (each one's own presence: its own server)
+        await a.quiet()
+        await b.quiet()
 
         # alice subscribes to bob, bob approves: alice gets 'to' and bob's presence
         a.send_presence(pto=bob, ptype="subscribe")
@@ -120,8 +124,9 @@ async def test_subscriptions_rosters_and_presence_both_ways(xferd_fed, prosody, 
         await wait_for_item(b, alice, "both")
 
         # presence updates now flow on their own, each way
-        await a.quiet(0.5)
-        await b.quiet(0.5)
+        # drop what came so far, up to a round trip from the other side
+        await a.quiet(via=b)
+        await b.quiet(via=a)
         b.send_presence(pshow="away", pstatus="bob at lunch")
         # (slixmpp reports a presence's <show/> as its type)
         update = await a.next_presence(type="away", sender=bob, timeout=S2S_TIMEOUT)

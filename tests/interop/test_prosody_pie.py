@@ -118,7 +118,7 @@ async def make_account_data(server, user: str, friend: str, stranger: str) -> No
             error, answer = await ask(alice, "set", payload)
             assert error is None, ET.tostring(answer)
         alice.send_presence(pto=FAR, ptype="subscribe")
-        await alice.quiet(0.3)
+        await alice.quiet()                 # the request has been handled (a round trip)
     finally:
         await alice.close()
         await bob.close()

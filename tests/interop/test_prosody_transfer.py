@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from slixmpp.xmlstream import ET
 
-from tests.harness import REPO, ask, login, tool_report
+from tests.harness import REPO, ask, login, round_trip, tool_report
 from tests.integration.test_accountxfer import transfer, wait_gone, wait_item
 from tests.interop.test_prosody_federation import S2S_TIMEOUT, FedClient
 from tests.interop.test_prosody_moved import mutual
@@ -66,7 +66,8 @@ async def befriend_both(xferd_fed, prosody, old, old_jid, xferd_user, prosody_us
     old.update_roster(x_jid, name="Xia", groups=["Friends"])
     old.update_roster(p_jid, name="Pia", groups=["Work"])
     x.update_roster(old_jid, name="Ola", groups=["Pals"])     # X's own name for the account
-    await asyncio.sleep(0.3)
+    await round_trip(old)                       # the roster sets above have been handled
+    await round_trip(x)
     return x_jid, p_jid, x, p
 
 
@@ -107,7 +108,7 @@ async def check_contacts_after(xferd_fed, old_jid, new_jid, x_jid, p_jid, new, x
     assert (roster[p_jid].get("name"), roster[p_jid]["groups"]) == ("Pia", ["Work"])
 
     # the Prosody contact approves: presence flows from it to the new account
-    await new.quiet(0.2)
+    await new.quiet(via=p)                      # drop what came so far from Prosody's side
     p.send_presence(pto=new_jid, ptype="subscribed")
     await new.next_presence(type="subscribed", sender=p_jid, timeout=S2S_TIMEOUT)
     await new.next_presence(type=None, sender=p_jid, timeout=S2S_TIMEOUT)
@@ -122,7 +123,8 @@ async def check_contacts_after(xferd_fed, old_jid, new_jid, x_jid, p_jid, new, x
     await p.next_presence(type="subscribed", sender=new_jid, timeout=S2S_TIMEOUT)
     await wait_item(new, p_jid, "both")
     await wait_item(p, new_jid, "both")
-    assert not [pr for pr in await new.quiet(0.5) if pr["type"] == "subscribe"]
+    # a request from P would have come over Prosody's stream before P's ping
+    assert not [pr for pr in await new.quiet(via=p) if pr["type"] == "subscribe"]
     # … and sees the new account's presence
     new.send_presence(pstatus="moved in")
     while (await p.next_presence(type=None, sender=new_jid,

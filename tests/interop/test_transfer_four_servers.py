@@ -15,7 +15,7 @@ import asyncio
 
 import pytest
 
-from tests.harness import XferdProcess, login
+from tests.harness import XferdProcess, login, round_trip
 from tests.integration.test_accountxfer import befriend, transfer, wait_gone, wait_item
 from tests.interop.test_prosody_federation import S2S_TIMEOUT, FedClient
 from tests.interop.test_prosody_moved import mutual
@@ -70,7 +70,7 @@ async def test_transfer_across_three_xferd_domains_and_prosody(xferds, prosody):
     old.update_roster("pia@prosody.test", name="Pia", groups=["Work"])
     old.update_roster("icq.gateway.test", name="ICQ")
     old.update_roster("42@icq.gateway.test", name="behind the gateway")
-    await asyncio.sleep(0.5)
+    await round_trip(old)                       # the roster sets above have been handled
     before = await old.fetch_roster()
     views = {jid: (await clients[jid].fetch_roster())["alice@one.test"]
              for jid, (_, how) in contacts.items() if how != "pending"}
@@ -108,7 +108,8 @@ async def test_transfer_across_three_xferd_domains_and_prosody(xferds, prosody):
             type=None, sender="alice@two.test", timeout=S2S_TIMEOUT))["status"] != "settled in":
         pass
     for jid, client in clients.items():
-        asked = [p for p in await client.quiet(0.3) if p["type"] == "subscribe"]
+        # requests come from the new account's server: a ping from it follows them
+        asked = [p for p in await client.quiet(via=new) if p["type"] == "subscribe"]
         assert bool(asked) == (contacts[jid][1] == "pending"), jid
     for client in (old, new, pia, *clients.values()):
         await client.close()

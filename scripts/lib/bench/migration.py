@@ -104,21 +104,25 @@ class Federation:
                 self.servers[domain] = XferdServer(tmp / domain.split(".")[0], iterations,
                                                    domains=(domain,), s2s=True,
                                                    overrides=overrides)
-        for domain, server in self.servers.items():
-            if isinstance(server, XferdServer):
-                for other, there in self.servers.items():
-                    if there is not server:
-                        server.add_route(other, there.s2s_port)
-            if self.dns is not None:
-                self.dns.add_srv(domain, server.s2s_port)
 
     def start(self) -> None:
+        """Start every server (xferd on ports of its own choosing), then give
+        each xferd a static route to every other server, one acknowledged
+        reload each, and Prosody the SRV records: nothing is sent between
+        them before that."""
         for domain, seeded in accounts(self.c).items():
             self.servers[domain].seed(seeded, PASSWORD)
         for server in self.servers.values():
             server.spawn()
         for server in self.servers.values():
             server.wait_ready()
+        for domain, server in self.servers.items():
+            if isinstance(server, XferdServer):
+                server.add_routes({other: there.s2s_port
+                                   for other, there in self.servers.items()
+                                   if there is not server})
+            if self.dns is not None:
+                self.dns.add_srv(domain, server.s2s_port)
 
     def stop(self) -> None:
         for server in self.servers.values():

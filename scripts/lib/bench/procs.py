@@ -7,6 +7,7 @@ same numbers are taken from xferd, Prosody and the load generator itself.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import signal
@@ -18,6 +19,10 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
+    """A port that was free a moment ago (bind, release and hope another
+    process does not take it before the server binds it). Only for Prosody,
+    which cannot report the port a port-0 bind got; xferd servers bind port 0
+    and report what they got (``read_status``)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -37,6 +42,27 @@ def wait_listening(proc: subprocess.Popen, ports: list[int], timeout: float, des
             waiting.pop(0)
         except OSError:
             time.sleep(0.05)
+
+
+def read_status(proc: subprocess.Popen, path, ready, timeout: float, describe) -> dict:
+    """The JSON status file a server writes (xferd's ``--ports-file``: pid,
+    bound ports, reload count) once it is from *proc* and *ready(status)*
+    holds; RuntimeError if *proc* dies or time runs out. A poll with a
+    deadline: a file gives no notification. The server writes it whole
+    (renamed into place), so a read sees the old or the new one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode}:\n{describe()}")
+        try:
+            status = json.loads(open(path).read())
+        except (FileNotFoundError, ValueError):
+            status = None
+        if status is not None and status.get("pid") == proc.pid and ready(status):
+            return status
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"reported nothing in {path}:\n{describe()}")
+        time.sleep(0.01)
 
 
 def stop_process(proc: subprocess.Popen | None, timeout: float = 10) -> None:

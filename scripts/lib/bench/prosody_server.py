@@ -195,6 +195,7 @@ class ProsodyServer(ServerProcess):
         self.domains = domains
         self.domain = domains[0]
         self.s2s = s2s
+        # Prosody cannot report what a port-0 bind got: free ports, chosen here
         self.c2s_port = free_port()
         self.s2s_port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,10 @@
 A trimmed relative of ``tests/harness.py``'s ``XferdProcess`` (which imports
 slixmpp and pytest, test dependencies the benchmark must not need). Logging
 is at ``warning`` so that logging is not what is measured; s2s is off unless
-a scenario federates (then static routes, no DNS). Accounts and rosters go
+a scenario federates (then static routes, no DNS). Every listener binds port
+0 and the server reports the ports it got (``serve --ports-file``); routes to
+servers started alongside are added once their ports are known, by a SIGHUP
+reload the server acknowledges in the same file. Accounts and rosters go
 straight into storage with ``import_user`` — one transaction per account, the
 same call ``xferd import`` makes for a XEP-0227 file.
 
@@ -18,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sqlite3
 import sys
 from pathlib import Path
 
-from .procs import ServerProcess, free_port, toml_value
+from .procs import ServerProcess, read_status, toml_value
 from .seed import Account
 
 DOMAIN = "localhost"
@@ -62,15 +66,17 @@ class XferdServer(ServerProcess):
         self.iterations = iterations
         self.domains = domains
         self.domain = domains[0]
-        self.c2s_port = free_port()
-        self.s2s_port = free_port()
+        # port 0 everywhere: known once the server reports them (wait_ready)
+        self.c2s_port = self.s2s_port = self.direct_tls_port = None
+        self._reloads = 0
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "xferd.toml"
+        self.ports_file = workdir / "ports.json"
         self.log_path = workdir / "xferd.log"
         self.sections = {
             "server": {"data_dir": str(workdir / "data"), "log_level": "warning"},
-            "c2s": {"port": self.c2s_port, "direct_tls_port": free_port()},
-            "s2s": {"enabled": s2s or bool(routes), "port": self.s2s_port},
+            "c2s": {"port": 0, "direct_tls_port": 0},
+            "s2s": {"enabled": s2s or bool(routes), "port": 0},
             "auth": {"scram_iterations": iterations},
         }
         for section, values in limits_off().items():
@@ -79,15 +85,32 @@ class XferdServer(ServerProcess):
             self.sections.setdefault(section, {}).update(values)
         for domain in domains:
             self.sections[f'hosts."{domain}"'] = {"registration": False}
-        for domain, port in (routes or {}).items():
-            self.add_route(domain, port)
+        self.add_routes(routes or {})
         self._write_config()
 
     def add_route(self, domain: str, port: int) -> None:
-        """A static s2s route to *domain* on loopback (written before ``start``)."""
+        """A static s2s route to *domain* on loopback (see ``add_routes``)."""
+        self.add_routes({domain: port})
+
+    def add_routes(self, routes: dict[str, int]) -> None:
+        """Static s2s routes (domain → loopback port). Before ``spawn`` they
+        are in the config it starts with; on a running server they take
+        effect at once (config rewritten, SIGHUP, reload acknowledged)."""
+        if not routes:
+            return
         self.sections["s2s"]["enabled"] = True
-        self.sections[f's2s.routes."{domain}"'] = {"host": "127.0.0.1", "port": port}
+        for domain, port in routes.items():
+            self.sections[f's2s.routes."{domain}"'] = {"host": "127.0.0.1", "port": port}
         self._write_config()
+        if self.alive():
+            self.reload()
+
+    def reload(self, timeout: float = 10) -> None:
+        """SIGHUP; until the ports file's ``reloads`` count says it was done."""
+        self.proc.send_signal(signal.SIGHUP)
+        status = read_status(self.proc, self.ports_file,
+                             lambda st: st["reloads"] > self._reloads, timeout, self.log)
+        self._reloads = status["reloads"]
 
     def _write_config(self) -> None:
         lines = []
@@ -102,6 +125,20 @@ class XferdServer(ServerProcess):
         if self.sections["s2s"]["enabled"]:
             ports.append(self.s2s_port)
         return ports
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Until the server reports its bound ports (it writes the ports file
+        once every listener is bound)."""
+        try:
+            status = read_status(self.proc, self.ports_file, lambda st: True, timeout, self.log)
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"{self.name} {exc}") from None
+        self._reloads = status["reloads"]
+        ports = status["ports"]
+        self.c2s_port = ports["c2s"]
+        self.direct_tls_port = ports.get("c2s_direct_tls")
+        self.s2s_port = ports.get("s2s")
 
     def cert(self, domain: str | None = None) -> Path:
         return self.workdir / "data" / "certs" / f"{domain or self.domain}.crt"
@@ -152,8 +189,9 @@ class XferdServer(ServerProcess):
     def spawn(self) -> None:
         env = dict(os.environ)
         env.pop("XFERD_CONFIG", None)
-        self.launch([sys.executable, "-m", "server", "serve", "-c", str(self.config)],
-                    self.log_path, env)
+        self.ports_file.unlink(missing_ok=True)
+        self.launch([sys.executable, "-m", "server", "serve", "-c", str(self.config),
+                     "--ports-file", str(self.ports_file)], self.log_path, env)
 
     def log(self) -> str:
         try:

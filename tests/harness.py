@@ -384,11 +384,10 @@ class Client(slixmpp.ClientXMPP):
                     (sender is None or str(p["from"]) == sender or p["from"].bare == sender):
                 return p
 
-    async def quiet(self, seconds: float | None = None, *, via: "Client | None" = None) -> list:
+    async def quiet(self, *, via: "Client | None" = None) -> list:
         """The presences received up to a round trip (see :func:`round_trip`;
         *via*: the client whose stanzas could still be on their way), taken
-        off the queue. *seconds* is accepted for old callers and ignored:
-        nothing here waits for time."""
+        off the queue."""
         await round_trip(self, via=via)
         got = []
         while not self.presences.empty():

@@ -211,8 +211,12 @@ async def test_presence_while_blocked(server):
     # neither side's presence reaches the other, and nobody gets an error
     conrad.send_presence(pstatus="are you there?")
     ursula.send_presence(pstatus="busy")
-    assert [p for p in await ursula.quiet(0.5) if p["from"].bare == contact] == []
-    assert [p for p in await conrad.quiet(0.1) if p["from"].bare == user] == []
+    # a ping from each sender to the server proves its presence was handled; the
+    # other's own round trip then proves nothing was queued for it meanwhile
+    await conrad.ping_server()
+    assert [p for p in await ursula.quiet() if p["from"].bare == contact] == []
+    await ursula.ping_server()
+    assert [p for p in await conrad.quiet() if p["from"].bare == user] == []
     # directed presence to the blocked JID is the user's own outbound stanza
     ursula.send_presence(pto=f"{contact}/p")
     refusal = await ursula.next_presence(type="error", sender=f"{contact}/p")
@@ -238,8 +242,9 @@ async def test_directed_presence_is_withdrawn_on_block(server):
     await ursula.plugin["xep_0191"].block(contact, timeout=10)
     await conrad.next_presence(type="unavailable", sender=user)
     await ursula.close()
+    server.wait_for_log(f"{user}/d>: closed")      # ursula's session is gone …
     # no second unavailable when ursula leaves: the directed presence was withdrawn
-    assert [p for p in await conrad.quiet(0.4) if p["from"].bare == user] == []
+    assert [p for p in await conrad.quiet() if p["from"].bare == user] == []
     await conrad.close()
 
 

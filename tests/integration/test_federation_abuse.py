@@ -110,7 +110,7 @@ async def test_moved_notice_from_someone_the_statement_does_not_name(make_server
     r.send_presence(pto=old_jid, ptype="subscribed")
     await wait_item(r, old_jid, "from")
     await statement(old, new_jid)
-    await r.quiet(0.3)
+    await r.quiet(via=old)
 
     notice(mal, r_jid, old_jid)
     got = await r.next_presence(type="subscribe", sender=mal_jid, timeout=10)

@@ -114,7 +114,7 @@ async def scenario(fed, view, *, access="open", state_to="new"):
     await relation(r, r_jid, old, old_jid, view)
     if state_to is not None:
         await statement(old, new_jid if state_to == "new" else state_to, access)
-    await r.quiet(0.3)
+    await r.quiet(via=old)                                   # forget the set-up traffic
     return old_jid, new_jid, r_jid, old, new, r
 
 
@@ -139,7 +139,7 @@ async def test_from_contact_is_moved(fed):
     # the new account sees R's approval: its item for R becomes 'to' …
     await wait_item(new, r_jid, "to")
     # … R never had to answer, and R does not subscribe to new (R did not see old)
-    assert not [p for p in await r.quiet(0.5) if p["type"] == "subscribe"]
+    assert not [p for p in await r.quiet(via=new) if p["type"] == "subscribe"]
     assert "ask" not in await roster_item(r, new_jid)
     # old's view: R revoked old's subscription
     await wait_item(old, r_jid, "none")
@@ -170,7 +170,7 @@ async def test_new_already_to_becomes_both_without_extra_subscribe(fed):
     notice(new, r_jid, old_jid)
     await wait_item(r, new_jid, "both")
     await wait_item(r, old_jid, "to")
-    assert not [p for p in await new.quiet(0.5) if p["type"] == "subscribe"]
+    assert not [p for p in await new.quiet(via=r) if p["type"] == "subscribe"]
     await close(old, new, r)
 
 
@@ -314,7 +314,7 @@ async def test_offline_contact_is_processed_and_sees_it_at_login(fed):
     await wait_item(r, new_jid, "from")
     await wait_item(r, old_jid, "none")
     r.send_presence()
-    assert not [p for p in await r.quiet(0.5) if p["type"] == "subscribe"]
+    assert not [p for p in await r.quiet() if p["type"] == "subscribe"]
     await close(old, new, r)
 
 

@@ -123,6 +123,6 @@ async def test_presence_to_an_unavailable_full_jid_is_dropped(server, new_user):
     u = await login(server, f"{u_jid}/r", "pw")        # bound, never available
     sender = await login(server, f"{other}/r", "pw")
     sender.send_presence(pto=f"{u_jid}/r")
-    assert not await u.quiet(0.4)
+    assert not await u.quiet(via=sender)
     await u.close()
     await sender.close()

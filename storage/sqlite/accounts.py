@@ -29,13 +29,13 @@ class AccountsMixin:
         return await self._write(write)
 
     async def user_exists(self, host: str, username: str) -> bool:
-        row = self._one(
+        row = await self._one(
             "SELECT 1 FROM accounts WHERE host = ? AND username = ?", (host, username))
         return row is not None
 
     async def get_credentials(self, host: str, username: str,
                               mechanism: str) -> ScramCredentials | None:
-        row = self._one(
+        row = await self._one(
             "SELECT salt, iterations, stored_key, server_key FROM scram_credentials "
             "WHERE host = ? AND username = ? AND mechanism = ?", (host, username, mechanism))
         if row is None:
@@ -70,12 +70,12 @@ class AccountsMixin:
         return await self._write(write)
 
     async def get_tombstone(self, host: str, username: str) -> str | None:
-        row = self._one("SELECT moved_to FROM tombstones WHERE host = ? AND "
-                        "username = ?", (host, username))
+        row = await self._one("SELECT moved_to FROM tombstones WHERE host = ? AND "
+                              "username = ?", (host, username))
         return row[0] if row else None
 
     async def list_users(self, host: str) -> list[str]:
-        rows = self._all(
+        rows = await self._all(
             "SELECT username FROM accounts WHERE host = ? ORDER BY username", (host,))
         return [row[0] for row in rows]
 

@@ -7,8 +7,8 @@ class BlockingMixin:
     """Each user's blocked JIDs, over the engine."""
 
     async def get_blocklist(self, host: str, username: str) -> list[str]:
-        rows = self._all("SELECT jid FROM blocklist WHERE host = ? AND username = ? "
-                         "ORDER BY jid", (host, username))
+        rows = await self._all("SELECT jid FROM blocklist WHERE host = ? AND username = ? "
+                               "ORDER BY jid", (host, username))
         return [r[0] for r in rows]
 
     async def set_blocked(self, host: str, username: str, jids: list[str], blocked: bool) -> None:

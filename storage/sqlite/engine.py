@@ -1,34 +1,43 @@
-"""The SQLite engine: connections, group commit, reads and life cycle: writes through aiosqlite's thread,
-reads by key on the event loop's thread.
+"""The SQLite engine under every feature store: connections, group commit,
+reads and life cycle. Only public APIs: the standard ``sqlite3`` module and
+``asyncio``'s ``run_in_executor`` on threads this engine owns.
 
 Choices, deliberately:
 
-* WAL journal, so readers never wait for the writer and the command-line tools
-  (``xferd adduser`` …) can work beside a running server.
+* WAL journal, so readers do not wait for the writer and the command-line
+  tools (``xferd adduser`` …) can work beside a running server.
 * ``synchronous = FULL`` by default: a commit is on disk before we answer, so
   neither ``kill -9`` nor a power cut loses an acknowledged change. ``normal``
   can be configured (survives a process crash, may lose the last commits on
   power loss). ``tests/integration/test_crash.py`` SIGKILLs the server and
   ``xferd import`` in the middle of writes and checks this.
-* One connection writes, on aiosqlite's thread, so the event loop never waits
-  for the disk. Each write method is one function handed to that thread
-  whole (:meth:`SQLiteStorage._write`), not one statement at a time: a
-  hand-over costs two thread wake-ups — ~30 µs of CPU on a quiet machine,
+* One connection writes, on a thread of its own (a one-worker
+  ``ThreadPoolExecutor``, ``loop.run_in_executor``), so the event loop never
+  waits for the disk or for a lock. Each write method is one function handed
+  to that thread whole (:meth:`Engine._write`), not one statement at a time:
+  a hand-over costs two thread wake-ups — ~30 µs of CPU on a quiet machine,
   far more when the loop and the thread fight for the GIL on a busy one —
   against ~5 µs for a statement. Per statement, they were most of the
-  server's CPU in the migration benchmark (issue 8).
+  server's CPU in the migration benchmark (issue 8), and aiosqlite's public
+  API hands over one statement per call: that is why the writer is a plain
+  ``sqlite3`` connection on our own thread rather than an aiosqlite one
+  (which needed its private ``Connection._execute``). The 2,000-contact
+  XEP-0283 move of ``scripts/bench --scenarios migration`` takes the same
+  time as with the private call (figures in the commit that made this change).
 * Group commit: the writes queued while the thread is busy go over together,
   each inside its own ``SAVEPOINT`` of one transaction (an error undoes only
   its own work), and one ``COMMIT`` — one fsync — acknowledges them all: one
   hand-over per batch. A write method returns only once that COMMIT is done.
-* Reads by key run right on the event loop's thread, on a second, read-only
-  connection with the standard ``sqlite3`` module: a few rows out of the page
-  cache take microseconds, less than any hand-over. In WAL mode a reader
-  never waits for the writer, and each read sees what was committed last.
-* The schema is a list of migrations; ``PRAGMA user_version`` says how many are
-  applied. Each migration runs in its own transaction. Every per-user table
-  references ``accounts`` with ``ON DELETE CASCADE`` so deleting an account
-  deletes all its data in one statement.
+* Reads first try the event loop's thread, on a read-only connection with
+  ``busy_timeout = 0``: a few rows out of the page cache take microseconds,
+  less than any hand-over, and in WAL mode a reader normally never waits.
+  When it would have to — SQLite answers SQLITE_BUSY/LOCKED: another process
+  holds the database in ``locking_mode=EXCLUSIVE``, runs WAL recovery, … —
+  the read is done again on a reader thread of our own, on a third
+  connection with the real busy timeout, and awaited: one lock stall no
+  longer freezes every connection of the server
+  (``tests/integration/test_storage_stall.py``). ``slow_reads`` counts them.
+* The schema and its migrations are in ``schema.py``.
 """
 
 from __future__ import annotations
@@ -38,16 +47,29 @@ import contextlib
 import logging
 import os
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, TypeVar
 
-import aiosqlite
-
 from ..api import StorageError
-from .schema import MIGRATIONS, SYNCHRONOUS_MODES
+from .schema import SYNCHRONOUS_MODES, migrate, set_up
 
 log = logging.getLogger("xferd.storage")
 T = TypeVar("T")
+
+#: how long the writer and the off-loop reader wait for a lock (milliseconds)
+BUSY_TIMEOUT_MS = 10000
+#: primary result codes that mean "would have to wait for a lock"
+_WAIT_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def would_wait(exc: BaseException) -> bool:
+    """Did SQLite refuse because another connection holds a lock (BUSY/LOCKED,
+    extended codes included)?"""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.OperationalError) and code is not None and \
+        code & 0xFF in _WAIT_CODES
+
 
 class Engine:
     """What every feature store builds on: the connections, :meth:`_write`
@@ -58,83 +80,90 @@ class Engine:
             raise StorageError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
         self.path = Path(path)
         self.synchronous = synchronous
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: sqlite3.Connection | None = None      # on the event loop's thread
+        self._writer: sqlite3.Connection | None = None     # on the writer thread only
+        self._reader: sqlite3.Connection | None = None     # on the event loop's thread
+        self._waiter: sqlite3.Connection | None = None     # on the reader thread only
+        self._write_thread: ThreadPoolExecutor | None = None
+        self._read_thread: ThreadPoolExecutor | None = None
         self._queue: list[tuple[Callable, asyncio.Future]] = []   # writes for the next batch
         self._flusher: asyncio.Task | None = None
         #: how many COMMITs acknowledged how many writes (for the tests and the log)
         self.commits = self.committed_writes = 0
+        #: reads that met a lock on the loop's thread and were done on the reader thread
+        self.slow_reads = 0
 
     # -- life cycle -----------------------------------------------------------
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
         try:
-            self._writer = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._on_writer_thread(self._set_up)
-            await self._on_writer_thread(self._migrate)
-            self._reader = sqlite3.connect(self.path, isolation_level=None,
-                                           check_same_thread=False)
-            self._set_up(self._reader)
-            self._reader.execute("PRAGMA query_only = ON")
+            self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="xferd-sqlite-write")
+            self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="xferd-sqlite-read")
+            self._writer = await loop.run_in_executor(self._write_thread, self._connect)
+            await self._on_writer_thread(set_up, self.synchronous, BUSY_TIMEOUT_MS)
+            await self._on_writer_thread(migrate, self.path)
+            # set up off the loop too: a lock held by someone else must not stall start-up
+            self._reader, self._waiter = await loop.run_in_executor(
+                self._read_thread, self._open_readers)
         except BaseException as exc:
             await self.close()
             if isinstance(exc, (sqlite3.Error, ValueError)):
                 raise StorageError(f"cannot open {self.path}: {exc}") from exc
             raise
 
-    def _set_up(self, db: sqlite3.Connection) -> None:
-        db.execute("PRAGMA busy_timeout = 10000")
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
-        db.execute("PRAGMA foreign_keys = ON")
+    def _connect(self) -> sqlite3.Connection:
+        # autocommit: the engine says BEGIN/COMMIT itself. check_same_thread is
+        # off because a connection is opened on one thread and used on another;
+        # each is still used by one thread at a time (see the attributes).
+        return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
 
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        (version,) = db.execute("PRAGMA user_version").fetchone()
-        if version > len(MIGRATIONS):
-            raise StorageError(
-                f"{self.path} has schema version {version}, this xferd knows "
-                f"{len(MIGRATIONS)}: it was written by a newer xferd")
-        for number in range(version + 1, len(MIGRATIONS) + 1):
-            log.info("storage: migrating %s to schema version %d", self.path, number)
-            script = (f"BEGIN IMMEDIATE;\n{MIGRATIONS[number - 1]}\n"
-                      f"PRAGMA user_version = {number};\nCOMMIT;")
-            try:
-                db.executescript(script)
-            except sqlite3.Error:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        if os.name == "posix":
-            with contextlib.suppress(OSError):
-                os.chmod(self.path, 0o600)     # credentials live here
+    def _open_readers(self) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+        readers = []
+        try:
+            for timeout in (0, BUSY_TIMEOUT_MS):
+                db = self._connect()
+                readers.append(db)
+                set_up(db, self.synchronous, BUSY_TIMEOUT_MS)
+                db.execute(f"PRAGMA busy_timeout = {timeout}")
+                db.execute("PRAGMA query_only = ON")
+        except BaseException:
+            for db in readers:
+                db.close()
+            raise
+        return readers[0], readers[1]
 
     async def close(self) -> None:
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
-        if self._reader is not None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
             with contextlib.suppress(Exception):
-                self._reader.close()
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                await self._writer.close()
-        self._reader = self._writer = None
+                reader.close()
+        writer, self._writer = self._writer, None
+        waiter, self._waiter = self._waiter, None
+        loop = asyncio.get_running_loop()
+        for db, thread in ((writer, self._write_thread), (waiter, self._read_thread)):
+            if thread is None:
+                continue
+            try:
+                if db is not None:
+                    # on its own thread, once what that thread is still doing is done
+                    with contextlib.suppress(Exception):
+                        await loop.run_in_executor(thread, db.close)
+            finally:
+                thread.shutdown(wait=False)
+        self._write_thread = self._read_thread = None
 
     async def schema_version(self) -> int:
-        return self._one("PRAGMA user_version")[0]
+        return (await self._one("PRAGMA user_version"))[0]
 
     # -- writes: one hand-over and one COMMIT per batch (group commit) ----------------------
     async def _on_writer_thread(self, fn: Callable[..., T], *args) -> T:
-        """Run ``fn(connection, *args)`` on the writer's thread.
-
-        aiosqlite has no public call for this: its public methods hand over
-        one statement at a time. ``Connection._execute`` is the queue those
-        methods use themselves, unchanged since aiosqlite 0.11; pyproject
-        pins the versions, and ``tests/integration/test_storage.py`` fails
-        first if a release changes it."""
+        """Run ``fn(connection, *args)`` on the writer's thread: one hand-over."""
         if self._writer is None:
             raise StorageError(f"{self.path} is closed")
-        writer = self._writer
-        return await writer._execute(lambda: fn(writer._conn, *args))
+        return await asyncio.get_running_loop().run_in_executor(
+            self._write_thread, fn, self._writer, *args)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(db)`` as one atomic write; return what it returns once committed.
@@ -221,25 +250,50 @@ class Engine:
         return outcomes
 
     # -- reads --------------------------------------------------------------------------------
-    def _snapshot(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _read(self, fn: Callable[..., T], *args) -> T:
+        """``fn(db, *args)`` on the loop's thread if no lock is in the way,
+        else on the reader thread, waiting for the lock there (see the module
+        docstring). *fn* must only read: it may run twice."""
+        if self._reader is None:
+            raise StorageError(f"{self.path} is closed")
+        try:
+            return fn(self._reader, *args)
+        except sqlite3.OperationalError as exc:
+            if not would_wait(exc):
+                raise
+        self.slow_reads += 1
+        log.debug("storage: a read met a lock; waiting for it off the event loop")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._read_thread, fn, self._waiter, *args)
+
+    async def _snapshot(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Reads that must agree with each other: ``fn(db)`` inside one read
         transaction (WAL gives it a consistent snapshot)."""
-        db = self._reader
-        db.execute("BEGIN")
-        try:
-            return fn(db)
-        finally:
-            db.execute("COMMIT")
+        return await self._read(_in_read_transaction, fn)
 
-    def _one(self, sql: str, params=()):
-        return _one(self._reader, sql, params)
+    async def _one(self, sql: str, params=()):
+        return await self._read(_one, sql, params)
 
-    def _all(self, sql: str, params=()):
-        return _all(self._reader, sql, params)
+    async def _all(self, sql: str, params=()):
+        return await self._read(_all, sql, params)
+
+
+def _in_read_transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    db.execute("BEGIN")
+    try:
+        result = fn(db)
+    except BaseException:
+        if db.in_transaction:                   # never leave a reader on an old snapshot
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return result
+
 
 def _one(db, sql: str, params=()):
     rows = db.execute(sql, params).fetchall()      # to the end: the statement is done
     return rows[0] if rows else None
+
 
 def _all(db, sql: str, params=()):
     return db.execute(sql, params).fetchall()

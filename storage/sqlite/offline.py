@@ -23,9 +23,9 @@ class OfflineMixin:
         return await self._write(write)
 
     async def get_offline(self, host: str, username: str) -> list[OfflineMessage]:
-        rows = self._all("SELECT id, stanza, stored_at FROM offline_messages "
-                         "WHERE host = ? AND username = ? ORDER BY id",
-                         (host, username))
+        rows = await self._all("SELECT id, stanza, stored_at FROM offline_messages "
+                               "WHERE host = ? AND username = ? ORDER BY id",
+                               (host, username))
         return [OfflineMessage(*row) for row in rows]
 
     async def delete_offline(self, host: str, username: str, ids: list[int]) -> None:

@@ -13,15 +13,15 @@ class PepMixin:
     """PEP nodes and their items, over the engine."""
 
     async def get_pep_node(self, host: str, username: str, node: str) -> PepNode | None:
-        row = self._one("SELECT node, access_model, max_items, config FROM pep_nodes "
-                        "WHERE host = ? AND username = ? AND node = ?",
-                        (host, username, node))
+        row = await self._one("SELECT node, access_model, max_items, config FROM pep_nodes "
+                              "WHERE host = ? AND username = ? AND node = ?",
+                              (host, username, node))
         return _node(row) if row else None
 
     async def list_pep_nodes(self, host: str, username: str) -> list[PepNode]:
-        rows = self._all("SELECT node, access_model, max_items, config FROM pep_nodes "
-                         "WHERE host = ? AND username = ? ORDER BY node",
-                         (host, username))
+        rows = await self._all("SELECT node, access_model, max_items, config FROM pep_nodes "
+                               "WHERE host = ? AND username = ? ORDER BY node",
+                               (host, username))
         return [_node(r) for r in rows]
 
     async def save_pep_node(self, host: str, username: str, node: PepNode) -> None:
@@ -64,9 +64,9 @@ class PepMixin:
     async def get_pep_items(self, host: str, username: str, node: str,
                             ids: list[str] | None = None,
                             max_items: int | None = None) -> list[PepItem]:
-        rows = self._all("SELECT item_id, payload, published_at FROM pep_items "
-                         "WHERE host = ? AND username = ? AND node = ? "
-                         "ORDER BY seq DESC", (host, username, node))
+        rows = await self._all("SELECT item_id, payload, published_at FROM pep_items "
+                               "WHERE host = ? AND username = ? AND node = ? "
+                               "ORDER BY seq DESC", (host, username, node))
         items = [PepItem(*row) for row in rows]
         if ids is not None:
             wanted = set(ids)

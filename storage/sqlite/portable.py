@@ -51,7 +51,7 @@ class PortableMixin:
             data.blocked = [jid for jid, in _all(
                 db, f"SELECT jid FROM blocklist {where} ORDER BY jid", key)]
             return data
-        return self._snapshot(read)
+        return await self._snapshot(read)
 
     async def import_user(self, host: str, username: str, data: UserData) -> bool:
         """Create the account with all its data in one transaction.

@@ -9,8 +9,8 @@ class PrivateMixin:
     """One XML fragment per (user, key), over the engine."""
 
     async def get_private(self, host: str, username: str, key: str) -> str | None:
-        row = self._one("SELECT payload FROM private_xml WHERE host = ? AND "
-                        "username = ? AND key = ?", (host, username, key))
+        row = await self._one("SELECT payload FROM private_xml WHERE host = ? AND "
+                              "username = ? AND key = ?", (host, username, key))
         return row[0] if row else None
 
     async def set_private(self, host: str, username: str, fragments: Mapping[str, str]) -> None:

@@ -15,7 +15,7 @@ class RosterMixin:
 
     async def get_roster(self, host: str, username: str) -> tuple[int, dict[str, RosterItem]]:
         # version and items in one statement: one snapshot (read at every login)
-        rows = self._all(
+        rows = await self._all(
             "SELECT version, NULL, NULL, NULL, NULL, NULL, NULL FROM roster_versions "
             "WHERE host = ? AND username = ? UNION ALL "
             f"SELECT NULL, {_ITEM_COLUMNS} FROM roster_items WHERE host = ? AND username = ? "
@@ -24,14 +24,14 @@ class RosterMixin:
         return version, {r[1]: _item(r[1:]) for r in rows if r[1] is not None}
 
     async def get_roster_item(self, host: str, username: str, jid: str) -> RosterItem | None:
-        row = self._one(f"SELECT {_ITEM_COLUMNS} FROM roster_items "
-                        "WHERE host = ? AND username = ? AND jid = ?",
-                        (host, username, jid))
+        row = await self._one(f"SELECT {_ITEM_COLUMNS} FROM roster_items "
+                              "WHERE host = ? AND username = ? AND jid = ?",
+                              (host, username, jid))
         return _item(row) if row else None
 
     async def count_roster_items(self, host: str, username: str) -> int:
-        (count,) = self._one("SELECT COUNT(*) FROM roster_items "
-                             "WHERE host = ? AND username = ?", (host, username))
+        (count,) = await self._one("SELECT COUNT(*) FROM roster_items "
+                                   "WHERE host = ? AND username = ?", (host, username))
         return count
 
     async def save_roster_change(self, host: str, username: str, jid: str,
@@ -53,13 +53,13 @@ class RosterMixin:
         return await self._write(write)
 
     async def get_pending_in(self, host: str, username: str) -> dict[str, str]:
-        rows = self._all("SELECT jid, stanza FROM roster_pending_in WHERE host = ? "
-                         "AND username = ? ORDER BY received_at", (host, username))
+        rows = await self._all("SELECT jid, stanza FROM roster_pending_in WHERE host = ? "
+                               "AND username = ? ORDER BY received_at", (host, username))
         return {jid: stanza for jid, stanza in rows}
 
     async def get_pending_request(self, host: str, username: str, jid: str) -> str | None:
-        row = self._one("SELECT stanza FROM roster_pending_in WHERE host = ? "
-                        "AND username = ? AND jid = ?", (host, username, jid))
+        row = await self._one("SELECT stanza FROM roster_pending_in WHERE host = ? "
+                              "AND username = ? AND jid = ?", (host, username, jid))
         return row[0] if row else None
 
 

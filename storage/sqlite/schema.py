@@ -8,6 +8,16 @@ append a new one.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+from ..api import StorageError
+
+log = logging.getLogger("xferd.storage")
+
 #: Each entry moves the schema one version up. Never edit a released entry;
 #: append a new one.
 MIGRATIONS: list[str] = [
@@ -137,3 +147,34 @@ MIGRATIONS: list[str] = [
 ]
 
 SYNCHRONOUS_MODES = ("full", "normal")
+
+
+def set_up(db: sqlite3.Connection, synchronous: str, busy_timeout_ms: int) -> None:
+    """The settings every connection of the engine gets."""
+    db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    db.execute("PRAGMA foreign_keys = ON")
+
+
+def migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the file at *path* (open as *db*) up to the newest schema version,
+    one transaction per migration; refuse a file from a newer xferd."""
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version > len(MIGRATIONS):
+        raise StorageError(
+            f"{path} has schema version {version}, this xferd knows "
+            f"{len(MIGRATIONS)}: it was written by a newer xferd")
+    for number in range(version + 1, len(MIGRATIONS) + 1):
+        log.info("storage: migrating %s to schema version %d", path, number)
+        script = (f"BEGIN IMMEDIATE;\n{MIGRATIONS[number - 1]}\n"
+                  f"PRAGMA user_version = {number};\nCOMMIT;")
+        try:
+            db.executescript(script)
+        except sqlite3.Error:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+    if os.name == "posix":
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o600)     # credentials live here

@@ -12,21 +12,21 @@ class TransfersMixin:
     """Transfer jobs (old server) and approvals (new server), over the engine."""
 
     async def get_transfer(self, host: str, username: str) -> Transfer | None:
-        row = self._one("SELECT new_jid, state, requester, request_id, detail, "
-                        "updated_at FROM transfers WHERE host = ? AND username = ?",
-                        (host, username))
+        row = await self._one("SELECT new_jid, state, requester, request_id, detail, "
+                              "updated_at FROM transfers WHERE host = ? AND username = ?",
+                              (host, username))
         if row is None:
             return None
-        contacts = self._all("SELECT jid, item, status, condition FROM "
-                             "transfer_contacts WHERE host = ? AND username = ? "
-                             "ORDER BY jid", (host, username))
+        contacts = await self._all("SELECT jid, item, status, condition FROM "
+                                   "transfer_contacts WHERE host = ? AND username = ? "
+                                   "ORDER BY jid", (host, username))
         return Transfer(host, username, *row,
                         contacts={jid: TransferContact(jid, item_from_json(item), status, cond)
                                   for jid, item, status, cond in contacts})
 
     async def list_transfers(self, states: tuple[str, ...]) -> list[tuple[str, str]]:
         marks = ",".join("?" * len(states))
-        return [tuple(r) for r in self._all(
+        return [tuple(r) for r in await self._all(
             f"SELECT host, username FROM transfers WHERE state IN ({marks})", states)]
 
     async def save_transfer(self, transfer: Transfer, *, contacts: bool = False) -> None:
@@ -63,13 +63,13 @@ class TransfersMixin:
 
     async def get_transfer_approval(self, host: str, username: str,
                                     old_jid: str) -> tuple[str, float] | None:
-        row = self._one("SELECT state, expires_at FROM transfer_approvals WHERE "
-                        "host = ? AND username = ? AND old_jid = ?",
-                        (host, username, old_jid))
+        row = await self._one("SELECT state, expires_at FROM transfer_approvals WHERE "
+                              "host = ? AND username = ? AND old_jid = ?",
+                              (host, username, old_jid))
         return (row[0], row[1]) if row else None
 
     async def list_transfer_approvals(self, host: str, username: str) -> list[tuple[str, str, float]]:
-        return [tuple(r) for r in self._all(
+        return [tuple(r) for r in await self._all(
             "SELECT old_jid, state, expires_at FROM transfer_approvals WHERE host = ? AND "
             "username = ? ORDER BY old_jid", (host, username))]
 

@@ -7,8 +7,8 @@ class VCardMixin:
     """One vCard per user, over the engine."""
 
     async def get_vcard(self, host: str, username: str) -> str | None:
-        row = self._one("SELECT vcard FROM vcards WHERE host = ? AND username = ?",
-                        (host, username))
+        row = await self._one("SELECT vcard FROM vcards WHERE host = ? AND username = ?",
+                              (host, username))
         return row[0] if row else None
 
     async def set_vcard(self, host: str, username: str, vcard: str | None) -> None:

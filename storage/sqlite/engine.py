@@ -1,6 +1,7 @@
 """The SQLite engine under every feature store: connections, group commit,
-reads and life cycle. Only public APIs: the standard ``sqlite3`` module and
-``asyncio``'s ``run_in_executor`` on threads this engine owns.
+reads and life cycle. Only public APIs: the standard ``sqlite3``, ``threading``
+and ``queue`` modules and ``loop.call_soon_threadsafe``, on threads this
+engine owns (:class:`Worker`).
 
 Choices, deliberately:
 
@@ -11,9 +12,8 @@ Choices, deliberately:
   can be configured (survives a process crash, may lose the last commits on
   power loss). ``tests/integration/test_crash.py`` SIGKILLs the server and
   ``xferd import`` in the middle of writes and checks this.
-* One connection writes, on a thread of its own (a one-worker
-  ``ThreadPoolExecutor``, ``loop.run_in_executor``), so the event loop never
-  waits for the disk or for a lock. Each write method is one function handed
+* One connection writes, on a thread of its own (:class:`Worker`), so the
+  event loop never waits for the disk or for a lock. Each write method is one function handed
   to that thread whole (:meth:`Engine._write`), not one statement at a time:
   a hand-over costs two thread wake-ups — ~30 µs of CPU on a quiet machine,
   far more when the loop and the thread fight for the GIL on a busy one —
@@ -26,7 +26,11 @@ Choices, deliberately:
   new account's server makes the same ~5,700 hand-overs and ~24,000 reads
   as with that private call, and spends no more time on them on the loop's
   thread (cProfile); the wall times of interleaved runs overlap (their
-  spread on a shared 2-core machine is larger than any difference).
+  spread on a shared 2-core machine is larger than any difference). The
+  worker is a plain thread and queue rather than a one-worker
+  ``ThreadPoolExecutor`` with ``loop.run_in_executor``: that costs ~5–10 µs
+  more CPU per hand-over (its futures, locks and semaphore), aiosqlite's way
+  of handing over does not, and neither does this one.
 * Group commit: the writes queued while the thread is busy go over together,
   each inside its own ``SAVEPOINT`` of one transaction (an error undoes only
   its own work), and one ``COMMIT`` — one fsync — acknowledges them all: one
@@ -52,8 +56,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -77,6 +82,60 @@ def would_wait(exc: BaseException) -> bool:
         (code & 0xFF) in _WAIT_CODES
 
 
+class Worker:
+    """A thread that runs the calls handed to it, in order, for the event loop.
+
+    :meth:`call` queues ``fn(*args)`` and returns an asyncio future for its
+    outcome; the thread sets it through ``loop.call_soon_threadsafe``. A call
+    whose caller was cancelled still runs whole (only its outcome is
+    dropped). :meth:`stop` lets the calls queued before it finish, then ends
+    the thread.
+    """
+
+    def __init__(self, name: str):
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        # a daemon: a store never closed must not keep the process alive; one
+        # that is closed waits for its thread (stop)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def call(self, fn: Callable[..., T], *args) -> asyncio.Future:
+        done = asyncio.get_running_loop().create_future()
+        self._calls.put((done, fn, args))
+        return done
+
+    async def stop(self) -> None:
+        stopped = asyncio.get_running_loop().create_future()
+        self._calls.put((stopped, None, ()))
+        await stopped
+
+    def _run(self) -> None:
+        while True:
+            done, fn, args = self._calls.get()
+            if fn is None:
+                _hand_back(done, True, None)
+                return
+            try:
+                outcome = True, fn(*args)
+            except BaseException as exc:        # handed to the caller, like a result
+                outcome = False, exc
+            _hand_back(done, *outcome)
+
+
+def _hand_back(done: asyncio.Future, ok: bool, value) -> None:
+    with contextlib.suppress(RuntimeError):     # the loop is closed: nobody is waiting
+        done.get_loop().call_soon_threadsafe(_settle_future, done, ok, value)
+
+
+def _settle_future(done: asyncio.Future, ok: bool, value) -> None:
+    if done.done():                             # its caller was cancelled
+        return
+    if ok:
+        done.set_result(value)
+    else:
+        done.set_exception(value)
+
+
 class Engine:
     """What every feature store builds on: the connections, :meth:`_write`
     (group commit) and the reads (:meth:`_one`, :meth:`_all`, :meth:`_snapshot`)."""
@@ -89,8 +148,8 @@ class Engine:
         self._writer: sqlite3.Connection | None = None     # on the writer thread only
         self._reader: sqlite3.Connection | None = None     # on the event loop's thread
         self._waiter: sqlite3.Connection | None = None     # on the reader thread only
-        self._write_thread: ThreadPoolExecutor | None = None
-        self._read_thread: ThreadPoolExecutor | None = None
+        self._write_thread: Worker | None = None
+        self._read_thread: Worker | None = None
         self._queue: list[tuple[Callable, asyncio.Future]] = []   # writes for the next batch
         self._flusher: asyncio.Task | None = None
         #: how many COMMITs acknowledged how many writes (for the tests and the log)
@@ -101,16 +160,14 @@ class Engine:
     # -- life cycle -----------------------------------------------------------
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        loop = asyncio.get_running_loop()
         try:
-            self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="xferd-sqlite-write")
-            self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="xferd-sqlite-read")
-            self._writer = await loop.run_in_executor(self._write_thread, self._connect)
+            self._write_thread = Worker("xferd-sqlite-write")
+            self._read_thread = Worker("xferd-sqlite-read")
+            self._writer = await self._write_thread.call(self._connect)
             await self._on_writer_thread(set_up, self.synchronous, BUSY_TIMEOUT_MS)
             await self._on_writer_thread(migrate, self.path)
             # set up off the loop too: a lock held by someone else must not stall start-up
-            self._reader, self._waiter = await loop.run_in_executor(
-                self._read_thread, self._open_readers)
+            self._reader, self._waiter = await self._read_thread.call(self._open_readers)
         except BaseException as exc:
             await self.close()
             if isinstance(exc, (sqlite3.Error, ValueError)):
@@ -147,18 +204,18 @@ class Engine:
                 reader.close()
         writer, self._writer = self._writer, None
         waiter, self._waiter = self._waiter, None
-        loop = asyncio.get_running_loop()
-        for db, thread in ((writer, self._write_thread), (waiter, self._read_thread)):
+        threads = ((writer, self._write_thread), (waiter, self._read_thread))
+        self._write_thread = self._read_thread = None
+        for db, thread in threads:
             if thread is None:
                 continue
             try:
                 if db is not None:
                     # on its own thread, once what that thread is still doing is done
                     with contextlib.suppress(Exception):
-                        await loop.run_in_executor(thread, db.close)
+                        await thread.call(db.close)
             finally:
-                thread.shutdown(wait=False)
-        self._write_thread = self._read_thread = None
+                await thread.stop()
 
     async def schema_version(self) -> int:
         return (await self._one("PRAGMA user_version"))[0]
@@ -168,8 +225,7 @@ class Engine:
         """Run ``fn(connection, *args)`` on the writer's thread: one hand-over."""
         if self._writer is None:
             raise StorageError(f"{self.path} is closed")
-        return await asyncio.get_running_loop().run_in_executor(
-            self._write_thread, fn, self._writer, *args)
+        return await self._write_thread.call(fn, self._writer, *args)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(db)`` as one atomic write; return what it returns once committed.
@@ -271,8 +327,7 @@ class Engine:
             raise StorageError(f"{self.path} is closed")
         self.slow_reads += 1
         log.debug("storage: a read met a lock; waiting for it off the event loop")
-        return await asyncio.get_running_loop().run_in_executor(
-            self._read_thread, fn, self._waiter, *args)
+        return await self._read_thread.call(fn, self._waiter, *args)
 
     async def _snapshot(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Reads that must agree with each other: ``fn(db)`` inside one read

@@ -139,6 +139,22 @@ async def test_a_write_is_one_hand_over_and_one_transaction_off_the_loop(store):
     assert len(await store.get_blocklist("localhost", "ann")) == 11
 
 
+async def test_close_ends_the_storage_threads(tmp_path):
+    """Each connection is closed on its own thread, then the thread ends."""
+    store = SQLiteStorage(tmp_path / "t.sqlite")
+    await store.open()
+    threads = [store._write_thread._thread, store._read_thread._thread]
+    assert all(t.is_alive() for t in threads)
+    await store.close()
+    for t in threads:
+        t.join(10)                  # already over: close() waited for the thread's answer
+        assert not t.is_alive()
+    with pytest.raises(StorageError, match="closed"):
+        await store.user_exists("localhost", "ann")
+    with pytest.raises(StorageError, match="closed"):
+        await store.create_user("localhost", "ann", make_all_credentials("pw", iterations=4096))
+
+
 @pytest.mark.hostile
 async def test_a_failed_commit_fails_every_write_it_held_and_the_store_goes_on(store):
     """If the COMMIT of a group fails, no write in it may be reported done.

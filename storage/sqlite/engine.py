@@ -13,24 +13,21 @@ Choices, deliberately:
   power loss). ``tests/integration/test_crash.py`` SIGKILLs the server and
   ``xferd import`` in the middle of writes and checks this.
 * One connection writes, on a thread of its own (:class:`Worker`), so the
-  event loop never waits for the disk or for a lock. Each write method is one function handed
-  to that thread whole (:meth:`Engine._write`), not one statement at a time:
-  a hand-over costs two thread wake-ups — ~30 µs of CPU on a quiet machine,
-  far more when the loop and the thread fight for the GIL on a busy one —
-  against ~5 µs for a statement. Per statement, they were most of the
-  server's CPU in the migration benchmark (issue 8), and aiosqlite's public
-  API hands over one statement per call: that is why the writer is a plain
-  ``sqlite3`` connection on our own thread rather than an aiosqlite one
-  (which needed its private ``Connection._execute``). Measured on the
-  2,000-contact XEP-0283 move (``scripts/bench --scenarios migration``), the
-  new account's server makes the same ~5,700 hand-overs and ~24,000 reads
-  as with that private call, and spends no more time on them on the loop's
-  thread (cProfile); the wall times of interleaved runs overlap (their
-  spread on a shared 2-core machine is larger than any difference). The
-  worker is a plain thread and queue rather than a one-worker
-  ``ThreadPoolExecutor`` with ``loop.run_in_executor``: that costs ~5–10 µs
-  more CPU per hand-over (its futures, locks and semaphore), aiosqlite's way
-  of handing over does not, and neither does this one.
+  event loop never waits for the disk or for a lock. Each write method is
+  one function handed to that thread whole (:meth:`Engine._write`), not one
+  statement at a time: a hand-over costs two thread wake-ups — ~25 µs of CPU
+  on a quiet machine, far more when the loop and the thread fight for the
+  GIL on a busy one — against ~5 µs for a statement. Per statement, they
+  were most of the server's CPU in the migration benchmark (issue 8), and
+  aiosqlite's public API hands over one statement per call: that is why the
+  writer is a plain ``sqlite3`` connection on our own thread rather than an
+  aiosqlite one (which needed its private ``Connection._execute``).
+  :class:`Worker` is a thread and a ``queue.SimpleQueue``, not a one-worker
+  ``ThreadPoolExecutor`` with ``loop.run_in_executor``: measured over 20,000
+  sequential hand-overs, the executor took ~48 µs of CPU each, aiosqlite's
+  private call and this worker ~25 µs; in the 2,000-contact XEP-0283 move
+  (``scripts/bench --scenarios migration``) the executor cost the servers
+  ~9 % more CPU, the worker nothing measurable.
 * Group commit: the writes queued while the thread is busy go over together,
   each inside its own ``SAVEPOINT`` of one transaction (an error undoes only
   its own work), and one ``COMMIT`` — one fsync — acknowledges them all: one
@@ -39,7 +36,7 @@ Choices, deliberately:
   ``busy_timeout = 0``: a few rows out of the page cache take microseconds,
   less than any hand-over, and in WAL mode a reader normally never waits.
   When it would have to — SQLite answers SQLITE_BUSY/LOCKED: another process
-  holds the database in ``locking_mode=EXCLUSIVE``, runs WAL recovery, … —
+  runs WAL recovery, or holds an exclusive lock on the file, … —
   the read is done again on a reader thread of our own, on a third
   connection with the real busy timeout, and awaited: one lock stall no
   longer freezes every connection of the server

@@ -1,6 +1,6 @@
 """What the server needs from storage: one ``typing.Protocol`` per feature store.
 
-The server only talks to these interfaces; ``storage/sqlite.py`` is the
+The server only talks to these interfaces; ``storage/sqlite/`` is the
 implementation we ship. Every method is a coroutine, and every method that
 changes data is atomic: it either happens whole or not at all.
 

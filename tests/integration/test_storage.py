@@ -111,15 +111,48 @@ async def test_concurrent_writes_share_commits_and_a_failing_one_is_undone_alone
     assert versions == list(range(1, 61))                        # each change its own version
 
 
-async def test_a_write_runs_whole_on_aiosqlite_thread(store):
-    """The one private aiosqlite call we make (``Connection._execute``, see
-    ``SQLiteStorage._on_writer_thread``): a newer aiosqlite that changes it
-    fails here, by name, before anything subtler breaks."""
+async def test_a_write_is_one_hand_over_and_one_transaction_off_the_loop(store):
+    """What the writer thread is for: each write function runs whole, off
+    the event loop's thread, inside the batch's transaction, on the one
+    writer connection; writes issued in one loop turn are one hand-over
+    and one COMMIT (the group commit)."""
+    await store.create_user("localhost", "ann", make_all_credentials("pw", iterations=4096))
     here = threading.get_ident()
-    there, connection = await store._on_writer_thread(
-        lambda db: (threading.get_ident(), db))
-    assert there != here
-    assert isinstance(connection, sqlite3.Connection)
+    seen = []
+
+    def write(db):
+        seen.append((threading.get_ident(), id(db), db.in_transaction))
+        db.execute("INSERT INTO blocklist (host, username, jid) VALUES "
+                   "('localhost', 'ann', ?)", (f"x{len(seen)}@example.org",))
+        return len(seen)
+
+    before = store.commits
+    assert await store._write(write) == 1
+    assert store.commits == before + 1
+    results = await asyncio.gather(*(store._write(write) for _ in range(10)))
+    assert sorted(results) == list(range(2, 12))
+    assert store.commits == before + 2                       # ten writes, one COMMIT
+    threads, connections, in_transaction = zip(*seen)
+    assert here not in threads and len(set(threads)) == 1
+    assert len(set(connections)) == 1
+    assert all(in_transaction)
+    assert len(await store.get_blocklist("localhost", "ann")) == 11
+
+
+async def test_close_ends_the_storage_threads(tmp_path):
+    """Each connection is closed on its own thread, then the thread ends."""
+    store = SQLiteStorage(tmp_path / "t.sqlite")
+    await store.open()
+    threads = [store._write_thread._thread, store._read_thread._thread]
+    assert all(t.is_alive() for t in threads)
+    await store.close()
+    for t in threads:
+        t.join(10)                  # already over: close() waited for the thread's answer
+        assert not t.is_alive()
+    with pytest.raises(StorageError, match="closed"):
+        await store.user_exists("localhost", "ann")
+    with pytest.raises(StorageError, match="closed"):
+        await store.create_user("localhost", "ann", make_all_credentials("pw", iterations=4096))
 
 
 @pytest.mark.hostile

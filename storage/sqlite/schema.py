@@ -1,0 +1,180 @@
+"""The schema: a list of migrations, ``PRAGMA user_version`` says how many are applied.
+
+Each migration runs in its own transaction. Every per-user table references
+``accounts`` with ``ON DELETE CASCADE`` so deleting an account deletes all its
+data in one statement. Never edit a released entry of :data:`MIGRATIONS`;
+append a new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+from ..api import StorageError
+
+log = logging.getLogger("xferd.storage")
+
+#: Each entry moves the schema one version up. Never edit a released entry;
+#: append a new one.
+MIGRATIONS: list[str] = [
+    # 1: accounts and their SCRAM credentials
+    """
+    CREATE TABLE accounts (
+        host        TEXT NOT NULL,
+        username    TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        PRIMARY KEY (host, username)
+    ) WITHOUT ROWID;
+    CREATE TABLE scram_credentials (
+        host        TEXT NOT NULL,
+        username    TEXT NOT NULL,
+        mechanism   TEXT NOT NULL,
+        salt        BLOB NOT NULL,
+        iterations  INTEGER NOT NULL,
+        stored_key  BLOB NOT NULL,
+        server_key  BLOB NOT NULL,
+        PRIMARY KEY (host, username, mechanism),
+        FOREIGN KEY (host, username) REFERENCES accounts (host, username)
+            ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    """,
+    # 2: the instant messaging core (RFC 6121, XEP-0160/0049/0054/0163/0191)
+    """
+    CREATE TABLE roster_versions (
+        host TEXT NOT NULL, username TEXT NOT NULL, version INTEGER NOT NULL,
+        PRIMARY KEY (host, username),
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE roster_items (
+        host TEXT NOT NULL, username TEXT NOT NULL, jid TEXT NOT NULL,
+        name TEXT,
+        subscription TEXT NOT NULL DEFAULT 'none'
+            CHECK (subscription IN ('none', 'to', 'from', 'both')),
+        ask INTEGER NOT NULL DEFAULT 0,
+        approved INTEGER NOT NULL DEFAULT 0,
+        groups TEXT NOT NULL DEFAULT '[]',          -- JSON list of group names
+        PRIMARY KEY (host, username, jid),
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE roster_pending_in (
+        host TEXT NOT NULL, username TEXT NOT NULL, jid TEXT NOT NULL,
+        stanza TEXT NOT NULL,                        -- the whole <presence type='subscribe'/>
+        received_at REAL NOT NULL,
+        PRIMARY KEY (host, username, jid),
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE offline_messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        host TEXT NOT NULL, username TEXT NOT NULL,
+        stanza TEXT NOT NULL, stored_at REAL NOT NULL,
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    );
+    CREATE INDEX offline_by_user ON offline_messages (host, username, id);
+    CREATE TABLE private_xml (
+        host TEXT NOT NULL, username TEXT NOT NULL,
+        key TEXT NOT NULL,                           -- {namespace}name
+        payload TEXT NOT NULL,
+        PRIMARY KEY (host, username, key),
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE vcards (
+        host TEXT NOT NULL, username TEXT NOT NULL, vcard TEXT NOT NULL,
+        PRIMARY KEY (host, username),
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE pep_nodes (
+        host TEXT NOT NULL, username TEXT NOT NULL, node TEXT NOT NULL,
+        access_model TEXT NOT NULL, max_items INTEGER NOT NULL,
+        config TEXT NOT NULL DEFAULT '{}',           -- JSON of other pubsub# fields
+        PRIMARY KEY (host, username, node),
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE pep_items (
+        host TEXT NOT NULL, username TEXT NOT NULL, node TEXT NOT NULL,
+        item_id TEXT NOT NULL, payload TEXT NOT NULL,
+        published_at REAL NOT NULL, seq INTEGER NOT NULL,
+        PRIMARY KEY (host, username, node, item_id),
+        FOREIGN KEY (host, username, node) REFERENCES pep_nodes ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE blocklist (
+        host TEXT NOT NULL, username TEXT NOT NULL, jid TEXT NOT NULL,
+        PRIMARY KEY (host, username, jid),
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    """,
+    # 3: tombstones of deleted accounts that had moved (XEP-0283 §4.3 <gone/>)
+    """
+    CREATE TABLE tombstones (
+        host TEXT NOT NULL, username TEXT NOT NULL,
+        moved_to TEXT NOT NULL,                      -- the new bare JID
+        deleted_at REAL NOT NULL,
+        PRIMARY KEY (host, username)
+    ) WITHOUT ROWID;
+    """,
+    # 4: XEP-0015 account transfer jobs (old server) and authorisations (new server)
+    """
+    CREATE TABLE transfers (
+        host TEXT NOT NULL, username TEXT NOT NULL,
+        new_jid TEXT NOT NULL,
+        state TEXT NOT NULL,                         -- see server/xmpp/transfer.py
+        requester TEXT,                              -- full JID that asked, for the answer
+        request_id TEXT,
+        detail TEXT,                                 -- error condition or note
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (host, username)
+    ) WITHOUT ROWID;
+    CREATE TABLE transfer_contacts (
+        host TEXT NOT NULL, username TEXT NOT NULL, jid TEXT NOT NULL,
+        item TEXT NOT NULL,                          -- JSON of the roster item snapshot
+        status TEXT NOT NULL,                        -- pending | ok | failed | skipped
+        condition TEXT,
+        PRIMARY KEY (host, username, jid),
+        FOREIGN KEY (host, username) REFERENCES transfers ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE transfer_approvals (
+        host TEXT NOT NULL, username TEXT NOT NULL,  -- the new account
+        old_jid TEXT NOT NULL,
+        state TEXT NOT NULL,                         -- preauthorized | approved | consumed
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (host, username, old_jid),
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    """,
+]
+
+SYNCHRONOUS_MODES = ("full", "normal")
+
+
+def set_up(db: sqlite3.Connection, synchronous: str, busy_timeout_ms: int) -> None:
+    """The settings every connection of the engine gets."""
+    db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    db.execute("PRAGMA foreign_keys = ON")
+
+
+def migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the file at *path* (open as *db*) up to the newest schema version,
+    one transaction per migration; refuse a file from a newer xferd."""
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version > len(MIGRATIONS):
+        raise StorageError(
+            f"{path} has schema version {version}, this xferd knows "
+            f"{len(MIGRATIONS)}: it was written by a newer xferd")
+    for number in range(version + 1, len(MIGRATIONS) + 1):
+        log.info("storage: migrating %s to schema version %d", path, number)
+        script = (f"BEGIN IMMEDIATE;\n{MIGRATIONS[number - 1]}\n"
+                  f"PRAGMA user_version = {number};\nCOMMIT;")
+        try:
+            db.executescript(script)
+        except sqlite3.Error:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+    if os.name == "posix":
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o600)     # credentials live here

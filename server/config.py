@@ -33,7 +33,7 @@ class ServerConfig:
 @dataclass
 class StorageConfig:
     path: str = "xferd.sqlite"      # relative to data_dir
-    synchronous: str = "full"       # full | normal (see storage/sqlite.py)
+    synchronous: str = "full"       # full | normal (see storage/sqlite/engine.py)
 
 
 @dataclass

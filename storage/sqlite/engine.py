@@ -18,10 +18,11 @@ Choices, deliberately:
   statement at a time: a hand-over costs two thread wake-ups — ~25 µs of CPU
   on a quiet machine, far more when the loop and the thread fight for the
   GIL on a busy one — against ~5 µs for a statement. Per statement, they
-  were most of the server's CPU in the migration benchmark (issue 8), and
-  aiosqlite's public API hands over one statement per call: that is why the
-  writer is a plain ``sqlite3`` connection on our own thread rather than an
-  aiosqlite one (which needed its private ``Connection._execute``).
+  were most of the server's CPU in the migration benchmark, and aiosqlite's
+  public API hands over one statement per call (running a function on its
+  thread needs its private ``Connection._execute``): that is why the writer
+  is a plain ``sqlite3`` connection on our own thread, and xferd no longer
+  depends on aiosqlite.
   :class:`Worker` is a thread and a ``queue.SimpleQueue``, not a one-worker
   ``ThreadPoolExecutor`` with ``loop.run_in_executor``: measured over 20,000
   sequential hand-overs, the executor took ~48 µs of CPU each, aiosqlite's

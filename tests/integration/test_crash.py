@@ -2,7 +2,7 @@
 restart on the same data directory.
 
 SQLite runs in WAL mode with ``synchronous = FULL`` and every change is one
-``BEGIN IMMEDIATE … COMMIT`` (storage/sqlite.py). What that must give, and
+``BEGIN IMMEDIATE … COMMIT`` (storage/sqlite/engine.py). What that must give, and
 what each test checks after the SIGKILL:
 
 * roster writes — every roster set or remove a client saw acknowledged is

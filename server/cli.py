@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
 import signal
 import sys
 import time
@@ -42,6 +43,9 @@ class CommandError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    # what xferd creates is its owner's alone from the first byte: the database
+    # and its -wal/-shm companions hold SCRAM keys, exports and state files too
+    os.umask(0o077)
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", metavar="FILE",
+    common.add_argument("-c", "--config", metavar="FILE", type=configuration.caller_path,
                         help="config file (default: $XFERD_CONFIG or conf/xferd.toml)")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser = argparse.ArgumentParser(prog="xferd", description="xferd XMPP server")
@@ -79,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = command("serve", cmd_serve, "run the server")
     serve.add_argument("--trace", action="store_true",
                        help="log every stanza in and out (passwords redacted)")
-    serve.add_argument("--ports-file", metavar="PATH",
+    serve.add_argument("--ports-file", metavar="PATH", type=configuration.caller_path,
                        help="once every listener is bound, write the ports as JSON to PATH "
                             "(useful with port = 0); rewritten after each SIGHUP reload")
 
@@ -119,7 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--user", metavar="JID", help="one account, into FILE")
     which.add_argument("--host", metavar="DOMAIN",
                        help="every account of DOMAIN, into DIR (main.xml and XIncludes)")
-    export.add_argument("-o", "--output", required=True, metavar="FILE|DIR")
+    export.add_argument("-o", "--output", required=True, metavar="FILE|DIR",
+                        type=configuration.caller_path)
     progress_every(export)
 
     imp = command(
@@ -127,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
         "Read a XEP-0227 document (following relative XIncludes) and create each account it "
         "holds, with all its data, in one transaction. The whole file is checked before "
         "anything is written; existing accounts are skipped.")
-    imp.add_argument("file", help="the document (main.xml of a host export, or a single file)")
+    imp.add_argument("file", type=configuration.caller_path, help="the document (main.xml of a host export, or a single file)")
     imp.add_argument("--dry-run", action="store_true", help="check the file, write nothing")
     progress_every(imp)
     import_as_arguments(imp)
@@ -421,12 +426,15 @@ def _import_as(conf, args) -> int:
     from storage import pie
 
     from .tools import import_as
+    from .tools.two_accounts import UsageError
     new = _user_jid(conf, args.as_jid)
     try:
         old, data = import_as.read_single_user(args.file, lambda m: _stderr(f"warning: {m}"))
         if old == new:
             raise import_as.ImportAsError(f"--as {new} is the account in the file: "
                                           "import without --as")
+        secret = import_as.outreach_password(new) if args.outreach and not args.dry_run \
+            else None
         if args.dry_run:
             rehomed = import_as.rehome(data, old, new)
             for line in import_as.describe(rehomed, old, new, created=True):
@@ -440,6 +448,9 @@ def _import_as(conf, args) -> int:
         raise CommandError(f"{exc} (nothing imported)") from None
     except import_as.ImportAsError as exc:
         raise CommandError(str(exc)) from None
+    except UsageError as exc:
+        _stderr(f"xferd: error: {exc} (nothing imported)")
+        return 2
     except OSError as exc:
         raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from None
     for line in import_as.describe(rehomed, old, new, created):
@@ -450,6 +461,6 @@ def _import_as(conf, args) -> int:
                     "or use xferd migrate")
         return 0
     try:
-        return import_as.outreach(conf, args, old, new, rehomed)
+        return import_as.outreach(conf, args, old, new, rehomed, secret)
     except import_as.ImportAsError as exc:
         raise CommandError(str(exc)) from None

@@ -153,6 +153,15 @@ _CHOICES = {("server", "log_level"): ("debug", "info", "warning", "error"),
 _ROUTE_TLS = ("starttls", "direct", "none")
 
 
+def caller_path(text: str) -> str:
+    """A path typed on the command line, taken from the directory it was typed
+    in. ``scripts/xferd`` runs xferd in the repository (where ``conf/`` and
+    ``data/`` are) and names the caller's directory in ``$XFERD_CALLER_DIR``;
+    without it, the working directory is the caller's."""
+    base = os.environ.get("XFERD_CALLER_DIR")
+    return os.path.join(base, text) if base and not os.path.isabs(text) else text
+
+
 def default_config_path() -> Path | None:
     """``$XFERD_CONFIG``, else ``conf/xferd.toml`` below the working directory."""
     env = os.environ.get("XFERD_CONFIG")

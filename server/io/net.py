@@ -180,8 +180,10 @@ class StreamConnection:
                 self.tracer.element("recv", event.element)
                 await self.on_element(event.element)
             elif isinstance(event, StreamOpened):
-                self.tracer.text("recv", f"<stream:stream to={event.to!r} from={event.from_!r} "
-                                         f"id={event.id!r} version={event.version!r}>")
+                attrs = (("to", event.to), ("from", event.from_), ("id", event.id),
+                         ("version", event.version))
+                self.tracer.text("recv", "<stream:stream" + "".join(
+                    f" {name}='{value}'" for name, value in attrs if value is not None) + ">")
                 self.on_header(event)
             elif isinstance(event, StreamClosed):
                 self.close()

@@ -38,6 +38,7 @@ from pathlib import Path
 from storage import pie
 from storage.api import RosterItem, UserData
 
+from ..config import caller_path
 from ..io.tls import default_cert_paths
 from ..xmpp.jid import JID
 from ..xmpp.outreach import MOVED_NS, STATEMENT_NODE, Plan, plan_outreach
@@ -141,14 +142,21 @@ def local_endpoint(conf, domain: str) -> tuple[str, int, str]:
     return host, conf.c2s.port, cert
 
 
-def outreach(conf, args, old: JID, new: JID, rehomed: Rehomed) -> int:
+def outreach_password(new: JID) -> str:
+    """The new account's password for --outreach, asked before anything is imported
+    (raises ``UsageError`` when there is neither $XFERD_PASSWORD nor a terminal)."""
+    from .two_accounts import password
+    return password("XFERD_PASSWORD", new, "imported")
+
+
+def outreach(conf, args, old: JID, new: JID, rehomed: Rehomed, secret: str) -> int:
     """Log in to *new* on this server and run the plan; migrate's report and exit status."""
     from . import migrate
     from ..client import ClientError
-    from .two_accounts import UsageError, login, login_failed, password
+    from .two_accounts import UsageError, login, login_failed
 
     host, port, cert = local_endpoint(conf, new.domain)
-    state_path = Path(args.state or f"xferd-import-{old}-{new}.json")
+    state_path = Path(args.state or caller_path(f"xferd-import-{old}-{new}.json"))
     try:
         state = migrate.State.load(state_path, old, new)
     except UsageError as exc:
@@ -156,7 +164,6 @@ def outreach(conf, args, old: JID, new: JID, rehomed: Rehomed) -> int:
     opts = migrate.Options(old, new, new_host=args.host or host, new_port=args.port or port,
                            new_cafile=args.cafile or (None if args.insecure else cert),
                            verify=not args.insecure, state_path=state_path, wait=args.wait)
-    secret = password("XFERD_PASSWORD", new, "imported")
     moved = rehomed.statement
     if not moved:
         print(f"no moved statement for {new} in the export: the requests go without "
@@ -198,14 +205,16 @@ def add_arguments(parser) -> None:
                                        "server's first c2s interface)")
     parser.add_argument("--port", type=int, help="with --outreach: c2s port (default: this "
                                                  "server's)")
-    parser.add_argument("--cafile", help="with --outreach: trust these certificates (default: "
-                                         "this host's own certificate)")
+    parser.add_argument("--cafile", type=caller_path,
+                        help="with --outreach: trust these certificates (default: "
+                             "this host's own certificate)")
     parser.add_argument("--insecure", action="store_true",
                         help="with --outreach: do not check the certificate")
     parser.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
                         help="with --outreach: how long to watch for answers (default 10)")
-    parser.add_argument("--state", metavar="FILE", help="with --outreach: state file "
-                                                        "(default ./xferd-import-OLD-NEW.json)")
+    parser.add_argument("--state", metavar="FILE", type=caller_path,
+                        help="with --outreach: state file "
+                             "(default ./xferd-import-OLD-NEW.json)")
 
 
 def check_arguments(args) -> str | None:

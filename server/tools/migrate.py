@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..client import Client, ClientError, IQError, stanza_error
+from ..config import caller_path
 from .two_accounts import (LoginFailed, TwoAccounts, UsageError, account,
                            add_connection_arguments, login, login_both, login_failed,
                            side_password)
@@ -110,7 +111,7 @@ class Options(TwoAccounts):
             raise UsageError("--from and --to name the same account")
         if args.wait < 0:
             raise UsageError("--wait must not be negative")
-        state = Path(args.state) if args.state else Path(f"xferd-migrate-{old}-{new}.json")
+        state = Path(args.state or caller_path(f"xferd-migrate-{old}-{new}.json"))
         return cls(old, new, **TwoAccounts.connection_fields(args), state_path=state,
                    dry_run=args.dry_run, statement=not args.no_statement, wait=args.wait)
 
@@ -122,7 +123,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--to", dest="new", required=True, metavar="NEW",
                         help="the account to move to (must exist)")
     add_connection_arguments(parser)
-    parser.add_argument("--state", metavar="FILE",
+    parser.add_argument("--state", metavar="FILE", type=caller_path,
                         help="state file (default ./xferd-migrate-OLD-NEW.json)")
     parser.add_argument("--dry-run", action="store_true",
                         help="log in, read, print the plan; change nothing")
@@ -137,10 +138,10 @@ def run(args) -> int:
     try:
         opts = Options.from_args(args)
         state = State.load(opts.state_path, opts.old, opts.new)
+        old_password, new_password = side_password(opts, "old"), side_password(opts, "new")
     except UsageError as exc:
         print(f"xferd: error: {exc}", file=sys.stderr)
         return 2
-    old_password, new_password = side_password(opts, "old"), side_password(opts, "new")
     return asyncio.run(migrate(opts, state, old_password, new_password))
 
 

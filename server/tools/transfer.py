@@ -125,13 +125,13 @@ def run(args) -> int:
     """Entry point of ``xferd transfer``; passwords from the environment or the terminal."""
     try:
         opts = Options.from_args(args)
+        old_password = side_password(opts, "old")
+        new_password = None if opts.action == "status" else side_password(opts, "new")
     except UsageError as exc:
         print(f"xferd: error: {exc}", file=sys.stderr)
         return 2
-    old_password = side_password(opts, "old")
     if opts.action == "status":
         return asyncio.run(show_status(opts, old_password))
-    new_password = side_password(opts, "new")
     return asyncio.run(transfer(opts, old_password, new_password))
 
 

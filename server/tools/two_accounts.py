@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 
 from ..client import Client, ClientError
+from ..config import caller_path
 from ..xmpp.jid import JID, JIDError
 
 log = logging.getLogger("xferd.tools")
@@ -56,10 +57,13 @@ def add_connection_arguments(parser) -> None:
                             help="port (default 5222, 5223 with --direct-tls)")
     parser.add_argument("--direct-tls", action="store_true",
                         help="TLS from the first byte (XEP-0368) instead of STARTTLS")
-    parser.add_argument("--cafile", metavar="FILE", help="trust these CA certificates "
+    parser.add_argument("--cafile", metavar="FILE", type=caller_path,
+                        help="trust these CA certificates "
                         "for both servers (default: the system store)")
-    parser.add_argument("--old-cafile", metavar="FILE", help="CA certificates for the old server")
-    parser.add_argument("--new-cafile", metavar="FILE", help="CA certificates for the new server")
+    parser.add_argument("--old-cafile", metavar="FILE", type=caller_path,
+                        help="CA certificates for the old server")
+    parser.add_argument("--new-cafile", metavar="FILE", type=caller_path,
+                        help="CA certificates for the new server")
     parser.add_argument("--insecure", action="store_true",
                         help="do not check certificates (tests and development only)")
 
@@ -81,9 +85,11 @@ def account(text: str, option: str | None = None, *, error=UsageError) -> JID:
 def password(variable: str, jid: JID, which: str) -> str:
     """From *variable* in the environment, else asked on the terminal."""
     value = os.environ.get(variable)
-    if value is None:
-        value = getpass.getpass(f"Password for {jid} ({which} account): ")
-    return value
+    if value is not None:
+        return value
+    if not sys.stdin.isatty():
+        raise UsageError(f"no password for {jid}: set ${variable} (no terminal to ask on)")
+    return getpass.getpass(f"Password for {jid} ({which} account): ")
 
 
 #: how ``xferd migrate`` and ``xferd transfer`` get the passwords (side_password)

@@ -217,13 +217,6 @@ class Router:
             raise StanzaError("service-unavailable")
         # DROP: e.g. presence no module wanted, IQ results nobody waits for
 
-    def deliver_to_session(self, host: "Host", to: JID, stanza) -> bool:
-        session = host.session(to)
-        if session is None:
-            return False
-        session.send(stanza)
-        return True
-
     async def _bounce(self, stanza, err: StanzaError) -> None:
         """Send *err* back to the sender of *stanza*, unless that would loop."""
         if stanza.get("type") in ("error", "result") or not stanza.get("from"):

@@ -41,14 +41,14 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import aiosqlite
 
 from server.xmpp.sasl import ScramCredentials
 
-from .api import (OfflineMessage, PepItem, PepNode, RosterItem, StorageError, Transfer,
-                  TransferContact, UserData)
+from .api import (Decide, OfflineMessage, PepItem, PepNode, RosterEntry, RosterFull,
+                  RosterItem, StorageError, Transfer, TransferContact, UserData)
 
 log = logging.getLogger("xferd.storage")
 T = TypeVar("T")
@@ -456,22 +456,62 @@ class SQLiteStorage:
                         (host, username, jid))
         return _item(row) if row else None
 
-    async def count_roster_items(self, host: str, username: str) -> int:
-        (count,) = self._one("SELECT COUNT(*) FROM roster_items "
-                             "WHERE host = ? AND username = ?", (host, username))
-        return count
+    async def update_roster(self, host: str, username: str, contacts: Iterable[str],
+                            decide: Decide, *, max_items: int | None = None
+                            ) -> tuple[Any, list[tuple[str, RosterItem | None, int]]]:
+        """Read, decide and write in one write (see ``storage/api.py``): the
+        entries are read on the writer's connection inside the transaction,
+        so nothing committed between the read and the write can be lost."""
+        contacts = tuple(dict.fromkeys(contacts))
+
+        def write(db):
+            key = (host, username)
+            entries = {}
+            for jid in contacts:
+                row = _one(db, f"SELECT {_ITEM_COLUMNS} FROM roster_items "
+                               "WHERE host = ? AND username = ? AND jid = ?", (*key, jid))
+                request = _one(db, "SELECT stanza FROM roster_pending_in "
+                                   "WHERE host = ? AND username = ? AND jid = ?", (*key, jid))
+                entries[jid] = RosterEntry(jid, _item(row) if row else None,
+                                           request[0] if request else None)
+            decision = decide(entries)
+            if decision is None:
+                return None, []
+            strangers = (decision.items.keys() | decision.requests.keys()) - entries.keys()
+            if strangers:
+                raise ValueError(f"decide changed contacts it was not given: {sorted(strangers)}")
+            changed = [(jid, item) for jid, item in decision.items.items()
+                       if item is not None or entries[jid].item is not None]
+            added = sum(entries[jid].item is None for jid, item in changed if item is not None)
+            removed = sum(item is None for _, item in changed)
+            if max_items is not None and added > removed:
+                (count,) = _one(db, "SELECT COUNT(*) FROM roster_items "
+                                    "WHERE host = ? AND username = ?", key)
+                if count + added - removed > max_items:
+                    raise RosterFull(max_items)
+            row = _one(db, "SELECT version FROM roster_versions "
+                           "WHERE host = ? AND username = ?", key)
+            version = row[0] if row else 0
+            written = []
+            for jid, item in changed:
+                version += 1
+                _write_roster_change(db, host, username, jid, item, None)
+                written.append((jid, item, version))
+            for jid, stanza in decision.requests.items():
+                _write_roster_change(db, host, username, jid, _UNCHANGED,
+                                     False if stanza is None else stanza)
+            if written:
+                db.execute("INSERT INTO roster_versions (host, username, version) "
+                           "VALUES (?, ?, ?) ON CONFLICT (host, username) "
+                           "DO UPDATE SET version = excluded.version", (*key, version))
+            return decision.result, written
+        return await self._write(write)
 
     async def save_roster_change(self, host: str, username: str, jid: str,
                                  item: RosterItem | None, *,
                                  pending_in: str | bool | None = None) -> int:
-        return await self.save_roster_changes(host, username, [(jid, item, pending_in)])
-
-    async def save_roster_changes(self, host: str, username: str,
-                                  changes: list[tuple[str, RosterItem | None, str | bool | None]]
-                                  ) -> int:
         def write(db):
-            for jid, item, pending_in in changes:
-                _write_roster_change(db, host, username, jid, item, pending_in)
+            _write_roster_change(db, host, username, jid, item, pending_in)
             row = _one(db, "INSERT INTO roster_versions (host, username, version) "
                            "VALUES (?, ?, 1) ON CONFLICT (host, username) "
                            "DO UPDATE SET version = version + 1 RETURNING version",
@@ -802,12 +842,18 @@ def item_from_json(text: str) -> RosterItem:
                       tuple(data.get("groups", ())))
 
 
-def _write_roster_change(db, host: str, username: str, jid: str,
-                         item: RosterItem | None, pending_in: str | bool | None) -> None:
+#: _write_roster_change's *item* when only the pending request changes
+_UNCHANGED = object()
+
+
+def _write_roster_change(db, host: str, username: str, jid: str, item,
+                         pending_in: str | bool | None) -> None:
+    """Store *item* (None deletes it, ``_UNCHANGED`` leaves it) and, if
+    *pending_in* is given, store that request (str) or drop it (False)."""
     if item is None:
         db.execute("DELETE FROM roster_items WHERE host = ? AND username = ? AND jid = ?",
                    (host, username, jid))
-    else:
+    elif item is not _UNCHANGED:
         db.execute(
             "INSERT OR REPLACE INTO roster_items (host, username, jid, name, subscription, "
             "ask, approved, groups) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

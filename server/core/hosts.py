@@ -1,5 +1,6 @@
-"""Per-domain state: the host's config, its modules, its event bus and its
-online sessions.
+"""Per-domain state: the host's config, its modules, its event bus, its
+roster service (``host.rosters``, ``server/core/rosters.py``) and its online
+sessions.
 
 Modules are declared as data (``server/core/module.py``): the host loads them
 in order, checks their dependencies, registers their hooks on ``host.events``
@@ -9,13 +10,12 @@ import each other.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import importlib
 import logging
 from typing import TYPE_CHECKING
 
 from .events import EventBus
+from .rosters import Rosters
 from ..xmpp.jid import JID
 
 if TYPE_CHECKING:
@@ -49,8 +49,8 @@ class Host:
         self.sessions: dict[str, dict[str, object]] = {}
         #: name → the loaded module, in load order
         self.modules: dict[str, object] = {}
-        #: (username, contact) → [lock, holders and waiters]: see roster_items()
-        self._item_locks: dict[tuple[str, str], list] = {}
+        #: the one roster service: every roster change goes through it
+        self.rosters = Rosters(self)
 
     @property
     def storage(self):
@@ -84,32 +84,6 @@ class Host:
             self.modules[name] = module
             log.debug("%s: module %s loaded", self.domain, name)
 
-    # -- roster items ----------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def roster_items(self, username: str, *contacts: str):
-        """Hold *username*'s roster items for *contacts* while reading, deciding
-        and writing them: the stanzas that change one item arrive on different
-        streams (the user's session, the contact's server) and are handled side
-        by side, and two read-then-write handlers on the same item would lose
-        one of the writes. Hold no stanza routing under it: a reply routed back
-        to this user for the same contact would wait for itself. Locks are
-        taken in sorted order, so two holders of several never deadlock."""
-        entries = []
-        for contact in sorted(set(contacts)):
-            entry = self._item_locks.setdefault((username, contact), [asyncio.Lock(), 0])
-            entry[1] += 1
-            entries.append(((username, contact), entry))
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                for _, (lock, _) in entries:
-                    await stack.enter_async_context(lock)
-                yield
-        finally:
-            for key, entry in entries:
-                entry[1] -= 1
-                if entry[1] == 0:
-                    del self._item_locks[key]
-
     # -- sessions -------------------------------------------------------------
     def user_sessions(self, username: str) -> dict[str, object]:
         return self.sessions.get(username, {})
@@ -117,10 +91,6 @@ class Host:
     def available_sessions(self, username: str) -> list:
         """Bound sessions that sent available presence (RFC 6121 §4.2)."""
         return [s for s in self.sessions.get(username, {}).values() if s.presence is not None]
-
-    def interested_sessions(self, username: str) -> list:
-        """Sessions that asked for the roster and so get roster pushes (§2.1.6)."""
-        return [s for s in self.sessions.get(username, {}).values() if s.roster_requested]
 
     def is_local_user(self, jid: JID) -> bool:
         return jid.domain == self.domain and jid.local is not None

@@ -467,13 +467,10 @@ class SQLiteStorage:
         def write(db):
             key = (host, username)
             entries = {}
-            for jid in contacts:
-                row = _one(db, f"SELECT {_ITEM_COLUMNS} FROM roster_items "
-                               "WHERE host = ? AND username = ? AND jid = ?", (*key, jid))
-                request = _one(db, "SELECT stanza FROM roster_pending_in "
-                                   "WHERE host = ? AND username = ? AND jid = ?", (*key, jid))
-                entries[jid] = RosterEntry(jid, _item(row) if row else None,
-                                           request[0] if request else None)
+            for jid in contacts:                      # item and request: one statement
+                row = _one(db, _ENTRY_QUERY, (*key, jid))
+                entries[jid] = RosterEntry(jid, _item(row[:6]) if row[0] is not None else None,
+                                           row[6])
             decision = decide(entries)
             if decision is None:
                 return None, []
@@ -489,21 +486,18 @@ class SQLiteStorage:
                                     "WHERE host = ? AND username = ?", key)
                 if count + added - removed > max_items:
                     raise RosterFull(max_items)
-            row = _one(db, "SELECT version FROM roster_versions "
-                           "WHERE host = ? AND username = ?", key)
-            version = row[0] if row else 0
             written = []
-            for jid, item in changed:
-                version += 1
-                _write_roster_change(db, host, username, jid, item, None)
-                written.append((jid, item, version))
+            if changed:
+                (last,) = _one(db, "INSERT INTO roster_versions (host, username, version) "
+                                   "VALUES (?, ?, ?) ON CONFLICT (host, username) DO UPDATE "
+                                   "SET version = version + excluded.version RETURNING version",
+                               (*key, len(changed)))
+                for version, (jid, item) in enumerate(changed, last - len(changed) + 1):
+                    _write_roster_change(db, host, username, jid, item, None)
+                    written.append((jid, item, version))
             for jid, stanza in decision.requests.items():
                 _write_roster_change(db, host, username, jid, _UNCHANGED,
                                      False if stanza is None else stanza)
-            if written:
-                db.execute("INSERT INTO roster_versions (host, username, version) "
-                           "VALUES (?, ?, ?) ON CONFLICT (host, username) "
-                           "DO UPDATE SET version = excluded.version", (*key, version))
             return decision.result, written
         return await self._write(write)
 
@@ -841,6 +835,15 @@ def item_from_json(text: str) -> RosterItem:
                       bool(data.get("ask")), bool(data.get("approved")),
                       tuple(data.get("groups", ())))
 
+
+#: what the roster holds about one contact: the item's columns, then the pending request
+_ENTRY_QUERY = (
+    "SELECT i.jid, i.name, i.subscription, i.ask, i.approved, i.groups, p.stanza "
+    "FROM (SELECT ? AS host, ? AS username, ? AS jid) AS k "
+    "LEFT JOIN roster_items AS i "
+    "ON i.host = k.host AND i.username = k.username AND i.jid = k.jid "
+    "LEFT JOIN roster_pending_in AS p "
+    "ON p.host = k.host AND p.username = k.username AND p.jid = k.jid")
 
 #: _write_roster_change's *item* when only the pending request changes
 _UNCHANGED = object()

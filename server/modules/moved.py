@@ -28,6 +28,9 @@ When ``alice@new`` asks a local user R to subscribe and the request carries
    old (``unsubscribed``, old item ``from``→``none``, ``both``→``to``; each
    JID migrates once); if R was subscribed to old (``both``) R subscribes to
    new. The request itself is not delivered: there is nothing left to ask.
+   Both items change in one roster-service update (``decide_move``), decided
+   on what R's roster holds then, each with its own version and push; the
+   presence follows it. A roster already full goes on as in 8.
 8. Not verified: the request goes on unchanged — ``<moved/>`` kept — through
    the ordinary inbound subscription handling (stored whole if R is offline).
 9. Shutdown with requests held: they go on as in 8.

@@ -153,22 +153,22 @@ async def test_remove_is_not_undone_by_a_change_racing_it(make_server, pump):
 # -- XEP-0015 merge --------------------------------------------------------------------------------
 
 async def test_roster_handover_loses_no_roster_set(make_server):
-    """The new account keeps setting the item of contact X while the old
-    server's roster hand-over (D) merges X into the new roster. In any serial
-    order X ends with the merged subscription ('both', as the old account had
-    it) and the name and group of the last set. Before the service the merge
-    neither held X's lock nor read X in the transaction that wrote it: a set
-    that read X while the merge was being committed wrote back the old
-    subscription ('none'), or the merge wrote back a set's stale groups."""
+    """Two sessions of the new account keep setting the item of contact X
+    while the old server's roster hand-over (D: X and 300 other items) merges
+    X into the new roster; then one last set. In any serial order X ends with
+    the merged subscription ('both', as the old account had it) and the name
+    and group of the last set. Before the service the merge neither held X's
+    lock nor read X in the transaction that wrote it: a set that read X while
+    the merge was being committed wrote back the subscription from before
+    the merge ('none'), and every later set kept it."""
     old_srv = make_server(domains=("old.test",), start=False,
                           accountxfer={"notice_timeout": 10})
-    new_srv = make_server(domains=("new.test",), start=False,
-                          accountxfer={"notice_timeout": 10})
-    old_srv.add_route("new.test", "127.0.0.1", new_srv.s2s_port)
+    new_srv = make_server(start=False, accountxfer={"notice_timeout": 10})   # localhost
+    old_srv.add_route("localhost", "127.0.0.1", new_srv.s2s_port)
     new_srv.add_route("old.test", "127.0.0.1", old_srv.s2s_port)
     old_srv.start()
     new_srv.start()
-    old_jid, x_jid, new_jid = "alice@old.test", "xavier@old.test", "alice@new.test"
+    old_jid, x_jid, new_jid = "alice@old.test", "xavier@old.test", "alice@localhost"
     for srv, jid in ((old_srv, old_jid), (old_srv, x_jid), (new_srv, new_jid)):
         srv.adduser(jid, "pw")
     old = await online(old_srv, old_jid)
@@ -177,31 +177,43 @@ async def test_roster_handover_loses_no_roster_set(make_server):
     await subscribe(old, old_jid, x, x_jid, "to")
     await subscribe(x, x_jid, old, old_jid, "both")
     await old.pushes.until(x_jid, "both")
+    for batch in range(6):                   # a hand-over that takes a while to write
+        assert await asyncio.gather(*(roster_set(old, f"<item jid='t{batch}-{i}@example.net'/>")
+                                      for i in range(50))) == [None] * 50
     error, _ = await ask(new, "set", f"<query xmlns='{XFER}'><oldaccount>{old_jid}"
                                      "</oldaccount><allowed/></query>")       # H
     assert error is None, error
+    pumpers = []                             # raw sessions: sets back to back, no pushes
+    for i in range(2):
+        raw = await RawClient.connect(new_srv.c2s_port)
+        await raw.login_plain(new_srv.cert(), "alice", "pw", resource=f"pump{i}")
+        pumpers.append(raw)
 
     a = old.make_iq_set(ito="old.test")
     a.xml.append(ET.fromstring(f"<query xmlns='{XFER}'><newaccount>{new_jid}</newaccount>"
                                "</query>"))
     transfer = asyncio.ensure_future(a.send(timeout=60))
-    sent = 0
-    last = None
-    while True:
-        done = transfer.done()
-        names = [f"n{sent + i}" for i in range(5)]
-        outcomes = await asyncio.gather(*(
-            roster_set(new, f"<item jid='{x_jid}' name='{n}'><group>{n}</group></item>")
-            for n in names))
-        assert outcomes == [None] * 5
-        sent += 5
-        last = names[-1]
-        if done:
-            break
+    sets = itertools.count()
+
+    async def pump(raw):
+        while not transfer.done():
+            names = [f"n{next(sets)}" for _ in range(50)]
+            raw.send("".join(f"<iq type='set' id='{n}'><query xmlns='{ROSTER}'>"
+                             f"<item jid='{x_jid}' name='{n}'><group>{n}</group></item>"
+                             "</query></iq>" for n in names))
+            for _ in names:
+                assert (await raw.expect("iq", timeout=30)).get("type") == "result"
+    await asyncio.gather(*(pump(raw) for raw in pumpers))
     await transfer                                   # the answer (E): no error
-    item = (await new.fetch_roster())[x_jid]
-    assert (item["subscription"], item.get("name"), item["groups"]) == ("both", last, [last]), \
-        f"after {sent} sets: {item}"
+    assert await roster_set(new, f"<item jid='{x_jid}' name='last'><group>last</group>"
+                                 "</item>") is None
+    roster = await new.fetch_roster()
+    item = roster[x_jid]
+    assert (item["subscription"], item.get("name"), item["groups"]) == \
+        ("both", "last", ["last"]), f"after {next(sets)} sets: {item}"
+    assert len(roster) == 301
+    for raw in pumpers:
+        await raw.close()
     await close(old, x, new)
 
 

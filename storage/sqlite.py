@@ -474,13 +474,20 @@ class SQLiteStorage:
             decision = decide(entries)
             if decision is None:
                 return None, []
-            strangers = (decision.items.keys() | decision.requests.keys()) - entries.keys()
-            if strangers:
-                raise ValueError(f"decide changed contacts it was not given: {sorted(strangers)}")
-            changed = [(jid, item) for jid, item in decision.items.items()
-                       if item is not None or entries[jid].item is not None]
-            added = sum(entries[jid].item is None for jid, item in changed if item is not None)
-            removed = sum(item is None for _, item in changed)
+            changed, added, removed = [], 0, 0
+            for jid, item in decision.items.items():
+                entry = entries.get(jid)
+                if entry is None:
+                    raise ValueError(f"decide changed {jid}, a contact it was not given")
+                if item is None:
+                    if entry.item is None:
+                        continue                      # removing what is not there
+                    removed += 1
+                elif entry.item is None:
+                    added += 1
+                changed.append((jid, item))
+            if not entries.keys() >= decision.requests.keys():
+                raise ValueError("decide changed the request of a contact it was not given")
             if max_items is not None and added > removed:
                 (count,) = _one(db, "SELECT COUNT(*) FROM roster_items "
                                     "WHERE host = ? AND username = ?", key)

@@ -125,9 +125,9 @@ class Rosters:
         return [s for s in self.host.user_sessions(user).values() if s.roster_requested]
 
     def _push(self, user: str, changes) -> None:
-        if not changes:
-            return
-        sessions = self.interested_sessions(user)
+        sessions = self.interested_sessions(user) if changes else None
+        if not sessions:
+            return                  # no client asked for it (e.g. the user is offline)
         for jid, item, version in changes:
             query = E(f"{{{ROSTER_NS}}}query", {"ver": str(version)})
             query.append(item_element(item, jid))

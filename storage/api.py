@@ -69,8 +69,11 @@ class RosterStore(Protocol):
         """One atomic roster change about *contacts*.
 
         Inside one write transaction: read each contact's
-        :class:`RosterEntry`, call ``decide(entries)`` (synchronous, pure: it
-        may run on another thread) and write its :class:`RosterDecision`.
+        :class:`RosterEntry` and write the :class:`RosterDecision` that
+        ``decide(entries)`` returns for exactly those entries. *decide* is
+        synchronous and pure: it may run more than once (an implementation
+        may decide ahead on the last committed entries and again if the
+        transaction finds them changed) and on another thread.
         Each changed item gets its own version, one above the last; the
         roster's version ends at the last of them. If *max_items* is given and
         the change would leave more items than that while adding some, raise

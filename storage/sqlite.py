@@ -459,35 +459,25 @@ class SQLiteStorage:
     async def update_roster(self, host: str, username: str, contacts: Iterable[str],
                             decide: Decide, *, max_items: int | None = None
                             ) -> tuple[Any, list[tuple[str, RosterItem | None, int]]]:
-        """Read, decide and write in one write (see ``storage/api.py``): the
-        entries are read on the writer's connection inside the transaction,
-        so nothing committed between the read and the write can be lost."""
+        """Read, decide and write as one atomic write (see ``storage/api.py``).
+
+        *decide* first runs here, on the entries as last committed; the write
+        then reads the entries again inside its transaction and, if any of
+        them is not exactly what *decide* saw (a change committed meanwhile),
+        runs *decide* again there, on what the transaction holds. Either way
+        what is written was decided on the entries it replaces. The writer's
+        thread, on the path of every commit, does no deciding in the common
+        case: with it deciding every change, the 2,000-contact migration
+        spent more time waiting for commits."""
         contacts = tuple(dict.fromkeys(contacts))
+        key = (host, username)
+        seen = [self._one(_ENTRY_QUERY, (*key, jid)) for jid in contacts]
+        plan = _plan_roster_change(contacts, seen, decide)     # raises: nothing is written
 
         def write(db):
-            key = (host, username)
-            entries = {}
-            for jid in contacts:                      # item and request: one statement
-                row = _one(db, _ENTRY_QUERY, (*key, jid))
-                entries[jid] = RosterEntry(jid, _item(row[:6]) if row[0] is not None else None,
-                                           row[6])
-            decision = decide(entries)
-            if decision is None:
-                return None, []
-            changed, added, removed = [], 0, 0
-            for jid, item in decision.items.items():
-                entry = entries.get(jid)
-                if entry is None:
-                    raise ValueError(f"decide changed {jid}, a contact it was not given")
-                if item is None:
-                    if entry.item is None:
-                        continue                      # removing what is not there
-                    removed += 1
-                elif entry.item is None:
-                    added += 1
-                changed.append((jid, item))
-            if not entries.keys() >= decision.requests.keys():
-                raise ValueError("decide changed the request of a contact it was not given")
+            rows = [_one(db, _ENTRY_QUERY, (*key, jid)) for jid in contacts]
+            result, changed, added, removed, requests = \
+                plan if rows == seen else _plan_roster_change(contacts, rows, decide)
             if max_items is not None and added > removed:
                 (count,) = _one(db, "SELECT COUNT(*) FROM roster_items "
                                     "WHERE host = ? AND username = ?", key)
@@ -502,10 +492,10 @@ class SQLiteStorage:
                 for version, (jid, item) in enumerate(changed, last - len(changed) + 1):
                     _write_roster_change(db, host, username, jid, item, None)
                     written.append((jid, item, version))
-            for jid, stanza in decision.requests.items():
+            for jid, stanza in requests.items():
                 _write_roster_change(db, host, username, jid, _UNCHANGED,
                                      False if stanza is None else stanza)
-            return decision.result, written
+            return result, written
         return await self._write(write)
 
     async def save_roster_change(self, host: str, username: str, jid: str,
@@ -851,6 +841,32 @@ _ENTRY_QUERY = (
     "ON i.host = k.host AND i.username = k.username AND i.jid = k.jid "
     "LEFT JOIN roster_pending_in AS p "
     "ON p.host = k.host AND p.username = k.username AND p.jid = k.jid")
+
+def _plan_roster_change(contacts: tuple[str, ...], rows: list, decide: Decide):
+    """*decide* on the entries in *rows* (``_ENTRY_QUERY``'s, one per contact):
+    (result, [(jid, item or None)] changed, items added, items removed,
+    requests to write)."""
+    entries = {jid: RosterEntry(jid, _item(row[:6]) if row[0] is not None else None, row[6])
+               for jid, row in zip(contacts, rows)}
+    decision = decide(entries)
+    if decision is None:
+        return None, [], 0, 0, {}
+    changed, added, removed = [], 0, 0
+    for jid, item in decision.items.items():
+        entry = entries.get(jid)
+        if entry is None:
+            raise ValueError(f"decide changed {jid}, a contact it was not given")
+        if item is None:
+            if entry.item is None:
+                continue                              # removing what is not there
+            removed += 1
+        elif entry.item is None:
+            added += 1
+        changed.append((jid, item))
+    if not entries.keys() >= decision.requests.keys():
+        raise ValueError("decide changed the request of a contact it was not given")
+    return decision.result, changed, added, removed, decision.requests
+
 
 #: _write_roster_change's *item* when only the pending request changes
 _UNCHANGED = object()

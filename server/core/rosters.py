@@ -27,9 +27,11 @@ Read-decide-write is atomic through the transaction alone (storage has one
 writer); the locks make each item's changes, pushes included, follow each
 other in commit order.
 
-``decide`` runs on storage's writer thread: it must compute from its
-argument (and values captured before the call) only — no I/O, no awaiting,
-no changing shared state. Whatever it raises writes nothing and comes out of
+``decide`` may run more than once and on storage's writer thread (storage
+decides ahead on the last committed entries and again inside the
+transaction if they changed meanwhile): it must compute from its argument
+(and values captured before the call) only — no I/O, no awaiting, no
+changing shared state. Whatever it raises writes nothing and comes out of
 :meth:`update`; :class:`~server.xmpp.roster.RosterFull` when the change would
 overfill the roster.
 

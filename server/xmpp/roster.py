@@ -7,8 +7,8 @@ A change is decided by a pure function, ``decide(entries) -> RosterDecision``:
 it gets what the roster holds about each contact concerned (a
 :class:`RosterEntry`: the item and the pending inbound request) as read
 inside the storage transaction that will write its answer, and says what to
-write. It does no I/O and keeps no state: storage runs it on its writer's
-thread.
+write. It does no I/O and keeps no state: storage may run it more than once,
+and on its writer's thread.
 """
 
 from __future__ import annotations

@@ -147,3 +147,13 @@ async def test_updates_of_one_item_follow_each_other(store):
     await asyncio.gather(*(rosters.update("ann", ["a@x"], bump) for _ in range(30)))
     assert (await rosters.item("ann", "a@x")).name == "30"
     assert (await rosters.get("ann"))[0] == 30
+
+
+async def test_a_change_committed_after_decide_saw_the_entry_is_decided_again(store):
+    """No locks here: the updates all decide on the same committed entry, and
+    the write finds it changed by the ones before it and decides again."""
+    def bump(entries):
+        item = entries["a@x"].item or RosterItem("a@x", "0")
+        return RosterDecision(items={"a@x": RosterItem("a@x", str(int(item.name) + 1))})
+    await asyncio.gather(*(store.update_roster(H, "ann", ["a@x"], bump) for _ in range(30)))
+    assert (await store.get_roster_item(H, "ann", "a@x")).name == "30"

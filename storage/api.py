@@ -11,10 +11,11 @@ Users are addressed by ``(host, username)`` with both parts already prepared
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import Any, Iterable, Mapping, Protocol
 
 from server.xmpp.pubsub import DEFAULT_ACCESS, DEFAULT_MAX_ITEMS
-from server.xmpp.roster import SUBSCRIPTIONS, RosterItem  # noqa: F401  (the core's type)
+from server.xmpp.roster import (SUBSCRIPTIONS, Decide, RosterDecision,  # noqa: F401  (the
+                                RosterEntry, RosterFull, RosterItem)     # core's types)
 from server.xmpp.sasl import ScramCredentials
 
 
@@ -53,27 +54,45 @@ class AccountStore(Protocol):
 
 
 class RosterStore(Protocol):
+    """Rosters (RFC 6121 §2) and the inbound subscription requests kept with
+    them. The server changes a roster only through :meth:`update_roster`
+    (via ``server/core/rosters.py``): read, decide and write in one
+    transaction, every changed item with a version of its own."""
+
     async def get_roster(self, host: str, username: str) -> tuple[int, dict[str, RosterItem]]:
         """(roster version, items by JID)."""
 
     async def get_roster_item(self, host: str, username: str, jid: str) -> RosterItem | None: ...
 
-    async def count_roster_items(self, host: str, username: str) -> int:
-        """How many items the roster holds (the size limit is checked on every
-        new item: reading the whole roster there made a bulk copy quadratic)."""
+    async def update_roster(self, host: str, username: str, contacts: Iterable[str],
+                            decide: Decide, *, max_items: int | None = None
+                            ) -> tuple[Any, list[tuple[str, RosterItem | None, int]]]:
+        """One atomic roster change about *contacts*.
+
+        Inside one write transaction: read each contact's
+        :class:`RosterEntry` and write the :class:`RosterDecision` that
+        ``decide(entries)`` returns for exactly those entries. *decide* is
+        synchronous and pure: it may run more than once (an implementation
+        may decide ahead on the last committed entries and again if the
+        transaction finds them changed) and on another thread.
+        Each changed item gets its own version, one above the last; the
+        roster's version ends at the last of them. If *max_items* is given and
+        the change would leave more items than that while adding some, raise
+        :class:`RosterFull` and write nothing. An exception from *decide*
+        writes nothing and is raised here.
+
+        Returns ``(decision.result, [(jid, item or None, version), …])`` for
+        the changed items, in version order (``(None, [])`` if *decide*
+        returned None)."""
 
     async def save_roster_change(self, host: str, username: str, jid: str,
                                  item: RosterItem | None, *,
                                  pending_in: str | bool | None = None) -> int:
-        """One atomic change about contact *jid*: store *item* (None deletes it)
-        and, if *pending_in* is given, store that inbound subscribe stanza
-        (str) or drop the stored one (False). Returns the new roster version."""
-
-    async def save_roster_changes(self, host: str, username: str,
-                                  changes: list[tuple[str, RosterItem | None, str | bool | None]]
-                                  ) -> int:
-        """Several (jid, item, pending_in) changes as one transaction (e.g. a
-        contact moving from an old JID to a new one)."""
+        """Write one change without reading or deciding (tests and tools
+        that set a roster up; the server uses :meth:`update_roster`): store
+        *item* (None deletes it) and, if *pending_in* is given, store that
+        inbound subscribe stanza (str) or drop the stored one (False).
+        Returns the new roster version."""
 
     async def get_pending_in(self, host: str, username: str) -> dict[str, str]:
         """Inbound subscription requests waiting for an answer: JID → stanza XML."""

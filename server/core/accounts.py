@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-MOVED_NS = "urn:xmpp:moved:1"
+from ..xmpp.namespaces import MOVED_NS
 
 
 async def moved_to(storage, host: str, username: str) -> str | None:

@@ -28,6 +28,9 @@ When ``alice@new`` asks a local user R to subscribe and the request carries
    old (``unsubscribed``, old item ``from``→``none``, ``both``→``to``; each
    JID migrates once); if R was subscribed to old (``both``) R subscribes to
    new. The request itself is not delivered: there is nothing left to ask.
+   Both items change in one roster-service update (``decide_move``), decided
+   on what R's roster holds then, each with its own version and push; the
+   presence follows it. A roster already full goes on as in 8.
 8. Not verified: the request goes on unchanged — ``<moved/>`` kept — through
    the ordinary inbound subscription handling (stored whole if R is offline).
 9. Shutdown with requests held: they go on as in 8.
@@ -42,44 +45,43 @@ answers ``<gone>xmpp:NEW</gone>`` here.
 from __future__ import annotations
 
 import asyncio
-import collections
 import copy
 import logging
 import time
+from typing import Mapping
 
-from ..xmpp.roster import RosterItem
-
-from ..core.events import PresenceShare, RosterChange
-from ..xmpp.errors import STANZA_ERRORS_NS, StanzaError
+from ..core.events import PresenceShare
+from ..core.module import Hook, Module
+from ..io.throttle import SlidingWindow
+from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JID, JIDError
+from ..xmpp.namespaces import CLIENT_NS, MOVED_NS, PUBSUB_NS, STANZA_ERRORS_NS
+from ..xmpp.roster import RosterDecision, RosterEntry, RosterFull, RosterItem
 from ..xmpp.stanza import E, PRESENCE, iq, sub
 
-NS = "urn:xmpp:moved:1"
-PUBSUB = "http://jabber.org/protocol/pubsub"
 SHARES = ("from", "both")
 
 log = logging.getLogger("xferd.moved")
 
-
 def statement_request(asker: str, old: str):
     """The IQ that fetches old's statement (XEP-0283 §4.3, PROTOCOLS §3.1)."""
-    pubsub = E(f"{{{PUBSUB}}}pubsub")
-    items = sub(pubsub, f"{{{PUBSUB}}}items", {"node": NS})
-    sub(items, f"{{{PUBSUB}}}item", {"id": "current"})
+    pubsub = E(f"{{{PUBSUB_NS}}}pubsub")
+    items = sub(pubsub, f"{{{PUBSUB_NS}}}items", {"node": MOVED_NS})
+    sub(items, f"{{{PUBSUB_NS}}}item", {"id": "current"})
     return iq("get", to=old, from_=asker, payload=pubsub)
 
 
 def confirms(answer, new: JID) -> bool:
     """Step 6: does this answer state that the account moved to *new*?"""
     if answer.get("type") == "result":
-        items = answer.findall(f".//{{{PUBSUB}}}items/{{{PUBSUB}}}item")
+        items = answer.findall(f".//{{{PUBSUB_NS}}}items/{{{PUBSUB_NS}}}item")
         items.sort(key=lambda item: item.get("id") != "current")      # 'current' first
         for item in items:
-            text = item.findtext(f"{{{NS}}}moved/{{{NS}}}new-jid")
+            text = item.findtext(f"{{{MOVED_NS}}}moved/{{{MOVED_NS}}}new-jid")
             if text is not None:
                 return _same_bare(text.strip(), new)
         return False
-    gone = answer.find(f"{{jabber:client}}error/{{{STANZA_ERRORS_NS}}}gone")
+    gone = answer.find(f"{{{CLIENT_NS}}}error/{{{STANZA_ERRORS_NS}}}gone")
     if gone is not None and (gone.text or "").strip().startswith("xmpp:"):
         return _same_bare(gone.text.strip()[5:].partition("?")[0], new)
     return False
@@ -95,7 +97,7 @@ def _same_bare(text: str, new: JID) -> bool:
 
 def old_jid_of(stanza, new: JID) -> JID | None:
     """Step 1: the claimed old JID, or None when the notice is unusable."""
-    text = stanza.findtext(f"{{{NS}}}moved/{{{NS}}}old-jid")
+    text = stanza.findtext(f"{{{MOVED_NS}}}moved/{{{MOVED_NS}}}old-jid")
     if not text or not text.strip():
         return None
     try:
@@ -107,26 +109,33 @@ def old_jid_of(stanza, new: JID) -> JID | None:
     return old
 
 
-class _Limiter:
-    """Verifications per old JID per minute (a sliding minute).
-
-    The stamps of one key are in time order, so expired ones leave from the
-    left: a check costs what expired since the last one, not the minute's
-    whole count (an account with thousands of contacts moves at once)."""
-
-    def __init__(self, per_minute: int):
-        self.per_minute = per_minute
-        self._stamps: dict[str, collections.deque[float]] = {}
-
-    def allow(self, key: str) -> bool:
-        now = time.monotonic()
-        recent = self._stamps.setdefault(key, collections.deque())
-        while recent and now - recent[0] >= 60:
-            recent.popleft()
-        if len(recent) >= self.per_minute:
-            return False
-        recent.append(now)
-        return True
+def decide_move(old: str, new: str):
+    """Step 7's roster change, decided on what the roster holds when it is
+    made: new gets R's subscription (``from``, ``both`` if R already saw new;
+    name and groups copied when the new item has none; any request from new
+    is answered by it), old loses it (``from``→``none``, ``both``→``to``).
+    If R subscribed to old (``both``), R now asks new too (``ask``).
+    The result is whether R must send new a ``subscribe``; None (nothing
+    written) if old no longer shares R's presence."""
+    def decide(entries: Mapping[str, RosterEntry]) -> RosterDecision | None:
+        item_old, item_new = entries[old].item, entries[new].item
+        if item_old is None or item_old.subscription not in SHARES:
+            return None                                 # changed meanwhile: nothing to move
+        was_both = item_old.subscription == "both"
+        updated_new = copy.copy(item_new) if item_new else RosterItem(new)
+        updated_new.subscription = "both" if updated_new.subscription in ("to", "both") \
+            else "from"
+        updated_new.approved = False
+        if item_new is None or (not updated_new.name and not updated_new.groups):
+            updated_new.name, updated_new.groups = item_old.name, item_old.groups
+        subscribe_new = was_both and updated_new.subscription == "from" and not updated_new.ask
+        if subscribe_new:
+            updated_new.ask = True
+        updated_old = copy.copy(item_old)
+        updated_old.subscription = "to" if was_both else "none"
+        return RosterDecision(items={new: updated_new, old: updated_old},
+                              requests={new: None}, result=subscribe_new)
+    return decide
 
 
 async def tombstone(host, event) -> bool:
@@ -146,56 +155,75 @@ async def tombstone(host, event) -> bool:
     raise StanzaError("gone", f"this account moved to {moved}", value=f"xmpp:{moved}")
 
 
-def setup(host) -> None:
-    config = host.global_config.moved
-    storage = host.storage
-    host.features.add(NS)
-    host.events.on("filter/in", lambda event: tombstone(host, event), priority=-10)
-    if not config.auto_update:
-        return
-    limiter = _Limiter(config.max_per_minute)
-    failures: dict[tuple[str, str, str], float] = {}    # (R, old, new) → when it failed
-    held: dict[tuple[str, str, str], object] = {}        # (R, old, new) → event
-    tasks: set[asyncio.Task] = set()
+class Moved(Module):
+    name = "moved"
+    # the roster service pushes the change; an unverified request goes on to the
+    # subscription module; a local old account's statement is answered by PEP
+    depends = ("roster", "subscription", "pep")
+    features = (MOVED_NS,)                        # QXmpp checks it
 
-    async def notice(event) -> bool:
+    def __init__(self, host):
+        super().__init__(host)
+        self.config = host.global_config.moved
+        # verifications per old JID in any 60 s
+        self.limiter = SlidingWindow(self.config.max_per_minute, 60)
+        self.failures: dict[tuple[str, str, str], float] = {}   # (R, old, new) → when it failed
+        self.held: dict[tuple[str, str, str], object] = {}      # (R, old, new) → event
+        self.tasks: set[asyncio.Task] = set()
+
+    def hooks(self):
+        hooks = [Hook("filter/in", self.tombstone, priority=-10)]
+        if self.config.auto_update:
+            hooks += [Hook("presence/bare", self.notice, priority=20),
+                      Hook("presence/full", self.notice, priority=20),
+                      Hook("server-stopping", self.flush)]
+        return hooks
+
+    async def tombstone(self, event) -> bool:
+        return await tombstone(self.host, event)
+
+    async def notice(self, event) -> bool:
+        """Steps 1–4: is this a request to act on? If so, hold it and verify."""
         stanza = event.stanza
         if stanza.get("type") != "subscribe" or "moved-checked" in event.tags:
             return False
-        if stanza.find(f"{{{NS}}}moved") is None or event.from_ is None:
+        if stanza.find(f"{{{MOVED_NS}}}moved") is None or event.from_ is None:
             return False
         event.tags.add("moved-checked")
         user, new = event.to.local, event.from_.bare
         old = old_jid_of(stanza, new)
         if old is None:
             return False                                                   # step 1
-        item_old = await storage.get_roster_item(host.domain, user, str(old))
+        rosters = self.host.rosters
+        item_old = await rosters.item(user, str(old))
         if item_old is None or item_old.subscription not in SHARES:
             return False                                                   # step 2
-        item_new = await storage.get_roster_item(host.domain, user, str(new))
+        item_new = await rosters.item(user, str(new))
         if (item_new is not None and item_new.subscription in SHARES) or \
-                await storage.get_pending_request(host.domain, user, str(new)) is not None:
+                await rosters.pending_request(user, str(new)) is not None:
             return False                                                   # step 3
         key = (user, str(old), str(new))
-        if key in held:
+        if key in self.held:
             return True                                                    # step 4: coalesced
-        stamp = failures.get(key)
-        if stamp is not None and time.monotonic() - stamp < config.failure_cache:
+        stamp = self.failures.get(key)
+        if stamp is not None and time.monotonic() - stamp < self.config.failure_cache:
             return False
-        if not limiter.allow(str(old)):
+        if not self.limiter.allow(str(old)):
             log.warning("moved: too many verifications for %s; %s decides by hand", old, user)
             return False
-        held[key] = event
-        task = asyncio.create_task(verify(event, key, old, new))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        self.held[key] = event
+        task = asyncio.create_task(self.verify(event, key, old, new))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
         return True
 
-    async def verify(event, key, old: JID, new: JID) -> None:
+    async def verify(self, event, key, old: JID, new: JID) -> None:
+        """Steps 5, 6 and then 7 or 8."""
         user = key[0]
         try:
-            answer = await host.server.router.request(
-                statement_request(f"{user}@{host.domain}", str(old)), config.verify_timeout)
+            answer = await self.host.server.router.request(
+                statement_request(f"{user}@{self.host.domain}", str(old)),
+                self.config.verify_timeout)
             verified = confirms(answer, new)
             why = "verified" if verified else f"statement says otherwise ({answer.get('type')})"
         except (TimeoutError, asyncio.TimeoutError):
@@ -203,56 +231,41 @@ def setup(host) -> None:
         except Exception:
             log.exception("moved: verifying %s → %s for %s", old, new, user)
             verified, why = False, "internal error"
-        if held.pop(key, None) is None:
+        if self.held.pop(key, None) is None:
             return                                   # flushed at shutdown meanwhile
-        log.info("moved: %s → %s for %s@%s: %s", old, new, user, host.domain, why)
+        log.info("moved: %s → %s for %s@%s: %s", old, new, user, self.host.domain, why)
         if verified:
-            await apply_move(user, old, new)
+            try:
+                await self.apply_move(user, old, new)
+                return
+            except RosterFull:
+                log.warning("moved: %s@%s's roster is full; %s decides by hand",
+                            user, self.host.domain, user)
         else:
-            failures[key] = time.monotonic()
-            await host.events.fire("presence/bare", event)                 # step 8
+            self.failures[key] = time.monotonic()
+        await self.host.events.fire("presence/bare", event)                # step 8
 
-    async def apply_move(user: str, old: JID, new: JID) -> None:
-        """Step 7, in order, item changes in one transaction."""
-        bare = f"{user}@{host.domain}"
-        async with host.roster_items(user, str(old), str(new)):
-            item_old = await storage.get_roster_item(host.domain, user, str(old))
-            item_new = await storage.get_roster_item(host.domain, user, str(new))
-            if item_old is None or item_old.subscription not in SHARES:
-                return                                   # changed meanwhile: nothing to move
-            was_both = item_old.subscription == "both"
-            fresh = item_new is None
-            updated_new = copy.copy(item_new) if item_new else RosterItem(str(new))
-            updated_new.subscription = "both" if updated_new.subscription in ("to", "both") \
-                else "from"
-            updated_new.approved = False
-            if fresh or (not updated_new.name and not updated_new.groups):
-                updated_new.name, updated_new.groups = item_old.name, item_old.groups
-            subscribe_new = was_both and updated_new.subscription == "from" and not updated_new.ask
-            if subscribe_new:
-                updated_new.ask = True
-            updated_old = copy.copy(item_old)
-            updated_old.subscription = "to" if was_both else "none"
-            version = await storage.save_roster_changes(host.domain, user, [
-                (str(new), updated_new, False), (str(old), updated_old, None)])
-        router = host.server.router
+    async def apply_move(self, user: str, old: JID, new: JID) -> None:
+        """Step 7: the roster change (one update, each item its own version and
+        push), then the presence that follows it, in order."""
+        subscribe_new = await self.host.rosters.update(user, [str(old), str(new)],
+                                                       decide_move(str(old), str(new)))
+        if subscribe_new is None:
+            return                                       # changed meanwhile: nothing to move
+        bare = f"{user}@{self.host.domain}"
+        router, events = self.host.server.router, self.host.events
         await router.route(E(PRESENCE, {"type": "subscribed", "from": bare, "to": str(new)}))
-        await host.events.fire("roster-changed",
-                               RosterChange(host, user, str(new), updated_new, version))
-        await host.events.fire("presence-grant", PresenceShare(host, user, str(new)))
-        await host.events.fire("presence-revoke", PresenceShare(host, user, str(old)))
+        await events.fire("presence-grant", PresenceShare(self.host, user, str(new)))
+        await events.fire("presence-revoke", PresenceShare(self.host, user, str(old)))
         await router.route(E(PRESENCE, {"type": "unsubscribed", "from": bare, "to": str(old)}))
-        await host.events.fire("roster-changed",
-                               RosterChange(host, user, str(old), updated_old, version))
         if subscribe_new:
             await router.route(E(PRESENCE, {"type": "subscribe", "from": bare, "to": str(new)}))
 
-    async def flush(_) -> None:
+    async def flush(self, _) -> None:
         """Step 9: whatever is still held is handled the ordinary way."""
-        for key in list(held):
-            event = held.pop(key)
-            await host.events.fire("presence/bare", event)
+        for key in list(self.held):
+            event = self.held.pop(key)
+            await self.host.events.fire("presence/bare", event)
 
-    host.events.on("presence/bare", notice, priority=20)
-    host.events.on("presence/full", notice, priority=20)
-    host.events.on("server-stopping", flush)
+
+MODULE = Moved

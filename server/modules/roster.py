@@ -1,51 +1,50 @@
-"""RFC 6121 §2: the roster — get, set, remove, and roster pushes.
+"""RFC 6121 §2: the roster — get, set and remove.
 
 Every change, whoever makes it (a roster set here, a subscription change in
-``subscription.py``, later XEP-0283/XEP-0015), is announced with a
-``roster-changed`` event and pushed from here to the user's interested
-resources (§2.1.6). Roster versioning (XEP-0237, RFC 6121 §2.6): the version
-is a counter bumped by every change; a client whose cached version is
+``subscription.py``, XEP-0283 in ``moved.py``, XEP-0015 in
+``accountxfer.py``), goes through the host's roster service
+(``server/core/rosters.py``), which pushes it to the user's interested
+resources (§2.1.6) and announces it with ``roster-changed``. A roster get
+makes a session interested.
+
+Roster versioning (XEP-0237, RFC 6121 §2.6): every change of an item gets a
+version of its own, one above the last. A client whose cached version is
 current gets an empty result, any other gets the whole roster (allowed by
 §2.6.3; we do not keep per-version diffs).
 
+A set of a new item beyond ``im.max_roster_items`` is refused with
+``<not-allowed/>`` (§2.3.3 leaves the limit to the server).
+
 Removing an item (§2.5.2) cancels the subscriptions both ways: the contact
 gets ``unsubscribe`` if the user had one (to/both or pending out) and
-``unsubscribed`` if the contact had one (from/both or pending in).
+``unsubscribed`` if the contact had one (from/both or pending in); the
+contact is sent unavailable presence first if it saw the user's.
 """
 
 from __future__ import annotations
 
-from ..xmpp.roster import RosterItem
+from typing import Mapping
 
-from ..core.events import PresenceShare, RosterChange
+from ..core.events import PresenceShare
+from ..core.module import Module, iq
+from ..core.rosters import item_element
 from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JID, JIDError
-from ..xmpp.stanza import E, PRESENCE, iq, sub
+from ..xmpp.namespaces import ROSTER_NS, ROSTERVER_FEATURE_NS
+from ..xmpp.roster import RosterDecision, RosterEntry, RosterFull, RosterItem
+from ..xmpp.stanza import E, PRESENCE
 
-NS = "jabber:iq:roster"
 MAX_NAME = 1024          # characters of an item name or group name (§2.3.3 "limit")
 MAX_GROUPS = 64
 
 
 def _q(name: str) -> str:
-    return f"{{{NS}}}{name}"
+    return f"{{{ROSTER_NS}}}{name}"
 
 
-def item_element(item: RosterItem | None, jid: str):
-    """``<item/>`` as clients see it (§2.1.2): removal is subscription='remove'."""
-    if item is None:
-        return E(_q("item"), {"jid": jid, "subscription": "remove"})
-    el = E(_q("item"), {"jid": item.jid, "name": item.name or None,
-                        "subscription": item.subscription,
-                        "ask": "subscribe" if item.ask else None,
-                        "approved": "true" if item.approved else None})
-    for group in item.groups:
-        sub(el, _q("group"), text=group)
-    return el
-
-
-def _parse_set(query, own: JID) -> tuple[str, RosterItem | None, bool]:
-    """Check a roster set (§2.3.3, §2.5.3): (contact JID, requested item, remove?)."""
+def parse_set(query) -> tuple[str, RosterItem | None]:
+    """Check a roster set (§2.3.3, §2.5.3): (contact JID, requested item or
+    None for a remove)."""
     items = query.findall(_q("item"))
     if len(items) != 1:
         raise StanzaError("bad-request", "a roster set carries exactly one item")
@@ -59,7 +58,7 @@ def _parse_set(query, own: JID) -> tuple[str, RosterItem | None, bool]:
     if contact.resource is not None:
         contact = contact.bare
     if el.get("subscription") == "remove":
-        return str(contact), None, True
+        return str(contact), None
     name = el.get("name")
     if name is not None and len(name) > MAX_NAME:
         raise StanzaError("not-acceptable", "name too long")
@@ -76,20 +75,54 @@ def _parse_set(query, own: JID) -> tuple[str, RosterItem | None, bool]:
     if len(groups) > MAX_GROUPS:
         raise StanzaError("not-acceptable", "too many groups")
     # subscription/ask sent by a client are ignored: only the server sets them
-    return str(contact), RosterItem(str(contact), name or None, groups=tuple(groups)), False
+    return str(contact), RosterItem(str(contact), name or None, groups=tuple(groups))
 
 
-def setup(host) -> None:
-    host.stream_features.add(("urn:xmpp:features:rosterver", "ver"))   # XEP-0237 §3
+# -- decisions (pure: the roster service runs them inside the transaction) -------------------
 
-    async def roster_get(event) -> bool:
-        user = event.from_.local
-        version, items = await host.storage.get_roster(host.domain, user)
+def decide_set(wanted: RosterItem):
+    """§2.3: store the client's name and groups; subscription, ask and
+    pre-approval stay as the server has them."""
+    def decide(entries: Mapping[str, RosterEntry]) -> RosterDecision:
+        existing = entries[wanted.jid].item
+        item = RosterItem(wanted.jid, wanted.name, groups=wanted.groups)
+        if existing is not None:
+            item.subscription, item.ask = existing.subscription, existing.ask
+            item.approved = existing.approved
+        return RosterDecision(items={wanted.jid: item})
+    return decide
+
+
+def decide_remove(contact: str):
+    """§2.5.2: drop the item and any pending request. The result is what
+    there was — (item, request pending?) — or None if neither was there."""
+    def decide(entries: Mapping[str, RosterEntry]) -> RosterDecision:
+        entry = entries[contact]
+        if entry.item is None and entry.request is None:
+            return RosterDecision()
+        return RosterDecision(items={contact: None}, requests={contact: None},
+                              result=(entry.item, entry.request is not None))
+    return decide
+
+
+class Roster(Module):
+    name = "roster"
+    stream_features = ((ROSTERVER_FEATURE_NS, "ver"),)          # XEP-0237 §3
+
+    def hooks(self):
+        return [iq("get", "self", ROSTER_NS, "query", self.roster_get),
+                iq("set", "self", ROSTER_NS, "query", self.roster_set),
+                iq("get", "bare", ROSTER_NS, "query", self.forbidden),
+                iq("set", "bare", ROSTER_NS, "query", self.forbidden)]
+
+    async def roster_get(self, event) -> bool:
+        """§2.1.3 (with §2.6.3): the whole roster, or nothing if the cache is current."""
+        version, items = await self.host.rosters.get(event.from_.local)
         if event.origin is not None:
-            event.origin.roster_requested = True
+            event.origin.roster_requested = True                 # an interested resource
         asked = event.stanza[0].get("ver")
         if asked is not None and asked == str(version):
-            await event.reply()                      # §2.6.3: the cache is current
+            await event.reply()
             return True
         query = E(_q("query"), {"ver": str(version)})
         for jid, item in items.items():
@@ -97,68 +130,37 @@ def setup(host) -> None:
         await event.reply(query)
         return True
 
-    async def roster_set(event) -> bool:
+    async def roster_set(self, event) -> bool:
+        """§2.3 add or update, §2.5 remove; the push goes out before the result."""
         user = event.from_.local
-        contact, wanted, remove = _parse_set(event.stanza[0], event.from_)
-        if remove:
-            existing = await host.storage.get_roster_item(host.domain, user, contact)
-            if existing is None and await host.storage.get_pending_request(
-                    host.domain, user, contact) is None:
-                raise StanzaError("item-not-found", "no such roster item")
-            await _remove(host, event, user, contact, existing)
+        contact, wanted = parse_set(event.stanza[0])
+        if wanted is None:
+            await self.roster_remove(event, user, contact)
         else:
-            async with host.roster_items(user, contact):     # see Host.roster_items
-                existing = await host.storage.get_roster_item(host.domain, user, contact)
-                if existing is None:
-                    count = await host.storage.count_roster_items(host.domain, user)
-                    if count >= host.global_config.im.max_roster_items:
-                        raise StanzaError("not-allowed", "the roster is full")
-                else:
-                    wanted.subscription = existing.subscription
-                    wanted.ask = existing.ask
-                    wanted.approved = existing.approved
-                version = await host.storage.save_roster_change(host.domain, user, contact,
-                                                                wanted)
-            await host.events.fire("roster-changed",
-                                   RosterChange(host, user, contact, wanted, version))
+            try:
+                await self.host.rosters.update(user, [contact], decide_set(wanted))
+            except RosterFull:
+                raise StanzaError("not-allowed", "the roster is full") from None
         await event.reply()
         return True
 
-    async def forbidden(event) -> bool:
+    async def roster_remove(self, event, user: str, contact: str) -> None:
+        """§2.5.2: the item goes first, then the contact is told what was cancelled."""
+        removed = await self.host.rosters.update(user, [contact], decide_remove(contact))
+        if removed is None:
+            raise StanzaError("item-not-found", "no such roster item")
+        item, request_pending = removed
+        bare = f"{user}@{self.host.domain}"
+        if item is not None and (item.subscription in ("to", "both") or item.ask):
+            await event.send(E(PRESENCE, {"type": "unsubscribe", "from": bare, "to": contact}))
+        shared = item is not None and item.subscription in ("from", "both")
+        if shared:
+            await self.host.events.fire("presence-revoke", PresenceShare(self.host, user, contact))
+        if shared or request_pending:
+            await event.send(E(PRESENCE, {"type": "unsubscribed", "from": bare, "to": contact}))
+
+    async def forbidden(self, event) -> bool:
         raise StanzaError("forbidden", "a roster belongs to its user alone")
 
-    async def push(change: RosterChange) -> None:
-        sessions = host.interested_sessions(change.username)
-        if not sessions:
-            return                  # no client asked for it (e.g. the user is offline)
-        query = E(_q("query"), {"ver": str(change.version)})
-        query.append(item_element(change.item, change.jid))
-        for session in sessions:
-            session.send(iq("set", to=str(session.jid), payload=_copy(query)))
 
-    host.events.on(f"iq-get/self/{NS}:query", roster_get)
-    host.events.on(f"iq-set/self/{NS}:query", roster_set)
-    host.events.on(f"iq-get/bare/{NS}:query", forbidden)
-    host.events.on(f"iq-set/bare/{NS}:query", forbidden)
-    host.events.on("roster-changed", push)
-
-
-async def _remove(host, event, user: str, contact: str, existing: RosterItem | None) -> None:
-    """§2.5.2: cancel both directions, drop the item and any pending request."""
-    pending_in = await host.storage.get_pending_request(host.domain, user,
-                                                        contact) is not None
-    bare = f"{user}@{host.domain}"
-    if existing is not None and (existing.subscription in ("to", "both") or existing.ask):
-        await event.send(E(PRESENCE, {"type": "unsubscribe", "from": bare, "to": contact}))
-    if existing is not None and existing.subscription in ("from", "both"):
-        await host.events.fire("presence-revoke", PresenceShare(host, user, contact))
-    if (existing is not None and existing.subscription in ("from", "both")) or pending_in:
-        await event.send(E(PRESENCE, {"type": "unsubscribed", "from": bare, "to": contact}))
-    version = await host.storage.save_roster_change(host.domain, user, contact, None,
-                                                    pending_in=False)
-    await host.events.fire("roster-changed", RosterChange(host, user, contact, None, version))
-
-
-def _copy(el):
-    from copy import deepcopy
-    return deepcopy(el)
+MODULE = Roster

@@ -41,7 +41,8 @@ from storage.api import RosterItem, UserData
 from ..config import caller_path
 from ..io.tls import default_cert_paths
 from ..xmpp.jid import JID
-from ..xmpp.outreach import MOVED_NS, STATEMENT_NODE, Plan, plan_outreach
+from ..xmpp.namespaces import MOVED_NS
+from ..xmpp.outreach import STATEMENT_NODE, Plan, plan_outreach
 from ..xmpp.stanza import from_text, to_text
 
 log = logging.getLogger("xferd.import")

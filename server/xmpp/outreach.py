@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from typing import Iterable, Protocol
 
 from .jid import JID, JIDError
+from .namespaces import MOVED_NS
 from .stanza import PRESENCE, E, sub
 
-MOVED_NS = "urn:xmpp:moved:1"
 STATEMENT_NODE = MOVED_NS
 STATEMENT_ITEM = "current"
 

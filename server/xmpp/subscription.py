@@ -10,8 +10,11 @@ user's answer (Pending In, kept apart from the roster).
 (App. A.2 with §3.x.2), ``INBOUND`` when one *arrives* for the user (App. A.3
 with §3.x.3). Each row gives the new state, whether the stanza goes on (is
 routed to the contact, or delivered to the user's resources) and the one
-side effect the RFC asks for, if any. The module
-``server/modules/subscription.py`` carries the rows out.
+side effect the RFC asks for, if any. :func:`decide_outbound` and
+:func:`decide_inbound` turn a row into the roster service's ``decide``
+function (``server/core/rosters.py``): the state is read, the row chosen and
+carried out (:func:`carry_out`) inside one storage transaction. The module
+``server/modules/subscription.py`` sends what the row asks for afterwards.
 
 Choices where the RFC leaves room (each is one row, easy to find):
 * Outbound ``subscribe`` and ``unsubscribe`` are always routed, even without
@@ -25,7 +28,11 @@ Choices where the RFC leaves room (each is one row, easy to find):
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
+from typing import Mapping
+
+from .roster import Decide, RosterDecision, RosterEntry, RosterItem
 
 # The nine states of App. A.1, by their RFC names.
 N, N_PO, N_PI, N_PO_PI = "None", "None + Pending Out", "None + Pending In", \
@@ -175,3 +182,71 @@ def parts_of(state: str) -> tuple[str, bool, bool]:
         F: ("from", False, False), F_PO: ("from", True, False),
         B: ("both", False, False),
     }[state]
+
+
+def state_of_entry(entry: RosterEntry) -> str:
+    """The App. A.1 state of what the roster holds about one contact."""
+    item = entry.item
+    return state_of(item.subscription if item else "none", bool(item and item.ask),
+                    entry.request is not None)
+
+
+def carry_out(entry: RosterEntry, outcome: Outcome, *, request: str | None = None,
+              approved: bool | None = None, result=None) -> RosterDecision:
+    """What to write for *outcome* (a row of the tables above) on *entry*.
+
+    The item takes the row's subscription and ask (an item is created only
+    when there is something to keep: a subscription, ask or pre-approval);
+    *approved* sets or clears a pre-approval, which a subscription from the
+    contact uses up (§3.4). A kept inbound request is dropped when the row
+    leaves Pending In, and *request* (the stanza as XML) is kept when the
+    row enters it. An item equal to the current one is not written."""
+    subscription, ask, pending_in = parts_of(outcome.state)
+    item = entry.item
+    new = copy.copy(item) if item is not None else None
+    if new is None and (subscription != "none" or ask or approved):
+        new = RosterItem(entry.jid)
+    if new is not None:
+        new.subscription, new.ask = subscription, ask
+        if approved is not None:
+            new.approved = approved
+        if subscription in ("from", "both"):
+            new.approved = False                    # a pre-approval is used up (§3.4)
+    decision = RosterDecision(result=result)
+    if new != item:
+        decision.items[entry.jid] = new
+    if entry.request is not None and not pending_in:
+        decision.requests[entry.jid] = None
+    elif pending_in and request is not None:
+        decision.requests[entry.jid] = request
+    return decision
+
+
+def decide_outbound(kind: str, contact: str) -> Decide:
+    """The user sends *kind* to *contact* (App. A.2): the decide function of
+    that change. Its result is ``(state before, Outcome)``."""
+    def decide(entries: Mapping[str, RosterEntry]) -> RosterDecision:
+        entry = entries[contact]
+        current = state_of_entry(entry)
+        outcome = OUTBOUND[(kind, current)]
+        approved = {PRE_APPROVE: True, CANCEL_PRE_APPROVAL: False}.get(outcome.effect)
+        return carry_out(entry, outcome, approved=approved, result=(current, outcome))
+    return decide
+
+
+def decide_inbound(kind: str, contact: str, request: str) -> Decide:
+    """*kind* arrives from *contact* (App. A.3; §3.4 for a ``subscribe`` that
+    meets a pre-approval): the decide function of that change. *request* is
+    the stanza as XML, kept if the row says so. Its result is
+    ``(state before, Outcome)``."""
+    def decide(entries: Mapping[str, RosterEntry]) -> RosterDecision:
+        entry = entries[contact]
+        current = state_of_entry(entry)
+        if kind == "subscribe" and entry.item is not None and entry.item.approved \
+                and current in PRE_APPROVED:
+            outcome = PRE_APPROVED[current]
+        else:
+            outcome = INBOUND[(kind, current)]
+        kept = request if outcome.effect == STORE_REQUEST else None
+        return carry_out(entry, outcome, request=kept, result=(current, outcome))
+    return decide

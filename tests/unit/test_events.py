@@ -90,29 +90,3 @@ async def test_the_unchecked_bus_does_not_look():
     assert seen == [("session", "juliet")]
     assert "fire" not in vars(bus)                  # the plain method, nothing added
 
-
-async def test_old_setup_modules_get_the_payloads_of_before():
-    """Transition: a handler registered by an old ``setup(host)`` module gets
-    the session, the (session, username) tuple or the server it used to."""
-    import types
-
-    from server.core.events import Lifecycle, Login, SessionEvent
-    from server.core.hosts import Host
-
-    seen = []
-
-    def setup(host):
-        host.events.on("login", seen.append)
-        host.events.on("presence-initial", seen.append)
-        host.events.on("server-started", seen.append)
-        host.events.on("message/bare", seen.append)
-
-    host = Host.__new__(Host)
-    host.events = EventBus()
-    host._setup_old_module(types.SimpleNamespace(setup=setup))
-    assert "on" not in vars(host.events)            # registration is itself again
-    await host.events.fire("login", Login("s", "juliet"))
-    await host.events.fire("presence-initial", SessionEvent("s"))
-    await host.events.fire("server-started", Lifecycle("server"))
-    await host.events.fire("message/bare", "stanza event")
-    assert seen == [("s", "juliet"), "s", "server", "stanza event"]

@@ -183,8 +183,6 @@ async def _serve(conf, ports_file: str | None = None) -> int:
     except StorageError as exc:
         raise CommandError(str(exc)) from None
     reloads = 0
-    if ports_file:
-        _write_status(ports_file, server, reloads)
     loop = asyncio.get_running_loop()
     stopping = []
 
@@ -216,6 +214,8 @@ async def _serve(conf, ports_file: str | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_stop, sig.name)
     loop.add_signal_handler(signal.SIGHUP, reload)
+    if ports_file:              # only now: whoever reads it may send SIGHUP at once
+        _write_status(ports_file, server, reloads)
     await server.wait_stopped()
     return 0
 

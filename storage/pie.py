@@ -1,6 +1,6 @@
 """XEP-0227 Portable Import/Export: ``xferd export`` and ``xferd import``.
 
-The format (PROTOCOLS.md §4): ``<server-data xmlns='urn:xmpp:pie:0'>`` →
+The format (XEP-0227 §4): ``<server-data xmlns='urn:xmpp:pie:0'>`` →
 ``<host jid>`` → ``<user name>``, each user carrying its SCRAM credentials
 (never a password), roster, pending inbound subscriptions, offline messages,
 private XML, vCard and PEP nodes with their configuration and items.

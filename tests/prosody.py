@@ -2,7 +2,7 @@
 
 Prosody has no static s2s routes, and its resolver (libunbound through
 lua-unbound) ignores /etc/hosts and answers NXDOMAIN for every ``*.test`` name
-unless told otherwise (PROTOCOLS.md §5). So the interop tests run a tiny
+unless told otherwise. So the interop tests run a tiny
 authoritative DNS server on loopback, ``DNSResponder``, that serves the A and
 ``_xmpp-server._tcp`` SRV records of the test domains, and point both servers
 at it: Prosody with ``unbound = { forward = "127.0.0.1@PORT", local-zone

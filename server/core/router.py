@@ -160,7 +160,7 @@ class Router:
         if kind == "iq":
             if stanza.get("type") == "ask" and self.server.config.accountxfer.legacy_ask \
                     and len(stanza) == 1 and stanza[0].tag == _ACCOUNTXFER_QUERY:
-                stanza.set("type", "set")   # XEP-0015's own examples (PROTOCOLS §2.2)
+                stanza.set("type", "set")   # XEP-0015's own examples use type='ask'
             problem = iq_problem(stanza)
             if problem:
                 await self._bounce(stanza, StanzaError("bad-request", problem))

@@ -1,4 +1,4 @@
-"""XEP-0015 Account Transfer, all three server roles (PROTOCOLS.md §2; the
+"""XEP-0015 Account Transfer, all three server roles (the
 wire profile and checks are in ``server/xmpp/transfer.py``).
 
 Old server — the user's request A starts a persisted job:
@@ -87,7 +87,7 @@ def decide_forget(moved: list[str]):
 def decide_merge(items: list[tuple[RosterItem, bool]], skip: tuple[str, ...],
                  preapprove, subscribe):
     """New server, D: each handed-over item merged into what the new roster
-    holds now (PROTOCOLS §2.3, ``transfer.merge``); contacts bridged with
+    holds now (``transfer.merge``); contacts bridged with
     XEP-0283 are pre-approved or asked. The result: the merged items, in
     order."""
     def decide(entries: Mapping[str, RosterEntry]) -> RosterDecision:
@@ -245,7 +245,7 @@ class OldServer(_Role):
         task.add_done_callback(lambda _: self.jobs.pop(job.username, None))
 
     async def run(self, job: Transfer) -> None:
-        """The job's states in order (PROTOCOLS §2.3); each step is stored first."""
+        """The job's states in order (``server/xmpp/transfer.py``); each step is stored first."""
         try:
             if job.state == x.AUTHORIZING:
                 await self.authorize(job)
@@ -439,7 +439,7 @@ class NewServer(_Role):
         log.info("transfer %s → %s@%s approved", old, user, self.host.domain)
         answer = result(event.stanza, x.query(oldaccount=old, newaccount=str(event.to.bare),
                                               allowed=True))
-        answer.set("from", str(event.to.bare))            # PROTOCOLS §2.2: bare, as asked
+        answer.set("from", str(event.to.bare))            # bare, as B was addressed
         await self.router.route(answer)
 
     async def confirmation(self, event) -> bool:

@@ -1,5 +1,5 @@
 """XEP-0283 Moved, the contact's server side: automatic roster update
-(PROTOCOLS.md §3.2 — XEP-0283 §4.4 with the fixes over Prosody's
+(XEP-0283 §4.4 with the fixes over Prosody's
 mod_auto_moved).
 
 When ``alice@new`` asks a local user R to subscribe and the request carries
@@ -64,7 +64,7 @@ SHARES = ("from", "both")
 log = logging.getLogger("xferd.moved")
 
 def statement_request(asker: str, old: str):
-    """The IQ that fetches old's statement (XEP-0283 §4.3, PROTOCOLS §3.1)."""
+    """The IQ that fetches old's statement (XEP-0283 §4.3)."""
     pubsub = E(f"{{{PUBSUB_NS}}}pubsub")
     items = sub(pubsub, f"{{{PUBSUB_NS}}}items", {"node": MOVED_NS})
     sub(items, f"{{{PUBSUB_NS}}}item", {"id": "current"})

@@ -5,7 +5,7 @@ One function, :func:`check`, feeds bytes in given chunks to a fresh
 are. The hypothesis tests, the corpus replay and the atheris entry point all
 call it, so a property is written once.
 
-The properties (issue 9):
+The properties:
 
 (a) only :class:`StreamError` escapes ``feed()``, with one of the conditions
     the parser documents (:data:`PARSER_CONDITIONS`); ``exc.events`` is a list

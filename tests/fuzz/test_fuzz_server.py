@@ -1,4 +1,4 @@
-"""Damaged streams against a running xferd over raw sockets (issue 9, end to end).
+"""Damaged streams against a running xferd over raw sockets (end to end).
 
 A few cases only — the parser itself is fuzzed in test_stream_fuzz.py. Each
 damaged connection must end with a stream error (with the condition the

@@ -1,4 +1,4 @@
-"""Property tests of the stream layer (issue 9): random and damaged XML, random chunkings.
+"""Property tests of the stream layer: random and damaged XML, random chunkings.
 
 Every input goes through :func:`tests.fuzz.oracle.check`, which holds the
 properties: only documented stream errors escape, the parser is inert after

@@ -1,4 +1,4 @@
-"""Memory and size bounds of the stream parser over long and endless input (issue 9, (e)).
+"""Memory and size bounds of the stream parser over long and endless input.
 
 * A long stream of many stanzas, cut at random, keeps the parser's retained
   state flat: no stanza stays attached to the root, no text piles up, the
@@ -120,7 +120,7 @@ print(_rss() - baseline)
 
 @needs_proc
 @pytest.mark.xfail(reason="lxml keeps one libxml2 name dictionary per thread for good: "
-                          "made-up names from peers pile up (issue 9 finding, not fixed "
+                          "made-up names from peers pile up (a finding, not fixed "
                           "in the parser)", strict=True)
 def test_made_up_names_do_not_grow_memory_without_bound():
     """Streams of new names, each thrown away after 20k stanzas (~5 MiB of

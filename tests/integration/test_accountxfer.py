@@ -1,4 +1,4 @@
-"""XEP-0015 account transfer across three xferd domains (PROTOCOLS.md §2):
+"""XEP-0015 account transfer across three xferd domains (XEP-0015, xferd's profile in server/xmpp/transfer.py):
 old.test (the moving account, and a contact), new.test (the new account, and a
 contact), c.test (contacts) — plus the refusals of §2.4 and a restart in the
 middle of a transfer."""
@@ -171,7 +171,7 @@ async def test_transfer_end_to_end(fed):
                                             timeout=15))["status"] != "moved in":
         pass                                    # the presence sent after the hand-over
     # … nobody with a subscription was asked anything; the request the old account
-    # had pending is repeated from the new one, with <moved/> (PROTOCOLS §2.3)
+    # had pending is repeated from the new one, with <moved/> (the bridge)
     for jid, client in clients.items():
         # requests come from the new account's server: a ping from it follows them
         asked = [p for p in await client.quiet(via=new) if p["type"] == "subscribe"]

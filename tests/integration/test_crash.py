@@ -1,4 +1,4 @@
-"""Crash consistency (issue 9): ``kill -9`` in the middle of writes, then a
+"""Crash consistency: ``kill -9`` in the middle of writes, then a
 restart on the same data directory.
 
 SQLite runs in WAL mode with ``synchronous = FULL`` and every change is one

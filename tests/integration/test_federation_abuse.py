@@ -1,4 +1,4 @@
-"""Federation abuse (issue 9) that changes rosters if it gets through: each
+"""Federation abuse that changes rosters if it gets through: each
 case is refused and the roster it aimed at stays as it was.
 
 The rest of the section lives beside the features it attacks (all marked

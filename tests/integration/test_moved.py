@@ -1,4 +1,4 @@
-"""XEP-0283 server-side auto-moved across s2s: every row of PROTOCOLS.md §3.2's
+"""XEP-0283 server-side auto-moved across s2s: every step of server/modules/moved.py's
 outcome table. old.test hosts the old accounts, new.test the new ones, c.test
 the contacts R whose rosters must follow (or not)."""
 

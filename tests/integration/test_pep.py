@@ -383,7 +383,7 @@ async def test_the_owners_other_resource_is_notified(server):
 # -- XEP-0283 ------------------------------------------------------------------------------------
 
 async def test_moved_statement_is_readable_by_another_user(server):
-    """The statement exactly as PROTOCOLS.md §3.1, verified like §3.2 step 5."""
+    """The statement exactly as XEP-0283 §4.1 has it, fetched as moved.py's step 5 does."""
     old, verifier = await users(server, "moved_old", "moved_verifier")
     try:
         statement = f"<moved xmlns='{MOVED}'><new-jid>moved_old@new.example</new-jid></moved>"

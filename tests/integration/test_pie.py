@@ -125,7 +125,7 @@ async def test_round_trip_to_an_empty_server(make_server, tmp_path):
     await (await login(new, "alice@localhost/y", "wrong", expect="failed_auth")).close()
 
 
-@pytest.mark.hostile            # a bad file changes nothing (issue 9's section)
+@pytest.mark.hostile            # a bad file changes nothing (hostile input)
 async def test_single_user_export_and_bad_files(make_server, tmp_path):
     old = make_server(start=False)
     old.adduser("dora@localhost", "dora-pass")

@@ -1,5 +1,5 @@
 """``xferd import FILE --as NEW [--outreach]``: an exported account re-homed to a
-new JID (PROTOCOLS.md §4). Subscriptions are reset, the old password logs in,
+new JID. Subscriptions are reset, the old password logs in,
 and --outreach asks the old contacts through the running server — with
 ``<moved/>`` only when the export holds a statement for the new JID."""
 

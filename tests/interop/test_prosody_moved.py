@@ -1,4 +1,4 @@
-"""XEP-0283 with a real Prosody 0.12, both ways round (issue 5, PROTOCOLS §3):
+"""XEP-0283 with a real Prosody 0.12, both ways round (XEP-0283 §4):
 
 (a) a user moves between two Prosody accounts — statement in Prosody's PEP,
     notice sent through Prosody — and the contact on xferd is updated by

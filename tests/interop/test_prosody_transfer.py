@@ -1,4 +1,4 @@
-"""XEP-0015 account transfer with a contact on a real Prosody 0.12 (issue 6).
+"""XEP-0015 account transfer with a contact on a real Prosody 0.12 .
 
 old@xferd.test moves to new@xferd.test (both on the one xferd: the old and
 the new server are the same, which the transfer allows). The old account has

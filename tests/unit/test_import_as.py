@@ -1,4 +1,4 @@
-"""rehome(): what an exported account becomes under a new JID (PROTOCOLS.md §4)."""
+"""rehome(): what an exported account becomes under a new JID."""
 
 from server.tools.import_as import rehome
 from server.xmpp.jid import JID

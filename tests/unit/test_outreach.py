@@ -1,4 +1,4 @@
-"""The outreach plan after a move (server/xmpp/outreach.py; PROTOCOLS.md §2.5, §3, §4)."""
+"""The outreach plan after a move (server/xmpp/outreach.py; XEP-0283 §4, XEP-0015 §3.1)."""
 
 from dataclasses import dataclass
 

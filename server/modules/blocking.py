@@ -160,7 +160,7 @@ class Blocking(Module):
     async def _audience(self, username: str, items) -> tuple[list[str], list[str]]:
         """Roster contacts matched by *items*: (who sees the user's presence,
         whose presence the user sees)."""
-        _, roster = await self.host.storage.get_roster(self.host.domain, username)
+        _, roster = await self.host.rosters.get(username)
         watchers, watched = [], []
         for contact, item in roster.items():
             if matches(items, contact):

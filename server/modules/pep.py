@@ -343,8 +343,7 @@ class Pep(Module):
         raise _error("not-allowed", "closed-node", "only the owner may retrieve items")
 
     async def _shares_presence(self, owner: str, requester: JID) -> bool:
-        item = await self.storage.get_roster_item(self.host.domain, owner,
-                                                  str(requester.bare))
+        item = await self.host.rosters.item(owner, str(requester.bare))
         return item is not None and item.subscription in ("from", "both")
 
     # XEP-0060 §7.1 -------------------------------------------------------------------------

@@ -82,7 +82,7 @@ class Presence(Module):
                 Hook("presence-revoke", self.revoke)]
 
     async def _roster(self, user: str) -> dict:
-        return (await self.host.storage.get_roster(self.host.domain, user))[1]
+        return (await self.host.rosters.get(user))[1]
 
     async def _route(self, stanza) -> None:
         await self.host.server.router.route(stanza)
@@ -179,7 +179,7 @@ class Presence(Module):
         prober = event.from_
         if prober is None:
             return
-        item = await storage.get_roster_item(host.domain, user, str(prober.bare))
+        item = await host.rosters.item(user, str(prober.bare))
         if item is None or item.subscription not in SHARES:
             if await host.events.fire("probe-unauthorized", event):
                 return                              # e.g. a transfer is under way

@@ -136,6 +136,24 @@ class VCardStore(Protocol):
 
 
 @dataclass
+class LastActivity:
+    """XEP-0012 §3: when the user's last resource went away (Unix time) and
+    the status text of the last unavailable presence it sent, if any."""
+    logout_at: float
+    status: str | None = None
+
+
+class LastActivityStore(Protocol):
+    async def get_last_activity(self, host: str, username: str) -> LastActivity | None:
+        """The user's last logout; None if none was recorded (or no such user)."""
+
+    async def set_last_activity(self, host: str, username: str,
+                                activity: LastActivity) -> bool:
+        """Record the user's last logout, replacing the one before, in one
+        transaction; False (nothing written) if there is no such user."""
+
+
+@dataclass
 class PepNode:
     node: str
     access_model: str = DEFAULT_ACCESS   # one of server.xmpp.pubsub.ACCESS_MODELS
@@ -254,7 +272,7 @@ class PortableStore(Protocol):
 
 
 class Storage(AccountStore, RosterStore, OfflineStore, PrivateStore, VCardStore,
-              PepStore, BlockingStore, TransferStore, Protocol):
+              LastActivityStore, PepStore, BlockingStore, TransferStore, Protocol):
     """Everything the server stores."""
 
     async def open(self) -> None: ...

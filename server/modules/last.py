@@ -1,7 +1,7 @@
 """XEP-0012 Last Activity (version 2.0): the server's uptime and when a user
 was last connected.
 
-- The server (§6, "Server and Component Query"): an IQ-get to the domain is
+- The server (§5, "Server and Component Query"): an IQ-get to the domain is
   answered with ``seconds`` = how long the server has been running (since
   this host loaded its modules, at start-up), without text. What Gajim's
   server info shows as "uptime".
@@ -11,7 +11,7 @@ was last connected.
   * no such account: ``<service-unavailable/>`` (RFC 6121 §8.5.1, as every
     other IQ to it);
   * a requester not allowed to see the user's presence: ``<forbidden/>``
-    (§3 "MUST return a <forbidden/> error", §9: anything else would be a
+    (§3 "MUST return a <forbidden/> error", §8: anything else would be a
     presence leak). Allowed are the user's own resources and the contacts
     the user's roster shares presence with (subscription ``from`` or
     ``both``, RFC 6121 §3); a requester the user blocked never gets here
@@ -31,7 +31,7 @@ was last connected.
   only if the requester may see the user's presence: otherwise the server
   answers ``<forbidden/>`` itself (§4: "MUST NOT deliver the IQ-get …
   MUST return a <forbidden/> error").
-- ``jabber:iq:last`` is announced for the domain and for every account (§7).
+- ``jabber:iq:last`` is announced for the domain and for every account (§6).
 
 Deviation from Prosody (``mod_lastactivity``), which keeps the last
 unavailable presence in memory only and answers a user's own query with
@@ -42,6 +42,7 @@ for it; an imported account starts without one.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from ..core.events import SessionEvent
@@ -52,6 +53,8 @@ from ..xmpp.namespaces import CLIENT_NS
 from ..xmpp.namespaces import LAST_NS as NS
 from ..xmpp.stanza import E
 from storage.api import LastActivity
+
+log = logging.getLogger("xferd.last")
 
 QUERY = f"{{{NS}}}query"
 STATUS = f"{{{CLIENT_NS}}}status"
@@ -87,7 +90,7 @@ class Last(Module):
                 # whoever sees it go can already read the logout
                 Hook("resource-unbind", self.unbound, priority=10)]
 
-    # -- §6: the server -----------------------------------------------------------------
+    # -- §5: the server -----------------------------------------------------------------
     async def uptime(self, event) -> bool:
         await event.reply(_query(time.monotonic() - self.started))
         return True
@@ -114,7 +117,7 @@ class Last(Module):
         return False                    # the router delivers it to the resource
 
     async def _check_allowed(self, user: str, requester: JID | None) -> None:
-        """§3/§4/§9: only who may see the user's presence learns anything."""
+        """§3/§4/§8: only who may see the user's presence learns anything."""
         if requester is None:
             raise StanzaError("forbidden")
         if requester.local == user and requester.domain == self.host.domain:
@@ -143,8 +146,13 @@ class Last(Module):
         user = session.jid.local
         if self.host.user_sessions(user):
             return                      # another resource is still connected
-        await self.host.storage.set_last_activity(
-            self.host.domain, user, LastActivity(time.time(), status))
+        try:
+            await self.host.storage.set_last_activity(
+                self.host.domain, user, LastActivity(time.time(), status))
+        except Exception:
+            # the resource is gone all the same: the handlers after us (the
+            # unavailable presence to the contacts) must still run
+            log.exception("could not record the logout of %s@%s", user, self.host.domain)
 
 
 MODULE = Last

@@ -5,7 +5,7 @@ Storing (steps 2–4 of XEP-0160's recommended flow): ``message.py`` fires
 ``message-offline`` (with the router's event of the message) when a
 message to a user finds no available resource with non-negative priority.
 What is kept is decided by ``server/xmpp/hints.py`` (RFC 6121 §8.5.2.2.1,
-XEP-0160 §4, XEP-0334 hints, XEP-0085 §5.8): ``normal`` and ``chat``
+XEP-0160 §3, XEP-0334 hints, XEP-0085 §5.8): ``normal`` and ``chat``
 messages with content, and whatever carries a ``<store/>`` hint; a message
 of chat states only ("typing…"), a headline, or anything with
 ``<no-store/>`` is not. What is not kept is either dropped silently (we

@@ -1,13 +1,16 @@
 """Should a message that found no resource be kept for later? The decision,
-without I/O, from the message alone.
+without I/O, from the message alone. "No resource" is RFC 6121 §8.5.2.2.1
+(none available) and §8.5.2.1.1 (only negative priorities); for ``normal``
+and ``chat`` both let the server either store the message offline or return
+``<service-unavailable/>``.
 
 The rules, in the order they are applied:
 
-1. ``error`` is never stored (XEP-0160 §4, "Handling of Message Types");
+1. ``error`` is never stored (XEP-0160 §3, "Handling of Message Types");
    hints inside an error are ignored (XEP-0334 §5: an error often carries the
    original stanza's payload, hints included).
 2. ``groupchat`` is never stored: a user without a resource is in no room
-   (XEP-0160 §4). The sender gets an error (RFC 6121 §8.5.2.2.1).
+   (XEP-0160 §3). The sender gets an error (RFC 6121 §8.5.2.2.1).
 3. ``<no-store/>`` (XEP-0334 §4.2): not even temporarily, "e.g. for later
    delivery to an offline client". When both ``<no-store/>`` and
    ``<store/>`` are present, ``<no-store/>`` wins (the sender asked for
@@ -20,10 +23,10 @@ The rules, in the order they are applied:
    conditions"), a ``headline`` or a message of chat states only. ejabberd
    stores a headline with ``<store/>`` as well.
 5. ``headline`` is not stored (RFC 6121 §8.5.2.2.1: silently ignored;
-   XEP-0160 §4: time-sensitive).
-6. ``normal`` and ``chat`` are stored (RFC 6121 §8.5.2.2.1, XEP-0160 §4),
+   XEP-0160 §3: time-sensitive).
+6. ``normal`` and ``chat`` are stored (RFC 6121 §8.5.2.2.1, XEP-0160 §3),
    except a message with nothing in it but chat states (XEP-0085 §5.8:
-   servers "SHOULD NOT store them offline"; XEP-0160 §4 says the same for
+   servers "SHOULD NOT store them offline"; XEP-0160 §3 says the same for
    ``chat``) and what travels with them: hints, XEP-0359 ids and
    ``<thread/>``. Everything else is content worth keeping — a body, a
    subject, an encrypted payload, and also XEP-0184 receipts and XEP-0333
@@ -36,10 +39,11 @@ The rules, in the order they are applied:
 What is not stored is either dropped (``DROP``: nothing a user would miss —
 a standalone chat state, a headline, an error) or refused (``REFUSE``: a
 ``normal``/``chat`` message with content that the sender asked not to be
-stored, or a ``groupchat``): RFC 6121 §8.5.2.2.1 has the server answer
-``<service-unavailable/>`` for a ``normal``/``chat`` message it does not
-store, so the sender knows it did not arrive (ejabberd answers a
-``<no-store/>`` message to an offline user the same way).
+stored, or a ``groupchat``): the other choice RFC 6121 gives for a
+``normal``/``chat`` message that is not stored is ``<service-unavailable/>``,
+and the sender learns it did not arrive (ejabberd answers a ``<no-store/>``
+message to an offline user the same way). Dropping a standalone chat state
+without an error is the exception XEP-0085 §5.8 and XEP-0160 §3 make.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ async def test_what_a_client_asks_at_login_is_answered(server):
     """The queries Gajim sends when an account connects and when it shows the
     server's info, pipelined as it does: disco#info of the domain without a
     caps node (XEP-0030 §3.1) and its items (§4.1), software version
-    (XEP-0092), uptime (XEP-0012 §6), ping (XEP-0199 §4.2), disco#info of the
+    (XEP-0092), uptime (XEP-0012 §5), ping (XEP-0199 §4.2), disco#info of the
     account's own bare JID (where it looks for PEP, XEP-0163 §4, and MAM),
     the roster (RFC 6121 §2.1.3), the blocklist (XEP-0191 §3.2) and the own
     vCard (XEP-0054 §3.1, for the avatar). Each one is a result, with what a

@@ -1,5 +1,5 @@
 """XEP-0012 Last Activity against a real server (slixmpp's xep_0012 client):
-the server's uptime (§6), a user's last logout for those who may see the
+the server's uptime (§5), a user's last logout for those who may see the
 user's presence (§3), queries to a resource (§4), persistence of the logout
 across a restart, and the storage under it."""
 
@@ -48,10 +48,10 @@ async def share_presence(user, contact, user_jid: str, contact_jid: str) -> None
     assert roster[contact_jid]["subscription"] == "from", roster
 
 
-# -- §6: the server ----------------------------------------------------------------------
+# -- §5: the server ----------------------------------------------------------------------
 
 async def test_the_server_answers_with_its_uptime(make_server):
-    """§6: "The seconds attribute specifies how long the host has been running
+    """§5: "The seconds attribute specifies how long the host has been running
     since it was last (re-)started", and the query "SHOULD NOT contain XML
     character data"."""
     before = time.monotonic()
@@ -67,7 +67,7 @@ async def test_the_server_answers_with_its_uptime(make_server):
 
 
 async def test_jabber_iq_last_is_announced(server):
-    """§7: support is announced in disco#info — the server's, and an
+    """§6: support is announced in disco#info — the server's, and an
     account's, since the server answers for it."""
     alice = await login(server, "alice@localhost/d", "alice-pass")
     for jid in ("localhost", "bob@localhost"):

@@ -1,5 +1,5 @@
 """Which messages offline storage keeps (server/xmpp/hints.py), no server
-needed: RFC 6121 §8.5.2.2.1, XEP-0160 §4, XEP-0334 §4, XEP-0085 §5.8."""
+needed: RFC 6121 §8.5.2.2.1, XEP-0160 §3, XEP-0334 §4, XEP-0085 §5.8."""
 
 import pytest
 
@@ -30,7 +30,7 @@ def message(*children: str, type: str | None = "chat"):
 
 
 @pytest.mark.parametrize("children, kind, action", [
-    # RFC 6121 §8.5.2.2.1 / XEP-0160 §4: normal and chat are stored …
+    # RFC 6121 §8.5.2.2.1 / XEP-0160 §3: normal and chat are stored …
     ((BODY,), "chat", STORE),
     ((BODY,), "normal", STORE),
     ((BODY,), None, STORE),                      # no type is normal (RFC 6121 §5.2.2)

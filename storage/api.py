@@ -248,7 +248,9 @@ class UserData:
     Used to read a whole account in one consistent snapshot and to create one
     in one transaction (``xferd export`` / ``xferd import``, storage/pie.py).
     Lists are in their natural order: offline messages and PEP items oldest
-    first, pending-in requests in the order they arrived.
+    first, pending-in requests in the order they arrived. Not carried: the
+    last logout (XEP-0012, :class:`LastActivityStore`), which XEP-0227 has no
+    place for; an imported account has none until its first logout.
     """
     credentials: dict[str, ScramCredentials] = field(default_factory=dict)
     roster: list[RosterItem] = field(default_factory=list)

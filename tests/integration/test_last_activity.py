@@ -96,9 +96,11 @@ async def test_a_contact_sees_zero_while_online_then_the_time_since_logout(serve
 
     hung_up = time.time()
     await u.close()                       # no unavailable presence: just hang up
-    # the server tells the contact the resource is gone once the logout is recorded
+    # the server tells the contact the resource is gone once the logout is
+    # recorded (slixmpp sends no unavailable presence of its own on close)
     await c.next_presence(type="unavailable", sender=u_jid)
     error, seconds, text = await last_of(c, u_jid)
+    # a new user with no logout recorded would be <service-unavailable/>
     assert error is None
     assert 0 <= seconds <= time.time() - hung_up + 1
     assert not text

@@ -136,6 +136,24 @@ class VCardStore(Protocol):
 
 
 @dataclass
+class LastActivity:
+    """XEP-0012 §3: when the user's last resource went away (Unix time) and
+    the status text of the last unavailable presence it sent, if any."""
+    logout_at: float
+    status: str | None = None
+
+
+class LastActivityStore(Protocol):
+    async def get_last_activity(self, host: str, username: str) -> LastActivity | None:
+        """The user's last logout; None if none was recorded (or no such user)."""
+
+    async def set_last_activity(self, host: str, username: str,
+                                activity: LastActivity) -> bool:
+        """Record the user's last logout, replacing the one before, in one
+        transaction; False (nothing written) if there is no such user."""
+
+
+@dataclass
 class PepNode:
     node: str
     access_model: str = DEFAULT_ACCESS   # one of server.xmpp.pubsub.ACCESS_MODELS
@@ -230,7 +248,9 @@ class UserData:
     Used to read a whole account in one consistent snapshot and to create one
     in one transaction (``xferd export`` / ``xferd import``, storage/pie.py).
     Lists are in their natural order: offline messages and PEP items oldest
-    first, pending-in requests in the order they arrived.
+    first, pending-in requests in the order they arrived. Not carried: the
+    last logout (XEP-0012, :class:`LastActivityStore`), which XEP-0227 has no
+    place for; an imported account has none until its first logout.
     """
     credentials: dict[str, ScramCredentials] = field(default_factory=dict)
     roster: list[RosterItem] = field(default_factory=list)
@@ -254,7 +274,7 @@ class PortableStore(Protocol):
 
 
 class Storage(AccountStore, RosterStore, OfflineStore, PrivateStore, VCardStore,
-              PepStore, BlockingStore, TransferStore, Protocol):
+              LastActivityStore, PepStore, BlockingStore, TransferStore, Protocol):
     """Everything the server stores."""
 
     async def open(self) -> None: ...

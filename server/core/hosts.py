@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("xferd.hosts")
 
 #: Modules every host loads, in order (accountxfer too when enabled).
-DEFAULT_MODULES = ("disco", "ping", "version", "register", "roster", "subscription",
+DEFAULT_MODULES = ("disco", "ping", "version", "last", "register", "roster", "subscription",
                    "presence", "message", "offline", "private", "vcard", "pep", "blocking",
                    "moved")
 

@@ -9,8 +9,10 @@ Messages to a bare JID (§8.5.2), by type:
   (offline, or only negative priorities) the ``message-offline`` event asks
   offline storage (``offline.py``) to keep it; if nobody does, the sender
   gets ``<service-unavailable/>`` (§8.5.2.2.1).
-- ``headline``: every available resource with non-negative priority, or
-  nobody (silently dropped).
+- ``headline``: every available resource with non-negative priority. With
+  none, ``message-offline`` is asked too (a XEP-0334 ``<store/>`` hint may
+  ask for a headline to be kept; ``server/xmpp/hints.py`` decides); if
+  nobody keeps it, it is silently dropped (§8.5.2.2.1).
 - ``groupchat``: users are not rooms — ``<service-unavailable/>``.
 - ``error``: dropped; errors are never answered with errors.
 
@@ -35,11 +37,7 @@ from __future__ import annotations
 
 from ..core.module import Hook, Module
 from ..xmpp.errors import StanzaError
-
-
-def _message_type(stanza) -> str:
-    kind = stanza.get("type", "normal")
-    return kind if kind in ("chat", "groupchat", "headline", "error") else "normal"
+from ..xmpp.hints import message_type as _message_type
 
 
 class Message(Module):
@@ -64,10 +62,12 @@ class Message(Module):
         receivers = self._receivers(event.to.local, kind)
         for session in receivers:
             session.send(stanza)
-        if receivers or kind == "headline":
+        if receivers:
             return True
         if await self.host.events.fire("message-offline", event):
             return True
+        if kind == "headline":
+            return True                 # §8.5.2.2.1: silently ignored
         raise StanzaError("service-unavailable", "the recipient is offline")
 
     async def to_full(self, event) -> bool:

@@ -3,17 +3,18 @@ Delayed Delivery stamps.
 
 Storing (steps 2–4 of XEP-0160's recommended flow): ``message.py`` fires
 ``message-offline`` (with the router's event of the message) when a
-``normal`` or ``chat`` message finds no available resource with
-non-negative priority. We keep it, as XML text, up
-to ``[im] offline_quota`` messages per user; over quota we decline, and the
-sender gets ``<service-unavailable/>``, as the flow asks for a full queue.
-
-What is worth keeping (XEP-0160 "Handling of Message Types"): ``normal``
-and ``chat`` messages with at least one child outside the chat state
-namespace (XEP-0085) — a body, a receipt, a subject, an extension. A
-message of chat states only ("typing…") SHOULD NOT be stored: we drop it
-silently (we *handle* the event) rather than bounce an error for every
-notification sent to an offline contact.
+message to a user finds no available resource with non-negative priority.
+What is kept is decided by ``server/xmpp/hints.py`` (RFC 6121 §8.5.2.2.1,
+XEP-0160 §3, XEP-0334 hints, XEP-0085 §5.8): ``normal`` and ``chat``
+messages with content, and whatever carries a ``<store/>`` hint; a message
+of chat states only ("typing…"), a headline, or anything with
+``<no-store/>`` is not. What is not kept is either dropped silently (we
+*handle* the event: no error for every notification sent to an offline
+contact) or refused (a message with content and ``<no-store/>``: the sender
+gets ``<service-unavailable/>``, as RFC 6121 §8.5.2.2.1 asks for a message
+that is not stored). We keep messages as XML text, up to
+``[im] offline_quota`` per user; over quota we decline, and the sender gets
+``<service-unavailable/>``, as the flow asks for a full queue.
 
 Delivering (step 5): when a resource sends its first available presence
 with non-negative priority (``presence-initial``, fired by ``presence.py``
@@ -40,18 +41,13 @@ from ..core.events import SessionEvent
 from ..core.locks import KeyedLocks
 from ..core.module import Hook, Module
 from ..xmpp import timestamps
-from ..xmpp.namespaces import CHATSTATES_NS, DELAY_NS
+from ..xmpp.hints import OfflineAction, offline_decision
+from ..xmpp.namespaces import DELAY_NS
 from ..xmpp.stanza import from_text, sub, to_text
 
 FEATURE = "msgoffline"
 
 log = logging.getLogger("xferd.offline")
-
-
-def worth_storing(stanza) -> bool:
-    """True if the message says more than a chat state (see the docstring)."""
-    return any(isinstance(child.tag, str) and not child.tag.startswith(f"{{{CHATSTATES_NS}}}")
-               for child in stanza)
 
 
 class Offline(Module):
@@ -70,8 +66,11 @@ class Offline(Module):
                 Hook("presence-initial", self.deliver)]
 
     async def store(self, event) -> bool:
-        if not worth_storing(event.stanza):
+        decision = offline_decision(event.stanza)
+        if decision is OfflineAction.DROP:
             return True                 # dropped on purpose: nothing to bounce
+        if decision is OfflineAction.REFUSE:
+            return False                # message.py answers <service-unavailable/>
         host = self.host
         username = event.to.local
         quota = host.global_config.im.offline_quota

@@ -1,15 +1,22 @@
-"""XEP-0054 vcard-temp (version 1.2): every account may publish one vCard
+"""XEP-0054 vcard-temp (version 1.3.0): every account may publish one vCard
 that anyone can read.
 
 - Retrieving one's own vCard (§3.1): the stored vCard, or an empty
   ``<vCard xmlns='vcard-temp'/>`` when there is none (the spec allows this or
   ``<item-not-found/>``; the empty result is what most clients expect).
-- Updating one's vCard (§3.2): the whole vCard is replaced; an empty one
-  deletes it. A set addressed to anyone else is ``<forbidden/>``.
-- Viewing another user's vCard (§3.3): the server answers for the user. When
-  the user does not exist *or* has no vCard the answer is the same
-  ``<service-unavailable/>`` — §3.3 says so, and using one condition for both
-  keeps the vCard from telling a harvester which accounts exist.
+- Updating one's vCard (§3.2): the whole vCard is replaced by what was sent,
+  and what was sent is what is served afterwards, however empty: an empty
+  ``<vCard/>`` is a vCard with nothing in it, not a deletion (the XEP defines
+  none; Prosody and ejabberd store it too, and slixmpp's own vCard test
+  reads another user's emptied vCard back). A set addressed to anyone else is
+  ``<forbidden/>``.
+- Viewing another user's vCard (§3.3): the server answers for the user with
+  the stored vCard. When the user does not exist *or* has never stored one,
+  the answer is the same ``<service-unavailable/>``: version 1.3.0 says so
+  ("MUST be used in both cases", following RFC 6121 for a user that does
+  not exist), and one condition for both keeps the vCard from telling a
+  harvester which accounts exist. (Versions before 1.3 allowed
+  ``<item-not-found/>``, which Prosody still sends.)
 - Determining support (§4): ``vcard-temp`` is announced as a feature of the
   server and of every account (their vCards are served for them).
 
@@ -43,11 +50,9 @@ class VCard(Module):
     async def update(self, event) -> bool:
         vcard = event.stanza[0]
         vcard.tail = None
-        text = None
-        if len(vcard) or (vcard.text or "").strip() or vcard.attrib:
-            text = to_text(vcard)
-            if len(text.encode()) > MAX_SIZE:
-                raise StanzaError("not-acceptable", f"a vCard may not exceed {MAX_SIZE} bytes")
+        text = to_text(vcard)
+        if len(text.encode()) > MAX_SIZE:
+            raise StanzaError("not-acceptable", f"a vCard may not exceed {MAX_SIZE} bytes")
         await self.host.storage.set_vcard(self.host.domain, event.to.local, text)
         await event.reply()
         return True
@@ -59,7 +64,7 @@ class VCard(Module):
 
     async def someone_elses(self, event) -> bool:
         # a removed account takes its vCard with it (AccountStore.delete_user),
-        # so "no vCard" covers "no such user" as well
+        # so "no vCard" covers "no such user" as well (§3.3: one condition)
         stored = await self.host.storage.get_vcard(self.host.domain, event.to.local)
         if stored is None:
             raise StanzaError("service-unavailable", "no vCard")

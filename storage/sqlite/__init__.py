@@ -3,7 +3,7 @@
 ``engine.py`` holds the connections, the group commit and the reads (see its
 docstring for the design); ``schema.py`` the migrations; each feature store is
 a mixin over the engine in a file of its own (accounts, roster, offline,
-private, vcard, pep, blocking, transfers, portable), composed here into
+private, vcard, last activity, pep, blocking, transfers, portable), composed here into
 :class:`SQLiteStorage`, as ejabberd has one backend module per feature.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 from .accounts import AccountsMixin
 from .blocking import BlockingMixin
 from .engine import Engine
+from .last import LastActivityMixin
 from .offline import OfflineMixin
 from .pep import PepMixin
 from .portable import PortableMixin
@@ -26,5 +27,6 @@ __all__ = ["MIGRATIONS", "SYNCHRONOUS_MODES", "SQLiteStorage", "item_from_json",
 
 
 class SQLiteStorage(AccountsMixin, RosterMixin, OfflineMixin, PrivateMixin, VCardMixin,
-                    PepMixin, BlockingMixin, TransfersMixin, PortableMixin, Engine):
+                    LastActivityMixin, PepMixin, BlockingMixin, TransfersMixin, PortableMixin,
+                    Engine):
     """The shipped :class:`storage.api.Storage` implementation."""

@@ -144,6 +144,16 @@ MIGRATIONS: list[str] = [
         FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
     ) WITHOUT ROWID;
     """,
+    # 5: XEP-0012 last activity: each user's last logout and its status text
+    """
+    CREATE TABLE last_activity (
+        host TEXT NOT NULL, username TEXT NOT NULL,
+        logout_at REAL NOT NULL,                     -- Unix time the last resource went away
+        status TEXT,                                 -- of the last unavailable presence
+        PRIMARY KEY (host, username),
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SYNCHRONOUS_MODES = ("full", "normal")

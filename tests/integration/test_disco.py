@@ -1,7 +1,7 @@
 """XEP-0030 Service Discovery: the domain, and accounts' bare JIDs answered by
 the server (identity account/registered, RFC 6121 §8.5.1 for unknown users)."""
 
-
+import asyncio
 
 from tests.harness import ask, login
 
@@ -72,4 +72,62 @@ async def test_unknown_node_is_item_not_found(server):
         for ns in (INFO, ITEMS):
             error, _ = await ask_get(alice, f"<query xmlns='{ns}' node='no-such-node'/>", to=to)
             assert error == "item-not-found", (to, ns)
+    await alice.close()
+
+
+async def test_what_a_client_asks_at_login_is_answered(server):
+    """The queries Gajim sends when an account connects and when it shows the
+    server's info, pipelined as it does: disco#info of the domain without a
+    caps node (XEP-0030 §3.1) and its items (§4.1), software version
+    (XEP-0092), uptime (XEP-0012 §5), ping (XEP-0199 §4.2), disco#info of the
+    account's own bare JID (where it looks for PEP, XEP-0163 §4, and MAM),
+    the roster (RFC 6121 §2.1.3), the blocklist (XEP-0191 §3.2) and the own
+    vCard (XEP-0054 §3.1, for the avatar). Each one is a result, with what a
+    client reads out of it."""
+    alice = await login(server, "alice@localhost/gajim", "alice-pass")
+    queries = {
+        "info": ("localhost", f"<query xmlns='{INFO}'/>"),
+        "items": ("localhost", f"<query xmlns='{ITEMS}'/>"),
+        "version": ("localhost", "<query xmlns='jabber:iq:version'/>"),
+        "uptime": ("localhost", "<query xmlns='jabber:iq:last'/>"),
+        "ping": ("localhost", "<ping xmlns='urn:xmpp:ping'/>"),
+        "account": ("alice@localhost", f"<query xmlns='{INFO}'/>"),
+        "roster": (None, "<query xmlns='jabber:iq:roster'/>"),
+        "blocklist": (None, "<blocklist xmlns='urn:xmpp:blocking'/>"),
+        "vcard": (None, "<vCard xmlns='vcard-temp'/>"),
+    }
+    answers = dict(zip(queries, await asyncio.gather(
+        *(ask_get(alice, payload, to) for to, payload in queries.values()))))
+    for name, (error, answer) in answers.items():
+        assert error is None, (name, error)
+        assert answer.get("type") == "result", name
+        expected_from = queries[name][0]
+        if expected_from is not None:
+            assert answer.get("from") == expected_from, (name, answer.get("from"))
+
+    info = answers["info"][1].find(f"{{{INFO}}}query")
+    assert info.get("node") is None
+    identities = {(i.get("category"), i.get("type")) for i in info.iter(f"{{{INFO}}}identity")}
+    assert ("server", "im") in identities
+    features = {f.get("var") for f in info.iter(f"{{{INFO}}}feature")}
+    assert {INFO, ITEMS, "jabber:iq:version", "jabber:iq:last", "urn:xmpp:ping",
+            "vcard-temp", "urn:xmpp:blocking", "msgoffline"} <= features
+    assert answers["items"][1].find(f"{{{ITEMS}}}query") is not None
+
+    version = answers["version"][1].find("{jabber:iq:version}query")
+    assert version.findtext("{jabber:iq:version}name") == "xferd"
+    assert version.findtext("{jabber:iq:version}version")
+    uptime = answers["uptime"][1].find("{jabber:iq:last}query")
+    assert int(uptime.get("seconds")) >= 0
+
+    account = answers["account"][1].find(f"{{{INFO}}}query")
+    identities = {(i.get("category"), i.get("type")) for i in account.iter(f"{{{INFO}}}identity")}
+    assert {("account", "registered"), ("pubsub", "pep")} <= identities
+    features = {f.get("var") for f in account.iter(f"{{{INFO}}}feature")}
+    assert {"http://jabber.org/protocol/pubsub#publish", "jabber:iq:last",
+            "vcard-temp"} <= features
+
+    assert answers["roster"][1].find("{jabber:iq:roster}query") is not None
+    assert answers["blocklist"][1].find("{urn:xmpp:blocking}blocklist") is not None
+    assert answers["vcard"][1].find("{vcard-temp}vCard") is not None
     await alice.close()

@@ -18,6 +18,20 @@ from tests.harness import Client, login
 
 DELAY = "{urn:xmpp:delay}delay"
 CHATSTATES = "http://jabber.org/protocol/chatstates"
+HINTS = "urn:xmpp:hints"
+RECEIPTS = "urn:xmpp:receipts"
+
+
+def element(tag: str, **attrs) -> ElementTree.Element:
+    return ElementTree.Element(tag, attrs)
+
+
+def drain(client) -> list:
+    """Every <message/> already queued (emptying the queue)."""
+    found = []
+    while not client.stanzas.empty():
+        found.append(client.stanzas.get_nowait())
+    return found
 
 
 class IMClient(Client):
@@ -253,6 +267,76 @@ async def test_chat_states_alone_are_not_stored(server, new_user):
     assert msg.xml.find(f"{{{CHATSTATES}}}active") is not None
     await settle(inbox)
     assert inbox.stanzas.empty()
+    await close(alice, inbox)
+
+
+async def test_typing_with_no_store_is_neither_stored_nor_bounced(server, new_user):
+    """What Gajim and Conversations send while typing to an offline contact:
+    XEP-0085 §5.8 (servers "SHOULD NOT store them offline") and XEP-0334
+    §4.2 (<no-store/>: not even "for later delivery to an offline client").
+    It is dropped without an error: nothing was lost."""
+    gus = new_user("gus")
+    alice = await connect(server, "alice@localhost/desk", "alice-pass")
+    send(alice, gus, None, "chat", element(f"{{{CHATSTATES}}}composing"),
+         element(f"{{{HINTS}}}no-store"))
+    send(alice, gus, None, "chat", element(f"{{{CHATSTATES}}}paused"),
+         element(f"{{{HINTS}}}no-store"), element(f"{{{HINTS}}}no-copy"),
+         element("{urn:xmpp:sid:0}origin-id", id="o-1"))
+    await settle(alice)
+    assert alice.errors.empty()
+
+    inbox = await connect(server, f"{gus}/desk", "pw", priority=0)
+    await settle(inbox)
+    assert drain(inbox) == [], "a chat state was stored and replayed"
+    await close(alice, inbox)
+
+
+async def test_no_store_content_is_refused_no_permanent_store_is_kept(server, new_user):
+    """XEP-0334 §4.2: a <no-store/> message is not kept for an offline
+    recipient, and since it is not stored RFC 6121 §8.5.2.2.1 has the sender
+    told with <service-unavailable/>. §4.1/§3.3: <no-permanent-store/> rules
+    out archives, not "temporarily … if the recipient is offline"."""
+    hal = new_user("hal")
+    alice = await connect(server, "alice@localhost/desk", "alice-pass")
+    refused = send(alice, hal, "off the record", "chat", element(f"{{{HINTS}}}no-store"))
+    assert await error_condition(alice, refused) == "service-unavailable"
+    send(alice, hal, "not archived, but kept for you", "chat",
+         element(f"{{{HINTS}}}no-permanent-store"))
+    await settle(alice)
+    assert alice.errors.empty()
+
+    inbox = await connect(server, f"{hal}/desk", "pw", priority=0)
+    msg = await received(inbox)
+    assert msg["body"] == "not archived, but kept for you"
+    assert msg.xml.find(DELAY) is not None
+    await settle(inbox)
+    assert bodies(inbox) == []
+    await close(alice, inbox)
+
+
+async def test_store_hint_keeps_a_headline_and_receipts_are_kept(server, new_user):
+    """XEP-0334 §4.4: "A message containing the <store/> hint that is not of
+    type 'error' SHOULD be stored", also one "that would not have been stored
+    under normal conditions" (§2) — a headline (RFC 6121 §8.5.2.2.1 drops it
+    otherwise). A XEP-0184 receipt alone is kept as well (neither XEP-0184
+    nor XEP-0160 excludes it; Prosody and ejabberd keep it), so a sender who
+    was offline still learns that its message arrived."""
+    ida = new_user("ida")
+    alice = await connect(server, "alice@localhost/desk", "alice-pass")
+    send(alice, ida, "plain news", "headline")
+    send(alice, ida, "news worth keeping", "headline", element(f"{{{HINTS}}}store"))
+    send(alice, ida, None, "chat", element(f"{{{RECEIPTS}}}received", id="m-1"))
+    await settle(alice)
+    assert alice.errors.empty()
+
+    inbox = await connect(server, f"{ida}/desk", "pw", priority=0)
+    headline = await asyncio.wait_for(inbox.stanzas.get(), 5)
+    assert (headline["type"], headline["body"]) == ("headline", "news worth keeping")
+    assert headline.xml.find(DELAY) is not None
+    receipt = await asyncio.wait_for(inbox.stanzas.get(), 5)
+    assert receipt.xml.find(f"{{{RECEIPTS}}}received").get("id") == "m-1"
+    await settle(inbox)
+    assert drain(inbox) == []
     await close(alice, inbox)
 
 

@@ -162,7 +162,8 @@ async def test_vcard_errors(server):
     assert error == "forbidden"
     _, answer = await ask(bob, "get", vcard(), to="alice@localhost")
     assert answer.findtext(f".//{{{VCARD}}}FN") == "Alice"
-    # §3.3: no such user and no vCard give the same answer
+    # §3.3 (version 1.3.0): no such user and no vCard give the same answer,
+    # <service-unavailable/> "in both cases"
     assert (await ask(bob, "get", vcard(), to="nobody@localhost"))[0] == "service-unavailable"
     assert (await ask(bob, "get", vcard(), to="dave@localhost"))[0] == "service-unavailable"
     # larger than 64 KiB: refused, and the old vCard stays
@@ -174,17 +175,46 @@ async def test_vcard_errors(server):
     await bob.close()
 
 
-async def test_an_empty_vcard_removes_it(server):
+async def test_an_empty_vcard_is_stored_and_served(server):
+    """XEP-0054 §3.2 replaces the whole vCard with what was sent, and §3.3
+    serves "another user's vCard": an empty <vCard/> is stored like any other
+    (the XEP defines no deletion), so others get it back, not an error."""
     server.adduser("erin@localhost", "erin-pass")
     erin = await login(server, "erin@localhost/vc", "erin-pass")
     bob = await login(server, "bob@localhost/vc", "bob-pass")
     await ask(erin, "set", vcard("<FN>Erin</FN>"))
     assert (await ask(bob, "get", vcard(), to="erin@localhost"))[0] is None
     assert (await ask(erin, "set", vcard()))[0] is None
-    assert (await ask(bob, "get", vcard(), to="erin@localhost"))[0] == "service-unavailable"
+    error, answer = await ask(bob, "get", vcard(), to="erin@localhost")
+    assert error is None, error
+    assert answer.get("from") == "erin@localhost"
+    stored = answer.find(f"{{{VCARD}}}vCard")
+    assert stored is not None and len(stored) == 0
     _, answer = await ask(erin, "get", vcard())
     assert len(answer.find(f"{{{VCARD}}}vCard")) == 0
     await erin.close()
+    await bob.close()
+
+
+async def test_slixmpp_vcard_flow_reads_an_emptied_vcard(server):
+    """slixmpp's own vCard integration test, against us: publish an empty
+    vCard, another user reads it (TITLE absent), publish one with a TITLE,
+    the other reads that."""
+    server.adduser("fran@localhost", "fran-pass")
+    fran = await login(server, "fran@localhost/vc", "fran-pass")
+    bob = await login(server, "bob@localhost/vc", "bob-pass")
+    for client in (fran, bob):
+        client.register_plugin("xep_0054")
+    await fran.plugin["xep_0054"].publish_vcard(fran.plugin["xep_0054"].make_vcard(),
+                                                timeout=10)
+    got = await bob.plugin["xep_0054"].get_vcard("fran@localhost", cached=False, timeout=10)
+    assert got["vcard_temp"]["TITLE"] is None
+    card = fran.plugin["xep_0054"].make_vcard()
+    card["TITLE"] = "Coucou coucou"
+    await fran.plugin["xep_0054"].publish_vcard(card, timeout=10)
+    got = await bob.plugin["xep_0054"].get_vcard("fran@localhost", cached=False, timeout=10)
+    assert got["vcard_temp"]["TITLE"] == "Coucou coucou"
+    await fran.close()
     await bob.close()
 
 

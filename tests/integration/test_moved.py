@@ -319,10 +319,11 @@ async def test_tombstone_ignores_presence_broadcasts_and_answers_the_rest(fed):
     ignore the stanza" — so the presence R still broadcasts to the deleted
     account (R shares presence with it: §4.2.2, §4.4.2, §4.5.2) or directs at
     it gets no answer. Nor do "subscribed", "unsubscribe" and "unsubscribed"
-    (which §8.5.1 also says to ignore) or an error (RFC 6120 §8.3.1: never
+    (§8.5.1 says to ignore those too) or an error (RFC 6120 §8.3.1: never
     answered). What asks for an answer — a message, an IQ, R's server's probe,
     a subscription request — is told where the account went:
-    <gone>xmpp:NEW</gone> (RFC 6120 §8.3.3.5; XEP-0283 verifiers rely on it).
+    <gone>xmpp:NEW</gone> (RFC 6120 §8.3.3.5; for a probe and a request
+    §8.5.1 would allow silence, but XEP-0283 verifiers rely on the answer).
     R stays available while an answer could come, so that one would reach it."""
     old_jid, new_jid, r_jid, old, new, r = await scenario(fed, "both")
     await old.close()

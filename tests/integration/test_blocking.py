@@ -8,6 +8,7 @@ import itertools
 
 import pytest
 
+from server.modules.blocking import PresenceSeen, covered_resources
 from tests.harness import XferdProcess, ask, federate, login, round_trip
 
 NS = "urn:xmpp:blocking"
@@ -459,6 +460,31 @@ async def test_blocking_a_remote_contact(fed):
     await nothing_else_from(ursula, contact, via=phone)
     for client in (ursula, phone, laptop):
         await client.close()
+
+
+def test_who_the_user_sees_is_bounded_and_follows_presence():
+    """The addresses noted per user (for §3.3's "offline both ways") follow
+    available and unavailable presence and never exceed the limit, the
+    oldest forgotten first. No server needed."""
+    seen = PresenceSeen(limit=3)
+    for n in range(5):
+        seen.note("u", f"c{n}@x/r", None)
+    seen.note("u", "c3@x/r", "unavailable")
+    seen.note("u", "c4@x/r", "error")                    # not presence of the contact
+    assert seen.take("u", {"x"}) == ["c2@x/r", "c4@x/r"]
+    assert seen.take("u", {"x"}) == []
+    seen.note("u", "c@x/r", None)
+    seen.forget("u")
+    assert seen.take("u", {"x"}) == []
+
+
+def test_covered_resources_of_a_contact():
+    """§6 items that block some of a contact's resources, as full JIDs."""
+    items = {"c@x/phone", "x/bot", "d@x/tv", "y/bot"}
+    assert covered_resources(items, "c@x") == ["c@x/bot", "c@x/phone"]
+    assert covered_resources(items, "x") == ["x/bot"]
+    assert covered_resources(items, "c@x/phone") == []
+    assert covered_resources({"c@x"}, "c@x") == []
 
 
 # -- persistence ---------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """XEP-0191 Blocking Command against a real server: the blocklist and its
-pushes, what a block does to messages, IQs and presence in both directions,
-the error cases, and a blocklist surviving a restart. (JID matching, §6, is
+pushes, what a block does to messages, IQs and presence in both directions
+(resource by resource, for full-JID, domain/resource and domain items, and
+for a contact on a federated server), the error cases, and a blocklist
+surviving a restart. (JID matching, §6, is
 unit-tested without a server: tests/unit/test_blocklist.py.)"""
 
 import asyncio

@@ -6,16 +6,46 @@ The commands (§3):
   "interested" (``session.blocklist_requested``) and from then on gets a push
   for every change, as roster pushes work.
 - §3.3 block: at least one ``<item/>`` (else ``<bad-request/>``); a malformed
-  ``jid`` is ``<jid-malformed/>``. Before the block takes effect, the
-  blocked contacts that may see the user's presence (subscription
-  ``from``/``both``) get unavailable presence (``presence-revoke``, sent by
-  the presence module), so does anyone matched that got directed presence,
-  and the user's resources get unavailable presence from the blocked
-  contacts they were watching (the SHOULD added in 1.3).
-- §3.4 unblock, §3.5 unblock all (an empty ``<unblock/>``): the unblocked
-  contacts allowed to see the user's presence get it again
-  (``presence-grant``), and those the user is subscribed to are probed so
-  that they reappear.
+  ``jid`` is ``<jid-malformed/>``. Before the block takes effect, presence is
+  withdrawn both ways (see "Presence" below).
+- §3.4 unblock, §3.5 unblock all (an empty ``<unblock/>``): presence is
+  restored (see "Presence").
+
+Presence. §3.3: "the user's server MUST send unavailable presence
+information to the JID (but only if the JID is allowed to receive presence
+notifications from the user …)"; §3.4: "… MUST send the user's current
+presence information to the JID (but only if …)". So on a block each of the
+user's available resources sends unavailable presence to
+
+- every roster contact with a ``from``/``both`` subscription that an item
+  covers (``presence-revoke``, sent by the presence module);
+- the covered resources of such a contact when the items block only some of
+  them (``user@domain/resource``, or ``domain/resource`` applied to each
+  account at the domain): those full JIDs, the contact's other resources
+  keep seeing the user;
+- whoever got directed presence (RFC 6121 §4.6) that an item covers.
+
+The XEP does not say that the user sees the blocked JIDs go offline, but
+nothing of theirs reaches the user any more, so their last presence would
+stay on the user's screen: each of the user's available resources also gets
+unavailable presence from every covered address it was last sent available
+presence from (the server notes them: "Who the user sees" below). Prosody's
+mod_blocklist does only the first half (and only for a roster contact named
+by an item as it is).
+
+On an unblock, the formerly blocked contacts with ``from``/``both`` get the
+user's current presence (``presence-grant``; or each resource's presence sent
+to the covered resources), and those with ``to``/``both`` are probed (RFC
+6121 §4.3) so that their presence reappears for the user. (Prosody instead
+hands the user's server a probe as if from the contact, whose answer is the
+user's current presence; it does not probe the contact.)
+
+Who the user sees: for every user with a session, the addresses (full JIDs,
+local or remote) whose available presence was let through to the user and
+that have not sent unavailable since, at most ``SEEN_LIMIT`` per user (the
+oldest forgotten first), dropped when the user's last session ends. For a
+remote contact this is the only way the server knows its resources; for a
+local one it also says which resources the user was allowed to see.
 
 What a block does (§3.3), checked on every stanza:
 
@@ -27,12 +57,18 @@ What a block does (§3.3), checked on every stanza:
   ``pre-presence``, ``pre-iq``): ``<not-acceptable/>`` with
   ``<blocked xmlns='urn:xmpp:blocking:errors'/>``.
 - Sent by the server on the user's behalf (presence broadcast, PEP
-  notifications) to a blocked local JID: dropped in ``filter/in``. Errors
-  still go through (they answer the blocked JID's own stanzas), and so does
-  subscription bookkeeping (unsubscribe/unsubscribed when the user removes
-  the contact from the roster), so that a blocked contact can still be
-  removed cleanly. Remote recipients need a ``filter/out`` event in the
-  router; the handler is registered already.
+  notifications) to a blocked JID: dropped (``filter/in`` for a local
+  recipient, ``filter/out`` for a remote one). Errors still go through (they
+  answer the blocked JID's own stanzas), and so does subscription
+  bookkeeping (unsubscribe/unsubscribed when the user removes the contact
+  from the roster), so that a blocked contact can still be removed cleanly.
+- Presence (available or unavailable, broadcast or directed) from the user to
+  a local bare JID some of whose resources the user blocked goes to the
+  other available resources only ('to' left as the bare JID, as the presence
+  module delivers it). Deviations: to a remote bare JID it goes as it is (we
+  cannot tell the remote resources apart; its server may hand it to the
+  blocked one), and a message to a bare JID is left to the message module's
+  choice of resources, which may include a blocked one.
 
 Matching follows §6 and is the sans-IO core's (``server/xmpp/blocklist.py``,
 which the PEP module uses too): ``user@domain/resource`` matches only that
@@ -50,11 +86,12 @@ Storage is the truth; a user's list is cached while the user is online.
 
 from __future__ import annotations
 
+import copy
 import logging
 
 from ..core.events import PresenceShare, SessionEvent
 from ..core.module import Hook, Module, iq
-from ..xmpp.blocklist import is_blocked, matches
+from ..xmpp.blocklist import blocks_some_resources, is_blocked, matches
 from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JID, JIDError
 from ..xmpp.namespaces import BLOCKING_ERRORS_NS as ERRORS_NS
@@ -62,6 +99,9 @@ from ..xmpp.namespaces import BLOCKING_NS as NS
 from ..xmpp.stanza import E, PRESENCE, error_reply, iq as iq_stanza, local_name, sub
 
 SUBSCRIPTION_TYPES = frozenset({"subscribe", "subscribed", "unsubscribe", "unsubscribed"})
+SHARES = ("from", "both")       # the contact receives the user's presence
+SEES = ("to", "both")           # the user receives the contact's presence
+SEEN_LIMIT = 10_000             # addresses noted per user (Who the user sees)
 
 log = logging.getLogger("xferd.blocking")
 
@@ -93,6 +133,65 @@ class Blocklists:
 
     def forget(self, username: str) -> None:
         self._cache.pop(username, None)
+
+
+class PresenceSeen:
+    """Who the user sees: per user, the addresses whose available presence
+    was let through to the user and that have not sent unavailable since
+    (most recent last; at most *limit*, the oldest forgotten first)."""
+
+    def __init__(self, limit: int = SEEN_LIMIT):
+        self.limit = limit
+        self._by_user: dict[str, dict[str, None]] = {}
+
+    def note(self, username: str, sender: str, kind: str | None) -> None:
+        seen = self._by_user.get(username)
+        if kind is None:
+            if seen is None:
+                seen = self._by_user[username] = {}
+            seen.pop(sender, None)
+            seen[sender] = None
+            if len(seen) > self.limit:
+                del seen[next(iter(seen))]
+        elif kind == "unavailable" and seen:
+            seen.pop(sender, None)
+
+    def take(self, username: str, items) -> list[str]:
+        """Forget and return the addresses that *items* cover."""
+        seen = self._by_user.get(username)
+        if not seen:
+            return []
+        covered = [jid for jid in seen if matches(items, jid)]
+        for jid in covered:
+            del seen[jid]
+        return covered
+
+    def forget(self, username: str) -> None:
+        self._by_user.pop(username, None)
+
+
+def covered_resources(items, contact: str) -> list[str]:
+    """The full JIDs of *contact* (a bare JID or a domain) that *items* name
+    when they block some of its resources (§6): ``contact/resource`` items,
+    and ``domain/resource`` items applied to the contact (XEP-0016 §2.1)."""
+    try:
+        jid = JID.parse(contact)
+    except JIDError:
+        return []
+    if jid.resource is not None:
+        return []
+    bare, domain = str(jid), jid.domain
+    found = set()
+    for item in items:
+        if item.startswith(f"{bare}/"):
+            found.add(item)
+        elif item.startswith(f"{domain}/"):
+            found.add(f"{bare}/{item[len(domain) + 1:]}")
+    return sorted(found)
+
+
+def _unavailable(from_: str, to: str):
+    return E(PRESENCE, {"type": "unavailable", "from": from_, "to": to})
 
 
 def _items(command) -> list[str]:
@@ -127,6 +226,7 @@ class Blocking(Module):
     def __init__(self, host):
         super().__init__(host)
         self.lists = Blocklists(host)
+        self.seen = PresenceSeen()
 
     def hooks(self):
         return [
@@ -157,50 +257,72 @@ class Blocking(Module):
                 session.send(iq_stanza("set", to=str(session.jid),
                                        from_=str(session.jid.bare), payload=payload))
 
-    async def _audience(self, username: str, items) -> tuple[list[str], list[str]]:
-        """Roster contacts matched by *items*: (who sees the user's presence,
-        whose presence the user sees)."""
-        _, roster = await self.host.rosters.get(username)
-        watchers, watched = [], []
-        for contact, item in roster.items():
-            if matches(items, contact):
-                if item.subscription in ("from", "both"):
-                    watchers.append(contact)
-                if item.subscription in ("to", "both"):
-                    watched.append(contact)
-        return watchers, watched
-
     async def _withdraw_presence(self, event, username: str, items) -> None:
-        """§3.3: the blocked JIDs see the user go offline, and vice versa."""
+        """§3.3: the blocked JIDs see the user go offline (see "Presence" in
+        the module docstring). Sent before the block is stored: afterwards
+        it would be filtered out."""
         host = self.host
-        sessions = host.available_sessions(username)
-        if not sessions:
-            return
-        watchers, watched = await self._audience(username, items)
-        for contact in watchers:
-            await host.events.fire("presence-revoke", PresenceShare(host, username, contact))
-        for session in sessions:
+        available = host.available_sessions(username)
+        told: set[str] = set()          # addresses every available resource told
+        if available:
+            _, roster = await host.rosters.get(username)
+            for contact, item in sorted(roster.items()):
+                if item.subscription not in SHARES:
+                    continue
+                if matches(items, contact):
+                    await host.events.fire("presence-revoke",
+                                           PresenceShare(host, username, contact))
+                    told.add(contact)
+                    continue
+                for target in covered_resources(items, contact):
+                    for session in available:
+                        await event.send(_unavailable(str(session.jid), target))
+                    told.add(target)
+        for session in list(host.user_sessions(username).values()):
+            told_here = told if session.available else set()
             for target in sorted(session.directed):
                 if matches(items, target):
                     session.directed.discard(target)
-                    await event.send(E(PRESENCE, {"type": "unavailable",
-                                                  "from": str(session.jid), "to": target}))
-            for contact in watched:
-                session.send(E(PRESENCE, {"type": "unavailable", "from": contact,
-                                          "to": str(session.jid)}))
+                    targets = [target]
+                else:                       # directed at a bare JID: its covered resources
+                    targets = covered_resources(items, target)
+                for to in targets:
+                    if to not in told_here:
+                        await event.send(_unavailable(str(session.jid), to))
+
+    def _hide_blocked(self, username: str, items) -> None:
+        """The user sees the blocked JIDs go offline. Sent once the block is
+        stored: presence of theirs let through until then is noted too."""
+        gone = self.seen.take(username, items)
+        for session in self.host.available_sessions(username):
+            for sender in gone:
+                session.send(_unavailable(sender, str(session.jid)))
 
     async def _restore_presence(self, event, username: str, items) -> None:
-        """§3.4: unblocked contacts see the user's presence again, and the
-        user asks for theirs."""
+        """§3.4/§3.5: the unblocked contacts allowed to see the user's presence
+        get it, and those whose presence the user may see are probed."""
         host = self.host
-        if not items or not host.available_sessions(username):
+        available = host.available_sessions(username)
+        if not items or not available:
             return
-        watchers, watched = await self._audience(username, items)
-        for contact in watchers:
-            await host.events.fire("presence-grant", PresenceShare(host, username, contact))
-        for contact in watched:
-            await event.send(E(PRESENCE, {"type": "probe", "from": str(event.to),
-                                          "to": contact}))
+        _, roster = await host.rosters.get(username)
+        bare = f"{username}@{host.domain}"
+        for contact, item in sorted(roster.items()):
+            whole = matches(items, contact)
+            resources = [] if whole else covered_resources(items, contact)
+            if not whole and not resources:
+                continue
+            if item.subscription in SHARES and whole:
+                await host.events.fire("presence-grant", PresenceShare(host, username, contact))
+            elif item.subscription in SHARES:
+                for session in available:
+                    for target in resources:
+                        presence = copy.deepcopy(session.presence)
+                        presence.set("from", str(session.jid))
+                        presence.set("to", target)
+                        await event.send(presence)
+            if item.subscription in SEES:
+                await event.send(E(PRESENCE, {"type": "probe", "from": bare, "to": contact}))
 
     # -- the commands ------------------------------------------------------------
     async def retrieve(self, event) -> bool:
@@ -217,9 +339,9 @@ class Blocking(Module):
         jids = _items(event.stanza[0])
         if not jids:
             raise StanzaError("bad-request", "name at least one JID to block")
-        # before storing: afterwards the unavailable presence would be filtered
         await self._withdraw_presence(event, username, frozenset(jids))
         await self.lists.change(username, jids, True)
+        self._hide_blocked(username, frozenset(jids))
         log.debug("%s@%s blocked %s", username, self.host.domain, jids)
         await event.reply()
         self._push(username, "block", jids)
@@ -248,7 +370,8 @@ class Blocking(Module):
         return frozenset(await self.host.storage.get_blocklist(sender.domain, sender.local))
 
     async def inbound(self, event) -> bool:
-        """filter/in: True drops the stanza; StanzaError bounces it."""
+        """filter/in: True drops the stanza (or has delivered it);
+        StanzaError bounces it."""
         sender, recipient, stanza = event.from_, event.to, event.stanza
         if sender is None or sender.bare == recipient.bare or self._is_own_server(sender):
             return False
@@ -256,11 +379,21 @@ class Blocking(Module):
             if local_name(stanza) == "presence" or stanza.get("type") in ("result", "error"):
                 return True
             raise StanzaError("service-unavailable")
-        return await self.outbound_on_behalf(event)
+        if await self.outbound_on_behalf(event):
+            return True
+        self._note_presence(event)
+        return False
+
+    def _note_presence(self, event) -> None:
+        """Who the user sees: presence about to reach the user."""
+        if local_name(event.stanza) == "presence" and self.host.user_sessions(event.to.local):
+            self.seen.note(event.to.local, str(event.from_), event.stanza.get("type"))
 
     async def outbound_on_behalf(self, event) -> bool:
-        """A stanza the server sends for a local user to a JID the user blocked
-        is dropped. (The user's own stanzas were refused earlier, in ``pre-*``.)"""
+        """A stanza from a local user to a JID the user blocked is dropped;
+        presence to a local bare JID some of whose resources the user blocked
+        reaches the others only. (The user's own stanzas to a blocked JID were
+        refused earlier, in ``pre-*``.)"""
         sender, recipient, stanza = event.from_, event.to, event.stanza
         if sender is None or sender.local is None or recipient is None:
             return False
@@ -269,7 +402,29 @@ class Blocking(Module):
         if stanza.get("type") == "error" or (local_name(stanza) == "presence" and
                                               stanza.get("type") in SUBSCRIPTION_TYPES):
             return False
-        return is_blocked(await self._senders_list(sender), recipient)
+        blocklist = await self._senders_list(sender)
+        if is_blocked(blocklist, recipient):
+            return True
+        return self._spare_blocked_resources(event, blocklist)
+
+    def _spare_blocked_resources(self, event, blocklist) -> bool:
+        """Presence to a bare JID of this host that *blocklist* covers in part:
+        delivered here, to each available resource not blocked, as the
+        presence module would deliver it ('to' left as it is). Remote
+        recipients (``filter/out``): see the module docstring."""
+        recipient, stanza = event.to, event.stanza
+        if local_name(stanza) != "presence" or stanza.get("type") not in (None, "unavailable"):
+            return False
+        if recipient.local is None or recipient.resource is not None or \
+                recipient.domain != self.host.domain:
+            return False
+        if not blocks_some_resources(blocklist, recipient):
+            return False
+        for session in self.host.available_sessions(recipient.local):
+            if not is_blocked(blocklist, session.jid):
+                session.send(stanza)
+        self._note_presence(event)
+        return True
 
     async def outbound(self, event) -> bool:
         """pre-message, pre-presence, pre-iq: the user's client sends to a JID
@@ -289,6 +444,7 @@ class Blocking(Module):
         username = event.session.jid.local
         if not self.host.user_sessions(username):
             self.lists.forget(username)
+            self.seen.forget(username)
 
 
 MODULE = Blocking

@@ -140,7 +140,20 @@ def decide_move(old: str, new: str):
 
 async def tombstone(host, event) -> bool:
     """The old-account side: a deleted account that had moved answers
-    ``<gone>xmpp:NEW</gone>`` (RFC 6120 §8.3.3.5) to what asks for an answer."""
+    ``<gone>xmpp:NEW</gone>`` (RFC 6120 §8.3.3.5: "the error stanza SHOULD
+    include a new address") to what asks for an answer, and ignores the rest
+    as RFC 6121 §8.5.1 says for an account that does not exist:
+
+    * presence without a type or ``unavailable`` — the broadcasts and
+      directed presence of the old contacts (§4.2.2, §4.4.2, §4.5.2, §4.6) —
+      "MUST silently ignore"; so too ``subscribed``, ``unsubscribe`` and
+      ``unsubscribed``; an error is never answered (RFC 6120 §8.3.1), nor is an
+      IQ result or a headline;
+    * a message, an IQ get/set, a probe and a subscription request get
+      ``<gone/>``. For the last two §8.5.1 would have us ignore them (or
+      answer a probe with ``unsubscribed``); we answer them so that a contact
+      learns where the account went (XEP-0283: the verifier in ``confirms``
+      takes such an answer as the statement)."""
     user = event.to.local
     if host.user_sessions(user):
         return False

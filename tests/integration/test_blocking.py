@@ -1,12 +1,17 @@
 """XEP-0191 Blocking Command against a real server: the blocklist and its
-pushes, what a block does to messages, IQs and presence in both directions,
-the error cases, and a blocklist surviving a restart. (JID matching, §6, is
+pushes, what a block does to messages, IQs and presence in both directions
+(resource by resource, for full-JID, domain/resource and domain items, and
+for a contact on a federated server), the error cases, and a blocklist
+surviving a restart. (JID matching, §6, is
 unit-tested without a server: tests/unit/test_blocklist.py.)"""
 
 import asyncio
 import itertools
 
-from tests.harness import ask, login, round_trip
+import pytest
+
+from server.modules.blocking import PresenceSeen, covered_resources
+from tests.harness import XferdProcess, ask, federate, login, round_trip
 
 NS = "urn:xmpp:blocking"
 ERRORS_NS = "urn:xmpp:blocking:errors"
@@ -45,6 +50,58 @@ async def no_message(client) -> None:
 
 def chat(sender, to: str, body: str) -> None:
     sender.make_message(mto=to, mbody=body, mtype="chat").send()
+
+
+def kind(presence) -> str | None:
+    return presence["type"] if presence["type"] not in ("available", "") else None
+
+
+async def befriend(a, a_jid: str, b, b_jid: str) -> None:
+    """Mutual subscriptions between two accounts (one client of each; both
+    available), and every client of each quiet afterwards."""
+    for x, x_jid, y, y_jid in ((a, a_jid, b, b_jid), (b, b_jid, a, a_jid)):
+        x.send_presence(pto=y_jid, ptype="subscribe")
+        await y.next_presence(type="subscribe", sender=x_jid, timeout=15)
+        y.send_presence(pto=x_jid, ptype="subscribed")
+        await x.next_presence(type="subscribed", sender=y_jid, timeout=15)
+        await x.next_presence(type=None, sender=y_jid, timeout=15)   # §3.1.5: then y's
+
+
+async def receives(client, *expected: tuple[str | None, str], timeout: float = 10) -> dict:
+    """Wait until *client* got a presence of each (type, exact from) in
+    *expected*; returns them by from. Other presences received meanwhile are
+    kept aside and checked by :func:`nothing_else_from`."""
+    missing, got = set(expected), {}
+    deadline = asyncio.get_running_loop().time() + timeout
+    while missing:
+        left = deadline - asyncio.get_running_loop().time()
+        try:
+            presence = await asyncio.wait_for(client.presences.get(), max(left, 0.01))
+        except asyncio.TimeoutError:
+            raise AssertionError(f"{client.boundjid}: never got {sorted(missing, key=str)}; "
+                                 f"got {client.aside}") from None
+        key = (kind(presence), str(presence["from"]))
+        if key in missing:
+            missing.discard(key)
+            got[key[1]] = presence
+        else:
+            client.aside.append(key)
+    return got
+
+
+async def nothing_else_from(client, bare: str, *, via) -> None:
+    """Up to a round trip through *via* (see harness.round_trip), *client*
+    got no presence from *bare* beyond what :func:`receives` waited for."""
+    keys = client.aside + [(kind(p), str(p["from"])) for p in await client.quiet(via=via)]
+    client.aside = []
+    assert [key for key in keys if key[1].partition("/")[0] == bare] == [], client.boundjid
+
+
+async def online(server, jid: str, *, status: str | None = None):
+    client = await blocker(server, jid, "pw")
+    client.aside = []
+    client.send_presence(pstatus=status)
+    return client
 
 
 def is_blocked_error(stanza) -> bool:
@@ -246,6 +303,190 @@ async def test_directed_presence_is_withdrawn_on_block(server):
     # no second unavailable when ursula leaves: the directed presence was withdrawn
     assert [p for p in await conrad.quiet() if p["from"].bare == user] == []
     await conrad.close()
+
+
+async def test_block_shows_every_resource_offline_on_both_sides(server):
+    """XEP-0191 §3.3: "When the user blocks communications with a JID, the
+    user's server MUST send unavailable presence information to the JID (but
+    only if the JID is allowed to receive presence notifications from the
+    user …)" — from each of the user's available resources; and "the user's
+    server MUST NOT deliver any XML stanzas from the JID to the user", so the
+    user's resources are told that each resource of the blocked contact they
+    were shown went offline (their clients track presence per full JID: an
+    unavailable from the bare JID leaves them showing the resources)."""
+    user, contact = pair_of_users(server)
+    home, work = await online(server, f"{user}/home"), await online(server, f"{user}/work")
+    phone = await online(server, f"{contact}/phone", status="on the phone")
+    laptop = await online(server, f"{contact}/laptop", status="on the laptop")
+    await befriend(home, user, phone, contact)
+    for client, other in ((home, phone), (work, phone), (phone, home), (laptop, home)):
+        await client.quiet(via=other)
+
+    await home.plugin["xep_0191"].block(contact, timeout=10)
+    for client in (phone, laptop):
+        await receives(client, ("unavailable", f"{user}/home"), ("unavailable", f"{user}/work"))
+    for client in (home, work):
+        await receives(client, ("unavailable", f"{contact}/phone"),
+                       ("unavailable", f"{contact}/laptop"))
+    # sent while the block was handled: a round trip to the server shows the rest
+    for client, bare in ((home, contact), (work, contact), (phone, user), (laptop, user)):
+        await nothing_else_from(client, bare, via=None)
+    for client in (home, work, phone, laptop):
+        await client.close()
+
+
+async def test_full_jid_block_withdraws_presence_of_that_resource_only(server):
+    """§6: <user@domain/resource> — "only that resource matches". §3.3 then
+    applies to that resource alone: it sees the user go offline and the user
+    sees it go offline, while the contact's other resource keeps seeing the
+    user and being seen. Later presence from the user to the contact's bare
+    JID (a broadcast, RFC 6121 §4.4.2) reaches only the resources not blocked.
+    §3.4: "When the user unblocks communications with a JID, the user's server
+    MUST send the user's current presence information to the JID", and the
+    user sees the resource again."""
+    user, contact = pair_of_users(server)
+    ursula = await online(server, f"{user}/desk", status="at my desk")
+    phone = await online(server, f"{contact}/phone", status="on the phone")
+    laptop = await online(server, f"{contact}/laptop", status="on the laptop")
+    await befriend(ursula, user, phone, contact)
+    for client, other in ((ursula, phone), (phone, ursula), (laptop, ursula)):
+        await client.quiet(via=other)
+
+    await ursula.plugin["xep_0191"].block(f"{contact}/phone", timeout=10)
+    await receives(phone, ("unavailable", f"{user}/desk"))
+    await receives(ursula, ("unavailable", f"{contact}/phone"))
+    await nothing_else_from(laptop, user, via=ursula)
+    await nothing_else_from(ursula, contact, via=laptop)
+
+    # the user's broadcast goes to the laptop only; the phone's presence stays out
+    ursula.send_presence(pstatus="busy")
+    assert (await receives(laptop, (None, f"{user}/desk")))[f"{user}/desk"]["status"] == "busy"
+    await nothing_else_from(phone, user, via=None)      # the broadcast was one handling
+    phone.send_presence(pstatus="phone again")
+    laptop.send_presence(pstatus="laptop again")
+    await receives(ursula, (None, f"{contact}/laptop"))
+    await phone.ping_server()                           # the phone's presence was handled
+    await nothing_else_from(ursula, contact, via=None)
+
+    await ursula.plugin["xep_0191"].unblock(f"{contact}/phone", timeout=10)
+    back = await receives(phone, (None, f"{user}/desk"))
+    assert back[f"{user}/desk"]["status"] == "busy"
+    again = await receives(ursula, (None, f"{contact}/phone"))
+    assert again[f"{contact}/phone"]["status"] == "phone again"
+    for client in (ursula, phone, laptop):
+        await client.close()
+
+
+async def test_domain_and_domain_resource_blocks_and_unblock_all(make_server):
+    """§6: <domain/resource> — "only that resource matches" (of the domain and,
+    as XEP-0016 §2.1 has it, of every account there); <domain> — "the domain
+    itself matches, as does any user@domain". §3.3 for each resource covered,
+    both ways; §3.5 unblock all, then §3.4's current presence both ways."""
+    srv = make_server(domains=("localhost", "example.test"))
+    user, contact = "ursula@localhost", "conrad@example.test"
+    srv.adduser(user, "pw")
+    srv.adduser(contact, "pw")
+    ursula = await online(srv, f"{user}/desk", status="at my desk")
+    bot = await online(srv, f"{contact}/bot", status="beep")
+    human = await online(srv, f"{contact}/human", status="hello")
+    await befriend(ursula, user, human, contact)
+    for client, other in ((ursula, human), (bot, ursula), (human, ursula)):
+        await client.quiet(via=other)
+
+    await ursula.plugin["xep_0191"].block("example.test/bot", timeout=10)
+    await receives(bot, ("unavailable", f"{user}/desk"))
+    await receives(ursula, ("unavailable", f"{contact}/bot"))
+    await nothing_else_from(human, user, via=ursula)
+    await nothing_else_from(ursula, contact, via=human)
+
+    error, _ = await ask(ursula, "set", f"<unblock xmlns='{NS}'/>")          # §3.5
+    assert error is None
+    await receives(bot, (None, f"{user}/desk"))
+    await receives(ursula, (None, f"{contact}/bot"))
+
+    await ursula.plugin["xep_0191"].block("example.test", timeout=10)
+    for client in (bot, human):
+        await receives(client, ("unavailable", f"{user}/desk"))
+    await receives(ursula, ("unavailable", f"{contact}/bot"), ("unavailable", f"{contact}/human"))
+
+    error, _ = await ask(ursula, "set", f"<unblock xmlns='{NS}'/>")
+    assert error is None
+    for client in (bot, human):
+        await receives(client, (None, f"{user}/desk"))
+    await receives(ursula, (None, f"{contact}/bot"), (None, f"{contact}/human"))
+    for client in (ursula, bot, human):
+        await client.close()
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory):
+    """Two federated servers, for contacts on another server."""
+    servers = {domain: XferdProcess(tmp_path_factory.mktemp(domain), domains=(domain,))
+               for domain in ("a.test", "b.test")}
+    federate(servers)
+    yield servers
+    for proc in servers.values():
+        proc.stop()
+
+
+async def test_blocking_a_remote_contact(fed):
+    """§3.3 and §3.4 for a contact on another server: the user's server knows
+    the contact's resources only from the presence it delivered from them, and
+    tells the user's resources that each of those went offline; a block of
+    one remote resource (a full JID) reaches that resource only."""
+    n = next(_names)
+    user, contact = f"ursula{n}@a.test", f"conrad{n}@b.test"
+    fed["a.test"].adduser(user, "pw")
+    fed["b.test"].adduser(contact, "pw")
+    ursula = await online(fed["a.test"], f"{user}/desk", status="at my desk")
+    phone = await online(fed["b.test"], f"{contact}/phone", status="on the phone")
+    laptop = await online(fed["b.test"], f"{contact}/laptop", status="on the laptop")
+    await befriend(ursula, user, phone, contact)      # ursula is sent phone's and laptop's
+    for client, other in ((ursula, phone), (phone, ursula), (laptop, ursula)):
+        await client.quiet(via=other)
+
+    await ursula.plugin["xep_0191"].block(contact, timeout=10)
+    for client in (phone, laptop):
+        await receives(client, ("unavailable", f"{user}/desk"))
+    await receives(ursula, ("unavailable", f"{contact}/phone"),
+                   ("unavailable", f"{contact}/laptop"))
+    await ursula.plugin["xep_0191"].unblock(contact, timeout=10)
+    for client in (phone, laptop):
+        await receives(client, (None, f"{user}/desk"))
+    await receives(ursula, (None, f"{contact}/phone"), (None, f"{contact}/laptop"))
+
+    await ursula.plugin["xep_0191"].block(f"{contact}/laptop", timeout=10)
+    await receives(laptop, ("unavailable", f"{user}/desk"))
+    await receives(ursula, ("unavailable", f"{contact}/laptop"))
+    await nothing_else_from(phone, user, via=ursula)
+    await nothing_else_from(ursula, contact, via=phone)
+    for client in (ursula, phone, laptop):
+        await client.close()
+
+
+def test_who_the_user_sees_is_bounded_and_follows_presence():
+    """The addresses noted per user (for §3.3's "offline both ways") follow
+    available and unavailable presence and never exceed the limit, the
+    oldest forgotten first. No server needed."""
+    seen = PresenceSeen(limit=3)
+    for n in range(5):
+        seen.note("u", f"c{n}@x/r", None)
+    seen.note("u", "c3@x/r", "unavailable")
+    seen.note("u", "c4@x/r", "error")                    # not presence of the contact
+    assert seen.take("u", {"x"}) == ["c2@x/r", "c4@x/r"]
+    assert seen.take("u", {"x"}) == []
+    seen.note("u", "c@x/r", None)
+    seen.forget("u")
+    assert seen.take("u", {"x"}) == []
+
+
+def test_covered_resources_of_a_contact():
+    """§6 items that block some of a contact's resources, as full JIDs."""
+    items = {"c@x/phone", "x/bot", "d@x/tv", "y/bot"}
+    assert covered_resources(items, "c@x") == ["c@x/bot", "c@x/phone"]
+    assert covered_resources(items, "x") == ["x/bot"]
+    assert covered_resources(items, "c@x/phone") == []
+    assert covered_resources({"c@x"}, "c@x") == []
 
 
 # -- persistence ---------------------------------------------------------------------------

@@ -305,6 +305,68 @@ async def test_gone_tombstone_verifies(fed):
     await close(new, r)
 
 
+GONE = "{urn:ietf:params:xml:ns:xmpp-stanzas}gone"
+
+
+def gone_to(stanza) -> str | None:
+    """The text of the ``<gone/>`` in an error stanza (None without one)."""
+    return stanza.xml.findtext(f"{{jabber:client}}error/{GONE}")
+
+
+async def test_tombstone_ignores_presence_broadcasts_and_answers_the_rest(fed):
+    """RFC 6121 §8.5.1 (no such user): "For a presence stanza with no 'type'
+    attribute or a 'type' attribute of "unavailable", the server MUST silently
+    ignore the stanza" — so the presence R still broadcasts to the deleted
+    account (R shares presence with it: §4.2.2, §4.4.2, §4.5.2) or directs at
+    it gets no answer. Nor do "subscribed", "unsubscribe" and "unsubscribed"
+    (§8.5.1 says to ignore those too) or an error (RFC 6120 §8.3.1: never
+    answered). What asks for an answer — a message, an IQ, R's server's probe,
+    a subscription request — is told where the account went:
+    <gone>xmpp:NEW</gone> (RFC 6120 §8.3.3.5; for a probe and a request
+    §8.5.1 would allow silence, but XEP-0283 verifiers rely on the answer).
+    R stays available while an answer could come, so that one would reach it."""
+    old_jid, new_jid, r_jid, old, new, r = await scenario(fed, "both")
+    await old.close()
+    await r.next_presence(type="unavailable", sender=old_jid, timeout=15)
+    assert fed["old.test"].cli("deluser", old_jid).returncode == 0
+
+    async def answers_to(*sent) -> list:
+        """Send the presences, then an IQ to the tombstone along the same path:
+        its <gone/> comes back after any answer to the presences."""
+        for kwargs in sent:
+            r.send_presence(**kwargs)
+        error, answer = await ask(r, "get", "<query xmlns='jabber:iq:version'/>", to=old_jid)
+        assert error == "gone" and answer.findtext(f"{{jabber:client}}error/{GONE}") == \
+            f"xmpp:{new_jid}"
+        return [p for p in await r.quiet() if p["from"].bare == old_jid]
+
+    # a broadcast update (old is R's contact 'both'), directed presence to the
+    # account and to the resource it had
+    assert await answers_to({"pstatus": "here"}, {"pto": old_jid, "pstatus": "psst"},
+                            {"pto": f"{old_jid}/r", "ptype": "unavailable"}) == []
+    r.send_message(mto=old_jid, mbody="still there?", mtype="chat")
+    bounce = await asyncio.wait_for(r.messages.get(), 15)
+    assert bounce["type"] == "error" and gone_to(bounce) == f"xmpp:{new_jid}"
+
+    # unavailable (broadcast to old), then available again: the probe R's server
+    # sends (§4.2.2, R is subscribed to old) gets the only answer
+    r.send_presence(ptype="unavailable")
+    r.send_presence(pstatus="back")
+    answer = await r.next_presence(type="error", sender=old_jid, timeout=15)
+    assert gone_to(answer) == f"xmpp:{new_jid}"
+    assert await answers_to() == []
+
+    # subscription bookkeeping and an error: ignored; a new request: <gone/>
+    assert await answers_to({"pto": old_jid, "ptype": "subscribed"},
+                            {"pto": old_jid, "ptype": "unsubscribed"},
+                            {"pto": old_jid, "ptype": "unsubscribe"},
+                            {"pto": old_jid, "ptype": "error"}) == []
+    r.send_presence(pto=old_jid, ptype="subscribe")
+    refusal = await r.next_presence(type="error", sender=old_jid, timeout=15)
+    assert gone_to(refusal) == f"xmpp:{new_jid}"
+    await close(new, r)
+
+
 async def test_offline_contact_is_processed_and_sees_it_at_login(fed):
     old_jid, new_jid, r_jid, old, new, r = await scenario(fed, "from")
     await r.close()

@@ -97,6 +97,10 @@ class Subscription(Module):
         if outcome.forward:
             for session in self.host.available_sessions(user):
                 session.send(stanza)
+        if outcome.effect == table.SEND_UNAVAILABLE:
+            # §3.3.3 step 3: the contact no longer receives the user's presence,
+            # so it is told the user's resources are gone
+            await self.host.events.fire("presence-revoke", PresenceShare(self.host, user, contact))
         return True
 
     # -- requests kept while the user was away ---------------------------------------------------

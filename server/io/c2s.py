@@ -83,6 +83,8 @@ class C2SSession(StreamConnection):
         self._reply_to: str | None = None     # our header's 'to' (RFC 6120 §4.7.2)
         self._reply_version: str | None = "1.0"
         self._sasl_failures = 0               # on this connection (RFC 6120 §6.4.5)
+        #: the stream's xml:lang, given to the client's stanzas that have none (RFC 6120 §8.1.5)
+        self.lang: str | None = None
         self.mechanism: sasl.ServerMechanism | None = None
         self._attempted_user: str | None = None   # for the per-account throttle
         self._timeout = None
@@ -142,6 +144,7 @@ class C2SSession(StreamConnection):
         host = self.server.hosts.get((opened.to or "").lower())
         self._reply_to = _bare_or_none(opened.from_)
         self._reply_version = response_version(opened.version)
+        self.lang = opened.attrs.get("lang") or None
         if self.host is not None and host is not self.host:
             raise StreamError("host-unknown", "the restarted stream names another host")
         self.host = host

@@ -26,6 +26,7 @@ from ..core.events import PresenceShare, SessionEvent
 from ..core.module import Hook, Module
 from ..xmpp import subscription as table
 from ..xmpp.errors import StanzaError
+from ..xmpp.namespaces import PREAPPROVAL_FEATURE_NS
 from ..xmpp.roster import RosterFull
 from ..xmpp.stanza import E, PRESENCE, from_text, to_text
 
@@ -35,6 +36,9 @@ log = logging.getLogger("xferd.subscription")
 class Subscription(Module):
     name = "subscription"
     depends = ("roster",)
+    #: RFC 6121 §3.4: "If a server supports subscription pre-approvals, then
+    #: it MUST advertise that fact by including the pre-approval stream feature"
+    stream_features = ((PREAPPROVAL_FEATURE_NS, "sub"),)
 
     def hooks(self):
         return [Hook("pre-presence", self.outbound, priority=10),

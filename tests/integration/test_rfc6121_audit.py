@@ -1,7 +1,10 @@
 """RFC 6121 requirements a client can see, checked with real clients."""
 
+import base64
+
 import pytest
 
+from tests.harness import SASL, RawClient
 from tests.integration.test_subscriptions import REACH, pair, wait_for_views
 
 
@@ -43,3 +46,21 @@ async def test_unsubscribe_without_a_subscription_sends_no_unavailable(server, n
     assert not got, [str(p) for p in got]
     await u.close()
     await c.close()
+
+
+async def test_pre_approval_support_is_advertised(server):
+    """RFC 6121 §3.4: "If a server supports subscription pre-approvals, then
+    it MUST advertise that fact by including the pre-approval stream feature
+    in the list of features it sends at the end of stream negotiation"
+    (<sub xmlns='urn:xmpp:features:pre-approval'/>). xferd keeps
+    pre-approvals (App. A.2.2 rows) but did not say so, so a client that
+    looks for the feature never offered them to its user."""
+    raw = await RawClient.connect(server.c2s_port)
+    await raw.secure(server.cert())
+    token = base64.b64encode(b"\0alice\0alice-pass").decode()
+    raw.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>")
+    await raw.expect("success")
+    features = await raw.open_stream()
+    assert features.find("{urn:xmpp:features:pre-approval}sub") is not None, \
+        [child.tag for child in features]
+    await raw.close()

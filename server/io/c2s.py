@@ -150,7 +150,7 @@ class C2SSession(StreamConnection):
         self.host = host
         self.send_header()
         if host is None:
-            raise StreamError("host-unknown", f"{opened.to or 'no domain'!r} is not served here"
+            raise StreamError("host-unknown", f"{opened.to!r} is not served here"
                               if opened.to else "the stream header has no 'to'")
         if self._reply_version is None:
             raise StreamError("unsupported-version",

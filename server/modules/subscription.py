@@ -37,7 +37,7 @@ class Subscription(Module):
     name = "subscription"
     depends = ("roster",)
     #: RFC 6121 §3.4: "If a server supports subscription pre-approvals, then
-    #: it MUST advertise that fact by including the pre-approval stream feature"
+    #: it MUST advertise the following stream feature during stream negotiation"
     stream_features = ((PREAPPROVAL_FEATURE_NS, "sub"),)
 
     def hooks(self):

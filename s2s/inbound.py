@@ -47,8 +47,8 @@ from server.xmpp.errors import StreamError
 from server.xmpp.jid import JID, JIDError, nameprep
 from server.xmpp.negotiation import TLS_NS, S2SPhase, classify_s2s, decide_s2s
 from server.xmpp.stanza import E
-from server.xmpp.stream import CLIENT_NS, DIALBACK_NS, SERVER_NS, StreamOpened, rehome, \
-    stream_header
+from server.xmpp.stream import CLIENT_NS, DIALBACK_NS, OUR_VERSION, SERVER_NS, StreamOpened, \
+    rehome, response_version, stream_header
 
 from . import dialback
 
@@ -81,6 +81,7 @@ class InboundStream(StreamConnection):
         self.stream_id = ""
         self.local: str | None = None          # the domain named in the header's 'to'
         self.peer: str | None = None           # … and 'from', if given
+        self._reply_version: str | None = "1.0"   # our header's (RFC 6120 §4.7.5)
         #: (remote domain, local domain) pairs authenticated on this stream
         self.authenticated: set[tuple[str, str]] = set()
         self._checks: set[asyncio.Task] = set()
@@ -121,20 +122,22 @@ class InboundStream(StreamConnection):
     def send_header(self) -> None:
         self.stream_id = secrets.token_hex(16)
         self.send_raw(stream_header(content_ns=SERVER_NS, from_=self.local, to=self.peer,
-                                    id=self.stream_id, extra_ns={"db": DIALBACK_NS}))
+                                    id=self.stream_id, version=self._reply_version,
+                                    extra_ns={"db": DIALBACK_NS}))
         self.header_sent = True
 
     def on_header(self, opened: StreamOpened) -> None:
         to = (opened.to or "").lower()
         self.peer = opened.from_
+        self._reply_version = response_version(opened.version)     # RFC 6120 §4.7.5
         if self.local is not None and to != self.local:
             raise StreamError("host-unknown", "the restarted stream names another host")
         self.local = to if to in self.s2s.server.hosts else None
         self.send_header()
         if self.local is None:
             raise StreamError("host-unknown", f"{opened.to!r} is not served here")
-        if opened.version is None or not opened.version.startswith("1."):
-            raise StreamError("unsupported-version", "XMPP 1.0 is required")
+        if self._reply_version is None:
+            raise StreamError("unsupported-version", "XMPP %d.%d is required" % OUR_VERSION)
         features = E("{http://etherx.jabber.org/streams}features")
         if not self.secure:
             starttls = E(f"{{{TLS_NS}}}starttls")
@@ -155,6 +158,13 @@ class InboundStream(StreamConnection):
 
     async def on_starttls(self, el) -> None:
         await self.accept_starttls(self.s2s.server.tls.context)
+
+    async def on_peer_stream_error(self, el) -> None:
+        """The peer ended the stream with an error (RFC 6120 §4.9.1.1): close
+        ours with ``</stream:stream>`` (§4.4), no error in answer."""
+        log.info("%r: the peer ended the stream with %s", self,
+                 [child.tag for child in el])
+        self.close()
 
     # -- dialback: we are the receiving server ---------------------------------------------
     async def on_dialback_request(self, el) -> None:

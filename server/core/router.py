@@ -7,7 +7,8 @@ stanzas; this file does the I/O around them.
 
 1. ``from_client``: a stanza from a bound client session gets its ``from``
    stamped with the session's full JID (a different ``from`` is an
-   ``<invalid-from/>`` stream error). Outbound hooks run first on the
+   ``<invalid-from/>`` stream error), and the stream's ``xml:lang`` if it
+   has none of its own (RFC 6120 §8.1.5). Outbound hooks run first on the
    sender's host — ``pre-presence``, ``pre-message``, ``pre-iq`` — and may
    take the stanza over (presence broadcast, subscription bookkeeping).
 2. ``route``: basic checks (``routing.iq_problem``: IQ type, id, exactly one
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING
 
 from ..xmpp.errors import StanzaError, StreamError
 from ..xmpp.jid import JID, JIDError
-from ..xmpp.namespaces import ACCOUNTXFER_NS
+from ..xmpp.namespaces import ACCOUNTXFER_NS, XML_NS
 from ..xmpp.routing import (DELIVER, KINDS, SERVICE_UNAVAILABLE, default_action, destination,
                             event_names, iq_problem, recipient)
 from ..xmpp.stanza import error_reply, result
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("xferd.router")
 
 _ACCOUNTXFER_QUERY = f"{{{ACCOUNTXFER_NS}}}query"
+_XML_LANG = f"{{{XML_NS}}}lang"
 
 
 class StanzaEvent:
@@ -127,6 +129,9 @@ class Router:
             if claimed_jid not in (session.jid, session.jid.bare):
                 raise StreamError("invalid-from", "from is not this session's address")
         stanza.set("from", str(session.jid))
+        lang = getattr(session, "lang", None)
+        if lang and stanza.get(_XML_LANG) is None:
+            stanza.set(_XML_LANG, lang)     # RFC 6120 §8.1.5: the stream's language
         kind = KINDS.get(stanza.tag)
         if kind is not None:
             # outbound hooks (presence broadcast, subscription state, blocking …)

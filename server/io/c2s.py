@@ -35,8 +35,8 @@ from ..xmpp.errors import StanzaError, StreamError
 from ..xmpp.jid import JID, JIDError, resourceprep
 from ..xmpp.negotiation import (BIND_NS, SASL_NS, Phase, classify, decide,
                                features, phase_after_header)
-from ..xmpp.stanza import E, error_reply, result, sub
-from ..xmpp.stream import CLIENT_NS, StreamOpened, stream_header
+from ..xmpp.stanza import E, error_reply, local_name, result, sub
+from ..xmpp.stream import CLIENT_NS, OUR_VERSION, StreamOpened, response_version, stream_header
 
 if TYPE_CHECKING:
     from ..core.hosts import Host
@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("xferd.c2s")
 
 _numbers = itertools.count(1)
+
+#: failed SASL attempts a stream may retry after its first (RFC 6120 §6.4.5:
+#: "at least 2 and no more than 5"); one more failure ends the stream
+SASL_RETRIES = 5
 
 
 class AuthThrottles:
@@ -76,6 +80,11 @@ class C2SSession(StreamConnection):
         self.jid: JID | None = None           # set by bind
         self.phase: Phase | None = None       # None until a stream header arrived
         self.stream_id = ""
+        self._reply_to: str | None = None     # our header's 'to' (RFC 6120 §4.7.2)
+        self._reply_version: str | None = "1.0"
+        self._sasl_failures = 0               # on this connection (RFC 6120 §6.4.5)
+        #: the stream's xml:lang, given to the client's stanzas that have none (RFC 6120 §8.1.5)
+        self.lang: str | None = None
         self.mechanism: sasl.ServerMechanism | None = None
         self._attempted_user: str | None = None   # for the per-account throttle
         self._timeout = None
@@ -126,20 +135,26 @@ class C2SSession(StreamConnection):
     def send_header(self) -> None:
         self.stream_id = secrets.token_urlsafe(12)
         domain = self.host.domain if self.host else next(iter(self.server.hosts))
-        self.send_raw(stream_header(from_=domain, id=self.stream_id))
+        self.send_raw(stream_header(from_=domain, to=self._reply_to, id=self.stream_id,
+                                    version=self._reply_version))
         self.header_sent = True
 
     # -- negotiation ----------------------------------------------------------------
     def on_header(self, opened: StreamOpened) -> None:
         host = self.server.hosts.get((opened.to or "").lower())
+        self._reply_to = _bare_or_none(opened.from_)
+        self._reply_version = response_version(opened.version)
+        self.lang = opened.attrs.get("lang") or None
         if self.host is not None and host is not self.host:
             raise StreamError("host-unknown", "the restarted stream names another host")
         self.host = host
         self.send_header()
         if host is None:
-            raise StreamError("host-unknown", f"{opened.to!r} is not served here")
-        if opened.version is None or not opened.version.startswith("1."):
-            raise StreamError("unsupported-version", "XMPP 1.0 is required")
+            raise StreamError("host-unknown", f"{opened.to!r} is not served here"
+                              if opened.to else "the stream header has no 'to'")
+        if self._reply_version is None:
+            raise StreamError("unsupported-version",
+                              "XMPP %d.%d is required" % OUR_VERSION)
         self.phase = phase_after_header(secure=self.secure,
                                         require_tls=self.config.c2s.require_encryption,
                                         authenticated=self.username is not None)
@@ -160,6 +175,14 @@ class C2SSession(StreamConnection):
         rule = decide(self.phase, classify(el))
         self.phase = rule.then
         await getattr(self, f"on_{rule.action}")(el)
+
+    async def on_peer_stream_error(self, el) -> None:
+        """The client ended the stream with an error (RFC 6120 §4.9.1.1): we
+        close ours with ``</stream:stream>`` and answer nothing else (§4.4)."""
+        condition = next((local_name(c) for c in el if local_name(c) != "text"),
+                         "undefined-condition")
+        log.info("%r: the client ended the stream: %s", self, condition)
+        self.close()
 
     async def on_starttls(self, el) -> None:
         await self.accept_starttls(self.server.tls.context)
@@ -252,12 +275,19 @@ class C2SSession(StreamConnection):
         self._sasl_failure(failure.condition, failure.text)
 
     def _sasl_failure(self, condition: str, text: str | None = None) -> None:
+        """Send ``<failure/>``. RFC 6120 §6.4.5: after the retries we allow
+        (:data:`SASL_RETRIES`) have failed too, the stream ends with
+        ``<policy-violation/>`` — the condition the RFC says SHOULD be used."""
         self.phase = Phase.AUTH if self.phase is not Phase.TLS else Phase.TLS
         failure = E(f"{{{SASL_NS}}}failure")
         sub(failure, f"{{{SASL_NS}}}{condition}")
         if text:
             sub(failure, f"{{{SASL_NS}}}text", text=text)
         self.send(failure)
+        self._sasl_failures += 1
+        if self._sasl_failures > SASL_RETRIES:
+            self.stream_error("policy-violation",
+                              f"{self._sasl_failures} failed authentication attempts")
 
     # In-band registration before login (XEP-0077 §3) ................................
     async def on_register(self, el) -> None:
@@ -305,3 +335,14 @@ class C2SSession(StreamConnection):
     # Stanzas ...........................................................................
     async def on_stanza(self, el) -> None:
         await self.server.router.from_client(self, el)
+
+
+def _bare_or_none(address: str | None) -> str | None:
+    """The bare JID of the client's header ``from`` for our header's ``to``
+    (RFC 6120 §4.7.2); None when there is none or it is no JID."""
+    if not address:
+        return None
+    try:
+        return str(JID.parse(address).bare)
+    except JIDError:
+        return None

@@ -26,6 +26,7 @@ from ..core.events import PresenceShare, SessionEvent
 from ..core.module import Hook, Module
 from ..xmpp import subscription as table
 from ..xmpp.errors import StanzaError
+from ..xmpp.namespaces import PREAPPROVAL_FEATURE_NS
 from ..xmpp.roster import RosterFull
 from ..xmpp.stanza import E, PRESENCE, from_text, to_text
 
@@ -35,6 +36,9 @@ log = logging.getLogger("xferd.subscription")
 class Subscription(Module):
     name = "subscription"
     depends = ("roster",)
+    #: RFC 6121 §3.4: "If a server supports subscription pre-approvals, then
+    #: it MUST advertise the following stream feature during stream negotiation"
+    stream_features = ((PREAPPROVAL_FEATURE_NS, "sub"),)
 
     def hooks(self):
         return [Hook("pre-presence", self.outbound, priority=10),
@@ -97,6 +101,10 @@ class Subscription(Module):
         if outcome.forward:
             for session in self.host.available_sessions(user):
                 session.send(stanza)
+        if outcome.effect == table.SEND_UNAVAILABLE:
+            # §3.3.3 step 3: the contact no longer receives the user's presence,
+            # so it is told the user's resources are gone
+            await self.host.events.fire("presence-revoke", PresenceShare(self.host, user, contact))
         return True
 
     # -- requests kept while the user was away ---------------------------------------------------

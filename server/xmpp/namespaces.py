@@ -19,6 +19,7 @@ STANZA_ERRORS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 # RFC 6121 and the XEPs the server implements
 ROSTER_NS = "jabber:iq:roster"
 ROSTERVER_FEATURE_NS = "urn:xmpp:features:rosterver"          # XEP-0237
+PREAPPROVAL_FEATURE_NS = "urn:xmpp:features:pre-approval"     # RFC 6121 §3.4
 DIALBACK_NS = "jabber:server:dialback"                        # XEP-0220
 DIALBACK_FEATURE_NS = "urn:xmpp:features:dialback"
 DATA_NS = "jabber:x:data"                                     # XEP-0004

@@ -21,6 +21,9 @@ from .namespaces import (BIND_NS, DIALBACK_NS, REGISTER_FEATURE_NS, REGISTER_NS,
                          SASL_NS, SESSION_NS, STREAMS_NS, TLS_NS)
 
 
+_STREAM_ERROR = f"{{{STREAMS_NS}}}error"
+
+
 class Phase(enum.Enum):
     TLS = "encryption required before anything else"
     AUTH = "waiting for authentication"
@@ -69,7 +72,15 @@ REFUSAL: dict[Phase, tuple[str, str]] = {
 }
 
 
+#: The peer ended the stream with ``<stream:error/>``: in every phase we close
+#: our side too, and answer no error with an error (RFC 6120 §4.9.1.1: the
+#: stream is over; §4.4: close ours with ``</stream:stream>``). Prosody does the same.
+PEER_STREAM_ERROR = "stream-error"
+
+
 def _decide(table: dict, refusals: dict, phase, event: str) -> Rule:
+    if event == PEER_STREAM_ERROR:
+        return Rule("peer_stream_error", phase)
     rule = table.get((phase, event))
     if rule is None:
         condition, text = refusals[phase]
@@ -105,6 +116,8 @@ def classify(el) -> str:
         return "response"
     if tag == f"{{{SASL_NS}}}abort":
         return "abort"
+    if tag == _STREAM_ERROR:
+        return PEER_STREAM_ERROR
     return "unknown"
 
 
@@ -183,4 +196,6 @@ def classify_s2s(el) -> str:
         return "db-result"
     if tag == f"{{{DIALBACK_NS}}}verify" and el.get("type") is None:
         return "db-verify"
+    if tag == _STREAM_ERROR:
+        return PEER_STREAM_ERROR
     return "unknown"

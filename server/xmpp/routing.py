@@ -31,7 +31,8 @@ Known differences from the RFC text (documented, not yet changed):
 
 - §8.2.3 rules 6 and 7 (a ``result`` has at most one child, an ``error``
   has an ``<error/>`` child) are not checked: such IQs are routed as they
-  are.
+  are, as Prosody does. Only their recipient can notice; the sender could
+  not be told, since a result or error is never answered (rule 4, §8.3.1).
 - :func:`default_action` answers a message of type ``groupchat``/``normal``/
   ``chat`` to a domain or domain/resource with ``<service-unavailable/>``
   (RFC 6120 §10.5.1/§10.5.2 allow handling or an error: we pick the error),

@@ -489,6 +489,25 @@ def _syntax_error(exc: etree.XMLSyntaxError) -> StreamError:
 
 # -- output -------------------------------------------------------------------
 
+#: the one XMPP version we speak (RFC 6120 §4.7.5)
+OUR_VERSION = (1, 0)
+_VERSION = re.compile(r"([0-9]+)\.([0-9]+)")
+
+
+def response_version(theirs: str | None) -> str | None:
+    """The ``version`` for our response header (RFC 6120 §4.7.5): the lower
+    of the peer's and ours. A peer that sent none (or no "major.minor")
+    stands for 0.0, which we do not speak: None, no version attribute — the
+    caller then ends the stream with ``<unsupported-version/>``. Numbers
+    compare as integers, leading zeros ignored: "1.10" is above "1.9"."""
+    m = _VERSION.fullmatch(theirs or "")
+    if m is None:
+        return None
+    version = min((int(m.group(1)), int(m.group(2))), OUR_VERSION)
+    return f"{version[0]}.{version[1]}" if version[0] >= 1 else None
+
+
+
 def stream_header(*, content_ns: str = CLIENT_NS, from_: str | None = None,
                   to: str | None = None, id: str | None = None,
                   version: str | None = "1.0", lang: str | None = "en",

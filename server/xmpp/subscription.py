@@ -44,7 +44,7 @@ STATES = (N, N_PO, N_PI, N_PO_PI, T, T_PI, F, F_PO, B)
 
 # side effects
 SEND_PRESENCE = "send the user's available presence to the contact"        # §3.1.5
-SEND_UNAVAILABLE = "send unavailable presence to the contact first"          # §3.2.2
+SEND_UNAVAILABLE = "send the user's unavailable presence to the contact"     # §3.2.2, §3.3.3
 PRE_APPROVE = "remember a pre-approval"                                       # §3.4
 CANCEL_PRE_APPROVAL = "forget a pre-approval"                                 # §3.4
 AUTO_REPLY_SUBSCRIBED = "answer subscribed on the user's behalf"             # §3.1.3
@@ -125,9 +125,10 @@ INBOUND: dict[tuple[str, str], Outcome] = {
     ("unsubscribe", N_PO_PI): _row(N_PO, True),
     ("unsubscribe", T): _row(T, False),
     ("unsubscribe", T_PI): _row(T, True),
-    ("unsubscribe", F): _row(N, True),
-    ("unsubscribe", F_PO): _row(N_PO, True),
-    ("unsubscribe", B): _row(T, True),
+    # §3.3.3: the contact that stops watching is sent unavailable presence
+    ("unsubscribe", F): _row(N, True, SEND_UNAVAILABLE),
+    ("unsubscribe", F_PO): _row(N_PO, True, SEND_UNAVAILABLE),
+    ("unsubscribe", B): _row(T, True, SEND_UNAVAILABLE),
     # A.3.3 subscribed
     ("subscribed", N): _row(N, False),
     ("subscribed", N_PO): _row(T, True),

@@ -29,7 +29,11 @@ TOP = f"slixmpp-{VERSION}/"
 
 
 class Unavailable(Exception):
-    """The sdist could not be had (no network, wrong bytes…): the message says why."""
+    """The sdist could not be downloaded (no network…): the message says why."""
+
+
+class Mismatch(Exception):
+    """The downloaded bytes are not the pinned sdist: never a reason to skip."""
 
 
 def _sha256(path: Path) -> str:
@@ -53,10 +57,10 @@ def archive(timeout: float = 60) -> Path:
             shutil.copyfileobj(resp, out)
         got = _sha256(Path(partial))
         if got != SHA256:
-            raise Unavailable(f"{URL}: sha256 {got}, expected {SHA256}")
+            raise Mismatch(f"{URL}: sha256 {got}, expected {SHA256}")
         os.replace(partial, ARCHIVE)
     except OSError as exc:               # URLError and timeouts are OSErrors
-        raise Unavailable(f"could not download {URL}: {exc}") from exc
+        raise Unavailable(f"could not download {URL}: {exc}") from None
     finally:
         Path(partial).unlink(missing_ok=True)
     return ARCHIVE

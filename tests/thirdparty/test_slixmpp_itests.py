@@ -105,9 +105,10 @@ def itests_dir(tmp_path_factory) -> Path:
     try:
         return sdist.extract_itests(tmp_path_factory.mktemp("slixmpp-itests"))
     except sdist.Unavailable as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(str(exc), pytrace=False)
-        pytest.skip(str(exc))
+        reason = str(exc)
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ nothing of theirs changed:
 - Ports: an event loop whose ``create_connection`` reaches xferd's c2s port
   when a client dials port 5222 of that host and xferd's direct TLS port for
   5223 — port forwarding, as a NAT does it: the socket still names the
-  address the client dialled as its peer.
+  port the client dialled as its peer's.
 - Trust: xferd's self-signed certificate for the domain is the CA bundle
   (``SSL_CERT_FILE``, read by OpenSSL's default verify paths, which
   slixmpp's default SSL context uses); verification stays on.
@@ -50,8 +50,8 @@ ADDRESSES = {HOST, "127.0.0.1", "::1"}
 
 
 class ForwardedSocket(socket.socket):
-    """A TCP socket connected through a port forward: its peer is the address
-    that was dialled (asyncio's transports read ``peername`` from here)."""
+    """A TCP socket connected through a port forward: its peer's port is the
+    one that was dialled (asyncio's transports read ``peername`` from here)."""
 
     dialled: tuple[str, int]
 
@@ -67,7 +67,7 @@ class ForwardingLoop(asyncio.SelectorEventLoop):
         if host not in ADDRESSES or port not in FORWARDED or kwargs.get("sock") is not None:
             return await super().create_connection(protocol_factory, host, port, **kwargs)
         sock = ForwardedSocket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.dialled = (host, port)
+        sock.dialled = ("127.0.0.1", port)
         sock.setblocking(False)
         try:
             await self.sock_connect(sock, ("127.0.0.1", FORWARDED[port]))

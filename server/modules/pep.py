@@ -134,8 +134,8 @@ log = logging.getLogger("xferd.pep")
 #: service discovery features of every account (XEP-0060 §10)
 FEATURES = tuple(f"{NS}#{name}" for name in (
     "publish", "publish-options", "retrieve-items", "retract-items", "auto-create",
-    "auto-subscribe", "filtered-notifications", "last-published", "presence-notifications",
-    "access-open", "access-presence", "access-roster", "access-whitelist", "persistent-items",
+    "auto-subscribe", "presence-subscribe", "filtered-notifications", "last-published",
+    "presence-notifications", "access-open", "access-presence", "access-roster", "access-whitelist", "persistent-items",
     "create-nodes", "create-and-configure", "config-node", "delete-nodes",
 ))
 

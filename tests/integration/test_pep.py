@@ -8,6 +8,7 @@ users) so the tests can share one server in any order.
 import asyncio
 import functools
 import itertools
+import sqlite3
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -474,6 +475,23 @@ async def test_the_owners_resources_are_notified_as_their_caps_ask(server):
         await second.close()
 
 
+async def test_the_account_advertises_what_pep_does(server):
+    """XEP-0163 §6.1: the account's disco#info lists the XEP-0060 features it
+    supports — auto-subscribe and filtered-notifications (both MUST, §5),
+    last-published (XEP-0060 §6.1.7: MUST when the last item is sent by
+    default) and the roster access model."""
+    [owner_jid] = await fresh(server, "feat")
+    client = await login(server, f"{owner_jid}/x", "pw")
+    try:
+        answer = await send_iq(client, "get", f"<query xmlns='{DISCO_INFO}'/>", to=owner_jid)
+        features = {f.get("var") for f in answer.iter(f"{{{DISCO_INFO}}}feature")}
+        for name in ("auto-subscribe", "filtered-notifications", "last-published",
+                     "access-roster"):
+            assert f"{PUBSUB}#{name}" in features, name
+    finally:
+        await client.close()
+
+
 async def test_a_client_without_notify_gets_no_avatar(server):
     """XEP-0060 §9.2: "The server MUST NOT send notifications related to any
     NodeIDs that the contact's client has not asked for via the relevant
@@ -616,6 +634,45 @@ async def test_send_last_published_item_never_is_kept(server):
         await owner.close()
         if reader is not None:
             await reader.close()
+
+
+async def node_config(client, node) -> dict:
+    config = await send_iq(client, "get", f"<pubsub xmlns='{OWNER}'>"
+                                          f"<configure node='{node}'/></pubsub>")
+    return {f.get("var"): f.findtext("{jabber:x:data}value")
+            for f in config.iter("{jabber:x:data}field")}
+
+
+async def test_a_node_stored_without_send_last_published_item_takes_the_asked_value(server):
+    """A node stored before send_last_published_item was kept (or imported
+    without it) sends the last item as PEP's default says (XEP-0163
+    §4.3.4), and the first publish-options naming the field set it rather
+    than failing the §7.1.5 precondition: such nodes used to meet only
+    ``never``, which bookmark clients (XEP-0402) ask for."""
+    [owner_jid] = await fresh(server, "old_owner")
+    owner = await login(server, f"{owner_jid}/pub", "pw")
+    try:
+        await publish(owner, "urn:example:old-node", note("1"), "1")
+        db = sqlite3.connect(server.data_dir / "xferd.sqlite", timeout=10)
+        with db:
+            db.execute("UPDATE pep_nodes SET config = '{}' WHERE username = ?",
+                       (owner_jid.split("@")[0],))
+        db.close()
+        fields = await node_config(owner, "urn:example:old-node")
+        assert fields["pubsub#send_last_published_item"] == "on_sub_and_presence"
+        await publish(owner, "urn:example:old-node", note("2"), "2",
+                      options={"pubsub#send_last_published_item": "never"})
+        fields = await node_config(owner, "urn:example:old-node")
+        assert fields["pubsub#send_last_published_item"] == "never"
+        try:                        # from now on it is a precondition like any other
+            await publish(owner, "urn:example:old-node", note("3"), "3",
+                          options={"pubsub#send_last_published_item": "on_sub"})
+        except Failed as failed:
+            assert failed.pubsub_condition == "precondition-not-met"
+        else:
+            raise AssertionError("the adopted value was not kept")
+    finally:
+        await owner.close()
 
 
 async def test_roster_access_model(server):

@@ -2,14 +2,19 @@
 
 From the user's client (``pre-presence``):
 * the first available presence of a session is *initial presence* (§4.2):
-  it goes to the user's other resources and to every contact with a ``from``
+  it goes back to the sending resource itself ("including the resource that
+  generated the presence notification in the first place", §4.2.2), to the
+  user's other resources and to every contact with a ``from``
   or ``both`` subscription, probes go to every contact with ``to`` or
   ``both``, the session gets the presence of the user's other available
   resources, and ``presence-initial`` fires (offline messages, pending
   subscription requests);
-* later available presence is broadcast the same way, without probes (§4.4);
+* later available presence is broadcast the same way, echo included,
+  without probes (§4.4.2);
 * unavailable presence — sent, or implied by the connection ending — goes to
   the same audience plus everyone who got directed presence (§4.5, §4.6.3);
+  it is echoed to the sending resource when its stream is still open (as
+  Prosody does; a closed stream has nobody to echo to);
 * presence with a ``to`` is directed presence (§4.6), routed as it is and
   remembered when it reaches someone outside the broadcast audience.
 
@@ -88,10 +93,13 @@ class Presence(Module):
         await self.host.server.router.route(stanza)
 
     async def _broadcast(self, session, stanza, extra: set[str] = frozenset(),
-                         items=None) -> None:
-        """Send *stanza* (from the session) to the user's other resources and
-        to every contact that shares the user's presence (plus *extra*)."""
+                         items=None, echo: bool = True) -> None:
+        """Send *stanza* (from the session) back to the session itself (*echo*,
+        §4.2.2/§4.4.2/§4.5.2), to the user's other available resources and to
+        every contact that shares the user's presence (plus *extra*)."""
         user = session.jid.local
+        if echo:
+            session.send(_clone(stanza, to=str(session.jid)))
         for other in self.host.user_sessions(user).values():
             if other is not session and other.available:
                 other.send(_clone(stanza, to=str(other.jid)))
@@ -136,6 +144,8 @@ class Presence(Module):
         await self.host.events.fire("presence-initial", SessionEvent(session))
 
     async def _go_unavailable(self, session, stanza=None) -> None:
+        """*stanza*: the unavailable presence the client sent (echoed back to
+        it); None when the stream ended (nothing to echo to)."""
         was_available = session.available
         session.presence = None
         session.priority = 0
@@ -147,7 +157,7 @@ class Presence(Module):
             PRESENCE, {"type": "unavailable", "from": str(session.jid)})
         unavailable.set("from", str(session.jid))
         if was_available:
-            await self._broadcast(session, unavailable, audience)
+            await self._broadcast(session, unavailable, audience, echo=stanza is not None)
         else:
             for target in sorted(audience):
                 await self._route(_clone(unavailable, to=target))

@@ -2,7 +2,7 @@
 updates, unavailable (sent or by disconnecting), directed presence, and
 the user's own resources seeing each other."""
 
-from tests.harness import login
+from tests.harness import RawClient, login
 
 
 async def befriend(server, new_user, *, both=True):
@@ -82,23 +82,58 @@ async def test_only_subscribers_get_presence(server, new_user):
     await stranger.close()
 
 
-async def test_own_resources_see_each_other(server, new_user):
+async def test_own_resources_see_each_other_and_each_gets_its_own_presence_back(server, new_user):
+    """RFC 6121 §4.2.2: the server "MUST also broadcast initial presence from
+    the user's newly available resource to all of the user's available
+    resources, including the resource that generated the presence
+    notification in the first place"; §4.4.2 says the same of updates and
+    §4.5.2 of unavailable presence. Clients rely on the echo to show their
+    own account as online."""
     me = new_user("pr")
     a = await login(server, f"{me}/a", "pw")
     b = await login(server, f"{me}/b", "pw")
     a.send_presence(pstatus="A here")
-    await a.ping_server()
+    echo = await a.next_presence(sender=me)               # the first presence a gets
+    assert (str(echo["from"]), echo["type"], echo["status"]) == (f"{me}/a", "available", "A here")
     b.send_presence(pstatus="B here")
-    # b's initial presence gets a's presence; a sees b arrive
-    got = await b.next_presence(type=None, sender=me)
-    assert str(got["from"]) == f"{me}/a" and got["status"] == "A here"
-    got = await a.next_presence(type=None, sender=me)
-    assert str(got["from"]) == f"{me}/b" and got["status"] == "B here"
-    b.send_presence(ptype="unavailable")
-    got = await a.next_presence(type="unavailable", sender=me)
-    assert str(got["from"]) == f"{me}/b"
+    # b: its own presence first, then that of the other available resource
+    got = [await b.next_presence(sender=me) for _ in range(2)]
+    assert [(str(p["from"]), p["status"]) for p in got] == [(f"{me}/b", "B here"),
+                                                            (f"{me}/a", "A here")]
+    got = await a.next_presence(sender=me)
+    assert (str(got["from"]), got["status"]) == (f"{me}/b", "B here")
+    # an update (§4.4.2) reaches both, the sender included
+    a.send_presence(pshow="away", pstatus="A away")
+    for client in (a, b):
+        got = await client.next_presence(sender=me)
+        assert (str(got["from"]), got["show"], got["status"]) == (f"{me}/a", "away", "A away")
+    # unavailable (§4.5.2): both again; nothing else arrives
+    b.send_presence(ptype="unavailable", pstatus="bye")
+    for client in (b, a):
+        got = await client.next_presence(sender=me)
+        assert (str(got["from"]), got["type"], got["status"]) == (f"{me}/b", "unavailable", "bye")
+    assert not await a.quiet(via=b)
+    assert not await b.quiet()
     await a.close()
     await b.close()
+
+
+async def test_own_presence_echo_on_the_wire(server, new_user):
+    """The echo as bytes: the initial presence comes back from the full JID
+    to the full JID, with what the client put in it (RFC 6121 §4.2.2)."""
+    me = new_user("pw")
+    raw = await RawClient.connect(server.c2s_port)
+    await raw.login_plain(server.cert("localhost"), me.split("@")[0], "pw", resource="wire")
+    raw.send("<presence><show>chat</show><status>here</status><priority>5</priority></presence>")
+    echo = await raw.expect("presence")
+    assert echo.get("from") == f"{me}/wire" and echo.get("to") == f"{me}/wire"
+    assert echo.get("type") is None
+    assert [(child.tag.split("}")[1], child.text) for child in echo] == [
+        ("show", "chat"), ("status", "here"), ("priority", "5")]
+    raw.send("<presence type='unavailable'/>")
+    echo = await raw.expect("presence")
+    assert (echo.get("from"), echo.get("type")) == (f"{me}/wire", "unavailable")
+    await raw.close()
 
 
 async def test_directed_presence_and_its_cleanup(server, new_user):

@@ -56,26 +56,30 @@ resources and its contacts', local or remote — and we keep, per owner, each
 such full JID and the nodes it advertises ``NODE+notify`` for. A
 notification for node N (publish, retract with notify, node deletion) is a
 ``type='headline'`` message from the owner's bare JID (§4.3.1) to the full
-JID (§4.3.1 4, §4.3.2 3) of each of those resources that advertises
+JID (§4.3.1 item 4, §4.3.2 item 3) of each of those resources that advertises
 ``N+notify`` and
 
-1. is one of the owner's own resources (§4 3), or
+1. is one of the owner's own resources (§4 item 3), or
 2. belongs to a contact with subscription ``from`` or ``both`` in the
-   owner's roster (the contact "shares presence", §4 2; XEP-0060 §9.1.2),
+   owner's roster (the contact "shares presence", §4 item 2; XEP-0060 §9.1.2),
    whom the access model lets read N (``open``, ``presence``; ``roster``:
    in an allowed group; ``whitelist``: nobody) and whom the owner has not
-   blocked (§4.3.3 3; XEP-0191 §6 matching, ``server/xmpp/blocklist.py``,
+   blocked (§4.3.3 item 3; XEP-0191 §6 matching, ``server/xmpp/blocklist.py``,
    applied to the full JID, so a block of one resource spares the others
    even at a remote contact).
 
 A resource whose caps we do not know — none sent, the disco#info answer not
 in yet, or a hash that did not verify — gets nothing: XEP-0060 §9.2 "MUST
 NOT send notifications related to any NodeIDs that the contact's client has
-not asked for", and XEP-0163 §4.3.2 2 lets a service send nothing where it
-lacks that presence information. That is also what Prosody does (its
-mod_pep keeps the same per-resource table).
+not asked for", and XEP-0163 §4.3.2 item 2 lets a service send nothing
+where it lacks that presence information. That is also what Prosody 0.12
+does (its mod_pep keeps the same per-resource table; tests/interop/
+test_prosody_pep.py), except that for a local contact it also notifies the
+contact's bare JID once one of its resources advertised caps, which we do
+not copy: the interested resource gets everything twice and its siblings
+get what they did not ask for.
 
-The last published item (XEP-0163 §4.3.3 2 and §4.3.4; XEP-0060 §6.1.7,
+The last published item (XEP-0163 §4.3.3 item 2 and §4.3.4; XEP-0060 §6.1.7,
 stamped with XEP-0203 delay): when a resource's caps become known (it came
 online, or announced new caps) it gets the newest item of each node it newly
 advertises ``+notify`` for and may receive as above, if the node's
@@ -91,7 +95,7 @@ subscriptions (``subscribe``/``unsubscribe``), so no notifications to
 entities without a presence subscription, not even for ``open`` nodes
 (XEP-0060 §9.1.3's temporary subscription of a presence sharer is a SHOULD;
 Prosody does not either); presence priority is not looked at (XEP-0163
-§4.3.2 3 speaks of non-negative priority; Prosody does not look either);
+§4.3.2 item 3 speaks of non-negative priority; Prosody does not look either);
 no ``authorize`` access model, no XEP-0033 ``replyto``, no RSM paging of
 items, no affiliation or subscription management. Those requests get
 ``<feature-not-implemented/>`` + ``<unsupported feature='…'/>``, XEP-0060's
@@ -135,7 +139,8 @@ log = logging.getLogger("xferd.pep")
 FEATURES = tuple(f"{NS}#{name}" for name in (
     "publish", "publish-options", "retrieve-items", "retract-items", "auto-create",
     "auto-subscribe", "presence-subscribe", "filtered-notifications", "last-published",
-    "presence-notifications", "access-open", "access-presence", "access-roster", "access-whitelist", "persistent-items",
+    "presence-notifications", "access-open", "access-presence", "access-roster",
+    "access-whitelist", "persistent-items",
     "create-nodes", "create-and-configure", "config-node", "delete-nodes",
 ))
 

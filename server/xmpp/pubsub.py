@@ -66,7 +66,8 @@ def parse_max_items(value: str) -> int:
 def parse_send_last(value: str) -> str:
     """A submitted send_last_published_item; ValueError for another value."""
     if value not in SEND_LAST_VALUES:
-        raise ValueError(f"{SEND_LAST_PUBLISHED_ITEM} must be one of {', '.join(SEND_LAST_VALUES)}")
+        raise ValueError(f"{SEND_LAST_PUBLISHED_ITEM} must be one of "
+                         f"{', '.join(SEND_LAST_VALUES)}")
     return value
 
 

@@ -182,3 +182,12 @@ def test_features_of_an_answer():
     assert caps.features(q(SIMPLE)) == {
         "http://jabber.org/protocol/caps", "http://jabber.org/protocol/disco#info",
         "http://jabber.org/protocol/disco#items", "http://jabber.org/protocol/muc"}
+
+
+def test_notify_nodes_are_the_features_with_plus_notify():
+    """XEP-0060 §9.2 / XEP-0163 §4.2: "NodeID+notify" asks for NodeID's
+    notifications; a bare "+notify" names no node."""
+    from server.xmpp.pubsub import notify_nodes
+    assert notify_nodes({"urn:xmpp:avatar:metadata+notify", "urn:xmpp:avatar:metadata",
+                         "http://jabber.org/protocol/nick+notify", "+notify"}) == {
+        "urn:xmpp:avatar:metadata", "http://jabber.org/protocol/nick"}

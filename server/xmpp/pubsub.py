@@ -1,4 +1,4 @@
-"""The PEP node options xferd supports (XEP-0060 §16.4.4 node_config, as
+"""The PEP node options xferd supports (XEP-0060 §17.4.4 node_config, as
 XEP-0163 uses them), said once for the PEP service (server/modules/pep.py)
 and XEP-0227 import/export (storage/pie.py).
 
@@ -37,7 +37,7 @@ ROSTER_GROUPS_ALLOWED = "pubsub#roster_groups_allowed"
 FIXED_OPTIONS = {PERSIST_ITEMS: True}
 
 ACCESS_MODELS = ("open", "presence", "roster", "whitelist")
-#: XEP-0060 §16.4.4's values of send_last_published_item; PEP's default (XEP-0163 §4.3.4)
+#: XEP-0060 §17.4.4's values of send_last_published_item; PEP's default (XEP-0163 §4.3.4)
 SEND_LAST_VALUES = ("never", "on_sub", "on_sub_and_presence")
 DEFAULT_SEND_LAST = "on_sub_and_presence"
 NOTIFY_SUFFIX = "+notify"

@@ -599,7 +599,7 @@ async def test_a_subscription_approval_brings_the_last_item(server):
 
 
 async def test_send_last_published_item_never_is_kept(server):
-    """XEP-0060 §16.4.4 send_last_published_item: PEP's default is
+    """XEP-0060 §17.4.4 send_last_published_item: PEP's default is
     on_sub_and_presence (XEP-0163 §4.3.4), shown in the configuration form;
     a node published with ``never`` sends no last item on presence, and is a
     precondition of later publish-options (§7.1.5)."""

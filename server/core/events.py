@@ -79,6 +79,18 @@ class SessionEvent:
 
 
 @dataclass
+class CapsChange:
+    """``caps-changed``: what the caps module (XEP-0115) knows of *jid*, a full
+    JID whose presence reaches *username* (one of the user's own resources or a
+    contact's): the disco#info features of its caps, or None once it is
+    unavailable (or no longer tracked)."""
+    host: Any
+    username: str
+    jid: Any                  # server.xmpp.jid.JID, full
+    features: frozenset | None
+
+
+@dataclass
 class Login:
     """``login``: *session* proved it is *username* (SASL success is not sent
     yet). A handler may refuse the login by raising ``sasl.SaslFailure``."""
@@ -101,6 +113,7 @@ EVENTS: dict[str, type] = {
     "presence-revoke": PresenceShare,
     "presence-initial": SessionEvent,
     "resource-unbind": SessionEvent,
+    "caps-changed": CapsChange,
     "login": Login,
     # the router's event of the message to store (fired by message.py when no
     # resource takes it; True: stored, or dropped on purpose)

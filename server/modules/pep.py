@@ -1,73 +1,105 @@
 """XEP-0163 Personal Eventing Protocol: every account is a small pubsub
 service (XEP-0060) addressed by its bare JID.
 
-What we implement — the subset XEP-0283 (the ``urn:xmpp:moved:1`` statement)
-and everyday clients need:
+What we implement — the subset XEP-0163 §5 and everyday clients need:
 
 * publish (XEP-0060 §7.1) with auto-create (§7.1.4; XEP-0163 §3): a node
   that does not exist is created on first publish with access model
-  ``presence`` (XEP-0163 §5) and ``max_items`` 1. An item without an id gets
-  a generated one, returned in the result. Re-publishing an id replaces the
-  item; beyond ``max_items`` the oldest items go (§7.1.2).
+  ``presence`` (XEP-0163 §5), ``max_items`` 1 and
+  ``send_last_published_item`` ``on_sub_and_presence`` (XEP-0163 §4.3.4). An
+  item without an id gets a generated one, returned in the result.
+  Re-publishing an id replaces the item; beyond ``max_items`` the oldest
+  items go (§7.1.2).
 * publish-options (§7.1.5, as clarified in XEP-0060 1.13.6): the form must be
   of FORM_TYPE ``…pubsub#publish-options``. Every field is a precondition:
   node exists and a field differs → ``<conflict/>`` +
   ``<precondition-not-met/>``; node absent → created with those values.
-  Fields we know: ``pubsub#access_model`` (open | presence | whitelist),
-  ``pubsub#max_items`` (1…256 = MAX_ITEMS, or ``max``), ``pubsub#persist_items``
-  (we always persist, so only true can be met) and
-  ``pubsub#send_last_published_item`` (we never send the last item on
-  presence, so only ``never`` can be met). The XEP says a service "MUST
-  reject publications with unknown fields" without naming the error; we
-  answer ``<bad-request/>`` naming the field (also for a bad value).
+  Fields we know: ``pubsub#access_model`` (open | presence | roster |
+  whitelist), ``pubsub#roster_groups_allowed``, ``pubsub#max_items`` (1…256
+  = MAX_ITEMS, or ``max``), ``pubsub#persist_items`` (we always persist, so
+  only true can be met) and ``pubsub#send_last_published_item`` (never |
+  on_sub | on_sub_and_presence). One exception: a node stored before that
+  field existed (or imported without it) has no value of its own, and takes
+  the one asked for instead of refusing — those nodes behaved as ``never``,
+  which is what bookmark clients (XEP-0402) ask for. The XEP says a service
+  "MUST reject publications with unknown fields" without naming the error;
+  we answer ``<bad-request/>`` naming the field (also for a bad value).
 * retract (§7.2), with ``notify='true'`` sending a retract notification.
 * items retrieval (§6.5): all items, the newest ``max_items``, or given
   item ids; returned oldest first as in the XEP's examples. An id that does
   not exist is simply missing from the result (§6.5.9.12).
 * node creation (§8.1, optionally with a configure form), configuration
-  get/set (§8.2: the four fields above) and deletion (§8.4), owner only.
+  get/set (§8.2: the fields above) and deletion (§8.4), owner only.
 
 Access models, their defaults and the node_config fields are the sans-IO
 core's (``server/xmpp/pubsub.py``), shared with XEP-0227 import/export.
 
 Who may read (§6.5.1, XEP-0163 §5): the owner always; ``open`` anyone;
 ``presence`` an entity whose bare JID is in the owner's roster with
-subscription ``from`` or ``both``; ``whitelist`` only the owner. Refusals:
-``presence`` → ``<not-authorized/>`` + ``<presence-subscription-required/>``
-(§6.5.9.6), ``whitelist`` → ``<not-allowed/>`` + ``<closed-node/>``
-(§6.5.9.8). A missing node is ``<item-not-found/>`` for everyone (§6.5.9.11),
-so a stranger can learn that a node does not exist. A request to a user
-that does not exist is ``<service-unavailable/>`` (RFC 6121 §8.5.1). Only the
+subscription ``from`` or ``both``; ``roster`` a contact of the owner's roster
+in one of the node's ``pubsub#roster_groups_allowed`` (§4.5); ``whitelist``
+only the owner. Refusals: ``presence`` → ``<not-authorized/>`` +
+``<presence-subscription-required/>`` (§6.5.9.6), ``roster`` →
+``<not-authorized/>`` + ``<not-in-roster-group/>`` (§6.5.9.7),
+``whitelist`` → ``<not-allowed/>`` + ``<closed-node/>`` (§6.5.9.8). A
+missing node is ``<item-not-found/>`` for everyone (§6.5.9.11), so a
+stranger can learn that a node does not exist. A request to a user that
+does not exist is ``<service-unavailable/>`` (RFC 6121 §8.5.1). Only the
 owner publishes, retracts and configures; anyone else gets ``<forbidden/>``
 (§7.1.3.1).
 
-Notifications (XEP-0163 §4, deliberately simple): entity capabilities and
-``+notify`` filtering (XEP-0115, "filtered-notifications") are not
-implemented. On publish (and on retract with notify, and node deletion) a
-``type='headline'`` message from the owner's bare JID goes to
+Notifications (XEP-0163 §4; XEP-0060 §9.1 auto-subscribe and §9.2
+filtered-notifications). The caps module (``server/modules/caps.py``,
+XEP-0115) tells us, through ``caps-changed``, the features of every
+resource whose presence reaches the owner's bare JID — the owner's own
+resources and its contacts', local or remote — and we keep, per owner, each
+such full JID and the nodes it advertises ``NODE+notify`` for. A
+notification for node N (publish, retract with notify, node deletion) is a
+``type='headline'`` message from the owner's bare JID (§4.3.1) to the full
+JID (§4.3.1 item 4, §4.3.2 item 3) of each of those resources that advertises
+``N+notify`` and
 
-1. each of the owner's available resources (its full JID), and
-2. the bare JID of every roster contact with subscription ``from`` or
-   ``both`` — if the access model lets that contact read the node
-   (``open``/``presence`` yes, ``whitelist`` no) and the owner has not
-   blocked it (XEP-0191 §3.3, matched as §6 says by
-   ``server/xmpp/blocklist.py``, the blocking module's matcher). When the
-   owner blocked only some of a contact's resources (an item
-   ``contact@domain/resource`` or ``domain/resource``) and the contact is an
-   account of this server, the notification goes to each of the contact's
-   available resources (non-negative priority, as a headline to the bare JID
-   would) that is not blocked. Deviation: for a remote contact we cannot
-   tell its resources apart, so the notification still goes to its bare JID
-   and the remote server may hand it to the blocked resource too.
+1. is one of the owner's own resources (§4 item 3), or
+2. belongs to a contact with subscription ``from`` or ``both`` in the
+   owner's roster (the contact "shares presence", §4 item 2; XEP-0060 §9.1.2),
+   whom the access model lets read N (``open``, ``presence``; ``roster``:
+   in an allowed group; ``whitelist``: nobody) and whom the owner has not
+   blocked (§4.3.3 item 3; XEP-0191 §6 matching, ``server/xmpp/blocklist.py``,
+   applied to the full JID, so a block of one resource spares the others
+   even at a remote contact).
+
+A resource whose caps we do not know — none sent, the disco#info answer not
+in yet, or a hash that did not verify — gets nothing: XEP-0060 §9.2 "MUST
+NOT send notifications related to any NodeIDs that the contact's client has
+not asked for", and XEP-0163 §4.3.2 item 2 lets a service send nothing
+where it lacks that presence information. That is also what Prosody 0.12
+does (its mod_pep keeps the same per-resource table; tests/interop/
+test_prosody_pep.py), except that for a local contact it also notifies the
+contact's bare JID once one of its resources advertised caps, which we do
+not copy: the interested resource gets everything twice and its siblings
+get what they did not ask for.
+
+The last published item (XEP-0163 §4.3.3 item 2 and §4.3.4; XEP-0060 §6.1.7,
+stamped with XEP-0203 delay): when a resource's caps become known (it came
+online, or announced new caps) it gets the newest item of each node it newly
+advertises ``+notify`` for and may receive as above, if the node's
+``send_last_published_item`` is ``on_sub_and_presence``; a presence update
+with the same caps brings nothing again. When the owner approves a
+contact's subscription (``presence-grant``: the contact is newly
+auto-subscribed), the contact's interested resources that we know get the
+newest items of the nodes whose ``send_last_published_item`` is ``on_sub``
+or ``on_sub_and_presence``.
 
 Deviations from XEP-0163/0060, all deliberate for now: no explicit
-subscriptions (``subscribe``/``unsubscribe``, ``auto-subscribe`` of
-non-contacts to open nodes), no filtered notifications and no sending of the
-last published item on presence, no ``roster`` or ``authorize`` access
-models, no XEP-0033 ``replyto``, no RSM paging of items, no affiliation or
-subscription management. Those requests get ``<feature-not-implemented/>``
-+ ``<unsupported feature='…'/>``, XEP-0060's error for an optional
-feature a service lacks.
+subscriptions (``subscribe``/``unsubscribe``), so no notifications to
+entities without a presence subscription, not even for ``open`` nodes
+(XEP-0060 §9.1.3's temporary subscription of a presence sharer is a SHOULD;
+Prosody does not either); presence priority is not looked at (XEP-0163
+§4.3.2 item 3 speaks of non-negative priority; Prosody does not look either);
+no ``authorize`` access model, no XEP-0033 ``replyto``, no RSM paging of
+items, no affiliation or subscription management. Those requests get
+``<feature-not-implemented/>`` + ``<unsupported feature='…'/>``, XEP-0060's
+error for an optional feature a service lacks.
 """
 
 from __future__ import annotations
@@ -75,24 +107,30 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import dataclass
+from typing import Callable
 
 from lxml import etree
 
 from storage.api import PepItem, PepNode
 
-from ..core.module import Module, iq
-from ..xmpp.blocklist import blocks_some_resources, is_blocked
+from ..core.events import CapsChange, PresenceShare
+from ..core.module import Hook, Module, iq
+from ..xmpp import timestamps
+from ..xmpp.blocklist import is_blocked
 from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JID, JIDError
-from ..xmpp.namespaces import DATA_NS
+from ..xmpp.namespaces import DATA_NS, DELAY_NS
 from ..xmpp.namespaces import PUBSUB_ERRORS_NS as ERRORS_NS
 from ..xmpp.namespaces import PUBSUB_EVENT_NS as EVENT_NS
 from ..xmpp.namespaces import PUBSUB_NS as NS
 from ..xmpp.namespaces import PUBSUB_OWNER_NS as OWNER_NS
 from ..xmpp.pubsub import (
-    ACCESS_MODEL, ACCESS_MODELS, DEFAULT_ACCESS, DEFAULT_MAX_ITEMS, FIXED_OPTIONS, MAX_ITEMS,
-    MAX_ITEMS_FIELD, NODE_CONFIG, PERSIST_ITEMS, PUBLISH_OPTIONS, SEND_LAST_PUBLISHED_ITEM,
-    parse_access_model, parse_max_items)
+    ACCESS_MODEL, ACCESS_MODELS, DEFAULT_ACCESS, DEFAULT_MAX_ITEMS, DEFAULT_SEND_LAST,
+    FIXED_OPTIONS, MAX_ITEMS, MAX_ITEMS_FIELD, NODE_CONFIG, PERSIST_ITEMS, PUBLISH_OPTIONS,
+    ROSTER_GROUPS_ALLOWED, SEND_LAST_PUBLISHED_ITEM, SEND_LAST_VALUES, notify_nodes,
+    parse_access_model, parse_max_items, parse_send_last, roster_groups_allowed,
+    send_last_published_item)
 from ..xmpp.stanza import MESSAGE, E, from_text, local_name, namespace, new_id, sub, to_text
 
 log = logging.getLogger("xferd.pep")
@@ -100,7 +138,9 @@ log = logging.getLogger("xferd.pep")
 #: service discovery features of every account (XEP-0060 §10)
 FEATURES = tuple(f"{NS}#{name}" for name in (
     "publish", "publish-options", "retrieve-items", "retract-items", "auto-create",
-    "access-open", "access-presence", "access-whitelist", "persistent-items",
+    "auto-subscribe", "presence-subscribe", "filtered-notifications", "last-published",
+    "presence-notifications", "access-open", "access-presence", "access-roster",
+    "access-whitelist", "persistent-items",
     "create-nodes", "create-and-configure", "config-node", "delete-nodes",
 ))
 
@@ -120,6 +160,9 @@ UNSUPPORTED = {
 
 #: children of <pubsub/> that accompany an action rather than being one
 COMPANIONS = {(NS, "publish-options"), (NS, "configure")}
+
+#: roster subscriptions with which the owner shares presence with the contact
+SHARES = ("from", "both")
 
 
 # -- errors ------------------------------------------------------------------------------
@@ -145,15 +188,51 @@ def _parse_bool(value: str) -> bool:
     raise ValueError(f"{value!r} is not a boolean")
 
 
-#: field → (parse the submitted value, read the node's value). persist_items and
-#: send_last_published_item are fixed by what we implement: they can be asked
-#: for (bookmark clients do) but only our own value can be met.
+def _one(parse: Callable[[str], object]) -> Callable[[list[str]], object]:
+    def parse_values(values: list[str]):
+        if len(values) != 1:
+            raise ValueError("needs exactly one value")
+        return parse(values[0].strip())
+    return parse_values
+
+
+def _groups(values: list[str]) -> frozenset[str]:
+    if any(not v for v in values):
+        raise ValueError("an empty roster group")
+    return frozenset(values)
+
+
+@dataclass(frozen=True)
+class Option:
+    """A node_config / publish-options field: parse the submitted values, read
+    a node's value (what a precondition compares), write it (None: the
+    field is fixed by what we implement and only its value can be met)."""
+    parse: Callable[[list[str]], object]
+    read: Callable[[PepNode], object]
+    write: Callable[[PepNode, object], None] | None = None
+
+
 FIELDS = {
-    ACCESS_MODEL: (parse_access_model, lambda node: node.access_model),
-    MAX_ITEMS_FIELD: (parse_max_items, lambda node: node.max_items),
-    PERSIST_ITEMS: (_parse_bool, lambda node: FIXED_OPTIONS[PERSIST_ITEMS]),
-    SEND_LAST_PUBLISHED_ITEM: (str, lambda node: FIXED_OPTIONS[SEND_LAST_PUBLISHED_ITEM]),
+    ACCESS_MODEL: Option(_one(parse_access_model), lambda node: node.access_model,
+                         lambda node, v: setattr(node, "access_model", v)),
+    ROSTER_GROUPS_ALLOWED: Option(_groups, lambda node: roster_groups_allowed(node.config),
+                                  lambda node, v: node.config.__setitem__(
+                                      ROSTER_GROUPS_ALLOWED, sorted(v))),
+    MAX_ITEMS_FIELD: Option(_one(parse_max_items), lambda node: node.max_items,
+                            lambda node, v: setattr(node, "max_items", v)),
+    PERSIST_ITEMS: Option(_one(_parse_bool), lambda node: FIXED_OPTIONS[PERSIST_ITEMS]),
+    SEND_LAST_PUBLISHED_ITEM: Option(_one(parse_send_last),
+                                     lambda node: send_last_published_item(node.config),
+                                     lambda node, v: node.config.__setitem__(
+                                         SEND_LAST_PUBLISHED_ITEM, v)),
 }
+
+
+def _new_node(name: str) -> PepNode:
+    """A node with XEP-0163 §5's defaults, send_last_published_item said explicitly
+    (a node without it was stored before it existed: see the module docstring)."""
+    return PepNode(name, DEFAULT_ACCESS, DEFAULT_MAX_ITEMS,
+                   {SEND_LAST_PUBLISHED_ITEM: DEFAULT_SEND_LAST})
 
 
 def _form_fields(form, form_type: str) -> dict[str, object]:
@@ -174,9 +253,10 @@ def _form_fields(form, form_type: str) -> dict[str, object]:
             continue
         if var not in FIELDS:
             raise ValueError(f"unknown field {var!r}")
-        if len(texts) != 1:
-            raise ValueError(f"{var} needs exactly one value")
-        values[var] = FIELDS[var][0](texts[0].strip())
+        try:
+            values[var] = FIELDS[var].parse(texts)
+        except ValueError as exc:
+            raise ValueError(f"{var}: {exc}") from None
     if seen_type != form_type:
         raise ValueError(f"FORM_TYPE must be {form_type}")
     return values
@@ -185,49 +265,84 @@ def _form_fields(form, form_type: str) -> dict[str, object]:
 def _apply(node: PepNode, values: dict) -> None:
     """Set a node's options from parsed form values (fixed fields checked)."""
     for var, value in values.items():
-        if var == ACCESS_MODEL:
-            node.access_model = value
-        elif var == MAX_ITEMS_FIELD:
-            node.max_items = value
-        elif value != FIELDS[var][1](node):
-            raise ValueError(f"{var} can only be {FIELDS[var][1](node)!r} here")
+        option = FIELDS[var]
+        if option.write is not None:
+            option.write(node, value)
+        elif value != option.read(node):
+            raise ValueError(f"{var} can only be {option.read(node)!r} here")
 
 
-def _config_form(node: PepNode):
-    """The node configuration form (XEP-0060 §8.2.1)."""
+def _config_form(node: PepNode, groups: list[str]):
+    """The node configuration form (XEP-0060 §8.2.1); *groups*: the owner's
+    roster groups, offered for roster_groups_allowed."""
     form = E(f"{{{DATA_NS}}}x", {"type": "form"})
 
-    def field(var, type_, label, value, options=()):
+    def field(var, type_, label, values, options=()):
         el = sub(form, f"{{{DATA_NS}}}field", {"var": var, "type": type_, "label": label})
         for option in options:
             sub(sub(el, f"{{{DATA_NS}}}option"), f"{{{DATA_NS}}}value", text=option)
-        sub(el, f"{{{DATA_NS}}}value", text=value)
+        for value in values:
+            sub(el, f"{{{DATA_NS}}}value", text=value)
 
-    field("FORM_TYPE", "hidden", None, NODE_CONFIG)
+    allowed = sorted(roster_groups_allowed(node.config))
+    field("FORM_TYPE", "hidden", None, [NODE_CONFIG])
     field(ACCESS_MODEL, "list-single", "Who may retrieve items",
-          node.access_model, ACCESS_MODELS)
+          [node.access_model], ACCESS_MODELS)
+    field(ROSTER_GROUPS_ALLOWED, "list-multi", "Roster groups allowed (access model roster)",
+          allowed, sorted(set(groups) | set(allowed)))
     field(MAX_ITEMS_FIELD, "text-single", f"Max # of items to persist (1…{MAX_ITEMS})",
-          str(node.max_items))
-    field(PERSIST_ITEMS, "boolean", "Persist items to storage (always)", "1")
-    field(SEND_LAST_PUBLISHED_ITEM, "list-single",
-          "When to send the last published item (never: not implemented)", "never",
-          ("never",))
+          [str(node.max_items)])
+    field(PERSIST_ITEMS, "boolean", "Persist items to storage (always)", ["1"])
+    field(SEND_LAST_PUBLISHED_ITEM, "list-single", "When to send the last published item",
+          [send_last_published_item(node.config)], SEND_LAST_VALUES)
     return form
+
+
+@dataclass
+class Audience:
+    """What decides whether a contact receives a node's notifications: the
+    owner's roster and blocklist, read once per notification."""
+    owner: JID
+    roster: dict
+    blocked: frozenset[str]
+
+    def may_receive(self, node: PepNode, jid: JID) -> bool:
+        """XEP-0163 §4 (see the module docstring): the owner's own resources,
+        or a contact that shares presence, may read *node* and is not blocked."""
+        if jid.bare == self.owner:
+            return True
+        item = self.roster.get(str(jid.bare))
+        if item is None or item.subscription not in SHARES or is_blocked(self.blocked, jid):
+            return False
+        if node.access_model in ("open", "presence"):
+            return True
+        if node.access_model == "roster":
+            return not roster_groups_allowed(node.config).isdisjoint(item.groups)
+        return False
 
 
 # -- the service -----------------------------------------------------------------------------
 
 class Pep(Module):
     name = "pep"
+    depends = ("caps",)
     account_features = FEATURES
     account_identities = (("pubsub", "pep"),)
+
+    def __init__(self, host):
+        super().__init__(host)
+        #: owner → full JID of a resource whose presence reaches the owner → the
+        #: nodes it advertises NODE+notify for (XEP-0060 §9.2), from caps-changed
+        self.interest: dict[str, dict[JID, frozenset[str]]] = {}
 
     def hooks(self):
         # "self" falls back to "bare", so these see the owner's requests too
         return [iq("get", "bare", NS, "pubsub", self.on_get),
                 iq("set", "bare", NS, "pubsub", self.on_set),
                 iq("get", "bare", OWNER_NS, "pubsub", self.on_owner_get),
-                iq("set", "bare", OWNER_NS, "pubsub", self.on_owner_set)]
+                iq("set", "bare", OWNER_NS, "pubsub", self.on_owner_set),
+                Hook("caps-changed", self.on_caps),
+                Hook("presence-grant", self.on_grant)]
 
     @property
     def storage(self):
@@ -294,8 +409,11 @@ class Pep(Module):
         if not is_owner:
             raise StanzaError("forbidden", "only the account owner configures nodes")
         node = await self._existing(owner, self._node_name(action))
+        _, roster = await self.host.rosters.get(owner)
+        groups = sorted({group for item in roster.values() for group in item.groups})
         pubsub = E(f"{{{OWNER_NS}}}pubsub")
-        sub(pubsub, f"{{{OWNER_NS}}}configure", {"node": node.node}).append(_config_form(node))
+        sub(pubsub, f"{{{OWNER_NS}}}configure", {"node": node.node}).append(
+            _config_form(node, groups))
         await event.reply(pubsub)
         return True
 
@@ -305,7 +423,7 @@ class Pep(Module):
         if not is_owner:
             raise StanzaError("forbidden", "only the account owner configures nodes")
         if local_name(action) == "delete":
-            await self.delete(event, owner, action)
+            await self.delete(owner, action)
         else:
             await self.configure(owner, action)
         await event.reply()
@@ -335,16 +453,20 @@ class Pep(Module):
     async def _check_access(self, owner: str, node: PepNode, requester: JID | None) -> None:
         if node.access_model == "open":
             return
+        item = await self.host.rosters.item(owner, str(requester.bare)) \
+            if requester is not None else None
         if node.access_model == "presence":
-            if requester is not None and await self._shares_presence(owner, requester):
+            if item is not None and item.subscription in SHARES:
                 return
             raise _error("not-authorized", "presence-subscription-required",
                          "subscribe to this account's presence first")
+        if node.access_model == "roster":
+            if item is not None and not roster_groups_allowed(node.config).isdisjoint(
+                    item.groups):
+                return
+            raise _error("not-authorized", "not-in-roster-group",
+                         "only contacts in some of the owner's roster groups may read this")
         raise _error("not-allowed", "closed-node", "only the owner may retrieve items")
-
-    async def _shares_presence(self, owner: str, requester: JID) -> bool:
-        item = await self.host.rosters.item(owner, str(requester.bare))
-        return item is not None and item.subscription in ("from", "both")
 
     # XEP-0060 §7.1 -------------------------------------------------------------------------
     async def publish(self, event, owner: str, action):
@@ -365,17 +487,23 @@ class Pep(Module):
         node = await self.storage.get_pep_node(self.host.domain, owner, name)
         options = self._publish_options(event.stanza[0])
         if node is None:
-            node = PepNode(name, DEFAULT_ACCESS, DEFAULT_MAX_ITEMS)
+            node = _new_node(name)
             try:
                 _apply(node, options)
             except ValueError:
                 raise _error("conflict", "precondition-not-met",
                              "such a node cannot be created here") from None
         else:
+            adopted = SEND_LAST_PUBLISHED_ITEM in options and \
+                SEND_LAST_PUBLISHED_ITEM not in node.config
+            if adopted:                 # stored before the field existed: see the docstring
+                node.config[SEND_LAST_PUBLISHED_ITEM] = options[SEND_LAST_PUBLISHED_ITEM]
             for var, wanted in options.items():
-                if FIELDS[var][1](node) != wanted:
+                if FIELDS[var].read(node) != wanted:
                     raise _error("conflict", "precondition-not-met",
-                                 f"{var} of node {name!r} is {FIELDS[var][1](node)!r}")
+                                 f"{var} of node {name!r} is {FIELDS[var].read(node)!r}")
+            if adopted:
+                await self.storage.save_pep_node(self.host.domain, owner, node)
 
         payload = _detached(payloads[0])
         item = PepItem(item_id, to_text(payload), time.time())
@@ -384,7 +512,7 @@ class Pep(Module):
 
         event_items = E(f"{{{EVENT_NS}}}items", {"node": name})
         event_items.append(_item_element(EVENT_NS, item))
-        await self.notify(event, owner, node, event_items)
+        await self.notify(owner, node, event_items)
 
         pubsub = E(f"{{{NS}}}pubsub")
         sub(sub(pubsub, f"{{{NS}}}publish", {"node": name}), f"{{{NS}}}item", {"id": item_id})
@@ -415,13 +543,13 @@ class Pep(Module):
         if action.get("notify") in ("1", "true"):
             event_items = E(f"{{{EVENT_NS}}}items", {"node": name})
             sub(event_items, f"{{{EVENT_NS}}}retract", {"id": ids[0]})
-            await self.notify(event, owner, node, event_items)
+            await self.notify(owner, node, event_items)
         return None
 
     # XEP-0060 §8.1, §8.2, §8.4 ---------------------------------------------------------------
     async def create(self, event, owner: str, action):
         name = self._node_name(action)
-        node = PepNode(name, DEFAULT_ACCESS, DEFAULT_MAX_ITEMS)
+        node = _new_node(name)
         form = event.stanza[0].find(f"{{{NS}}}configure/{{{DATA_NS}}}x")
         if form is not None:
             try:
@@ -446,53 +574,85 @@ class Pep(Module):
             raise StanzaError("not-acceptable", str(exc)) from None
         await self.storage.save_pep_node(self.host.domain, owner, node)
 
-    async def delete(self, event, owner: str, action) -> None:
+    async def delete(self, owner: str, action) -> None:
         node = await self._existing(owner, self._node_name(action))
         await self.storage.delete_pep_node(self.host.domain, owner, node.node)
-        await self.notify(event, owner, node, E(f"{{{EVENT_NS}}}delete", {"node": node.node}))
+        await self.notify(owner, node, E(f"{{{EVENT_NS}}}delete", {"node": node.node}))
 
-    # notifications (XEP-0163 §4, simplified: see the module docstring) ------------------------
-    async def notify(self, event, owner: str, node: PepNode, content) -> None:
-        owner_jid = JID(owner, self.host.domain)
+    # notifications (XEP-0163 §4: see the module docstring) --------------------------------------
+    async def on_caps(self, change: CapsChange) -> None:
+        """A resource's caps are known, changed or gone: keep its ``+notify``
+        nodes; send it the last item of each node it newly wants (§4.3.4)."""
+        owner, jid = change.username, change.jid
+        interested = self.interest.setdefault(owner, {})
+        before = interested.pop(jid, frozenset())
+        nodes = notify_nodes(change.features) if change.features is not None else frozenset()
+        if nodes:
+            interested[jid] = nodes
+        if not interested:
+            del self.interest[owner]
+        if nodes - before:
+            await self.send_last_items(owner, jid, nodes - before, on_presence=True)
 
-        def message(to: str):
-            msg = E(MESSAGE, {"type": "headline", "from": str(owner_jid), "to": to,
-                              "id": new_id()})
-            sub(msg, f"{{{EVENT_NS}}}event").append(_detached(content))
-            return msg
-
-        for session in self.host.available_sessions(owner):
-            session.send(message(str(session.jid)))
-        if node.access_model == "whitelist":
-            return
-        _, roster = await self.storage.get_roster(self.host.domain, owner)
-        blocked = frozenset(await self.storage.get_blocklist(self.host.domain, owner))
-        for contact, item in roster.items():
-            if item.subscription not in ("from", "both"):
-                continue
-            for to in self._recipients(contact, blocked):
-                await event.send(message(to))
-
-    def _recipients(self, contact: str, blocked: frozenset[str]) -> list[str]:
-        """Where a notification for the roster *contact* goes: its bare JID,
-        unless the owner blocked it (XEP-0191 §6 matching, the blocking
-        module's); when the owner blocked only some of its resources (a full
-        JID or ``domain/resource`` item) and the contact is local, each of its
-        available resources that is not blocked, as a headline to the bare
-        JID would have reached them."""
+    async def on_grant(self, share: PresenceShare) -> None:
+        """The owner now shares presence with a contact: it is auto-subscribed
+        (XEP-0060 §9.1.2), so its resources we know get the last items (§6.1.7)."""
         try:
-            jid = JID.parse(contact)
+            contact = JID.parse(share.contact)
         except JIDError:
-            return []
-        if is_blocked(blocked, jid):
-            return []
-        if not blocks_some_resources(blocked, jid):
-            return [contact]
-        contact_host = self.host.server.hosts.get(jid.domain)
-        if contact_host is None or jid.local is None:
-            return [contact]            # a remote server fans out: see the docstring
-        return [str(session.jid) for session in contact_host.available_sessions(jid.local)
-                if session.priority >= 0 and not is_blocked(blocked, session.jid)]
+            return
+        for jid, nodes in list(self.interest.get(share.username, {}).items()):
+            if jid.bare == contact:
+                await self.send_last_items(share.username, jid, nodes, on_presence=False)
+
+    async def send_last_items(self, owner: str, jid: JID, names: frozenset[str], *,
+                              on_presence: bool) -> None:
+        wanted = ("on_sub_and_presence",) if on_presence else ("on_sub", "on_sub_and_presence")
+        nodes = [node for node in await self.storage.list_pep_nodes(self.host.domain, owner)
+                 if node.node in names and send_last_published_item(node.config) in wanted]
+        if not nodes:
+            return
+        audience = await self._audience(owner)
+        for node in nodes:
+            if not audience.may_receive(node, jid):
+                continue
+            items = await self.storage.get_pep_items(self.host.domain, owner, node.node,
+                                                     max_items=1)
+            if items:
+                content = E(f"{{{EVENT_NS}}}items", {"node": node.node})
+                content.append(_item_element(EVENT_NS, items[0]))
+                await self._send(owner, jid, content, delayed=items[0].published_at)
+
+    async def notify(self, owner: str, node: PepNode, content) -> None:
+        """*content* (``<items/>`` or ``<delete/>``) to every resource that
+        wants node's notifications and may have them."""
+        targets = [jid for jid, nodes in self.interest.get(owner, {}).items()
+                   if node.node in nodes]
+        if not targets:
+            return
+        audience = await self._audience(owner)
+        for jid in targets:
+            if audience.may_receive(node, jid):
+                await self._send(owner, jid, content)
+
+    async def _audience(self, owner: str) -> Audience:
+        _, roster = await self.host.rosters.get(owner)
+        blocked = frozenset(await self.storage.get_blocklist(self.host.domain, owner))
+        return Audience(JID(owner, self.host.domain), roster, blocked)
+
+    async def _send(self, owner: str, to: JID, content, delayed: float | None = None) -> None:
+        """A headline from the owner's bare JID (§4.3.1) to one full JID; the
+        last item stamped with when it was published (XEP-0060 §6.1.7)."""
+        local = self.host.server.hosts.get(to.domain)
+        if local is not None and local.session(to) is None:
+            return                  # gone meanwhile: not to the bare JID's other resources
+        owner_jid = f"{owner}@{self.host.domain}"
+        msg = E(MESSAGE, {"type": "headline", "from": owner_jid, "to": str(to), "id": new_id()})
+        sub(msg, f"{{{EVENT_NS}}}event").append(_detached(content))
+        if delayed:
+            sub(msg, f"{{{DELAY_NS}}}delay", {"from": owner_jid,
+                                              "stamp": timestamps.format(delayed)})
+        await self.host.server.router.route(msg)
 
 
 # -- elements ----------------------------------------------------------------------------------

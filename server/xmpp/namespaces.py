@@ -25,6 +25,7 @@ DIALBACK_FEATURE_NS = "urn:xmpp:features:dialback"
 DATA_NS = "jabber:x:data"                                     # XEP-0004
 DISCO_INFO_NS = "http://jabber.org/protocol/disco#info"       # XEP-0030
 DISCO_ITEMS_NS = "http://jabber.org/protocol/disco#items"
+CAPS_NS = "http://jabber.org/protocol/caps"                   # XEP-0115
 PRIVATE_NS = "jabber:iq:private"                              # XEP-0049
 VCARD_NS = "vcard-temp"                                       # XEP-0054
 PUBSUB_NS = "http://jabber.org/protocol/pubsub"               # XEP-0060 / XEP-0163

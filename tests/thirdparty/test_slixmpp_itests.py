@@ -2,7 +2,7 @@
 
 slixmpp runs these against a Prosody in its CI; here they run against one
 xferd started for this module (port 0, domain ``localhost``, two accounts
-named by ``CI_ACCOUNT1``/``CI_ACCOUNT2`` as the itests expect). Each itest
+named by ``CI_ACCOUNT1``/``CI_ACCOUNT2`` as the itests expect, contacts of each other). Each itest
 runs in its own Python process through ``run_itest.py``, which forwards the
 domain's ports 5222/5223 to xferd's and trusts xferd's certificate, and each is
 one pytest test here. ``ITESTS`` lists what runs; ``NOT_RUN`` lists every
@@ -111,13 +111,33 @@ def itests_dir(tmp_path_factory) -> Path:
     pytest.skip(reason)
 
 
+def _accounts_file(path: Path) -> Path:
+    """A XEP-0227 file with the two accounts, each in the other's roster with
+    subscription ``both``. The itests query each other's resources
+    (``test_last_activity`` asks the other account's full JID), which
+    XEP-0012 §4 allows only to whoever may see the user's presence: the
+    itests take two accounts that are contacts, as people who query each
+    other are."""
+    users = []
+    for jid, password in ACCOUNTS.values():
+        other = next(j for j, _ in ACCOUNTS.values() if j != jid)
+        users.append(
+            f"<user name='{jid.split('@')[0]}' password='{password}'>"
+            "<query xmlns='jabber:iq:roster'>"
+            f"<item jid='{other}' subscription='both'/></query></user>")
+    path.write_text("<server-data xmlns='urn:xmpp:pie:0'>"
+                    f"<host jid='{DOMAIN}'>{''.join(users)}</host></server-data>")
+    return path
+
+
 @pytest.fixture(scope="module")
 def itest_server(tmp_path_factory):
     """One xferd for all itests, as slixmpp's CI has one Prosody; stanzas traced
     so that a failing itest's report shows what the server saw."""
-    proc = XferdProcess(tmp_path_factory.mktemp("xferd"), domains=(DOMAIN,), trace=True)
-    for jid, password in ACCOUNTS.values():
-        proc.adduser(jid, password)
+    workdir = tmp_path_factory.mktemp("xferd")
+    proc = XferdProcess(workdir, domains=(DOMAIN,), trace=True)
+    imported = proc.cli("import", str(_accounts_file(workdir / "itest-accounts.xml")))
+    assert imported.returncode == 0, imported.stderr
     proc.start()
     yield proc
     proc.stop()

@@ -44,7 +44,7 @@ from ..xmpp.errors import StanzaError, StreamError
 from ..xmpp.jid import JID, JIDError
 from ..xmpp.namespaces import ACCOUNTXFER_NS, XML_NS
 from ..xmpp.routing import (DELIVER, KINDS, SERVICE_UNAVAILABLE, default_action, destination,
-                            event_names, iq_problem, recipient)
+                            event_names, iq_problem, presence_problem, recipient)
 from ..xmpp.stanza import error_reply, result
 
 if TYPE_CHECKING:
@@ -172,6 +172,9 @@ class Router:
                 return
             if self._requests and self._answers_request(stanza, from_, to):
                 return
+        elif kind == "presence" and (problem := presence_problem(stanza)):
+            await self._bounce(stanza, StanzaError("bad-request", problem))
+            return
         to = recipient(to, from_)           # RFC 6120 §10.3: none → the sender's account
         if to is None:
             log.debug("dropping stanza without to and from")

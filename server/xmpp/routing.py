@@ -9,7 +9,10 @@ The routing table, one stanza at a time:
 
 1. :func:`iq_problem` — RFC 6120 §8.2.3: an IQ needs an ``id``, a ``type``
    of get/set/result/error, and get/set carry exactly one payload. A problem
-   is answered with ``<bad-request/>``.
+   is answered with ``<bad-request/>``. :func:`presence_problem` — RFC 6121
+   §4.7.1: a presence ``type``, if there is one, is one of seven values;
+   another is ``<bad-request/>`` too (as Prosody answers), rather than being
+   passed on for every contact's client to guess at.
 2. :func:`recipient` — RFC 6120 §10.3: no ``to`` means the sender's own
    account (its bare JID).
 3. :func:`destination` — which of ``host`` (the domain), ``self`` (the
@@ -46,7 +49,7 @@ from .stanza import IQ, MESSAGE, PRESENCE
 
 __all__ = [
     "KINDS", "IQ_TYPES", "DESTINATIONS", "DELIVER", "SERVICE_UNAVAILABLE", "DROP",
-    "iq_problem", "recipient", "destination", "event_names", "default_action",
+    "iq_problem", "presence_problem", "PRESENCE_TYPES", "recipient", "destination", "event_names", "default_action",
 ]
 
 #: stanza tag → the kind that names its events
@@ -54,6 +57,9 @@ KINDS = {IQ: "iq", MESSAGE: "message", PRESENCE: "presence"}
 #: RFC 6120 §8.2.3 rule 2: the only IQ types
 IQ_TYPES = frozenset({"get", "set", "result", "error"})
 DESTINATIONS = ("host", "self", "bare", "full")
+#: RFC 6121 §4.7.1: the presence types (none at all means available)
+PRESENCE_TYPES = frozenset({"error", "probe", "subscribe", "subscribed", "unavailable",
+                            "unsubscribe", "unsubscribed"})
 
 # what default_action() decides
 DELIVER = "deliver"                         # to the session the full JID names
@@ -75,6 +81,15 @@ def iq_problem(stanza) -> str | None:
     if iq_type in ("get", "set") and len(stanza) != 1:
         return "IQ get/set must have exactly one payload"
     return None
+
+
+def presence_problem(stanza) -> str | None:
+    """Why *stanza* (a ``<presence/>``) breaks RFC 6121 §4.7.1 ("the 'type'
+    attribute MUST have one of the following values"), or None."""
+    kind = stanza.get("type")
+    if kind is None or kind in PRESENCE_TYPES:
+        return None
+    return f"invalid presence type {kind!r}"
 
 
 def recipient(to: JID | None, from_: JID | None) -> JID | None:

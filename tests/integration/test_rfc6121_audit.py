@@ -63,3 +63,22 @@ async def test_pre_approval_support_is_advertised(server):
     assert features.find("{urn:xmpp:features:pre-approval}sub") is not None, \
         [child.tag for child in features]
     await raw.close()
+
+
+async def test_presence_of_an_unknown_type_is_refused_not_passed_on(server, new_user):
+    """RFC 6121 §4.7.1: "If included, the 'type' attribute MUST have one of
+    the following values" (error, probe, subscribe, subscribed, unavailable,
+    unsubscribe, unsubscribed). A presence with another type is answered
+    with ``<bad-request/>`` (RFC 6120 §8.3.3.1), as Prosody answers it; until
+    now it was silently dropped and the client never learnt why."""
+    me = new_user("pt")
+    raw = await RawClient.connect(server.c2s_port)
+    await raw.login_plain(server.cert("localhost"), me.split("@")[0], "pw", resource="wire")
+    raw.send("<presence/>")
+    await raw.expect("presence")                        # our own presence, echoed
+    raw.send("<presence type='available' id='p1'><status>online?</status></presence>")
+    error = await raw.expect("presence")
+    assert (error.get("type"), error.get("id")) == ("error", "p1")
+    assert error.find("{jabber:client}error/"
+                      "{urn:ietf:params:xml:ns:xmpp-stanzas}bad-request") is not None
+    await raw.close()

@@ -60,7 +60,7 @@ _XML_LANG = f"{{{XML_NS}}}lang"
 class StanzaEvent:
     """What a module's handler receives."""
 
-    __slots__ = ("stanza", "origin", "host", "to", "from_", "router", "tags")
+    __slots__ = ("stanza", "origin", "host", "to", "from_", "router", "tags", "spared")
 
     def __init__(self, stanza, origin, host: "Host", to: JID | None, from_: JID | None,
                  router: "Router"):
@@ -72,6 +72,10 @@ class StanzaEvent:
         self.router = router
         #: marks modules leave on an event they hand on (e.g. "moved-checked")
         self.tags: set[str] = set()
+        #: full JIDs of the addressed user's resources this stanza must not
+        #: reach although sent to the bare JID: the sender blocked them
+        #: (XEP-0191 items naming one resource; set by blocking.py)
+        self.spared: frozenset[str] = frozenset()
 
     async def reply(self, payload=None) -> None:
         """Answer an IQ get/set with ``type='result'``."""

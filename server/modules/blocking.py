@@ -65,10 +65,12 @@ What a block does (§3.3), checked on every stanza:
 - Presence (available or unavailable, broadcast or directed) from the user to
   a local bare JID some of whose resources the user blocked goes to the
   other available resources only ('to' left as the bare JID, as the presence
-  module delivers it). Deviations: to a remote bare JID it goes as it is (we
-  cannot tell the remote resources apart; its server may hand it to the
-  blocked one), and a message to a bare JID is left to the message module's
-  choice of resources, which may include a blocked one.
+  module delivers it); a message to such a bare JID goes to the message
+  module's choice among the resources not blocked (``StanzaEvent.spared``),
+  and with none of those available it is kept as for an offline user (it then
+  goes to whichever resource comes online first). Deviation: to a remote bare
+  JID either goes as it is (we cannot tell the remote resources apart; its
+  server may hand it to the blocked one).
 
 Matching follows §6 and is the sans-IO core's (``server/xmpp/blocklist.py``,
 which the PEP module uses too): ``user@domain/resource`` matches only that
@@ -408,17 +410,24 @@ class Blocking(Module):
         return self._spare_blocked_resources(event, blocklist)
 
     def _spare_blocked_resources(self, event, blocklist) -> bool:
-        """Presence to a bare JID of this host that *blocklist* covers in part:
-        delivered here, to each available resource not blocked, as the
-        presence module would deliver it ('to' left as it is). Remote
-        recipients (``filter/out``): see the module docstring."""
+        """A stanza to a bare JID of this host that *blocklist* covers in part.
+        Presence: delivered here, to each available resource not blocked, as
+        the presence module would deliver it ('to' left as it is). A message:
+        the message module chooses among the resources not blocked
+        (``event.spared``); with none left it is handled as for an offline
+        user. Remote recipients (``filter/out``): see the module docstring."""
         recipient, stanza = event.to, event.stanza
-        if local_name(stanza) != "presence" or stanza.get("type") not in (None, "unavailable"):
-            return False
         if recipient.local is None or recipient.resource is not None or \
                 recipient.domain != self.host.domain:
             return False
         if not blocks_some_resources(blocklist, recipient):
+            return False
+        if local_name(stanza) == "message":
+            event.spared = frozenset(
+                str(session.jid) for session in self.host.user_sessions(recipient.local).values()
+                if is_blocked(blocklist, session.jid))
+            return False
+        if local_name(stanza) != "presence" or stanza.get("type") not in (None, "unavailable"):
             return False
         for session in self.host.available_sessions(recipient.local):
             if not is_blocked(blocklist, session.jid):

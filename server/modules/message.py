@@ -59,7 +59,7 @@ class Message(Module):
             raise StanzaError("service-unavailable")
         if kind == "groupchat":
             raise StanzaError("service-unavailable", "this is a user, not a room")
-        receivers = self._receivers(event.to.local, kind)
+        receivers = self._receivers(event.to.local, kind, event.spared)
         for session in receivers:
             session.send(stanza)
         if receivers:
@@ -88,9 +88,12 @@ class Message(Module):
         return bool(self.host.user_sessions(username)) or \
             await self.host.storage.user_exists(self.host.domain, username)
 
-    def _receivers(self, username: str, kind: str) -> list:
-        """The sessions a bare-JID message of *kind* goes to (may be empty)."""
-        willing = [s for s in self.host.available_sessions(username) if s.priority >= 0]
+    def _receivers(self, username: str, kind: str, spared: frozenset[str] = frozenset()) -> list:
+        """The sessions a bare-JID message of *kind* goes to (may be empty),
+        leaving out the resources the sender blocked (*spared*: XEP-0191
+        §3.3, a block of ``user@domain/resource`` covers that resource only)."""
+        willing = [s for s in self.host.available_sessions(username)
+                   if s.priority >= 0 and str(s.jid) not in spared]
         if kind == "headline" or not willing:
             return willing
         top = max(s.priority for s in willing)

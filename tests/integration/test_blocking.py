@@ -358,6 +358,16 @@ async def test_full_jid_block_withdraws_presence_of_that_resource_only(server):
     await nothing_else_from(laptop, user, via=ursula)
     await nothing_else_from(ursula, contact, via=laptop)
 
+    # a message to the contact's bare JID: both resources have priority 0, so
+    # both would get it (RFC 6121 §8.5.2.1.1); the blocked phone does not
+    ursula.send_message(mto=contact, mbody="for the laptop", mtype="chat")
+    got = await asyncio.wait_for(laptop.messages.get(), 10)
+    assert got["body"] == "for the laptop"
+    # delivered to both in one handling: what the phone was sent is in once
+    # its own ping comes back (ursula cannot ping the phone: she blocked it)
+    await round_trip(phone)
+    assert phone.messages.empty(), phone.messages.get_nowait()
+
     # the user's broadcast goes to the laptop only; the phone's presence stays out
     ursula.send_presence(pstatus="busy")
     assert (await receives(laptop, (None, f"{user}/desk")))[f"{user}/desk"]["status"] == "busy"
@@ -373,6 +383,9 @@ async def test_full_jid_block_withdraws_presence_of_that_resource_only(server):
     assert back[f"{user}/desk"]["status"] == "busy"
     again = await receives(ursula, (None, f"{contact}/phone"))
     assert again[f"{contact}/phone"]["status"] == "phone again"
+    ursula.send_message(mto=contact, mbody="for both", mtype="chat")
+    for client in (laptop, phone):
+        assert (await asyncio.wait_for(client.messages.get(), 10))["body"] == "for both"
     for client in (ursula, phone, laptop):
         await client.close()
 

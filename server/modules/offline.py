@@ -25,7 +25,10 @@ are deleted. A resource whose initial presence has a negative priority
 gets nothing: the messages wait for the next non-negative initial presence. Deviation: a
 resource that raises its priority later in the same session is not offered
 them (that would need a "priority changed" event). A message arriving
-while the stored ones are being read may reach the resource before them.
+while the stored ones are being read may reach the resource before them; one
+that was being stored as the user came online is delivered as soon as it is
+stored (its write and the delivery take the same per-user lock, so it is
+either in the queue read at login or found available afterwards).
 A per-user lock (``server/core/locks.py``) keeps two resources logging in
 together from both receiving the same messages.
 
@@ -74,17 +77,29 @@ class Offline(Module):
         host = self.host
         username = event.to.local
         quota = host.global_config.im.offline_quota
-        stored = await host.storage.store_offline(host.domain, username,
-                                                  to_text(event.stanza), quota=quota)
+        async with self.locks.hold(username):
+            stored = await host.storage.store_offline(host.domain, username,
+                                                      to_text(event.stanza), quota=quota)
         if not stored:
             log.info("offline queue of %s@%s is full (%d)", username, host.domain, quota)
-        return stored
+            return False
+        # The user may have come online while the message was being written:
+        # that resource's initial presence may have read the queue before the
+        # message was in it. Deliver it now rather than at the next login.
+        willing = [s for s in host.available_sessions(username) if s.priority >= 0]
+        if willing:
+            await self._deliver_to(max(willing, key=lambda s: s.priority))
+        return True
 
     async def deliver(self, event: SessionEvent) -> None:
-        session, host = event.session, self.host
+        session = event.session
         if session.priority < 0 or session.jid is None:
             return
-        username = session.jid.local
+        await self._deliver_to(session)
+
+    async def _deliver_to(self, session) -> None:
+        """Send *session* every stored message, oldest first, then delete them."""
+        host, username = self.host, session.jid.local
         async with self.locks.hold(username):
             messages = await host.storage.get_offline(host.domain, username)
             sent = []

@@ -213,7 +213,10 @@ def _items(command) -> list[str]:
 
 
 def _blocked_error() -> StanzaError:
-    return StanzaError("not-acceptable", "you have blocked this address",
+    """§3.3: ``<not-acceptable/>`` + ``<blocked/>``, of type ``cancel`` as in
+    the XEP's example (and Prosody): retrying will not help, unlike the
+    ``modify`` RFC 6120 gives not-acceptable by default."""
+    return StanzaError("not-acceptable", "you have blocked this address", type="cancel",
                        extra=E(f"{{{ERRORS_NS}}}blocked"))
 
 

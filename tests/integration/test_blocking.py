@@ -105,7 +105,9 @@ async def online(server, jid: str, *, status: str | None = None):
 
 
 def is_blocked_error(stanza) -> bool:
+    """§3.3's error: <not-acceptable/> + <blocked/>, type 'cancel' as in its example."""
     return (stanza["type"] == "error" and stanza["error"]["condition"] == "not-acceptable"
+            and stanza["error"]["type"] == "cancel"
             and stanza.xml.find(f"{{jabber:client}}error/{{{ERRORS_NS}}}blocked") is not None)
 
 
@@ -212,6 +214,7 @@ async def test_blocked_iqs(server):
     # and the user's IQ to the blocked JID
     error, answer = await ask(ursula, "get", "<ping xmlns='urn:xmpp:ping'/>", to=f"{contact}/q")
     assert error == "not-acceptable"
+    assert answer.find("{jabber:client}error").get("type") == "cancel"
     assert answer.find(f"{{jabber:client}}error/{{{ERRORS_NS}}}blocked") is not None
     # the user's own server and own resources are never blocked
     await ursula.plugin["xep_0191"].block("localhost", timeout=10)

@@ -202,6 +202,7 @@ class C2SSession(StreamConnection):
                 return self._sasl_failure("encryption-required", "PLAIN needs TLS")
             return self._sasl_failure("invalid-mechanism", f"{name!r} is not offered")
         if self.server.auth_throttles.by_ip.blocked(self.ip):
+            log.info("%r: authentication refused: too many failures from %s", self, self.ip)
             return self._sasl_failure("temporary-auth-failure",
                                       "too many failed attempts; try again later")
         try:
@@ -267,6 +268,10 @@ class C2SSession(StreamConnection):
         return f"{username}@{self.host.domain}"
 
     def _sasl_failed(self, failure: sasl.SaslFailure) -> None:
+        # an administrator reading the log sees why a user cannot log in
+        log.info("%r: authentication%s failed: %s%s", self,
+                 f" as {self._attempted_user}@{self.host.domain}" if self._attempted_user else "",
+                 failure.condition, f" ({failure.text})" if failure.text else "")
         if failure.condition == "not-authorized":
             self.server.auth_throttles.by_ip.fail(self.ip)
             if self._attempted_user:

@@ -131,6 +131,9 @@ async def test_failed_logins_are_throttled_per_ip(make_server):
                           expect="failed_auth")
     assert blocked.auth_failures[0] == "temporary-auth-failure"
     await blocked.close()
+    # the administrator can read why in the log
+    srv.wait_for_log("authentication as x1@localhost failed: not-authorized")
+    srv.wait_for_log("authentication refused: too many failures from 127.0.0.1")
 
 
 async def test_unauthenticated_connections_time_out(make_server, server):

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections import OrderedDict, deque
+from array import array
+from collections import OrderedDict
 
 
 def address_key(ip: str) -> str:
@@ -42,8 +43,8 @@ def address_key(ip: str) -> str:
 class SlidingWindow:
     """At most *limit* events per key in any *window* seconds (*clock* in seconds).
 
-    An event stamped *t* counts until ``clock() - t >= window``. Each call
-    costs what expired since the last one, not the window's whole count.
+    An event stamped *t* counts until ``clock() - t >= window``. A call costs
+    at most one pass over the key's *limit* stamps.
     """
 
     __slots__ = ("limit", "window", "clock", "max_keys", "_stamps")
@@ -54,8 +55,10 @@ class SlidingWindow:
         self.window = window
         self.clock = clock
         self.max_keys = max_keys
-        #: key → its live time stamps, oldest first; keys least recently recorded first
-        self._stamps: OrderedDict[str, deque[float]] = OrderedDict()
+        #: key → its live time stamps, oldest first; keys least recently recorded first.
+        #: An array of doubles, not a deque: 8 bytes a stamp instead of a deque's
+        #: ~600-byte block, which mattered with 100,000 keys in each of several tables
+        self._stamps: OrderedDict[str, array] = OrderedDict()
 
     def allow(self, key: str) -> bool:
         """Record an event for *key* and return True, unless *key* already
@@ -105,27 +108,31 @@ class SlidingWindow:
     def __contains__(self, key: str) -> bool:
         return key in self._stamps
 
-    def _live(self, key: str, now: float) -> deque[float] | None:
+    def _live(self, key: str, now: float) -> array | None:
         stamps = self._stamps.get(key)
         if stamps is None:
             return None
-        window = self.window
-        while stamps and now - stamps[0] >= window:
-            stamps.popleft()
+        window, expired = self.window, 0
+        while expired < len(stamps) and now - stamps[expired] >= window:
+            expired += 1
+        if expired:
+            del stamps[:expired]
         if not stamps:
             del self._stamps[key]
             return None
         return stamps
 
-    def _append(self, key: str, stamps: deque[float] | None, now: float) -> None:
+    def _append(self, key: str, stamps: array | None, now: float) -> None:
         if stamps is None:
             self._sweep(now)
             if self.max_keys is not None and len(self._stamps) >= self.max_keys:
                 self._stamps.popitem(last=False)          # the least recently active key
-            stamps = self._stamps[key] = deque(maxlen=max(self.limit, 0))
+            stamps = self._stamps[key] = array("d")
         else:
             self._stamps.move_to_end(key)
         stamps.append(now)
+        if len(stamps) > self.limit:
+            del stamps[:len(stamps) - max(self.limit, 0)]
 
     def _sweep(self, now: float) -> None:
         """Forget keys whose newest stamp expired; they are at the front."""

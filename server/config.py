@@ -34,6 +34,8 @@ class ServerConfig:
 class StorageConfig:
     path: str = "xferd.sqlite"      # relative to data_dir
     synchronous: str = "full"       # full | normal (see storage/sqlite/engine.py)
+    # a cap on the database file, refused writes as on a full disk (see conf/xferd.toml)
+    max_size: int = 0
 
 
 @dataclass

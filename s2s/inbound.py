@@ -73,6 +73,7 @@ class InboundStream(StreamConnection):
         super().__init__(reader, writer, label=f"s2s-in#{self.number} {peer[0]}:{peer[1]}",
                          max_stanza_size=config.c2s.max_stanza_size,
                          max_depth=config.c2s.max_depth,
+                         max_attributes=config.c2s.max_attributes,
                          stanza_rate=config.s2s.stanza_rate, stanza_burst=config.s2s.stanza_burst)
         self.ip = str(peer[0])
         self.s2s = s2s

@@ -60,6 +60,7 @@ class OutboundStream(StreamConnection):
                          label=f"s2s-out#{self.number} {route.local}→{route.remote}",
                          max_stanza_size=config.c2s.max_stanza_size,
                          max_depth=config.c2s.max_depth,
+                         max_attributes=config.c2s.max_attributes,
                          stanza_rate=config.s2s.stanza_rate, stanza_burst=config.s2s.stanza_burst)
         self.route = route
         self.secure = secure

@@ -34,6 +34,8 @@ class ServerConfig:
 class StorageConfig:
     path: str = "xferd.sqlite"      # relative to data_dir
     synchronous: str = "full"       # full | normal (see storage/sqlite/engine.py)
+    # a cap on the database file, refused writes as on a full disk (see conf/xferd.toml)
+    max_size: int = 0
 
 
 @dataclass
@@ -50,6 +52,8 @@ class C2SConfig:
     stanza_rate: float = 50.0       # stanzas/s one connection may send on average (0 = no limit)
     stanza_burst: int = 200         # … and at once; beyond that we read it more slowly
     max_connections_per_ip: int = 32  # live connections from one address (0 = no limit)
+    # attributes on one element, c2s and s2s alike (see conf/xferd.toml)
+    max_attributes: int = 64
 
 
 @dataclass

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol
 
+from server.xmpp.errors import StanzaError
+
 from server.xmpp.pubsub import DEFAULT_ACCESS, DEFAULT_MAX_ITEMS
 from server.xmpp.roster import (SUBSCRIPTIONS, Decide, RosterDecision,  # noqa: F401  (the
                                 RosterEntry, RosterFull, RosterItem)     # core's types)
@@ -21,6 +23,21 @@ from server.xmpp.sasl import ScramCredentials
 
 class StorageError(Exception):
     """Storage cannot be used (bad file, schema from a newer xferd, …)."""
+
+
+class StorageFull(StorageError, StanzaError):
+    """A write found no room: the disk (or ``storage.max_size``) is full, or
+    writing the file failed. Nothing of it was stored; reads still work, and
+    writes work again once there is room.
+
+    It is also the answer to the stanza that asked for the write: every
+    handler's caller already answers a :class:`StanzaError`, so a full disk
+    costs that stanza ``<resource-constraint/>`` of type ``wait`` (RFC 6120
+    §8.3.3.18: "the server ... is unable to process the stanza because of a
+    lack of resources"; retry later, §8.3.2) and never the session."""
+
+    def __init__(self, text: str):
+        StanzaError.__init__(self, "resource-constraint", text, type="wait")
 
 
 class AccountStore(Protocol):

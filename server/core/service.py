@@ -28,7 +28,8 @@ log = logging.getLogger("xferd")
 class Xferd:
     def __init__(self, config: Config):
         self.config = config
-        self.storage = SQLiteStorage(config.storage_path, synchronous=config.storage.synchronous)
+        self.storage = SQLiteStorage(config.storage_path, synchronous=config.storage.synchronous,
+                                     max_size=config.storage.max_size)
         self.hosts: dict[str, Host] = {d: Host(d, hc, self) for d, hc in config.hosts.items()}
         self.router = Router(self)
         self.auth_throttles = AuthThrottles(config.auth, config.registration)

@@ -20,8 +20,9 @@ Hardening (RFC 6120 §11.1 "restricted XML"):
   it off, libxml2 silently stops producing events at an undefined reference.
   ``no_network`` and ``load_dtd=False`` keep external references out.
 * Comments and processing instructions → ``<restricted-xml/>``.
-* A stanza larger than ``max_stanza_size`` bytes, or nested deeper than
-  ``max_depth`` → ``<policy-violation/>``. Input is fed to lxml in slices so a
+* A stanza larger than ``max_stanza_size`` bytes, nested deeper than
+  ``max_depth``, or with an element of more than ``max_attributes``
+  attributes (checked as each element starts) → ``<policy-violation/>``. Input is fed to lxml in slices so a
   single huge read cannot slip past the size check.
 * Character data between stanzas may only be white space (keepalives).
 
@@ -60,6 +61,10 @@ from .namespaces import CLIENT_NS, DIALBACK_NS, SERVER_NS, XML_NS  # noqa: F401
 
 DEFAULT_MAX_STANZA_SIZE = 256 * 1024
 DEFAULT_MAX_DEPTH = 32
+#: attributes one element may carry. The most any XMPP element defined so far
+#: uses is about a dozen (a Jingle ICE candidate, XEP-0176 §5); every later
+#: reader of an element pays per attribute (lxml's ``items()`` quadratically)
+DEFAULT_MAX_ATTRIBUTES = 64
 _SLICE = 8 * 1024           # bytes fed to lxml at once, for the size check
 _MAX_PROLOG = 4 * 1024      # bytes allowed before the root element starts
 _XML_DECL = re.compile(rb"\s*(<\?xml\s[^>]*\?>)?\s*")
@@ -115,10 +120,12 @@ class StreamParser:
 
     def __init__(self, content_ns: str | tuple[str, ...] = CLIENT_NS, *,
                  max_stanza_size: int = DEFAULT_MAX_STANZA_SIZE,
-                 max_depth: int = DEFAULT_MAX_DEPTH):
+                 max_depth: int = DEFAULT_MAX_DEPTH,
+                 max_attributes: int = DEFAULT_MAX_ATTRIBUTES):
         self.content_ns = (content_ns,) if isinstance(content_ns, str) else tuple(content_ns)
         self.max_stanza_size = max_stanza_size
         self.max_depth = max_depth
+        self.max_attributes = max_attributes
         self._parser: etree.XMLPullParser | None = _lxml_parser()   # None: hibernating
         self._prolog: bytes | None = b""   # None once the root element is seen
         self._head = b""           # bytes received until the root start tag is parsed
@@ -356,6 +363,9 @@ class StreamParser:
                 if self._depth > self.max_depth:
                     raise StreamError("policy-violation",
                                       f"elements nested deeper than {self.max_depth}")
+                if len(obj.keys()) > self.max_attributes:       # the header's too
+                    raise StreamError("policy-violation",
+                                      f"more than {self.max_attributes} attributes on an element")
                 if self._depth == 1:
                     out.append(self._open(obj))
             elif kind == "end":
@@ -532,6 +542,26 @@ STREAM_FOOTER = "</stream:stream>"
 STREAM_PREFIXES = {STREAMS_NS: "stream", DIALBACK_NS: "db"}
 
 
+#: up to this many attributes an element's values come from ``items()``; lxml
+#: looks each value up by its name from the element's first attribute, so that
+#: is O(n²) per element (5,000 attributes: 50 ms, 36,000: 2.2 s). Beyond it they
+#: come from XPath's attribute axis, one walk (about 1 µs per attribute); below
+#: ~60 attributes ``items()`` is the faster of the two.
+_ITEMS_AT_MOST = 48
+_ATTRIBUTE_AXIS = etree.XPath("@*")
+#: characters of namespace declarations one stanza may repeat in the writer's
+#: usual style (a default namespace declared where it changes, attribute
+#: prefixes declared on their element) before it is written with all its
+#: namespaces declared once on the top element instead; without this, a long
+#: namespace declared once in the input and used by 40,000 sibling elements
+#: or attributes came out 40,000 times (244 KB in, 160 MB out)
+_MAX_REPEATED_DECLARATIONS = 64 * 1024
+
+
+class _Repetitive(Exception):
+    """The usual style would repeat more than _MAX_REPEATED_DECLARATIONS."""
+
+
 def serialize(element, *, stream_ns: str = CLIENT_NS,
               rehome_from: str | None = None,
               prefixes: dict[str, str] | None = None) -> str:
@@ -542,60 +572,120 @@ def serialize(element, *, stream_ns: str = CLIENT_NS,
     that is how a ``jabber:client`` stanza leaves on a ``jabber:server``
     stream. *prefixes* maps namespaces already bound by the stream header
     (``stream:``, ``db:``) to their prefix.
+
+    The cost is linear in the size of the element: each element and
+    attribute is visited once, whatever their number (see _ITEMS_AT_MOST),
+    and the output is at most a few times the input (see
+    _MAX_REPEATED_DECLARATIONS; escaping makes ``>`` four bytes).
     """
-    out: list[str] = []
-    _write(element, stream_ns, stream_ns, rehome_from,
-           STREAM_PREFIXES if prefixes is None else prefixes, out)
+    bound = {XML_NS: "xml", **(STREAM_PREFIXES if prefixes is None else prefixes)}
+    try:
+        out = _write(element, stream_ns, rehome_from, bound, hoist=False)
+    except _Repetitive:
+        out = _write(element, stream_ns, rehome_from, bound, hoist=True)
     if element.tail:
         del out[-1]                 # text after the element is not part of it
     return "".join(out)
 
 
-def _write(el, default_ns, stream_ns, rehome_from, prefixes, out) -> None:
-    tag = el.tag
-    if not isinstance(tag, str):          # comments/PIs never leave the server
-        if el.tail:
-            out.append(_escape_text(el.tail))
-        return
-    if tag[0] == "{":
-        ns, _, local = tag[1:].rpartition("}")     # a local name has no '}'; a URI might
-    else:
-        ns, local = "", tag
-    if ns == rehome_from:
-        ns = stream_ns
-    declarations = ""
-    if ns in prefixes:
-        name = f"{prefixes[ns]}:{local}"
-        child_default = default_ns
-    else:
-        name = local
-        child_default = ns
+def _write(element, stream_ns, rehome_from, stream_prefixes, *, hoist: bool) -> list[str]:
+    """The writer proper. Namespaces the stream binds are written with their
+    prefix. Any other namespace is declared where it is needed: as the
+    default namespace where an element's differs from its parent's, and for
+    an attribute as a prefix ``a1``, ``a2``… on its element — until those
+    declarations pass _MAX_REPEATED_DECLARATIONS (raises _Repetitive).
+    With *hoist*, each of them gets a prefix (``h1``, ``h2``…) declared once
+    on *element* instead (XML Namespaces §6.1: in scope for all it
+    contains); only the empty namespace and *stream_ns* stay defaults."""
+    out: list[str] = []
+    append = out.append
+    bound = dict(stream_prefixes)   # namespace → prefix, for element names
+    hoisted: dict[str, str] = {}    # namespace → prefix declared on *element*
+    names: dict = {}                # (tag, default namespace) → how it is written
+    spent = 0
+
+    def hoisted_prefix(ns):
+        prefix = hoisted.get(ns)
+        if prefix is None:
+            prefix = f"h{len(hoisted) + 1}"
+            while prefix in stream_prefixes.values():
+                prefix += "_"
+            hoisted[ns] = prefix
+        return prefix
+
+    def name_of(tag, default_ns):
+        if tag[0] == "{":
+            ns, _, local = tag[1:].rpartition("}")   # a local name has no '}'; a URI might
+        else:
+            ns, local = "", tag
+        if ns == rehome_from:
+            ns = stream_ns
+        if hoist and ns not in bound and ns and ns != stream_ns:
+            bound[ns] = hoisted_prefix(ns)
+        if ns in bound:
+            name = f"{bound[ns]}:{local}"
+            return "<" + name, f"</{name}>", default_ns, 0
         if ns != default_ns:
-            declarations = f' xmlns="{_escape_attr(ns)}"'
-    out.append("<" + name + declarations)
-    extra = 0
-    for key, value in el.attrib.items():
-        if key[0] == "{":
-            ans, _, alocal = key[1:].rpartition("}")
-            if ans == XML_NS:
-                key = "xml:" + alocal
-            else:
-                extra += 1
-                out.append(f' xmlns:a{extra}="{_escape_attr(ans)}"')
-                key = f"a{extra}:{alocal}"
-        out.append(f' {key}="{_escape_attr(value)}"')
-    text = el.text
-    if text is None and len(el) == 0:
-        out.append("/>")
-    else:
-        out.append(">")
-        if text:
-            out.append(_escape_text(text))
-        for child in el:
-            _write(child, child_default, stream_ns, rehome_from, prefixes, out)
-        out.append(f"</{name}>")
-    if el.tail:
-        out.append(_escape_text(el.tail))
+            declaration = f' xmlns="{_escape_attr(ns)}"'
+            return f"<{local}{declaration}", f"</{local}>", ns, len(declaration)
+        return "<" + local, f"</{local}>", ns, 0
+
+    def write(el, default_ns):
+        nonlocal spent
+        tag = el.tag
+        if tag.__class__ is not str:          # comments/PIs never leave the server
+            if el.tail:
+                append(_escape_text(el.tail))
+            return
+        written = names.get((tag, default_ns))
+        if written is None:
+            written = names[(tag, default_ns)] = name_of(tag, default_ns)
+        start, end, child_default, cost = written
+        if cost and not hoist:
+            spent += cost
+            if spent > _MAX_REPEATED_DECLARATIONS:
+                raise _Repetitive
+        append(start)
+        keys = el.keys()                      # linear, unlike items()
+        if keys:
+            extra = 0
+            items = el.items() if len(keys) <= _ITEMS_AT_MOST else \
+                [(a.attrname, str(a)) for a in _ATTRIBUTE_AXIS(el)]
+            for key, value in items:
+                if key[0] == "{":
+                    ans, _, alocal = key[1:].rpartition("}")
+                    if ans == XML_NS:
+                        key = "xml:" + alocal
+                    elif hoist:
+                        key = f"{hoisted_prefix(ans)}:{alocal}"
+                    else:
+                        extra += 1
+                        declaration = f' xmlns:a{extra}="{_escape_attr(ans)}"'
+                        spent += len(declaration)
+                        if spent > _MAX_REPEATED_DECLARATIONS:
+                            raise _Repetitive
+                        append(declaration)
+                        key = f"a{extra}:{alocal}"
+                append(f' {key}="{_escape_attr(value)}"')
+        text = el.text
+        if text is None and not len(el):
+            append("/>")
+        else:
+            append(">")
+            if text:
+                append(_escape_text(text))
+            for child in el:
+                write(child, child_default)
+            append(end)
+        tail = el.tail
+        if tail:
+            append(_escape_text(tail))
+
+    write(element, stream_ns)
+    if hoisted:                               # right after the top element's name
+        out.insert(1, "".join(f' xmlns:{prefix}="{_escape_attr(ns)}"'
+                              for ns, prefix in hoisted.items()))
+    return out
 
 
 def _escape_text(s: str) -> str:

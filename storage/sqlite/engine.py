@@ -57,10 +57,11 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from ..api import StorageError
+from ..api import StorageError, StorageFull
 from .schema import SYNCHRONOUS_MODES, migrate, set_up
 
 log = logging.getLogger("xferd.storage")
@@ -70,6 +71,12 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10000
 #: primary result codes that mean "would have to wait for a lock"
 _WAIT_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+#: … and "no room to write": SQLITE_FULL (the disk is full, ENOSPC, or the
+#: database reached max_page_count) and SQLITE_IOERR (a write failed: EFBIG
+#: past a file size limit, EDQUOT past a quota, EIO)
+_NO_ROOM_CODES = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+#: seconds between two warnings about a full disk in the log
+_FULL_WARNING_EVERY = 10.0
 
 
 def would_wait(exc: BaseException) -> bool:
@@ -78,6 +85,26 @@ def would_wait(exc: BaseException) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(exc, sqlite3.OperationalError) and code is not None and \
         (code & 0xFF) in _WAIT_CODES
+
+
+def out_of_room(exc: BaseException) -> bool:
+    """Did a write fail for want of room (or of a working disk), not because
+    of what it wrote? Then the same write may succeed later."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and \
+        (code & 0xFF) in _NO_ROOM_CODES
+
+
+def _failed_write(exc: Exception, lost: bool = False) -> Exception:
+    """What the caller of a failed write gets: :class:`StorageFull` if there
+    was no room (the stanza handler's caller answers it), else the error
+    itself (a write that was wrong), or if *lost*, a StorageError saying the
+    write was undone with its batch."""
+    if out_of_room(exc):
+        full = StorageFull(f"not written: {exc}")
+        full.__cause__ = exc
+        return full
+    return StorageError(f"not committed: {exc!r}") if lost else exc
 
 
 class Worker:
@@ -138,11 +165,15 @@ class Engine:
     """What every feature store builds on: the connections, :meth:`_write`
     (group commit) and the reads (:meth:`_one`, :meth:`_all`, :meth:`_snapshot`)."""
 
-    def __init__(self, path: str | os.PathLike, *, synchronous: str = "full"):
+    def __init__(self, path: str | os.PathLike, *, synchronous: str = "full",
+                 max_size: int = 0):
         if synchronous not in SYNCHRONOUS_MODES:
             raise StorageError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
         self.path = Path(path)
         self.synchronous = synchronous
+        #: bytes the database file may grow to (0: as far as the disk allows)
+        self.max_size = max_size
+        self._full_warned_at: float | None = None
         self._writer: sqlite3.Connection | None = None     # on the writer thread only
         self._reader: sqlite3.Connection | None = None     # on the event loop's thread
         self._waiter: sqlite3.Connection | None = None     # on the reader thread only
@@ -164,6 +195,8 @@ class Engine:
             self._writer = await self._write_thread.call(self._connect)
             await self._on_writer_thread(set_up, self.synchronous, BUSY_TIMEOUT_MS)
             await self._on_writer_thread(migrate, self.path)
+            if self.max_size:
+                await self._on_writer_thread(_cap_size, self.max_size)
             # set up off the loop too: a lock held by someone else must not stall start-up
             self._reader, self._waiter = await self._read_thread.call(self._open_readers)
         except BaseException as exc:
@@ -248,7 +281,9 @@ class Engine:
                 outcomes = await self._on_writer_thread(self._write_batch,
                                                         [fn for fn, _ in batch])
             except BaseException as exc:        # closed under us, or shutting down
-                outcomes = [(False, StorageError(f"write interrupted: {exc!r}"))] * len(batch)
+                failed = _failed_write(exc) if out_of_room(exc) else \
+                    StorageError(f"write interrupted: {exc!r}")
+                outcomes = [(False, failed)] * len(batch)
                 if not isinstance(exc, Exception):
                     self._settle(batch, outcomes)
                     raise
@@ -259,6 +294,9 @@ class Engine:
         if written:
             self.commits += 1
             self.committed_writes += written
+        full = next((value for ok, value in outcomes if isinstance(value, StorageFull)), None)
+        if full is not None:
+            self._warn_full(full)
         for (_, done), (ok, value) in zip(batch, outcomes):
             if done.done():
                 continue                        # its caller gave up waiting
@@ -289,11 +327,11 @@ class Engine:
                 result = fn(db)
                 db.execute("RELEASE write")
             except Exception as exc:
-                outcomes.append((False, exc))
+                outcomes.append((False, _failed_write(exc)))
                 if not db.in_transaction:
                     # SQLite gave up the whole transaction (disk full, I/O error):
                     # what the batch wrote before is gone too, and nothing more is tried
-                    lost = StorageError(f"not committed: {exc!r}")
+                    lost = _failed_write(exc, lost=True)
                     return [(False, lost if ok else value) for ok, value in outcomes] + \
                         [(False, lost)] * (len(fns) - len(outcomes))
                 db.execute("ROLLBACK TO write")
@@ -305,9 +343,17 @@ class Engine:
         except Exception as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            failed = StorageError(f"not committed: {exc!r}")
+            failed = _failed_write(exc, lost=True)
             return [(False, failed if ok else value) for ok, value in outcomes]
         return outcomes
+
+    def _warn_full(self, full: StorageFull) -> None:
+        """Tell the administrator, at most every _FULL_WARNING_EVERY seconds."""
+        now = time.monotonic()
+        if self._full_warned_at is None or now - self._full_warned_at >= _FULL_WARNING_EVERY:
+            self._full_warned_at = now
+            log.warning("storage: writes to %s are refused (%s); each is answered with "
+                        "<resource-constraint/> until there is room", self.path, full.__cause__)
 
     # -- reads --------------------------------------------------------------------------------
     async def _read(self, fn: Callable[..., T], *args) -> T:
@@ -358,3 +404,11 @@ def _one(db, sql: str, params=()):
 
 def _all(db, sql: str, params=()):
     return db.execute(sql, params).fetchall()
+
+
+def _cap_size(db: sqlite3.Connection, max_size: int) -> None:
+    """Let the database file grow to *max_size* bytes; past that a write fails
+    as on a full disk (SQLITE_FULL). The writer's setting only: readers never
+    grow the file."""
+    (page_size,) = db.execute("PRAGMA page_size").fetchone()
+    db.execute(f"PRAGMA max_page_count = {max(1, max_size // page_size)}")

@@ -104,6 +104,7 @@ error for an optional feature a service lacks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -112,7 +113,7 @@ from typing import Callable
 
 from lxml import etree
 
-from storage.api import PepItem, PepNode
+from storage.api import PepItem, PepNode, QuotaExceeded
 
 from ..core.events import CapsChange, PresenceShare
 from ..core.module import Hook, Module, iq
@@ -171,6 +172,20 @@ def _error(condition: str, pubsub_condition: str | None = None, text: str | None
            **attrs) -> StanzaError:
     extra = E(f"{{{ERRORS_NS}}}{pubsub_condition}", attrs) if pubsub_condition else None
     return StanzaError(condition, text, extra=extra)
+
+
+@contextlib.contextmanager
+def _node_quota():
+    """The account has ``[im] pep_max_nodes`` nodes already. XEP-0060 lists
+    ``<max-nodes-exceeded/>`` among its errors without a use case; we pair it
+    with ``<policy-violation/>``, as §6.1.3.9 pairs ``<too-many-subscriptions/>``
+    for the like limit on subscriptions (type modify: deleting a node makes
+    room, waiting does not)."""
+    try:
+        yield
+    except QuotaExceeded as exc:
+        raise _error("policy-violation", "max-nodes-exceeded",
+                     f"an account may have at most {exc.limit} nodes") from None
 
 
 def _unsupported(feature: str) -> StanzaError:
@@ -348,6 +363,10 @@ class Pep(Module):
     def storage(self):
         return self.host.storage
 
+    @property
+    def _max_nodes(self) -> int:
+        return self.host.global_config.im.pep_max_nodes
+
     # addressing ------------------------------------------------------------------------------
     async def _owner(self, event) -> tuple[str, bool]:
         """The account addressed, and whether the sender is that account."""
@@ -507,7 +526,13 @@ class Pep(Module):
 
         payload = _detached(payloads[0])
         item = PepItem(item_id, to_text(payload), time.time())
-        await self.storage.publish_pep_item(self.host.domain, owner, node, item)
+        limit = self.host.global_config.im.pep_max_item_bytes
+        if len(item.payload.encode()) > limit:
+            raise _error("not-acceptable", "payload-too-big",
+                         f"a payload may have at most {limit} bytes")
+        with _node_quota():
+            await self.storage.publish_pep_item(self.host.domain, owner, node, item,
+                                                max_nodes=self._max_nodes)
         log.debug("%s@%s published %s/%s", owner, self.host.domain, name, item_id)
 
         event_items = E(f"{{{EVENT_NS}}}items", {"node": name})
@@ -558,7 +583,9 @@ class Pep(Module):
                 raise StanzaError("not-acceptable", f"configure: {exc}") from None
         if await self.storage.get_pep_node(self.host.domain, owner, name) is not None:
             raise StanzaError("conflict", f"node {name!r} exists")
-        await self.storage.save_pep_node(self.host.domain, owner, node)
+        with _node_quota():
+            await self.storage.save_pep_node(self.host.domain, owner, node,
+                                             max_nodes=self._max_nodes)
         return None
 
     async def configure(self, owner: str, action) -> None:
@@ -572,7 +599,9 @@ class Pep(Module):
             _apply(node, _form_fields(form, NODE_CONFIG))
         except ValueError as exc:
             raise StanzaError("not-acceptable", str(exc)) from None
-        await self.storage.save_pep_node(self.host.domain, owner, node)
+        with _node_quota():             # deleted meanwhile, this would create it again
+            await self.storage.save_pep_node(self.host.domain, owner, node,
+                                             max_nodes=self._max_nodes)
 
     async def delete(self, owner: str, action) -> None:
         node = await self._existing(owner, self._node_name(action))

@@ -207,10 +207,13 @@ class PepStore(Protocol):
     async def delete_pep_node(self, host: str, username: str, node: str) -> bool: ...
 
     async def publish_pep_item(self, host: str, username: str, node: PepNode,
-                               item: PepItem, *, max_nodes: int | None = None) -> None:
+                               item: PepItem, *, max_nodes: int | None = None,
+                               max_bytes: int | None = None) -> None:
         """Create the node if needed, add or replace the item, keep max_items
         newest. Raises :class:`QuotaExceeded` (nothing written) if the node
-        would be created beyond *max_nodes* of the account."""
+        would be created beyond *max_nodes* of the account, or if the items
+        of all its nodes would then have more than *max_bytes* bytes (UTF-8)
+        of payload."""
 
     async def retract_pep_item(self, host: str, username: str, node: str, item_id: str) -> bool: ...
 

@@ -31,6 +31,15 @@ What we implement — the subset XEP-0163 §5 and everyday clients need:
 * node creation (§8.1, optionally with a configure form), configuration
   get/set (§8.2: the fields above) and deletion (§8.4), owner only.
 
+Quotas per account (``[im]``): a payload above ``pep_max_item_bytes``, or
+one that would take the items of all the account's nodes above
+``pep_max_bytes``, is ``<not-acceptable/>`` + ``<payload-too-big/>``
+(§7.1.3.5); a node beyond ``pep_max_nodes`` (created or auto-created) is
+``<policy-violation/>`` + ``<max-nodes-exceeded/>`` (see ``_node_quota``).
+Both counts are taken inside the write's transaction. Prosody limits
+neither (only ``pep_max_items`` per node); ejabberd's payload limit is
+250,000 bytes.
+
 Access models, their defaults and the node_config fields are the sans-IO
 core's (``server/xmpp/pubsub.py``), shared with XEP-0227 import/export.
 
@@ -176,14 +185,20 @@ def _error(condition: str, pubsub_condition: str | None = None, text: str | None
 
 @contextlib.contextmanager
 def _node_quota():
-    """The account has ``[im] pep_max_nodes`` nodes already. XEP-0060 lists
-    ``<max-nodes-exceeded/>`` among its errors without a use case; we pair it
-    with ``<policy-violation/>``, as §6.1.3.9 pairs ``<too-many-subscriptions/>``
-    for the like limit on subscriptions (type modify: deleting a node makes
-    room, waiting does not)."""
+    """A storage quota of the account (``[im] pep_max_nodes``,
+    ``pep_max_bytes``) is reached. Too many nodes: XEP-0060 lists
+    ``<max-nodes-exceeded/>`` among its errors without a use case; we pair
+    it with ``<policy-violation/>``, as §6.1.3.9 pairs
+    ``<too-many-subscriptions/>`` for the like limit on subscriptions (type
+    modify: deleting a node makes room, waiting does not). Too many bytes:
+    §7.1.3.5's ``<not-acceptable/>`` + ``<payload-too-big/>``, the limit
+    being what the account has left."""
     try:
         yield
     except QuotaExceeded as exc:
+        if exc.quota == "pep_max_bytes":
+            raise _error("not-acceptable", "payload-too-big",
+                         f"the account's nodes may keep at most {exc.limit} bytes") from None
         raise _error("policy-violation", "max-nodes-exceeded",
                      f"an account may have at most {exc.limit} nodes") from None
 
@@ -526,13 +541,14 @@ class Pep(Module):
 
         payload = _detached(payloads[0])
         item = PepItem(item_id, to_text(payload), time.time())
-        limit = self.host.global_config.im.pep_max_item_bytes
-        if len(item.payload.encode()) > limit:
+        im = self.host.global_config.im
+        if len(item.payload.encode()) > im.pep_max_item_bytes:
             raise _error("not-acceptable", "payload-too-big",
-                         f"a payload may have at most {limit} bytes")
+                         f"a payload may have at most {im.pep_max_item_bytes} bytes")
         with _node_quota():
             await self.storage.publish_pep_item(self.host.domain, owner, node, item,
-                                                max_nodes=self._max_nodes)
+                                                max_nodes=im.pep_max_nodes,
+                                                max_bytes=im.pep_max_bytes)
         log.debug("%s@%s published %s/%s", owner, self.host.domain, name, item_id)
 
         event_items = E(f"{{{EVENT_NS}}}items", {"node": name})

@@ -40,7 +40,8 @@ class PepMixin:
         return await self._write(write)
 
     async def publish_pep_item(self, host: str, username: str, node: PepNode,
-                               item: PepItem, *, max_nodes: int | None = None) -> None:
+                               item: PepItem, *, max_nodes: int | None = None,
+                               max_bytes: int | None = None) -> None:
         def write(db):
             if not _check_room(db, host, username, node.node, max_nodes):
                 _upsert_node(db, host, username, node)
@@ -52,6 +53,13 @@ class PepMixin:
                        (host, username, node.node, item.id, item.payload,
                         item.published_at or time.time(), seq))
             _trim_items(db, host, username, node)
+            if max_bytes is not None:
+                # after the write: a replaced or trimmed item no longer counts
+                (size,) = _one(db, "SELECT COALESCE(SUM(LENGTH(CAST(payload AS BLOB))), 0) "
+                                   "FROM pep_items WHERE host = ? AND username = ?",
+                               (host, username))
+                if size > max_bytes:
+                    raise QuotaExceeded("pep_max_bytes", max_bytes)
         await self._write(write)
 
     async def retract_pep_item(self, host: str, username: str, node: str, item_id: str) -> bool:

@@ -197,6 +197,29 @@ async def test_pep_item_size_is_capped_by_default(make_server):
     await served_quickly(bob)
 
 
+async def test_pep_bytes_per_account_are_capped(make_server):
+    """Item size times items per node times nodes is still a lot, so the
+    items of all an account's nodes are bounded too (``pep_max_bytes``).
+    A publish that would pass it gets §7.1.3.5's <not-acceptable/> +
+    <payload-too-big/>; replacing an item counts only the new one."""
+    srv = make_server(im={"pep_max_bytes": 250_000})
+    srv.adduser("mallory@localhost", "pw")
+    srv.adduser("bob@localhost", "pw")
+    mallory = await login(srv, "mallory@localhost/m", "pw")
+    bob = await login(srv, "bob@localhost/b", "pw")
+    me = "mallory@localhost"
+    payload = "<x xmlns='urn:p'>" + "p" * 100_000 + "</x>"
+    for node in ("urn:n:a", "urn:n:b"):
+        assert (await ask(mallory, "set", publish(node, payload), to=me))[0] is None
+    condition, answer = await ask(mallory, "set", publish("urn:n:c", payload), to=me)
+    assert (condition, pubsub_condition(answer)) == ("not-acceptable", "payload-too-big")
+    assert (await ask(mallory, "set", publish("urn:n:a", payload), to=me))[0] is None
+    condition, _ = await ask(mallory, "get", f"<pubsub xmlns='{PUBSUB}'>"
+                                             "<items node='urn:n:c'/></pubsub>", to=me)
+    assert condition == "item-not-found"       # refused whole: not even the node was made
+    await served_quickly(bob)
+
+
 # -- RFC 6121 §2 roster items -------------------------------------------------------------------
 
 def roster_item(jid: str, name: str | None = None, groups=()) -> str:
@@ -211,25 +234,25 @@ async def test_roster_item_names_and_groups_are_bounded_by_default(make_server):
     violations: ... The length of the 'name' attribute is greater than a
     server-configured limit ... The XML character data of the <group/>
     element ... is larger than a server-configured limit." The defaults:
-    256 characters each, 32 groups an item (the number of groups §2.3.3
-    leaves open; treated alike). Before, an item could carry 64 groups of
-    1 KB (49 KiB; ~480 MB for a full roster)."""
+    256 characters for a name, 128 for a group, 16 groups an item (the
+    number of groups §2.3.3 leaves open; treated alike). Before, an item
+    could carry 64 groups of 1 KB (49 KiB; ~480 MB for a full roster)."""
     srv = make_server()
     srv.adduser("mallory@localhost", "pw")
     srv.adduser("bob@localhost", "pw")
     mallory = await login(srv, "mallory@localhost/m", "pw")
     bob = await login(srv, "bob@localhost/b", "pw")
-    most = [f"{i:02d}" + "g" * 254 for i in range(32)]
+    most = [f"{i:02d}" + "g" * 126 for i in range(16)]
     assert (await ask(mallory, "set", roster_item("a@example.org", "n" * 256, most)))[0] is None
     for refused in (roster_item("b@example.org", "n" * 257),
-                    roster_item("c@example.org", groups=["g" * 257]),
+                    roster_item("c@example.org", groups=["g" * 129]),
                     roster_item("d@example.org", groups=most + ["one more"])):
         condition, answer = await ask(mallory, "set", refused)
         assert (condition, error_type(answer)) == ("not-acceptable", "modify")
         await served_quickly(bob)
     roster = await mallory.fetch_roster()
     assert list(roster) == ["a@example.org"]
-    assert len(roster["a@example.org"]["groups"]) == 32
+    assert len(roster["a@example.org"]["groups"]) == 16
 
 
 async def fill_roster(srv, user: str, count: int) -> None:

@@ -18,17 +18,15 @@ class OfflineMixin:
         size = len(stanza.encode())
 
         def write(db):
-            # the byte sum reads every stored message of the user (~4 ms for
-            # 10 MB), so it is only asked for once the count leaves room
             (count,) = _one(db, f"SELECT COUNT(*) {_BY_USER}", (host, username))
             if count >= quota:
                 return False
             if max_bytes is not None:
-                if size > max_bytes:
-                    return False
-                (stored,) = _one(db, f"SELECT COALESCE(SUM(LENGTH(CAST(stanza AS BLOB))), 0) "
-                                     f"{_BY_USER}", (host, username))
-                if stored + size > max_bytes:
+                # kept by triggers (schema version 6): summing the stanzas instead
+                # read all of them, ~4 ms for 10 MB, at every message stored
+                row = _one(db, "SELECT bytes FROM offline_usage WHERE host = ? AND "
+                               "username = ?", (host, username))
+                if (row[0] if row else 0) + size > max_bytes:
                     return False
             db.execute("INSERT INTO offline_messages (host, username, stanza, stored_at) "
                        "VALUES (?, ?, ?, ?)", (host, username, stanza, time.time()))

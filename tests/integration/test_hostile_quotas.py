@@ -10,6 +10,7 @@ under a second) during and after.
 
 import asyncio
 import itertools
+import sqlite3
 import time
 
 import pytest
@@ -17,8 +18,9 @@ from slixmpp.xmlstream import ET
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatcherId
 
-from storage.api import RosterItem
-from storage.sqlite import SQLiteStorage
+from server.xmpp.sasl import make_all_credentials
+from storage.api import RosterItem, UserData
+from storage.sqlite import MIGRATIONS, SQLiteStorage
 from tests.harness import login, round_trip
 
 pytestmark = pytest.mark.hostile
@@ -457,3 +459,55 @@ async def test_thirty_megabytes_of_offline_messages_are_delivered_a_page_at_a_ti
     assert slowest < 1.0
     await round_trip(target)
     assert target.messages.empty()
+
+
+def usage(path) -> dict:
+    """(bytes the usage table says, bytes the stanzas have) per user, read
+    by a connection of our own."""
+    db = sqlite3.connect(path)
+    try:
+        kept = dict(db.execute("SELECT username, bytes FROM offline_usage").fetchall())
+        real = dict(db.execute("SELECT username, SUM(LENGTH(CAST(stanza AS BLOB))) "
+                               "FROM offline_messages GROUP BY username").fetchall())
+        return {u: (kept.get(u, 0), real.get(u, 0)) for u in kept.keys() | real.keys()}
+    finally:
+        db.close()
+
+
+async def test_the_offline_byte_count_follows_every_writer(tmp_path):
+    """The byte quota reads a per-user total that triggers keep (schema
+    version 6), not a sum over the queue at each message (~4 ms for 10 MB,
+    which a flood of messages to a full queue would have paid each time).
+    The total must not drift: it follows stores, deliveries, the account's
+    deletion and an XEP-0227 import, and a file of the previous schema gets
+    its total from the messages it holds."""
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    for number, script in enumerate(MIGRATIONS[:5], start=1):
+        db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    db.execute("INSERT INTO accounts (host, username, created_at) VALUES ('localhost', 'old', 0)")
+    db.executemany("INSERT INTO offline_messages (host, username, stanza, stored_at) "
+                   "VALUES ('localhost', 'old', ?, 0)", [("<message>é</message>",)] * 3)
+    db.commit()
+    db.close()
+    store = SQLiteStorage(path)
+    await store.open()
+    try:
+        assert usage(path) == {"old": (63, 63)}
+        creds = make_all_credentials("pw", iterations=4096)
+        assert await store.create_user("localhost", "ann", creds)
+        for i in range(5):
+            assert await store.store_offline("localhost", "ann", f"<message>{i}ü</message>",
+                                             quota=100, max_bytes=10_000)
+        assert not await store.store_offline("localhost", "ann", "x" * 10_000, quota=100,
+                                             max_bytes=10_000)
+        page = await store.get_offline_page("localhost", "ann", max_count=2)
+        await store.delete_offline("localhost", "ann", [m.id for m in page])
+        assert usage(path)["ann"] == (66, 66)
+        assert await store.delete_user("localhost", "ann")
+        assert "ann" not in usage(path)
+        assert await store.import_user("localhost", "bea", UserData(
+            credentials=creds, offline=[("<message>imported</message>", 1.0)]))
+        assert usage(path)["bea"] == (27, 27)
+    finally:
+        await store.close()

@@ -83,9 +83,20 @@ class S2SConfig:
 class AuthConfig:
     scram_iterations: int = 4096    # PBKDF2 rounds for new credentials
     allow_plain: bool = True        # PLAIN, only ever offered over TLS
-    max_failures: int = 5           # failed logins allowed per account and per IP …
+    # failed logins (server/io/throttle.py LoginThrottle; 0 = no limit)
+    max_failures: int = 10          # per account from one address …
+    max_failures_per_ip: int = 20   # … and per address over all accounts …
     failure_window: float = 300.0   # … within this many seconds
-    max_failures_per_ip: int = 20
+    account_max_failures: int = 150  # per account from all addresses: a bucket of this size …
+    account_failure_window: float = 3600.0  # … draining in this many seconds; when full,
+    trusted_address_time: float = 30 * 86400.0  # only addresses the account used this recently
+
+
+@dataclass
+class RegistrationConfig:
+    """XEP-0077 in-band registrations per client address, over all hosts."""
+    max_per_address: int = 1        # accounts one address may create … (0 = no limit)
+    window: float = 600.0           # … within this many seconds
 
 
 @dataclass
@@ -137,6 +148,7 @@ class Config:
     c2s: C2SConfig = field(default_factory=C2SConfig)
     s2s: S2SConfig = field(default_factory=S2SConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     im: IMConfig = field(default_factory=IMConfig)
     moved: MovedConfig = field(default_factory=MovedConfig)
     accountxfer: AccountXferConfig = field(default_factory=AccountXferConfig)
@@ -158,7 +170,8 @@ class Config:
 
 
 _SECTION_TYPES = {"server": ServerConfig, "storage": StorageConfig, "c2s": C2SConfig,
-                  "s2s": S2SConfig, "auth": AuthConfig, "im": IMConfig,
+                  "s2s": S2SConfig, "auth": AuthConfig, "registration": RegistrationConfig,
+                  "im": IMConfig,
                   "moved": MovedConfig, "accountxfer": AccountXferConfig}
 _CHOICES = {("server", "log_level"): ("debug", "info", "warning", "error"),
             ("storage", "synchronous"): ("full", "normal")}
@@ -282,6 +295,10 @@ def _parse_section(cls, table: dict, source: str, section: str):
 
 #: the smallest value each resource limit takes (0 is "no limit" for the first two)
 _LIMITS = {"stanza_rate": 0, "max_connections_per_ip": 0, "stanza_burst": 1}
+# failed logins and registrations: 0 is "no limit" (a window of 0 counts nothing)
+_LIMITS.update(dict.fromkeys(("max_failures", "max_failures_per_ip", "failure_window",
+                              "account_max_failures", "account_failure_window",
+                              "trusted_address_time", "max_per_address", "window"), 0))
 #: per-account quotas: 0 would refuse everything, so 1 is the least (a stored
 #: request keeps at least its own element)
 _LIMITS.update({"offline_max_bytes": 1, "private_max_fragments": 1, "private_max_bytes": 1,

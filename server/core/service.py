@@ -31,8 +31,7 @@ class Xferd:
         self.storage = SQLiteStorage(config.storage_path, synchronous=config.storage.synchronous)
         self.hosts: dict[str, Host] = {d: Host(d, hc, self) for d, hc in config.hosts.items()}
         self.router = Router(self)
-        a = config.auth
-        self.auth_throttles = AuthThrottles(a.max_failures, a.failure_window, a.max_failures_per_ip)
+        self.auth_throttles = AuthThrottles(config.auth, config.registration)
         #: live client connections per address (c2s.max_connections_per_ip)
         self.c2s_per_ip = ConnectionCounter(config.c2s.max_connections_per_ip)
         self.c2s_sessions: set[C2SSession] = set()

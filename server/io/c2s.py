@@ -15,7 +15,8 @@ before we parse a byte of it — on the direct TLS port the listener has done
 the TLS handshake by then. ``c2s.auth_timeout`` is one deadline counted from
 the connection, not an idle timer: a peer trickling a byte now and then
 (slowloris) or saying nothing at all gets ``<connection-timeout/>`` all the
-same. Stanza rate: see ``net.py``; failed logins: ``throttle.py``.
+same. Stanza rate: see ``net.py``; failed logins and registrations per
+address: ``throttle.py`` (:class:`AuthThrottles`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING
 from .net import StreamConnection
 from ..core.router import StanzaEvent
 from ..core.events import Login, SessionEvent
-from .throttle import FailureThrottle
+from .throttle import LoginThrottle, SlidingWindow, address_key
 from ..xmpp import sasl
 from ..xmpp.errors import StanzaError, StreamError
 from ..xmpp.jid import JID, JIDError, resourceprep
@@ -39,6 +40,7 @@ from ..xmpp.stanza import E, error_reply, local_name, result, sub
 from ..xmpp.stream import CLIENT_NS, OUR_VERSION, StreamOpened, response_version, stream_header
 
 if TYPE_CHECKING:
+    from ..config import AuthConfig, RegistrationConfig
     from ..core.hosts import Host
     from ..core.service import Xferd
 
@@ -52,11 +54,34 @@ SASL_RETRIES = 5
 
 
 class AuthThrottles:
-    """Failed-login bookkeeping shared by all client sessions."""
+    """Failed logins (``auth.*``) and in-band registrations (``registration.*``)
+    per client address, shared by all client sessions."""
 
-    def __init__(self, max_failures: int, window: float, max_failures_per_ip: int):
-        self.by_account = FailureThrottle(max_failures, window)
-        self.by_ip = FailureThrottle(max_failures_per_ip, window)
+    def __init__(self, auth: "AuthConfig", registration: "RegistrationConfig"):
+        self.logins = LoginThrottle(
+            max_failures=auth.max_failures, window=auth.failure_window,
+            max_failures_per_ip=auth.max_failures_per_ip,
+            account_max_failures=auth.account_max_failures,
+            account_window=auth.account_failure_window,
+            trust_time=auth.trusted_address_time)
+        self._registrations = (SlidingWindow(registration.max_per_address, registration.window,
+                                             max_keys=100_000)
+                               if registration.max_per_address > 0 else None)
+
+    def take_registration(self, ip: str) -> float:
+        """Count a registration from *ip*; if its address has used up its
+        registrations, count nothing and return the seconds until it may try
+        again (else 0.0)."""
+        window, address = self._registrations, address_key(ip)
+        if window is None or window.allow(address):
+            return 0.0
+        return max(window.retry_after(address), 1.0)
+
+    def give_back_registration(self, ip: str) -> None:
+        """A registration counted by :meth:`take_registration` failed (a taken
+        name, a bad password): it does not use up the address's allowance."""
+        if self._registrations is not None:
+            self._registrations.release(address_key(ip))
 
 
 class C2SSession(StreamConnection):
@@ -201,7 +226,8 @@ class C2SSession(StreamConnection):
             if name == "PLAIN" and not self.secure:
                 return self._sasl_failure("encryption-required", "PLAIN needs TLS")
             return self._sasl_failure("invalid-mechanism", f"{name!r} is not offered")
-        if self.server.auth_throttles.by_ip.blocked(self.ip):
+        self._attempted_user = None
+        if self.server.auth_throttles.logins.address_refused(self.ip):
             log.info("%r: authentication refused: too many failures from %s", self, self.ip)
             return self._sasl_failure("temporary-auth-failure",
                                       "too many failed attempts; try again later")
@@ -229,7 +255,12 @@ class C2SSession(StreamConnection):
     async def _sasl_continue(self, step) -> None:
         while isinstance(step, sasl.NeedCredentials):
             self._attempted_user = step.username
-            if self.server.auth_throttles.by_account.blocked(self._account_key(step.username)):
+            # refused before any password check: the answer tells nothing about it
+            refusal = self.server.auth_throttles.logins.refusal(
+                self._account_key(step.username), self.ip)
+            if refusal is not None:
+                log.info("%r: authentication as %s refused: %s", self,
+                         self._account_key(step.username), refusal)
                 raise sasl.SaslFailure("temporary-auth-failure",
                                        "too many failed attempts; try again later")
             storage = self.server.storage
@@ -256,7 +287,7 @@ class C2SSession(StreamConnection):
             raise sasl.SaslFailure("invalid-authzid", "you may only act as yourself")
         # modules may still refuse the account (e.g. it moved: XEP-0015)
         await self.host.events.fire("login", Login(self, step.username))
-        self.server.auth_throttles.by_account.succeed(self._account_key(step.username))
+        self.server.auth_throttles.logins.succeeded(self._account_key(step.username), self.ip)
         self.username = step.username
         self.mechanism = None
         log.info("%r: authenticated as %s@%s", self, step.username, self.host.domain)
@@ -273,9 +304,9 @@ class C2SSession(StreamConnection):
                  f" as {self._attempted_user}@{self.host.domain}" if self._attempted_user else "",
                  failure.condition, f" ({failure.text})" if failure.text else "")
         if failure.condition == "not-authorized":
-            self.server.auth_throttles.by_ip.fail(self.ip)
-            if self._attempted_user:
-                self.server.auth_throttles.by_account.fail(self._account_key(self._attempted_user))
+            self.server.auth_throttles.logins.failed(
+                self._account_key(self._attempted_user) if self._attempted_user else None,
+                self.ip)
         self.mechanism = None
         self._sasl_failure(failure.condition, failure.text)
 

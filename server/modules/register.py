@@ -2,6 +2,13 @@
 
 Before login (§3.1): a client on an encrypted stream asks for the form and
 creates an account; ``hosts.<domain>.registration`` switches this off.
+Floods are bounded twice: one account per stream (§3.1.1 lets a server answer
+``<not-acceptable/>`` to "an entity [that] attempts to register a second
+identity"), and ``registration.max_per_address`` accounts per client address
+in ``registration.window`` seconds, beyond which the answer is
+``<resource-constraint/>`` type wait (RFC 6120 §8.3.3.18: try again later) —
+ejabberd's answer and default (one per address per 600 s, its
+``registration_timeout``). Only registrations that succeed use the allowance.
 After login (§3.2, §3.3): change one's password, or remove one's account.
 Passwords are turned into SCRAM credentials at once and never stored.
 """
@@ -10,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 
 from ..core.accounts import delete_account
 from ..core.module import Module, iq
@@ -33,6 +41,11 @@ def _fields(query) -> tuple[str | None, str | None]:
 class Register(Module):
     name = "register"
     features = (NS,)
+
+    def __init__(self, host):
+        super().__init__(host)
+        #: streams that created an account (one each, XEP-0077 §3.1.1)
+        self._registered_on = weakref.WeakSet()
 
     def hooks(self):
         return [iq("get", "unauthenticated", NS, "query", self.form),
@@ -61,10 +74,27 @@ class Register(Module):
             username = nodeprep(username)
         except JIDError as exc:
             raise StanzaError("not-acceptable", f"invalid username: {exc}") from None
-        credentials = await self._credentials(password)
-        if not await host.storage.create_user(host.domain, username, credentials):
-            raise StanzaError("conflict", "that username is taken")
-        log.info("registered %s@%s", username, host.domain)
+        session = event.origin
+        if session in self._registered_on:
+            raise StanzaError("not-acceptable", "one account per connection: log in to it")
+        throttles = session.server.auth_throttles
+        wait = throttles.take_registration(session.ip)
+        if wait:
+            log.info("%r: registration of %s@%s refused: too many from this address",
+                     session, username, host.domain)
+            raise StanzaError("resource-constraint", "too many accounts created from your "
+                              f"address; try again in {wait:.0f} s")
+        try:
+            if await host.storage.user_exists(host.domain, username):
+                raise StanzaError("conflict", "that username is taken")   # spare the PBKDF2
+            credentials = await self._credentials(password)
+            if not await host.storage.create_user(host.domain, username, credentials):
+                raise StanzaError("conflict", "that username is taken")
+        except BaseException:
+            throttles.give_back_registration(session.ip)
+            raise
+        self._registered_on.add(session)
+        log.info("%r: registered %s@%s", session, username, host.domain)
         await event.reply()
         return True
 

@@ -6,9 +6,25 @@ import sqlite3
 
 import slixmpp
 
-from tests.harness import SASL, Client, RawClient, login
+import pytest
+
+from tests.harness import SASL, Client, RawClient, XferdProcess, login
 
 REGISTER = "jabber:iq:register"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The usual module server (alice and bob), registering without a
+    per-address limit: these tests create several accounts from 127.0.0.1.
+    The limit itself is tested in test_hostile_auth.py."""
+    proc = XferdProcess(tmp_path_factory.mktemp("xferd"),
+                        overrides={"registration": {"max_per_address": 0}})
+    proc.adduser("alice@localhost", "alice-pass")
+    proc.adduser("bob@localhost", "bob-pass")
+    proc.start()
+    yield proc
+    proc.stop()
 
 
 class Registrant(Client):
@@ -109,7 +125,7 @@ async def test_failed_logins_are_throttled_per_account(make_server):
         bad = await login(srv, "gina@localhost/x", "wrong", mechanism="PLAIN", expect="failed_auth")
         assert bad.auth_failures[0] == "not-authorized"
         await bad.close()
-    # now even the right password is refused for a while ...
+    # now even the right password is refused from this address for a while ...
     raw = await RawClient.connect(srv.c2s_port)
     await raw.secure(srv.cert())
     raw.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>AGdpbmEAZ2luYS1wYXNz</auth>")

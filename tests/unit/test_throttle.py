@@ -432,3 +432,134 @@ def test_window_replaces_the_xep0283_limiter_exactly(clock, per_minute):
 def test_window_default_clock_is_monotonic():
     import time
     assert SlidingWindow(1, 1).clock is time.monotonic
+
+
+# -- LoginThrottle: no lockout by strangers, a bounded number of guesses ------------------------
+
+from server.config import AuthConfig                                       # noqa: E402
+from server.io.throttle import KeyedBucket, LoginThrottle, address_key      # noqa: E402
+
+
+def default_login_throttle(clock) -> LoginThrottle:
+    """The throttle with the defaults documented in conf/xferd.toml."""
+    a = AuthConfig()
+    return LoginThrottle(max_failures=a.max_failures, window=a.failure_window,
+                         max_failures_per_ip=a.max_failures_per_ip,
+                         account_max_failures=a.account_max_failures,
+                         account_window=a.account_failure_window,
+                         trust_time=a.trusted_address_time, clock=clock)
+
+
+def guess_for(throttle, clock, seconds: int, address_of) -> int:
+    """An attacker trying one wrong password on 'victim' every second from
+    ``address_of(second)``; returns how many guesses were checked (the others
+    were refused before any check)."""
+    checked = 0
+    for second in range(seconds):
+        address = address_of(second)
+        if throttle.refusal("victim", address) is None:
+            throttle.failed("victim", address)
+            checked += 1
+        clock.advance(1)
+    return checked
+
+
+def test_one_address_gets_120_guesses_an_hour_and_locks_nobody_out(clock):
+    """Defaults: 10 failures per account and address in 300 s → 120 an hour;
+    the per-account bucket (150 an hour) never fills, so the owner, from any
+    other address, is never refused."""
+    throttle = default_login_throttle(clock)
+    for hour in range(3):
+        assert guess_for(throttle, clock, 3600, lambda s: "198.51.100.7") == 120
+        assert throttle.refusal("victim", "203.0.113.1") is None
+
+
+def test_many_addresses_get_at_most_300_guesses_the_first_hour_then_150(clock):
+    """Defaults: a fresh address per guess is limited only by the account's
+    bucket — 150 at once, then 150 an hour (one per 24 s)."""
+    throttle = default_login_throttle(clock)
+    first = guess_for(throttle, clock, 3600, lambda s: f"10.{s // 65536}.{s // 256 % 256}.{s % 256}")
+    second = guess_for(throttle, clock, 3600, lambda s: f"11.{s // 65536}.{s // 256 % 256}.{s % 256}")
+    assert 150 <= first <= 300
+    assert 149 <= second <= 151
+
+
+def test_a_full_bucket_still_admits_the_owner_from_a_known_address(clock):
+    throttle = LoginThrottle(max_failures=3, window=300, max_failures_per_ip=100,
+                             account_max_failures=4, account_window=3600,
+                             trust_time=86400, clock=clock)
+    throttle.succeeded("victim", "192.0.2.10")             # the owner's usual address
+    for n in range(4):
+        throttle.failed("victim", f"198.51.100.{n}")
+    assert throttle.refusal("victim", "198.51.100.200") == \
+        "too many failures for victim; only known addresses may try"
+    assert throttle.refusal("victim", "192.0.2.10") is None
+    assert throttle.refusal("someone-else", "198.51.100.200") is None
+    throttle.succeeded("victim", "192.0.2.10")             # a login does not refill the budget
+    assert throttle.refusal("victim", "198.51.100.200") is not None
+    clock.advance(900)                                     # one more every 3600 / 4 s
+    assert throttle.refusal("victim", "198.51.100.200") is None
+    clock.advance(86400)                                   # trust expires
+    for n in range(4):
+        throttle.failed("victim", f"198.51.100.{n}")
+    assert throttle.refusal("victim", "192.0.2.10") is not None
+
+
+def test_a_success_clears_the_address_failures_of_that_account_only(clock):
+    throttle = LoginThrottle(max_failures=2, window=300, max_failures_per_ip=3,
+                             account_max_failures=100, account_window=3600,
+                             trust_time=86400, clock=clock)
+    throttle.failed("alice", "192.0.2.1")
+    throttle.failed("alice", "192.0.2.1")
+    assert throttle.refusal("alice", "192.0.2.1") == "too many failures for alice from 192.0.2.1"
+    assert throttle.refusal("bob", "192.0.2.1") is None
+    throttle.failed("bob", "192.0.2.1")                    # the address's third failure
+    assert throttle.address_refused("192.0.2.1")
+    assert throttle.refusal("bob", "192.0.2.1") == "too many failures from 192.0.2.1"
+
+
+def test_ipv6_addresses_count_per_64():
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::2") \
+        == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
+    assert address_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert address_key("192.0.2.7") == "192.0.2.7"
+    assert address_key("not an address") == "not an address"
+
+
+def test_login_throttle_memory_is_bounded(clock):
+    throttle = LoginThrottle(max_failures=5, window=300, max_failures_per_ip=20,
+                             account_max_failures=150, account_window=3600,
+                             trust_time=86400, clock=clock, max_keys=100)
+    for n in range(5000):
+        throttle.failed(f"user{n}", f"10.0.{n // 256 % 256}.{n % 256}")
+        throttle.succeeded(f"user{n}", f"10.1.{n // 256 % 256}.{n % 256}")
+    assert len(throttle.by_account) <= 100
+    assert len(throttle.by_account_address.failures) <= 100
+    assert len(throttle.by_address.failures) <= 100
+    assert len(throttle.trusted) <= 100
+
+
+def test_keyed_bucket_is_a_pace_not_a_lock(clock):
+    bucket = KeyedBucket(3, 60, clock=clock)
+    for _ in range(3):
+        assert not bucket.full("k")
+        bucket.add("k")
+    assert bucket.full("k")
+    clock.advance(19)
+    assert bucket.full("k")
+    clock.advance(1.5)                 # one drains every 20 s
+    assert not bucket.full("k")
+    clock.advance(60)
+    assert bucket.level("k") == 0.0 and len(bucket) == 0
+    assert not KeyedBucket(0, 60, clock=clock).full("k")     # 0: no limit
+
+
+def test_release_gives_back_the_newest_event(clock):
+    window = SlidingWindow(1, 600, clock)
+    assert window.allow("192.0.2.1")
+    window.release("192.0.2.1")
+    assert window.allow("192.0.2.1")
+    assert not window.allow("192.0.2.1")
+    window.release("192.0.2.1")
+    assert "192.0.2.1" not in window

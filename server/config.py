@@ -303,9 +303,8 @@ _LIMITS.update(dict.fromkeys(("max_failures", "max_failures_per_ip", "failure_wi
 #: request keeps at least its own element)
 _LIMITS.update({"offline_max_bytes": 1, "private_max_fragments": 1, "private_max_bytes": 1,
                 "pep_max_nodes": 1, "pep_max_item_bytes": 1, "pep_max_bytes": 1,
-                "roster_max_name": 1,
-                "roster_max_group": 1, "roster_max_groups": 1, "subscription_max_status": 0,
-                "subscription_max_request": 256})
+                "roster_max_name": 1, "roster_max_group": 1, "roster_max_groups": 1,
+                "subscription_max_status": 0, "subscription_max_request": 256})
 
 
 def _check_limits(instance, source: str, section: str) -> None:

@@ -9,7 +9,6 @@ under a second) during and after.
 """
 
 import asyncio
-import itertools
 import sqlite3
 import time
 
@@ -31,7 +30,6 @@ PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
 ROSTER = "jabber:iq:roster"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 NICK = "http://jabber.org/protocol/nick"
-_n = itertools.count(1)
 
 
 async def served_quickly(client) -> None:
@@ -362,8 +360,9 @@ async def test_a_kept_subscription_request_is_cut_not_refused(make_server):
 async def test_offline_bytes_per_user_are_capped(make_server):
     """Besides ``offline_quota`` (messages), ``offline_max_bytes`` bounds
     what is kept for one user. Past it the sender gets
-    <service-unavailable/>, as XEP-0160 §3 has for a full queue ("the server
-    SHOULD return a <service-unavailable/> error to the sender"), and the
+    <service-unavailable/>, as XEP-0160 §2 has for a full queue ("If not
+    (e.g., because the recipient's offline message queue is full), the
+    server returns a <service-unavailable/> error to the sender"), and the
     user gets what was kept, in order."""
     srv = make_server(im={"offline_max_bytes": 50_000})
     srv.adduser("mallory@localhost", "pw")

@@ -107,6 +107,18 @@ class RegistrationConfig:
 class IMConfig:
     offline_quota: int = 1000       # messages kept per user while offline (XEP-0160)
     max_roster_items: int = 10000   # roster sets beyond this get <not-allowed/>
+    # -- quotas per account (conf/xferd.toml says why each default) --
+    offline_max_bytes: int = 10 * 1024 * 1024   # stored offline messages, bytes per user
+    private_max_fragments: int = 100            # XEP-0049 fragments per account
+    private_max_bytes: int = 1024 * 1024        # … and their total size in bytes
+    pep_max_nodes: int = 256                    # XEP-0163 nodes per account
+    pep_max_item_bytes: int = 128 * 1024        # one published payload, bytes
+    pep_max_bytes: int = 8 * 1024 * 1024        # all items of the account's nodes, bytes
+    roster_max_name: int = 256                  # characters of a roster item's name
+    roster_max_group: int = 128                 # characters of one group name
+    roster_max_groups: int = 16                 # groups of one roster item
+    subscription_max_status: int = 1024         # characters of <status/> kept in a stored request
+    subscription_max_request: int = 8192        # bytes of a stored subscription request
 
 
 @dataclass
@@ -291,6 +303,12 @@ _LIMITS = {"stanza_rate": 0, "max_connections_per_ip": 0, "stanza_burst": 1}
 _LIMITS.update(dict.fromkeys(("max_failures", "max_failures_per_ip", "failure_window",
                               "account_max_failures", "account_failure_window",
                               "trusted_address_time", "max_per_address", "window"), 0))
+#: per-account quotas: 0 would refuse everything, so 1 is the least (a stored
+#: request keeps at least its own element)
+_LIMITS.update({"offline_max_bytes": 1, "private_max_fragments": 1, "private_max_bytes": 1,
+                "pep_max_nodes": 1, "pep_max_item_bytes": 1, "pep_max_bytes": 1,
+                "roster_max_name": 1, "roster_max_group": 1, "roster_max_groups": 1,
+                "subscription_max_status": 0, "subscription_max_request": 256})
 
 
 def _check_limits(instance, source: str, section: str) -> None:

@@ -40,6 +40,15 @@ class StorageFull(StorageError, StanzaError):
         StanzaError.__init__(self, "resource-constraint", text, type="wait")
 
 
+class QuotaExceeded(Exception):
+    """A write would take an account past one of its quotas; nothing was
+    written. *quota* names the limit (e.g. ``"private_max_bytes"``)."""
+
+    def __init__(self, quota: str, limit: int):
+        super().__init__(f"{quota} ({limit}) reached")
+        self.quota, self.limit = quota, limit
+
+
 class AccountStore(Protocol):
     """Accounts and their SCRAM credentials (never the password itself)."""
 
@@ -128,11 +137,22 @@ class OfflineMessage:
 
 
 class OfflineStore(Protocol):
-    async def store_offline(self, host: str, username: str, stanza: str, *, quota: int) -> bool:
-        """Keep a message for later; False when the user already has *quota*."""
+    async def store_offline(self, host: str, username: str, stanza: str, *, quota: int,
+                            max_bytes: int | None = None) -> bool:
+        """Keep a message for later; False (nothing written) when the user
+        already has *quota* messages or they would take more than *max_bytes*
+        bytes (UTF-8) with this one."""
 
     async def get_offline(self, host: str, username: str) -> list[OfflineMessage]:
         """Stored messages, oldest first (not removed: see delete_offline)."""
+
+    async def get_offline_page(self, host: str, username: str, *, after: int = 0,
+                               max_count: int = 256,
+                               max_bytes: int = 1024 * 1024) -> list[OfflineMessage]:
+        """The oldest stored messages with an id above *after*: at most
+        *max_count* of them and, beyond the first, no more than about
+        *max_bytes* together — so that delivering a long queue never holds it
+        all in memory."""
 
     async def delete_offline(self, host: str, username: str, ids: list[int]) -> None: ...
 
@@ -142,8 +162,13 @@ class PrivateStore(Protocol):
 
     async def get_private(self, host: str, username: str, key: str) -> str | None: ...
 
-    async def set_private(self, host: str, username: str, fragments: Mapping[str, str]) -> None:
-        """Store several fragments in one transaction."""
+    async def set_private(self, host: str, username: str, fragments: Mapping[str, str], *,
+                          max_fragments: int | None = None,
+                          max_bytes: int | None = None) -> None:
+        """Store several fragments in one transaction. Raises
+        :class:`QuotaExceeded` (and writes nothing) if the account would then
+        hold more than *max_fragments* fragments or more than *max_bytes*
+        bytes (UTF-8) of them."""
 
 
 class VCardStore(Protocol):
@@ -190,14 +215,22 @@ class PepStore(Protocol):
 
     async def list_pep_nodes(self, host: str, username: str) -> list[PepNode]: ...
 
-    async def save_pep_node(self, host: str, username: str, node: PepNode) -> None:
-        """Create or reconfigure a node (trimming items beyond max_items)."""
+    async def save_pep_node(self, host: str, username: str, node: PepNode, *,
+                            max_nodes: int | None = None) -> None:
+        """Create or reconfigure a node (trimming items beyond max_items).
+        Raises :class:`QuotaExceeded` (nothing written) if it would be a new
+        node beyond *max_nodes* of the account."""
 
     async def delete_pep_node(self, host: str, username: str, node: str) -> bool: ...
 
     async def publish_pep_item(self, host: str, username: str, node: PepNode,
-                               item: PepItem) -> None:
-        """Create the node if needed, add or replace the item, keep max_items newest."""
+                               item: PepItem, *, max_nodes: int | None = None,
+                               max_bytes: int | None = None) -> None:
+        """Create the node if needed, add or replace the item, keep max_items
+        newest. Raises :class:`QuotaExceeded` (nothing written) if the node
+        would be created beyond *max_nodes* of the account, or if the items
+        of all its nodes would then have more than *max_bytes* bytes (UTF-8)
+        of payload."""
 
     async def retract_pep_item(self, host: str, username: str, node: str, item_id: str) -> bool: ...
 

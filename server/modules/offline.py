@@ -13,8 +13,10 @@ of chat states only ("typing…"), a headline, or anything with
 contact) or refused (a message with content and ``<no-store/>``: the sender
 gets ``<service-unavailable/>``, as RFC 6121 §8.5.2.2.1 asks for a message
 that is not stored). We keep messages as XML text, up to
-``[im] offline_quota`` per user; over quota we decline, and the sender gets
-``<service-unavailable/>``, as the flow asks for a full queue.
+``[im] offline_quota`` per user and ``[im] offline_max_bytes`` bytes of them;
+over either we decline, and the sender gets ``<service-unavailable/>``, as
+the flow asks for a full queue (ejabberd's default queue is 100 messages,
+its ``max_user_offline_messages``; Prosody's has no limit).
 
 Delivering (step 5): when a resource sends its first available presence
 with non-negative priority (``presence-initial``, fired by ``presence.py``
@@ -32,12 +34,20 @@ either in the queue read at login or found available afterwards).
 A per-user lock (``server/core/locks.py``) keeps two resources logging in
 together from both receiving the same messages.
 
+The queue is read and delivered a page at a time (up to ``PAGE_MESSAGES``
+messages, about ``PAGE_BYTES`` bytes), oldest first; each page is deleted
+once sent, and the next is sent only when the client has taken the last
+one from our output buffer (at most ``DRAIN_TIMEOUT`` seconds: a client that
+stops reading keeps the rest for its next login rather than the lock). So
+delivering a long queue holds one page in memory, not the whole queue.
+
 Service discovery: ``msgoffline``, the feature the XSF registry lists for
 XEP-0160 (the XEP itself names none).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from ..core.events import SessionEvent
@@ -49,6 +59,10 @@ from ..xmpp.namespaces import DELAY_NS
 from ..xmpp.stanza import from_text, sub, to_text
 
 FEATURE = "msgoffline"
+
+PAGE_MESSAGES = 256          # messages read from storage at once at login …
+PAGE_BYTES = 512 * 1024      # … and about this many bytes of them
+DRAIN_TIMEOUT = 30.0         # seconds a page may wait for the client to read the last
 
 log = logging.getLogger("xferd.offline")
 
@@ -76,12 +90,15 @@ class Offline(Module):
             return False                # message.py answers <service-unavailable/>
         host = self.host
         username = event.to.local
-        quota = host.global_config.im.offline_quota
+        im = host.global_config.im
         async with self.locks.hold(username):
             stored = await host.storage.store_offline(host.domain, username,
-                                                      to_text(event.stanza), quota=quota)
+                                                      to_text(event.stanza),
+                                                      quota=im.offline_quota,
+                                                      max_bytes=im.offline_max_bytes)
         if not stored:
-            log.info("offline queue of %s@%s is full (%d)", username, host.domain, quota)
+            log.info("offline queue of %s@%s is full (%d messages or %d bytes)", username,
+                     host.domain, im.offline_quota, im.offline_max_bytes)
             return False
         # The user may have come online while the message was being written:
         # that resource's initial presence may have read the queue before the
@@ -98,21 +115,49 @@ class Offline(Module):
         await self._deliver_to(session)
 
     async def _deliver_to(self, session) -> None:
-        """Send *session* every stored message, oldest first, then delete them."""
+        """Send *session* every stored message, oldest first, a page at a
+        time, deleting each page once sent (see the module docstring)."""
         host, username = self.host, session.jid.local
         async with self.locks.hold(username):
-            messages = await host.storage.get_offline(host.domain, username)
-            sent = []
-            for message in messages:
-                if session.closing:
-                    break               # keep the rest for the next login
-                stanza = from_text(message.stanza)
-                sub(stanza, f"{{{DELAY_NS}}}delay",
-                    {"from": host.domain, "stamp": timestamps.format(message.stored_at)})
-                session.send(stanza)
-                sent.append(message.id)
-            if sent:
+            after, first = 0, True
+            while not session.closing:
+                page = await host.storage.get_offline_page(
+                    host.domain, username, after=after, max_count=PAGE_MESSAGES,
+                    max_bytes=PAGE_BYTES)
+                if not page:
+                    return
+                if not first and not await _drained(session):
+                    log.info("%s did not read its offline messages within %.0f s: the rest "
+                             "waits for its next login", session.jid, DRAIN_TIMEOUT)
+                    return
+                first, sent = False, []
+                for message in page:
+                    if session.closing:
+                        break           # keep the rest for the next login
+                    stanza = from_text(message.stanza)
+                    sub(stanza, f"{{{DELAY_NS}}}delay",
+                        {"from": host.domain, "stamp": timestamps.format(message.stored_at)})
+                    session.send(stanza)
+                    sent.append(message.id)
+                del page
+                if not sent:
+                    return
                 await host.storage.delete_offline(host.domain, username, sent)
+                after = sent[-1]
+
+
+async def _drained(session) -> bool:
+    """Wait until *session*'s output buffer is down to the transport's low
+    mark; False if the session closed or did not read for DRAIN_TIMEOUT."""
+    session.flush()
+    writer = getattr(session, "writer", None)
+    if session.closing or writer is None or writer.transport is None:
+        return False
+    try:
+        await asyncio.wait_for(writer.drain(), DRAIN_TIMEOUT)
+    except (asyncio.TimeoutError, ConnectionError):
+        return False
+    return not session.closing
 
 
 MODULE = Offline

@@ -31,6 +31,15 @@ What we implement — the subset XEP-0163 §5 and everyday clients need:
 * node creation (§8.1, optionally with a configure form), configuration
   get/set (§8.2: the fields above) and deletion (§8.4), owner only.
 
+Quotas per account (``[im]``): a payload above ``pep_max_item_bytes``, or
+one that would take the items of all the account's nodes above
+``pep_max_bytes``, is ``<not-acceptable/>`` + ``<payload-too-big/>``
+(§7.1.3.5); a node beyond ``pep_max_nodes`` (created or auto-created) is
+``<policy-violation/>`` + ``<max-nodes-exceeded/>`` (see ``_node_quota``).
+Both counts are taken inside the write's transaction. Prosody limits
+neither (only ``pep_max_items`` per node); ejabberd's payload limit is
+250,000 bytes.
+
 Access models, their defaults and the node_config fields are the sans-IO
 core's (``server/xmpp/pubsub.py``), shared with XEP-0227 import/export.
 
@@ -104,6 +113,7 @@ error for an optional feature a service lacks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -112,7 +122,7 @@ from typing import Callable
 
 from lxml import etree
 
-from storage.api import PepItem, PepNode
+from storage.api import PepItem, PepNode, QuotaExceeded
 
 from ..core.events import CapsChange, PresenceShare
 from ..core.module import Hook, Module, iq
@@ -171,6 +181,26 @@ def _error(condition: str, pubsub_condition: str | None = None, text: str | None
            **attrs) -> StanzaError:
     extra = E(f"{{{ERRORS_NS}}}{pubsub_condition}", attrs) if pubsub_condition else None
     return StanzaError(condition, text, extra=extra)
+
+
+@contextlib.contextmanager
+def _node_quota():
+    """A storage quota of the account (``[im] pep_max_nodes``,
+    ``pep_max_bytes``) is reached. Too many nodes: XEP-0060 lists
+    ``<max-nodes-exceeded/>`` among its errors without a use case; we pair
+    it with ``<policy-violation/>``, as §6.1.3.9 pairs
+    ``<too-many-subscriptions/>`` for the like limit on subscriptions (type
+    modify: deleting a node makes room, waiting does not). Too many bytes:
+    §7.1.3.5's ``<not-acceptable/>`` + ``<payload-too-big/>``, the limit
+    being what the account has left."""
+    try:
+        yield
+    except QuotaExceeded as exc:
+        if exc.quota == "pep_max_bytes":
+            raise _error("not-acceptable", "payload-too-big",
+                         f"the account's nodes may keep at most {exc.limit} bytes") from None
+        raise _error("policy-violation", "max-nodes-exceeded",
+                     f"an account may have at most {exc.limit} nodes") from None
 
 
 def _unsupported(feature: str) -> StanzaError:
@@ -348,6 +378,10 @@ class Pep(Module):
     def storage(self):
         return self.host.storage
 
+    @property
+    def _max_nodes(self) -> int:
+        return self.host.global_config.im.pep_max_nodes
+
     # addressing ------------------------------------------------------------------------------
     async def _owner(self, event) -> tuple[str, bool]:
         """The account addressed, and whether the sender is that account."""
@@ -507,7 +541,14 @@ class Pep(Module):
 
         payload = _detached(payloads[0])
         item = PepItem(item_id, to_text(payload), time.time())
-        await self.storage.publish_pep_item(self.host.domain, owner, node, item)
+        im = self.host.global_config.im
+        if len(item.payload.encode()) > im.pep_max_item_bytes:
+            raise _error("not-acceptable", "payload-too-big",
+                         f"a payload may have at most {im.pep_max_item_bytes} bytes")
+        with _node_quota():
+            await self.storage.publish_pep_item(self.host.domain, owner, node, item,
+                                                max_nodes=im.pep_max_nodes,
+                                                max_bytes=im.pep_max_bytes)
         log.debug("%s@%s published %s/%s", owner, self.host.domain, name, item_id)
 
         event_items = E(f"{{{EVENT_NS}}}items", {"node": name})
@@ -558,7 +599,9 @@ class Pep(Module):
                 raise StanzaError("not-acceptable", f"configure: {exc}") from None
         if await self.storage.get_pep_node(self.host.domain, owner, name) is not None:
             raise StanzaError("conflict", f"node {name!r} exists")
-        await self.storage.save_pep_node(self.host.domain, owner, node)
+        with _node_quota():
+            await self.storage.save_pep_node(self.host.domain, owner, node,
+                                             max_nodes=self._max_nodes)
         return None
 
     async def configure(self, owner: str, action) -> None:
@@ -572,7 +615,9 @@ class Pep(Module):
             _apply(node, _form_fields(form, NODE_CONFIG))
         except ValueError as exc:
             raise StanzaError("not-acceptable", str(exc)) from None
-        await self.storage.save_pep_node(self.host.domain, owner, node)
+        with _node_quota():             # deleted meanwhile, this would create it again
+            await self.storage.save_pep_node(self.host.domain, owner, node,
+                                             max_nodes=self._max_nodes)
 
     async def delete(self, owner: str, action) -> None:
         node = await self._existing(owner, self._node_name(action))

@@ -18,12 +18,22 @@ their own server, one per ``{namespace}name``.
   (the vCard lives in vcard.py, not here).
 - Another user's storage (§2.3, §4): ``<forbidden/>``, the preferred one of
   the two conditions the spec allows.
+- Quotas (``[im] private_max_fragments`` and ``private_max_bytes``): a set
+  that would leave the account with more fragments, or more bytes of them,
+  is refused whole with ``<not-acceptable/>`` (modify). XEP-0049 names no
+  condition for it; RFC 6120 §8.3.3.12 has not-acceptable for a request that
+  "does not meet criteria defined by the recipient or server", and modify
+  says what helps: storing less. (resource-constraint, type wait, would
+  tell the client to retry the same set later, which cannot succeed.)
+  Neither Prosody nor ejabberd limits private storage.
 
 Only the account's own resources reach the ``self`` events; everyone else,
 local or remote, lands on ``bare``.
 """
 
 from __future__ import annotations
+
+from storage.api import QuotaExceeded
 
 from ..core.module import Module, iq
 from ..xmpp.errors import StanzaError
@@ -33,6 +43,10 @@ from ..xmpp.stanza import E, from_text, namespace, to_text
 
 RESERVED_PREFIXES = ("jabber:", "http://jabber.org/")
 RESERVED = frozenset({VCARD_NS})
+
+
+_QUOTA_TEXT = {"private_max_fragments": "private storage holds at most %d fragments",
+               "private_max_bytes": "private storage holds at most %d bytes"}
 
 
 def _check_namespace(ns: str | None) -> None:
@@ -66,7 +80,13 @@ class Private(Module):
         for child in query:
             _check_namespace(namespace(child))
             fragments[child.tag] = _text(child)     # lxml tags are "{ns}name"
-        await self.host.storage.set_private(self.host.domain, event.to.local, fragments)
+        im = self.host.global_config.im
+        try:
+            await self.host.storage.set_private(self.host.domain, event.to.local, fragments,
+                                                max_fragments=im.private_max_fragments,
+                                                max_bytes=im.private_max_bytes)
+        except QuotaExceeded as exc:
+            raise StanzaError("not-acceptable", _QUOTA_TEXT[exc.quota] % exc.limit) from None
         await event.reply()
         return True
 

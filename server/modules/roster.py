@@ -13,7 +13,14 @@ current gets an empty result, any other gets the whole roster (allowed by
 §2.6.3; we do not keep per-version diffs).
 
 A set of a new item beyond ``im.max_roster_items`` is refused with
-``<not-allowed/>`` (§2.3.3 leaves the limit to the server).
+``<not-allowed/>`` (§2.3.3 leaves the limit to the server); the count is
+checked inside the write's transaction (``server/core/rosters.py``), so
+sessions setting items at once cannot overshoot it. A name longer than
+``im.roster_max_name`` characters, a group name longer than
+``im.roster_max_group`` or more than ``im.roster_max_groups`` groups is
+``<not-acceptable/>``: §2.3.3 names that condition for a name or group
+"larger than a server-configured limit"; the number of groups it leaves
+open, and we treat it alike.
 
 Removing an item (§2.5.2) cancels the subscriptions both ways: the contact
 gets ``unsubscribe`` if the user had one (to/both or pending out) and
@@ -34,17 +41,15 @@ from ..xmpp.namespaces import ROSTER_NS, ROSTERVER_FEATURE_NS
 from ..xmpp.roster import RosterDecision, RosterEntry, RosterFull, RosterItem
 from ..xmpp.stanza import E, PRESENCE
 
-MAX_NAME = 1024          # characters of an item name or group name (§2.3.3 "limit")
-MAX_GROUPS = 64
 
 
 def _q(name: str) -> str:
     return f"{{{ROSTER_NS}}}{name}"
 
 
-def parse_set(query) -> tuple[str, RosterItem | None]:
-    """Check a roster set (§2.3.3, §2.5.3): (contact JID, requested item or
-    None for a remove)."""
+def parse_set(query, limits) -> tuple[str, RosterItem | None]:
+    """Check a roster set (§2.3.3, §2.5.3) against *limits* (the ``[im]``
+    config): (contact JID, requested item or None for a remove)."""
     items = query.findall(_q("item"))
     if len(items) != 1:
         raise StanzaError("bad-request", "a roster set carries exactly one item")
@@ -60,20 +65,24 @@ def parse_set(query) -> tuple[str, RosterItem | None]:
     if el.get("subscription") == "remove":
         return str(contact), None
     name = el.get("name")
-    if name is not None and len(name) > MAX_NAME:
-        raise StanzaError("not-acceptable", "name too long")
+    if name is not None and len(name) > limits.roster_max_name:
+        raise StanzaError("not-acceptable",
+                          f"a name may have at most {limits.roster_max_name} characters")
+    group_els = el.findall(_q("group"))
+    if len(group_els) > limits.roster_max_groups:         # before reading them all
+        raise StanzaError("not-acceptable",
+                          f"an item may be in at most {limits.roster_max_groups} groups")
     groups = []
-    for group in el.findall(_q("group")):
+    for group in group_els:
         text = (group.text or "").strip()
         if not text:
             raise StanzaError("not-acceptable", "empty group name")
-        if len(text) > MAX_NAME:
-            raise StanzaError("not-acceptable", "group name too long")
+        if len(text) > limits.roster_max_group:
+            raise StanzaError("not-acceptable", f"a group name may have at most "
+                                                f"{limits.roster_max_group} characters")
         if text in groups:
             raise StanzaError("bad-request", f"group {text!r} given twice")
         groups.append(text)
-    if len(groups) > MAX_GROUPS:
-        raise StanzaError("not-acceptable", "too many groups")
     # subscription/ask sent by a client are ignored: only the server sets them
     return str(contact), RosterItem(str(contact), name or None, groups=tuple(groups))
 
@@ -133,7 +142,7 @@ class Roster(Module):
     async def roster_set(self, event) -> bool:
         """§2.3 add or update, §2.5 remove; the push goes out before the result."""
         user = event.from_.local
-        contact, wanted = parse_set(event.stanza[0])
+        contact, wanted = parse_set(event.stanza[0], self.host.global_config.im)
         if wanted is None:
             await self.roster_remove(event, user, contact)
         else:

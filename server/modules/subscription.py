@@ -10,6 +10,15 @@ answered — with every child, so a XEP-0283 ``<moved/>`` survives — and
 delivered to the user's available resources now or at their next login
 (§3.1.3).
 
+A kept request is bounded (``[im] subscription_max_status`` and
+``subscription_max_request``): RFC 6121 §3.1.3 has the server keep the
+request, and refusing one for a long ``<status/>`` would lose it, so we keep
+it and cut instead — each ``<status/>`` to its first N characters, then, if
+the stanza is still too big, its other children, last first. What the user's
+online resources get at once is the stanza as it came; what is kept (and
+sent at every later login until answered) is the cut one. Prosody keeps the
+whole stanza and cuts nothing.
+
 Each change is one call of the roster service (``host.rosters.update``) with
 the table's ``decide`` function for the stanza: the state is read, the row
 chosen and its result stored in one transaction, and pushed. What the row
@@ -20,6 +29,7 @@ roster lock held.
 
 from __future__ import annotations
 
+import copy
 import logging
 
 from ..core.events import PresenceShare, SessionEvent
@@ -28,9 +38,32 @@ from ..xmpp import subscription as table
 from ..xmpp.errors import StanzaError
 from ..xmpp.namespaces import PREAPPROVAL_FEATURE_NS
 from ..xmpp.roster import RosterFull
-from ..xmpp.stanza import E, PRESENCE, from_text, to_text
+from ..xmpp.stanza import E, PRESENCE, from_text, local_name, to_text
 
 log = logging.getLogger("xferd.subscription")
+
+
+def stored_request(stanza, max_status: int, max_bytes: int) -> str:
+    """*stanza* as XML text with each ``<status/>`` cut to *max_status*
+    characters and, while the text has more than *max_bytes* bytes, its
+    last child other than the first ``<status/>`` dropped (RFC 6121 §3.1.3
+    keeps the request; these bound what it costs to keep)."""
+    kept = copy.deepcopy(stanza)
+    kept.tail = None
+    statuses = [c for c in kept if isinstance(c.tag, str) and local_name(c) == "status"]
+    for status in statuses:
+        if status.text and len(status.text) > max_status:
+            status.text = status.text[:max_status]
+        for child in list(status):           # <status/> is text only (RFC 6120 §4.7.2.2)
+            status.remove(child)
+    text = to_text(kept)
+    while len(text.encode()) > max_bytes:
+        spare = [c for c in kept if not statuses or c is not statuses[0]]
+        if not spare:
+            break
+        kept.remove(spare[-1])
+        text = to_text(kept)
+    return text
 
 
 class Subscription(Module):
@@ -88,7 +121,7 @@ class Subscription(Module):
         stanza = event.stanza
         stanza.set("from", contact)
         stanza.set("to", f"{user}@{self.host.domain}")
-        request = to_text(stanza) if kind == "subscribe" else None
+        request = self._kept(stanza) if kind == "subscribe" else None
         current, outcome = await self.host.rosters.update(
             user, [contact], table.decide_inbound(kind, contact, request))
         log.debug("%s arrives from %s for %s@%s: %s → %s", kind, contact, user,
@@ -106,6 +139,11 @@ class Subscription(Module):
             # so it is told the user's resources are gone
             await self.host.events.fire("presence-revoke", PresenceShare(self.host, user, contact))
         return True
+
+    def _kept(self, stanza) -> str:
+        """The request as stored: see the module docstring."""
+        im = self.host.global_config.im
+        return stored_request(stanza, im.subscription_max_status, im.subscription_max_request)
 
     # -- requests kept while the user was away ---------------------------------------------------
     async def deliver_pending(self, event: SessionEvent) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from ..api import PepItem, PepNode
+from ..api import PepItem, PepNode, QuotaExceeded
 from .engine import _one
 
 
@@ -24,8 +24,10 @@ class PepMixin:
                                (host, username))
         return [_node(r) for r in rows]
 
-    async def save_pep_node(self, host: str, username: str, node: PepNode) -> None:
+    async def save_pep_node(self, host: str, username: str, node: PepNode, *,
+                            max_nodes: int | None = None) -> None:
         def write(db):
+            _check_room(db, host, username, node.node, max_nodes)
             _upsert_node(db, host, username, node)
             _trim_items(db, host, username, node)
         await self._write(write)
@@ -38,11 +40,10 @@ class PepMixin:
         return await self._write(write)
 
     async def publish_pep_item(self, host: str, username: str, node: PepNode,
-                               item: PepItem) -> None:
+                               item: PepItem, *, max_nodes: int | None = None,
+                               max_bytes: int | None = None) -> None:
         def write(db):
-            exists = _one(db, "SELECT 1 FROM pep_nodes WHERE host = ? AND username = ? "
-                              "AND node = ?", (host, username, node.node))
-            if not exists:
+            if not _check_room(db, host, username, node.node, max_nodes):
                 _upsert_node(db, host, username, node)
             (seq,) = _one(db, "SELECT COALESCE(MAX(seq), 0) + 1 FROM pep_items WHERE "
                               "host = ? AND username = ? AND node = ?",
@@ -52,6 +53,13 @@ class PepMixin:
                        (host, username, node.node, item.id, item.payload,
                         item.published_at or time.time(), seq))
             _trim_items(db, host, username, node)
+            if max_bytes is not None:
+                # after the write: a replaced or trimmed item no longer counts
+                (size,) = _one(db, "SELECT COALESCE(SUM(LENGTH(CAST(payload AS BLOB))), 0) "
+                                   "FROM pep_items WHERE host = ? AND username = ?",
+                               (host, username))
+                if size > max_bytes:
+                    raise QuotaExceeded("pep_max_bytes", max_bytes)
         await self._write(write)
 
     async def retract_pep_item(self, host: str, username: str, node: str, item_id: str) -> bool:
@@ -77,6 +85,21 @@ class PepMixin:
 def _node(row) -> PepNode:
     node, access_model, max_items, config = row
     return PepNode(node, access_model, max_items, json.loads(config))
+
+
+def _check_room(db, host: str, username: str, node: str, max_nodes: int | None) -> bool:
+    """Does *node* exist? If not and the account already has *max_nodes*,
+    raise :class:`QuotaExceeded` (inside the write: two creations in flight
+    cannot both see room)."""
+    if _one(db, "SELECT 1 FROM pep_nodes WHERE host = ? AND username = ? AND node = ?",
+            (host, username, node)):
+        return True
+    if max_nodes is not None:
+        (count,) = _one(db, "SELECT COUNT(*) FROM pep_nodes WHERE host = ? AND username = ?",
+                        (host, username))
+        if count >= max_nodes:
+            raise QuotaExceeded("pep_max_nodes", max_nodes)
+    return False
 
 
 def _upsert_node(db, host: str, username: str, node: PepNode) -> None:

@@ -154,6 +154,28 @@ MIGRATIONS: list[str] = [
         FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
     ) WITHOUT ROWID;
     """,
+    # 6: bytes of offline messages per user, kept by triggers (every writer,
+    # the import tool included), so the per-user byte quota is one row to read
+    """
+    CREATE TABLE offline_usage (
+        host TEXT NOT NULL, username TEXT NOT NULL,
+        bytes INTEGER NOT NULL,                      -- UTF-8 bytes of the stored stanzas
+        PRIMARY KEY (host, username),
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    INSERT INTO offline_usage (host, username, bytes)
+        SELECT host, username, SUM(LENGTH(CAST(stanza AS BLOB))) FROM offline_messages
+        GROUP BY host, username;
+    CREATE TRIGGER offline_usage_in AFTER INSERT ON offline_messages BEGIN
+        INSERT INTO offline_usage (host, username, bytes)
+            VALUES (NEW.host, NEW.username, LENGTH(CAST(NEW.stanza AS BLOB)))
+            ON CONFLICT (host, username) DO UPDATE SET bytes = bytes + excluded.bytes;
+    END;
+    CREATE TRIGGER offline_usage_out AFTER DELETE ON offline_messages BEGIN
+        UPDATE offline_usage SET bytes = bytes - LENGTH(CAST(OLD.stanza AS BLOB))
+            WHERE host = OLD.host AND username = OLD.username;
+    END;
+    """,
 ]
 
 SYNCHRONOUS_MODES = ("full", "normal")

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from . import names
 from .errors import STREAMS_NS, StreamError
 
 from .namespaces import CLIENT_NS, DIALBACK_NS, SERVER_NS, XML_NS  # noqa: F401
@@ -65,6 +66,8 @@ DEFAULT_MAX_DEPTH = 32
 #: uses is about a dozen (a Jingle ICE candidate, XEP-0176 §5); every later
 #: reader of an element pays per attribute (lxml's ``items()`` quadratically)
 DEFAULT_MAX_ATTRIBUTES = 64
+#: input bytes after which an lxml parser is replaced at the next stanza end
+DEFAULT_RENEW_AFTER = 64 * 1024
 _SLICE = 8 * 1024           # bytes fed to lxml at once, for the size check
 _MAX_PROLOG = 4 * 1024      # bytes allowed before the root element starts
 _XML_DECL = re.compile(rb"\s*(<\?xml\s[^>]*\?>)?\s*")
@@ -121,12 +124,16 @@ class StreamParser:
     def __init__(self, content_ns: str | tuple[str, ...] = CLIENT_NS, *,
                  max_stanza_size: int = DEFAULT_MAX_STANZA_SIZE,
                  max_depth: int = DEFAULT_MAX_DEPTH,
-                 max_attributes: int = DEFAULT_MAX_ATTRIBUTES):
+                 max_attributes: int = DEFAULT_MAX_ATTRIBUTES,
+                 renew_after: int = DEFAULT_RENEW_AFTER):
         self.content_ns = (content_ns,) if isinstance(content_ns, str) else tuple(content_ns)
         self.max_stanza_size = max_stanza_size
         self.max_depth = max_depth
         self.max_attributes = max_attributes
+        self.renew_after = renew_after
+        self._parser_bytes = 0     # fed to the current lxml parser (see _feed_renewing)
         self._parser: etree.XMLPullParser | None = _lxml_parser()   # None: hibernating
+        self._names = names.private()   # the parser's name dictionary (see names.py)
         self._prolog: bytes | None = b""   # None once the root element is seen
         self._head = b""           # bytes received until the root start tag is parsed
         self._opening: bytes | None = None  # then: declaration + root start tag, as received
@@ -174,7 +181,14 @@ class StreamParser:
                     return events
                 self._revive()
             for start in range(0, len(good), self._slice):
-                self._feed_piece(good[start:start + self._slice], events)
+                if self._parser is None:
+                    self._revive()              # renewed at a stanza end (_feed_renewing)
+                piece = good[start:start + self._slice]
+                if self._parser_bytes >= self.renew_after and self._opening is not None:
+                    self._feed_renewing(piece, events)
+                else:
+                    self._parser_bytes += len(piece)
+                    self._feed_piece(piece, events)
                 if self.closed:
                     return events
             if bad is not None:
@@ -207,6 +221,7 @@ class StreamParser:
         if self._opening is None or self._depth != 1 or self._stanza_bytes:
             return False
         self._parser = None
+        self._names = None
         self._root = None
         return True
 
@@ -221,11 +236,50 @@ class StreamParser:
         namespaces and xml:lang are in scope. The opening's events were
         reported when it first arrived; here they only give us the root."""
         self._parser = _lxml_parser()
-        self._parser.feed(self._opening)
+        self._names = names.private()
+        self._parser_bytes = len(self._opening)
+        self._lxml_feed(self._opening)
         for kind, obj in self._parser.read_events():
             if kind == "start":
                 self._root = obj
         assert self._root is not None, "the replayed stream header did not parse"
+
+    def _lxml_feed(self, data: bytes) -> None:
+        """``feed()`` with the parser's own name dictionary installed (see
+        :func:`names.private`)."""
+        previous = names.use(self._names)
+        try:
+            self._parser.feed(data)
+        finally:
+            names.use(previous)
+
+    def _feed_renewing(self, piece: bytes, events: list) -> None:
+        """Feed *piece* '>' by '>' until a stanza ends, then drop the lxml
+        parser so that the next byte goes to a new one (see :meth:`_revive`).
+
+        An lxml parser keeps every name it has read in its own dictionary
+        (see :mod:`.names`) until it is dropped, so a stream that never idles
+        must not keep one parser for good. Only a stanza end is a point where
+        a new parser can take over, and lxml reports no byte offsets: fed one
+        '>' at a time, the slice that completes a stanza ends exactly there.
+        This costs an lxml call per '>' for at most one stanza every
+        ``renew_after`` bytes.
+        """
+        start = 0
+        while start < len(piece):
+            gt = piece.find(b">", start)
+            end = len(piece) if gt < 0 else gt + 1
+            self._parser_bytes += end - start
+            self._feed_piece(piece[start:end], events)
+            start = end
+            if self.closed:
+                return
+            if self._depth == 1 and self._stanza_bytes == 0 and self.hibernate():
+                if start < len(piece):
+                    self._revive()
+                    self._parser_bytes += len(piece) - start
+                    self._feed_piece(piece[start:], events)
+                return
 
     def _feed_piece(self, piece: bytes, events: list) -> None:
         """Feed one slice, in up to three parts: up to its last '>', that '>'
@@ -238,21 +292,21 @@ class StreamParser:
         gt = piece.rfind(b">")
         try:
             if gt < 0:
-                self._parser.feed(piece)
+                self._lxml_feed(piece)
                 self._collect(events)
                 boundary = False
             else:
                 if gt:
-                    self._parser.feed(piece[:gt])
+                    self._lxml_feed(piece[:gt])
                     self._collect(events)
                     if self.closed:
                         return                  # bytes after </stream:stream> don't matter
                 at_gt = len(events)
-                self._parser.feed(b">")
+                self._lxml_feed(b">")
                 self._collect(events)
                 boundary = len(events) > at_gt
                 if gt + 1 < len(piece) and not self.closed:
-                    self._parser.feed(piece[gt + 1:])
+                    self._lxml_feed(piece[gt + 1:])
                     self._collect(events)
         except etree.XMLSyntaxError as exc:
             self._collect(events)               # what parsed before the error
@@ -436,6 +490,7 @@ def _detach(stanza) -> None:
     (lxml names the default namespace of a detached stanza ``ns0``, ``ns1``,
     … by its document's count, so now every stanza gets ``ns0`` whatever came
     before it in the stream or whether the parser was revived.)"""
+    names.new_generation()        # the stanza's names go with it (see names.py)
     holder = etree.Element("detached")
     holder.append(stanza)
     holder.remove(stanza)

@@ -146,6 +146,7 @@ class StreamConnection:
                 self._idle_timer.cancel()
                 self._idle_timer = None
             await self.teardown()
+            self.parser.release()       # frees its memory now, not at the next full GC
             await self._close_transport()
 
     def _idle(self) -> None:
@@ -208,7 +209,8 @@ class StreamConnection:
 
     def restart(self) -> None:
         """RFC 6120 §4.3.3: a fresh stream on the same connection."""
-        self.parser = self.new_parser()
+        old, self.parser = self.parser, self.new_parser()
+        old.release()
         self.header_sent = False
 
     # -- writing ------------------------------------------------------------------------------

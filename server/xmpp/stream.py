@@ -67,7 +67,9 @@ DEFAULT_MAX_DEPTH = 32
 #: reader of an element pays per attribute (lxml's ``items()`` quadratically)
 DEFAULT_MAX_ATTRIBUTES = 64
 #: input bytes after which an lxml parser is replaced at the next stanza end
-DEFAULT_RENEW_AFTER = 64 * 1024
+#: (see StreamParser._feed_renewing): its names then weigh no more than a
+#: stanza in progress may anyway
+DEFAULT_RENEW_AFTER = DEFAULT_MAX_STANZA_SIZE
 _SLICE = 8 * 1024           # bytes fed to lxml at once, for the size check
 _MAX_PROLOG = 4 * 1024      # bytes allowed before the root element starts
 _XML_DECL = re.compile(rb"\s*(<\?xml\s[^>]*\?>)?\s*")
@@ -220,10 +222,42 @@ class StreamParser:
             return True
         if self._opening is None or self._depth != 1 or self._stanza_bytes:
             return False
-        self._parser = None
-        self._names = None
-        self._root = None
+        self._let_go()
         return True
+
+    def release(self) -> None:
+        """The stream is over: let go of the lxml parser now (see :meth:`_let_go`)."""
+        if self._parser is not None:
+            self._let_go()
+        self.closed = True
+
+    def _let_go(self) -> None:
+        """Drop the lxml parser, its document and its name dictionary.
+
+        An lxml push parser and its unfinished document refer to each other,
+        so dropping them leaves a reference cycle: its memory (libxml2's
+        buffers, the document, the names) would wait for Python's cyclic
+        garbage collector, which may not run for a long while. Between
+        stanzas we end the document instead (the footer, then ``close()``),
+        which breaks the cycle: it is freed at once. Mid-stanza it is left to
+        the collector."""
+        parser = self._parser
+        self._parser = None
+        self._root = None
+        between = self._depth == 1 and not self._stanza_bytes
+        if self._failed is None and self._opening is not None and (between or self.closed):
+            previous = names.use(self._names)
+            try:
+                if between:
+                    parser.feed(self._footer)
+                for _ in parser.read_events():
+                    pass
+                parser.close()
+            except etree.XMLSyntaxError:
+                pass
+            finally:
+                names.use(previous)
+        self._names = None
 
     @property
     def hibernating(self) -> bool:

@@ -43,7 +43,7 @@ import threading
 
 from lxml import etree
 
-_KEY = "_ParserDictionaryContext"    # lxml's key in the thread state's dict
+KEY = "_ParserDictionaryContext"     # lxml's key in the thread state's dict
 _local = threading.local()
 
 # PyThreadState_GetDict returns a *borrowed* reference; with restype py_object
@@ -52,7 +52,7 @@ _get_thread_state_dict = ctypes.PYFUNCTYPE(ctypes.c_void_p)(
     ("PyThreadState_GetDict", ctypes.pythonapi))
 
 
-def _thread_state_dict() -> dict | None:
+def thread_state_dict() -> dict | None:
     try:
         return _local.tsd
     except AttributeError:
@@ -62,8 +62,8 @@ def _thread_state_dict() -> dict | None:
     if address:
         candidate = ctypes.cast(address, ctypes.py_object).value
         etree.Element("x")              # makes lxml set up this thread's record
-        record = candidate.get(_KEY) if isinstance(candidate, dict) else None
-        if type(record).__name__ == _KEY:
+        record = candidate.get(KEY) if isinstance(candidate, dict) else None
+        if type(record).__name__ == KEY:
             tsd = candidate
     _local.tsd = tsd
     return tsd
@@ -72,9 +72,9 @@ def _thread_state_dict() -> dict | None:
 def new_generation() -> None:
     """From now on, names lxml interns in this thread go into a new dictionary,
     freed with the last document or parser that uses it."""
-    tsd = _thread_state_dict()
+    tsd = thread_state_dict()
     if tsd is not None:
-        tsd.pop(_KEY, None)
+        tsd.pop(KEY, None)
 
 
 def private() -> object | None:
@@ -86,30 +86,30 @@ def private() -> object | None:
     document), lxml points the document at the thread's *current*
     dictionary, assuming it is the one the parser used (``initDocDict``);
     were it another, libxml2 would later free strings it does not own."""
-    tsd = _thread_state_dict()
+    tsd = thread_state_dict()
     if tsd is None:
         return None
-    current = tsd.pop(_KEY, None)
+    current = tsd.pop(KEY, None)
     etree.Element("x")            # a child of the startup dictionary, not a standalone one
-    record = tsd.pop(_KEY)
+    record = tsd.pop(KEY)
     if current is not None:
-        tsd[_KEY] = current
+        tsd[KEY] = current
     return record
 
 
 def use(record: object | None) -> object | None:
     """Install *record* (from :func:`private`, or what this returned) as the
     thread's generation; returns the one it replaces."""
-    tsd = _thread_state_dict()
+    tsd = thread_state_dict()
     if tsd is None:
         return None
-    previous = tsd.pop(_KEY, None)
+    previous = tsd.pop(KEY, None)
     if record is not None:
-        tsd[_KEY] = record
+        tsd[KEY] = record
     return previous
 
 
-SUPPORTED = _thread_state_dict() is not None
+SUPPORTED = thread_state_dict() is not None
 
 #: names nearly every stanza uses: shared, not copied into each stanza's dictionary
 _COMMON_NAMES = (

@@ -248,3 +248,52 @@ def test_keepalives_after_a_stanza_in_the_same_read_stay_free(after):
     for _ in range(300):
         assert parser.feed(b"\n" * 100) == []
     assert [type(e) for e in parser.feed(b"<iq type='get' id='1'/>")] == [Element]
+
+
+_MIXED_GENERATIONS = """
+import copy, gc
+from lxml import etree
+from server.xmpp.errors import StreamError
+from server.xmpp.stream import StreamParser, serialize
+from tests.fuzz.test_stream_limits import HEADER, _made_up_names
+parsers = [StreamParser(renew_after=300) for _ in range(3)]
+for p in parsers:
+    p.feed(HEADER)
+stanzas = []
+for i in range(300):
+    p = parsers[i % 3]
+    stanzas += [ev.element for ev in p.feed(_made_up_names(i))]
+    if i % 7 == 0:
+        p.hibernate()
+built = etree.Element("{jabber:client}message")      # as the server builds a wrapper
+for i, el in enumerate(stanzas[:100]):
+    if i % 3 == 0:
+        built.append(el[0])                          # moved between generations
+    elif i % 3 == 1:
+        built.append(copy.deepcopy(el))
+    else:
+        el.set("{urn:other:%d}b%d" % (i, i), "x")    # new names into the stanza's own
+        el[0].append(stanzas[-1 - i][0])
+text = serialize(built) + "".join(serialize(el) for el in stanzas)
+for p in parsers[:2]:
+    try:
+        p.feed(b"<message><unclosed></message>")     # lxml ends the document on an error
+    except StreamError as exc:
+        assert exc.condition == "not-well-formed"
+parsers[2].feed(b"</stream:stream>")
+del stanzas, built, parsers
+gc.collect()
+print(len(text))
+"""
+
+
+def test_stanzas_from_different_dictionaries_mix_freely():
+    """Each stanza and parser has its own name dictionary (server.xmpp.names);
+    elements moved or copied between them, new names added to them, parsers
+    ending in an error or the footer, and all of it freed: libxml2 must never
+    free a name its document's dictionary does not own (that aborts the
+    process, hence the separate interpreter)."""
+    done = subprocess.run([sys.executable, "-c", _MIXED_GENERATIONS], capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) > 10_000

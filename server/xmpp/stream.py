@@ -51,9 +51,9 @@ document refer to each other). Why this and not:
   the same per-thread dictionary (``initDocDict`` in ``lxml/parser.pxi``).
 
 Measured with ``tests/integration/test_hostile_names.py``'s attack: 1.5M
-names grew RSS by 49 MiB before and ~1 MiB after; 16M names over 800
-connections (20k each, c2s, no login) kept RSS within 3 MiB of where it
-started. Cost: ~1.5 µs more per stanza parsed (9.2 → 11.0 µs for a small
+names grew RSS by 48 MiB (before login) and 139 MiB (after) before, by less
+than 1 MiB after; 16M names over 800 connections (20k each, no login) kept
+RSS within 2 MiB (c2s) and 9 MiB (s2s before dialback) of where it started. Cost: ~1.5 µs more per stanza parsed (9.2 → 11.0 µs for a small
 message), ~3% of what the server spends per message delivered.
 
 Hibernation: an idle connection need not keep its lxml parser (~11 KiB with

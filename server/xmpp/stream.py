@@ -811,6 +811,9 @@ def _write(element, stream_ns, rehome_from, stream_prefixes, *, hoist: bool) -> 
             append(_escape_text(tail))
 
     write(element, stream_ns)
+    # write() calls itself through its closure, a reference cycle that would
+    # keep all of `out` until Python's next full garbage collection
+    write = None
     if hoisted:                               # right after the top element's name
         out.insert(1, "".join(f' xmlns:{prefix}="{_escape_attr(ns)}"'
                               for ns, prefix in hoisted.items()))

@@ -5,8 +5,8 @@ document in a string dictionary (``xmlDict``), and lxml makes every parser and
 every new document of a thread share *one* such dictionary, which lives as
 long as the thread. Strings are never removed from a dictionary. A peer that
 sends names it makes up (``<e1/>``, ``<e2/>``, …), with or without a login,
-would so grow the server's memory by ~110 bytes per name, forever: 16 million
-names over 800 connections took a server from 97 to 761 MiB.
+would so grow the server's memory by ~40-110 bytes per name, forever: 16
+million names over 800 connections took a server from 97 to 761 MiB.
 
 A dictionary is reference-counted, though: every document and parser context
 using it holds a reference, and lxml's per-thread record (a
@@ -26,6 +26,15 @@ The stream parser (:mod:`.stream`) starts a generation for each lxml parser
 and for each stanza it hands out, so a stanza keeps only its own names, a
 parser only those of the input it read since it was created (it is renewed
 every ``renew_after`` bytes) — and both give them back when they go.
+
+One rule comes with it: lxml binds a parser to the thread's dictionary when
+a document starts and, when the document ends (its end, an error,
+``close()``), points the document at the thread's dictionary *of that moment*
+(``initDocDict``), assuming it is the same one. A push parser (or iterparse)
+that lives across generations must therefore be fed with its own generation
+installed (:func:`private`, :func:`use`), as :class:`.stream.StreamParser`
+does; otherwise libxml2 would later free strings its dictionary does not own,
+and the process aborts. One-shot parsing (``fromstring``) is safe as is.
 
 Before the first generation starts, :func:`seed` puts XMPP's common names in
 the startup dictionary: those are then shared by all generations instead of

@@ -61,6 +61,7 @@ class OutboundStream(StreamConnection):
                          max_stanza_size=config.c2s.max_stanza_size,
                          max_depth=config.c2s.max_depth,
                          max_attributes=config.c2s.max_attributes,
+                         max_elements=config.c2s.max_elements,
                          stanza_rate=config.s2s.stanza_rate, stanza_burst=config.s2s.stanza_burst)
         self.route = route
         self.secure = secure

@@ -54,6 +54,8 @@ class C2SConfig:
     max_connections_per_ip: int = 32  # live connections from one address (0 = no limit)
     # attributes on one element, c2s and s2s alike (see conf/xferd.toml)
     max_attributes: int = 64
+    # elements in one stanza, c2s and s2s alike (see conf/xferd.toml)
+    max_elements: int = 8192
 
 
 @dataclass

@@ -95,7 +95,7 @@ class C2SSession(StreamConnection):
         c2s = server.config.c2s
         super().__init__(reader, writer, label=f"c2s#{self.number} {self.ip}:{peer[1]}",
                          max_stanza_size=c2s.max_stanza_size, max_depth=c2s.max_depth,
-                         max_attributes=c2s.max_attributes,
+                         max_attributes=c2s.max_attributes, max_elements=c2s.max_elements,
                          stanza_rate=c2s.stanza_rate, stanza_burst=c2s.stanza_burst)
         self.server = server
         self.config = server.config

@@ -36,8 +36,8 @@ from .trace import Tracer
 from ..xmpp.errors import StreamError
 from ..xmpp.negotiation import TLS_NS
 from ..xmpp.stanza import E, stream_error
-from ..xmpp.stream import (DEFAULT_MAX_ATTRIBUTES, STREAM_FOOTER, Element, StreamClosed,
-                          StreamOpened, StreamParser, serialize)
+from ..xmpp.stream import (DEFAULT_MAX_ATTRIBUTES, DEFAULT_MAX_ELEMENTS, STREAM_FOOTER,
+                          Element, StreamClosed, StreamOpened, StreamParser, serialize)
 
 log = logging.getLogger("xferd.net")
 
@@ -82,12 +82,14 @@ class StreamConnection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                  label: str, max_stanza_size: int, max_depth: int,
                  max_attributes: int = DEFAULT_MAX_ATTRIBUTES,
+                 max_elements: int = DEFAULT_MAX_ELEMENTS,
                  stanza_rate: float = 0.0, stanza_burst: int = 1):
         self.reader = reader
         self.writer = writer
         self.max_stanza_size = max_stanza_size
         self.max_depth = max_depth
         self.max_attributes = max_attributes
+        self.max_elements = max_elements
         self.tracer = Tracer(label)
         self.parser = self.new_parser()
         self.header_sent = False
@@ -117,7 +119,8 @@ class StreamConnection:
     # -- reading ---------------------------------------------------------------------------
     def new_parser(self) -> StreamParser:
         return StreamParser(self.content_ns, max_stanza_size=self.max_stanza_size,
-                            max_depth=self.max_depth, max_attributes=self.max_attributes)
+                            max_depth=self.max_depth, max_attributes=self.max_attributes,
+                            max_elements=self.max_elements)
 
     async def run(self) -> None:
         """Read until the stream ends; then tear down."""

@@ -96,6 +96,11 @@ DEFAULT_MAX_DEPTH = 32
 #: uses is about a dozen (a Jingle ICE candidate, XEP-0176 §5); every later
 #: reader of an element pays per attribute (lxml's ``items()`` quadratically)
 DEFAULT_MAX_ATTRIBUTES = 64
+#: elements in one stanza. Taking a stanza out of the stream root costs time
+#: quadratic in its elements (lxml makes each one's namespace absolute): 4,096
+#: take ~8 ms, 16,384 ~55 ms, and a 256 KiB stanza of empty elements holds
+#: 64k (0.6 s of blocked loop); 8,192 keep any stanza near 20 ms
+DEFAULT_MAX_ELEMENTS = 8192
 #: input bytes after which an lxml parser is replaced at the next stanza end
 #: (see StreamParser._feed_renewing): its names then weigh no more than a
 #: stanza in progress may anyway
@@ -157,11 +162,14 @@ class StreamParser:
                  max_stanza_size: int = DEFAULT_MAX_STANZA_SIZE,
                  max_depth: int = DEFAULT_MAX_DEPTH,
                  max_attributes: int = DEFAULT_MAX_ATTRIBUTES,
+                 max_elements: int = DEFAULT_MAX_ELEMENTS,
                  renew_after: int = DEFAULT_RENEW_AFTER):
         self.content_ns = (content_ns,) if isinstance(content_ns, str) else tuple(content_ns)
         self.max_stanza_size = max_stanza_size
         self.max_depth = max_depth
         self.max_attributes = max_attributes
+        self.max_elements = max_elements
+        self._elements = 0         # in the stanza being read
         self.renew_after = renew_after
         self._parser_bytes = 0     # fed to the current lxml parser (see _feed_renewing)
         self._parser: etree.XMLPullParser | None = _lxml_parser()   # None: hibernating
@@ -496,6 +504,13 @@ class StreamParser:
                                       f"more than {self.max_attributes} attributes on an element")
                 if self._depth == 1:
                     out.append(self._open(obj))
+                elif self._depth == 2:
+                    self._elements = 1
+                else:
+                    self._elements += 1
+                    if self._elements > self.max_elements:
+                        raise StreamError("policy-violation",
+                                          f"more than {self.max_elements} elements in a stanza")
             elif kind == "end":
                 self._depth -= 1
                 if self._depth == 1:

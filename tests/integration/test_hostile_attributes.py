@@ -109,3 +109,35 @@ async def test_the_configured_limit_is_honoured(make_server):
     assert await raw.stream_error() == "policy-violation"
     assert await raw.wait_closed()
     assert "more than 4 attributes" in server.log()
+
+
+async def test_a_stanza_of_sixty_thousand_empty_elements_is_refused(server, bystander):
+    """A 240 KB stanza of 60,000 ``<a/>`` — within max_stanza_size — cost
+    0.6 s of blocked loop to read (taking it out of the stream root is
+    quadratic in its elements). A stanza of more than ``c2s.max_elements``
+    (8,192) elements now ends the stream with ``<policy-violation/>`` as the
+    8,193rd starts, while the bystander's round trips stay short."""
+    raw = await _logged_in_raw(server)
+    stanza = (f"<message to='bob@localhost/bystander' id='many'>"
+              f"{'<a/>' * 60000}</message>")
+    raw.send(stanza)
+    error = asyncio.ensure_future(raw.stream_error(timeout=15))
+    rtts = []
+    while not error.done() and len(rtts) < 20:
+        rtts.append(await _timed_ping(bystander))
+    assert await error == "policy-violation"
+    rtts.append(await _timed_ping(bystander))
+    assert max(rtts) < 1, f"round trips during the attack: {rtts}"
+    assert bystander.messages.empty(), "the refused message was delivered"
+
+
+async def test_a_stanza_at_the_element_limit_is_delivered(server, bystander):
+    """At the limit (8,192 elements: the message, the body, <many/> and 8,189
+    children) the stanza is delivered whole."""
+    raw = await _logged_in_raw(server)
+    raw.send(f"<message to='bob@localhost/bystander' id='at-limit'><body>x</body>"
+             f"<many xmlns='urn:x:many'>{'<a/>' * 8189}</many></message>")
+    got = await asyncio.wait_for(bystander.messages.get(), 15)
+    assert got["id"] == "at-limit"
+    assert len(got.xml.find("{urn:x:many}many")) == 8189
+    await raw.close()

@@ -1,4 +1,4 @@
-"""Issue 6's end-to-end scenario in one piece: three xferd domains and one
+"""The XEP-0015 end-to-end scenario in one piece: three xferd domains and one
 Prosody domain on loopback, all finding each other through the test DNS
 responder (SRV records), and one XEP-0015 transfer across them.
 

@@ -102,8 +102,11 @@ class Offline(Module):
             return False
         # The user may have come online while the message was being written:
         # that resource's initial presence may have read the queue before the
-        # message was in it. Deliver it now rather than at the next login.
-        willing = [s for s in host.available_sessions(username) if s.priority >= 0]
+        # message was in it. Deliver it now rather than at the next login —
+        # not to a resource the sender blocked (``event.spared``), which is
+        # why the message was kept although such a resource is available.
+        willing = [s for s in host.available_sessions(username)
+                   if s.priority >= 0 and str(s.jid) not in event.spared]
         if willing:
             await self._deliver_to(max(willing, key=lambda s: s.priority))
         return True

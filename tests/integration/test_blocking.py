@@ -393,6 +393,26 @@ async def test_full_jid_block_withdraws_presence_of_that_resource_only(server):
         await client.close()
 
 
+async def test_a_message_for_a_blocked_resource_alone_waits_offline(server):
+    """§6: a block of <contact@domain/phone> covers that resource only. When it
+    is the contact's only available resource, a message to the bare JID must
+    not reach it: it is kept as for an offline user (RFC 6121 §8.5.2.2.1) and
+    goes to the next resource that comes online."""
+    user, contact = pair_of_users(server)
+    ursula = await online(server, f"{user}/desk")
+    phone = await online(server, f"{contact}/phone")
+    await ursula.plugin["xep_0191"].block(f"{contact}/phone", timeout=10)
+    ursula.send_message(mto=contact, mbody="not for the phone", mtype="chat")
+    await ursula.ping_server()                       # the message was handled (stored)
+    await round_trip(phone)
+    assert phone.messages.empty(), phone.messages.get_nowait()
+    laptop = await online(server, f"{contact}/laptop")
+    got = await asyncio.wait_for(laptop.messages.get(), 10)
+    assert got["body"] == "not for the phone"
+    for client in (ursula, phone, laptop):
+        await client.close()
+
+
 async def test_domain_and_domain_resource_blocks_and_unblock_all(make_server):
     """§6: <domain/resource> — "only that resource matches" (of the domain and,
     as XEP-0016 §2.1 has it, of every account there); <domain> — "the domain

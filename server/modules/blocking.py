@@ -98,11 +98,10 @@ from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JID, JIDError
 from ..xmpp.namespaces import BLOCKING_ERRORS_NS as ERRORS_NS
 from ..xmpp.namespaces import BLOCKING_NS as NS
+from ..xmpp.roster import SEES_PRESENCE as SEES, SHARES_PRESENCE as SHARES
 from ..xmpp.stanza import E, PRESENCE, error_reply, iq as iq_stanza, local_name, sub
 
 SUBSCRIPTION_TYPES = frozenset({"subscribe", "subscribed", "unsubscribe", "unsubscribed"})
-SHARES = ("from", "both")       # the contact receives the user's presence
-SEES = ("to", "both")           # the user receives the contact's presence
 SEEN_LIMIT = 10_000             # addresses noted per user (Who the user sees)
 
 log = logging.getLogger("xferd.blocking")

@@ -51,6 +51,7 @@ from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JID
 from ..xmpp.namespaces import CLIENT_NS
 from ..xmpp.namespaces import LAST_NS as NS
+from ..xmpp.roster import SHARES_PRESENCE
 from ..xmpp.stanza import E
 from storage.api import LastActivity
 
@@ -58,8 +59,6 @@ log = logging.getLogger("xferd.last")
 
 QUERY = f"{{{NS}}}query"
 STATUS = f"{{{CLIENT_NS}}}status"
-#: roster subscriptions that share the user's presence with the contact
-SHARES_PRESENCE = ("from", "both")
 
 
 def _query(seconds: float, text: str | None = None):

@@ -56,10 +56,10 @@ from ..io.throttle import SlidingWindow
 from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JID, JIDError
 from ..xmpp.namespaces import CLIENT_NS, MOVED_NS, PUBSUB_NS, STANZA_ERRORS_NS
-from ..xmpp.roster import RosterDecision, RosterEntry, RosterFull, RosterItem
+from ..xmpp.roster import (SHARES_PRESENCE as SHARES, RosterDecision, RosterEntry,
+                           RosterFull, RosterItem)
 from ..xmpp.stanza import E, PRESENCE, iq, sub
 
-SHARES = ("from", "both")
 
 log = logging.getLogger("xferd.moved")
 

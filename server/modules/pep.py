@@ -141,6 +141,7 @@ from ..xmpp.pubsub import (
     ROSTER_GROUPS_ALLOWED, SEND_LAST_PUBLISHED_ITEM, SEND_LAST_VALUES, notify_nodes,
     parse_access_model, parse_max_items, parse_send_last, roster_groups_allowed,
     send_last_published_item)
+from ..xmpp.roster import SHARES_PRESENCE as SHARES
 from ..xmpp.stanza import MESSAGE, E, from_text, local_name, namespace, new_id, sub, to_text
 
 log = logging.getLogger("xferd.pep")
@@ -170,9 +171,6 @@ UNSUPPORTED = {
 
 #: children of <pubsub/> that accompany an action rather than being one
 COMPANIONS = {(NS, "publish-options"), (NS, "configure")}
-
-#: roster subscriptions with which the owner shares presence with the contact
-SHARES = ("from", "both")
 
 
 # -- errors ------------------------------------------------------------------------------

@@ -36,12 +36,10 @@ import logging
 from ..core.events import SessionEvent
 from ..core.module import Hook, Module
 from ..xmpp.namespaces import CLIENT_NS
+from ..xmpp.roster import SEES_PRESENCE as SEES, SHARES_PRESENCE as SHARES
 from ..xmpp.stanza import E, PRESENCE
 
 log = logging.getLogger("xferd.presence")
-
-SHARES = ("from", "both")       # the contact receives the user's presence
-SEES = ("to", "both")           # the user receives the contact's presence
 
 
 def _priority(stanza) -> int:

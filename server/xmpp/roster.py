@@ -18,6 +18,10 @@ from typing import Any, Callable, Mapping
 
 #: RFC 6121 §2.1.2.5 subscription states of a roster item
 SUBSCRIPTIONS = ("none", "to", "from", "both")
+#: subscriptions with which the contact receives the user's presence (RFC 6121 §3)
+SHARES_PRESENCE = ("from", "both")
+#: … and with which the user receives the contact's presence
+SEES_PRESENCE = ("to", "both")
 
 
 @dataclass

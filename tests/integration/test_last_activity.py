@@ -14,6 +14,7 @@ from server.xmpp.sasl import make_all_credentials
 from storage.api import LastActivity
 from storage.sqlite import MIGRATIONS, SQLiteStorage
 from tests.harness import ask, login
+from tests.integration.test_storage import store  # noqa: F401  (a fixture)
 
 LAST = "jabber:iq:last"
 INFO = "http://jabber.org/protocol/disco#info"
@@ -205,15 +206,7 @@ async def close(*clients) -> None:
         await client.close()
 
 
-# -- storage -----------------------------------------------------------------------------
-
-@pytest.fixture
-async def store(tmp_path):
-    s = SQLiteStorage(tmp_path / "x.sqlite")
-    await s.open()
-    yield s
-    await s.close()
-
+# -- storage (the ``store`` fixture is test_storage's) ---------------------------------------
 
 async def test_storage_round_trip_replace_and_cascade(store):
     assert await store.create_user("localhost", "ann", make_all_credentials("pw", iterations=4096))

@@ -300,10 +300,13 @@ class C2SSession(StreamConnection):
         return f"{username}@{self.host.domain}"
 
     def _sasl_failed(self, failure: sasl.SaslFailure) -> None:
-        # an administrator reading the log sees why a user cannot log in
-        log.info("%r: authentication%s failed: %s%s", self,
-                 f" as {self._attempted_user}@{self.host.domain}" if self._attempted_user else "",
-                 failure.condition, f" ({failure.text})" if failure.text else "")
+        # an administrator reading the log sees why a user cannot log in (a
+        # throttle's refusal was logged where it was decided, with its reason)
+        if failure.condition != "temporary-auth-failure":
+            log.info("%r: authentication%s failed: %s%s", self,
+                     f" as {self._attempted_user}@{self.host.domain}"
+                     if self._attempted_user else "",
+                     failure.condition, f" ({failure.text})" if failure.text else "")
         if failure.condition == "not-authorized":
             self.server.auth_throttles.logins.failed(
                 self._account_key(self._attempted_user) if self._attempted_user else None,

@@ -745,7 +745,7 @@ def _write(element, stream_ns, rehome_from, stream_prefixes, *, hoist: bool) -> 
     append = out.append
     bound = dict(stream_prefixes)   # namespace → prefix, for element names
     hoisted: dict[str, str] = {}    # namespace → prefix declared on *element*
-    names: dict = {}                # (tag, default namespace) → how it is written
+    spelled: dict = {}              # (tag, default namespace) → how it is written
     spent = 0
 
     def hoisted_prefix(ns):
@@ -781,9 +781,9 @@ def _write(element, stream_ns, rehome_from, stream_prefixes, *, hoist: bool) -> 
             if el.tail:
                 append(_escape_text(el.tail))
             return
-        written = names.get((tag, default_ns))
+        written = spelled.get((tag, default_ns))
         if written is None:
-            written = names[(tag, default_ns)] = name_of(tag, default_ns)
+            written = spelled[(tag, default_ns)] = name_of(tag, default_ns)
         start, end, child_default, cost = written
         if cost and not hoist:
             spent += cost

@@ -63,6 +63,7 @@ from server.xmpp.namespaces import PUBSUB_OWNER_NS as OWNER_NS
 from server.xmpp.pubsub import (
     ACCESS_MODEL, ACCESS_MODELS, FIXED_OPTIONS, MAX_ITEMS, MAX_ITEMS_FIELD, NODE_CONFIG)
 from server.xmpp.sasl import MECHANISMS_SCRAM, ScramCredentials, make_all_credentials
+from server.xmpp.sasl import portable_salt
 from server.xmpp.stanza import from_text, to_text
 
 from .api import SUBSCRIPTIONS, PepItem, PepNode, RosterItem, UserData
@@ -199,6 +200,8 @@ class Summary:
     blocked: int = 0
     sha1_only: int = 0          # accounts with SCRAM-SHA-1 keys only (Prosody keeps no others)
     skipped_users: list[str] = field(default_factory=list)
+    #: exported accounts with a salt Prosody's SQL storage cuts: (JID, mechanisms)
+    zero_byte_salts: list[tuple[str, list[str]]] = field(default_factory=list)
 
     def count(self, data: UserData) -> None:
         self.users += 1
@@ -219,6 +222,17 @@ class Summary:
                 f"{self.pep_items} items, {self.blocked} blocked JIDs)")
 
 
+def note_zero_byte_salts(summary: Summary, host: str, username: str, data: UserData) -> None:
+    """Record the account if a salt of its keys holds a zero byte. Prosody's
+    SQL storage reads such a salt back cut at that byte (server/xmpp/sasl.py
+    ``new_salt``), so the account cannot log in there after an import of this
+    file; xferd made such salts before, and a PLAIN login to xferd renews them."""
+    cut = [mech for mech, creds in sorted(data.credentials.items())
+           if not portable_salt(creds.salt)]
+    if cut:
+        summary.zero_byte_salts.append((f"{username}@{host}", cut))
+
+
 async def export_user(store, host: str, username: str, path: Path) -> Summary:
     """One account as a self-contained document: server-data → host → user."""
     data = await store.export_user(host, username)
@@ -232,6 +246,7 @@ async def export_user(store, host: str, username: str, path: Path) -> Summary:
                 xf.write("\n", user_element(host, username, data), "\n")
             xf.write("\n")
     summary.count(data)
+    note_zero_byte_salts(summary, host, username, data)
     return summary
 
 
@@ -275,6 +290,7 @@ async def export_host(store, host: str, directory: Path, *,
                     user_xf.write(user_element(host, username, data))
                 xf.write("\n", _include(quote(f"{users_dir.name}/{name}")))
                 summary.count(data)
+                note_zero_byte_salts(summary, host, username, data)
                 if progress and summary.users % every == 0:
                     progress(summary.users, len(usernames))
             xf.write("\n")

@@ -198,10 +198,10 @@ class Summary:
     pep_items: int = 0
     warnings: int = 0
     blocked: int = 0
-    sha1_only: int = 0          # accounts with SCRAM-SHA-1 keys only (Prosody keeps no others)
-    skipped_users: list[str] = field(default_factory=list)
     #: exported accounts with a salt Prosody's SQL storage cuts: (JID, mechanisms)
     zero_byte_salts: list[tuple[str, list[str]]] = field(default_factory=list)
+    sha1_only: int = 0          # accounts with SCRAM-SHA-1 keys only (Prosody keeps no others)
+    skipped_users: list[str] = field(default_factory=list)
 
     def count(self, data: UserData) -> None:
         self.users += 1
@@ -222,17 +222,6 @@ class Summary:
                 f"{self.pep_items} items, {self.blocked} blocked JIDs)")
 
 
-def note_zero_byte_salts(summary: Summary, host: str, username: str, data: UserData) -> None:
-    """Record the account if a salt of its keys holds a zero byte. Prosody's
-    SQL storage reads such a salt back cut at that byte (server/xmpp/sasl.py
-    ``new_salt``), so the account cannot log in there after an import of this
-    file; xferd made such salts before, and a PLAIN login to xferd renews them."""
-    cut = [mech for mech, creds in sorted(data.credentials.items())
-           if not portable_salt(creds.salt)]
-    if cut:
-        summary.zero_byte_salts.append((f"{username}@{host}", cut))
-
-
 async def export_user(store, host: str, username: str, path: Path) -> Summary:
     """One account as a self-contained document: server-data → host → user."""
     data = await store.export_user(host, username)
@@ -245,8 +234,8 @@ async def export_user(store, host: str, username: str, path: Path) -> Summary:
             with xf.element(_q(PIE_NS, "host"), {"jid": host}):
                 xf.write("\n", user_element(host, username, data), "\n")
             xf.write("\n")
-    summary.count(data)
     note_zero_byte_salts(summary, host, username, data)
+    summary.count(data)
     return summary
 
 
@@ -290,11 +279,22 @@ async def export_host(store, host: str, directory: Path, *,
                     user_xf.write(user_element(host, username, data))
                 xf.write("\n", _include(quote(f"{users_dir.name}/{name}")))
                 summary.count(data)
-                note_zero_byte_salts(summary, host, username, data)
                 if progress and summary.users % every == 0:
                     progress(summary.users, len(usernames))
+                note_zero_byte_salts(summary, host, username, data)
             xf.write("\n")
     return summary
+
+
+def note_zero_byte_salts(summary: Summary, host: str, username: str, data: UserData) -> None:
+    """Record the account if a salt of its keys holds a zero byte. Prosody's
+    SQL storage reads such a salt back cut at that byte (server/xmpp/sasl.py
+    ``new_salt``), so the account cannot log in there after an import of this
+    file; xferd made such salts before, and a PLAIN login to xferd renews them."""
+    cut = [mech for mech, creds in sorted(data.credentials.items())
+           if not portable_salt(creds.salt)]
+    if cut:
+        summary.zero_byte_salts.append((f"{username}@{host}", cut))
 
 
 # -- import: elements → storage ----------------------------------------------------------------

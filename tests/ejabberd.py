@@ -25,9 +25,12 @@ names on ``localhost``, which the ``inetrc`` maps to 127.0.0.1.
 Commands (``ctl()``): the same way as ejabberdctl does it, a second, hidden
 Erlang node started with ``-s ejabberd_ctl -extra NODE COMMAND ARGS``, with
 ``-dist_listen false`` (it listens nowhere) and the same HOME, hence the same
-cookie. Each call starts a VM (about a second), so tests call it sparingly;
+cookie. Each call starts a VM (under a second), so tests call it sparingly;
 ``adduser`` needs the node running (unlike prosodyctl, it writes nothing
-itself).
+itself). File arguments (``export_piefxis DIR``, ``export_piefxis_host DIR
+HOST``, ``import_piefxis FILE``) are opened by the ejabberd node, whose
+working directory is the spool: give absolute paths, and an existing
+directory to export into.
 
 DNS: Erlang's resolver reads ``ERL_INETRC``: it asks only the tests'
 ``DNSResponder`` (``resolv_conf`` and ``hosts_file`` disabled, lookup order

@@ -22,7 +22,6 @@ routing itself.
 
 import asyncio
 import re
-import time
 from types import SimpleNamespace
 
 import pytest

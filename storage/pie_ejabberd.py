@@ -85,6 +85,7 @@ KEY_SIZES = {20: "SCRAM-SHA-1", 28: "SCRAM-SHA-1", 32: "SCRAM-SHA-256", 44: "SCR
 
 
 def host_filename(host: str) -> str:
-    """The host file of the ejabberd layout. ejabberd joins an ``href`` to the
-    directory as it is, without undoing %-escapes, so the name must need none."""
-    return f"{host}.xml" if quote(host, safe="") == host else "host.xml"
+    """The host file of the ejabberd layout, beside ``main.xml``. ejabberd joins
+    an ``href`` to the directory as it is, without undoing %-escapes, so the
+    name must need none."""
+    return f"{host}.xml" if quote(host, safe="") == host and host != "main" else "host.xml"

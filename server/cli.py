@@ -425,8 +425,8 @@ def cmd_import(conf, args) -> int:
             f"{summary.warnings} warnings, in {time.monotonic() - started:.1f} s")
     if summary.sha1_only:
         _stderr(f"note: {summary.sha1_only} accounts came with SCRAM-SHA-1 keys only (as "
-                "Prosody and ejabberd keep them): they log in with SCRAM-SHA-1 or PLAIN, and their first "
-                "PLAIN login (or xferd passwd) adds SCRAM-SHA-256")
+                "Prosody and ejabberd keep them): they log in with SCRAM-SHA-1 or PLAIN, and "
+                "their first PLAIN login (or xferd passwd) adds SCRAM-SHA-256")
     return 0
 
 

@@ -27,10 +27,12 @@ fails in the first pass, with file and line, before anything is written.
 Existing accounts are left alone and reported.
 
 Other servers' files are taken as they really are (tests/unit/test_pie_peers.py,
-tests/interop/test_prosody_pie.py): ejabberd's legacy namespace and
-``password='scram:…'``; Prosody's pending request written without a
-namespace, its extra account fields as attributes and its ``<query
-version>`` (both ignored), and PEP forms listing unset options with no value.
+tests/interop/test_prosody_pie.py, tests/interop/test_ejabberd_pie.py): ejabberd's
+SCRAM values base64-encoded twice, its legacy namespace and ``password='scram:…'``
+(storage/pie_ejabberd.py, which also tells what ``--dialect ejabberd``
+writes); Prosody's pending request written without a namespace, its extra
+account fields as attributes and its ``<query version>`` (both ignored), and
+PEP forms listing unset options with no value.
 What xferd cannot keep (privacy rules other than blocking, MAM archives,
 SCRAM-SHA-512 keys) is skipped with a warning; so is an account left
 without usable credentials. The blocklist travels as XEP-0191 §7 has it: a

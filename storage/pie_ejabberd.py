@@ -29,13 +29,16 @@ The two lengths never coincide, so no file is ambiguous. ejabberd encodes the
 salt the same way as the keys, so a salt is decoded twice exactly when the
 keys were.
 
-XIncludes: ejabberd's importer follows an element named literally
-``xi:include`` wherever it meets one outside a ``<user>``, but it reads each
-file as a stream of its root's children. An included file whose root is a
-``<user>`` therefore has that account created from the start tag alone,
-without its credentials (the import "succeeds" with no usable account). So
-the ejabberd layout is ejabberd's own: ``main.xml`` → one host file with its
-users inline (see :func:`storage.pie.export_host`).
+XIncludes (§5 says an importer "MUST do proper XInclude processing"):
+ejabberd's importer follows an element named literally ``xi:include``
+wherever it meets one outside a ``<user>``, but reads every file as a stream
+of its root's children. An included file whose root is a ``<user>`` (the
+§5.1 layout) has that account registered from the start tag alone, without
+the credentials inside it; registration refuses the empty password, so no
+account is made, and the import still exits 0. The ejabberd layout is
+therefore ejabberd's own: ``main.xml`` → one host file with its users inline
+(see :func:`storage.pie.export_host`); a single-account file
+(server-data → host → user) is read as it is.
 """
 
 from __future__ import annotations

@@ -133,6 +133,10 @@ def _parser() -> argparse.ArgumentParser:
         help="xep0227 (default): XEP-0227 as written, read by Prosody and xferd; ejabberd: "
              "what ejabberd 21.12 and later import (SCRAM values base64-encoded twice, a "
              "host's users inline in one host file), still read by xferd")
+    export.add_argument(
+        "--ejabberd-hash", choices=sorted(pie_ejabberd.SCRAM_HASHES), default="sha",
+        help="with --dialect ejabberd: the target's auth_scram_hash (default sha); ejabberd "
+             "reads one set of SCRAM keys per account, so that hash's comes first")
     progress_every(export)
 
     imp = command(
@@ -361,15 +365,18 @@ def _stderr(line: str) -> None:
 def cmd_export(conf, args) -> int:
     from pathlib import Path
 
-    from storage import pie
+    from storage import pie, pie_ejabberd
     started = time.monotonic()
+    if args.ejabberd_hash != "sha" and args.dialect != pie_ejabberd.DIALECT:
+        raise CommandError("--ejabberd-hash needs --dialect ejabberd")
+    first = pie_ejabberd.SCRAM_HASHES[args.ejabberd_hash]
     if args.user:
         jid = _user_jid(conf, args.user)
 
         async def work(store):
             try:
                 return await pie.export_user(store, jid.domain, jid.local, Path(args.output),
-                                             dialect=args.dialect)
+                                             dialect=args.dialect, first=first)
             except LookupError as exc:
                 raise CommandError(str(exc)) from None
         what = str(jid)
@@ -383,7 +390,8 @@ def cmd_export(conf, args) -> int:
 
         async def work(store):
             return await pie.export_host(store, host, Path(args.output), dialect=args.dialect,
-                                         progress=progress, every=max(1, args.progress_every))
+                                         first=first, progress=progress,
+                                         every=max(1, args.progress_every))
         what = host
     try:
         summary = asyncio.run(_with_storage(conf, work))
@@ -391,6 +399,11 @@ def cmd_export(conf, args) -> int:
         raise CommandError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     _stderr(f"exported {what}: {summary.text()} to {args.output} "
             f"in {time.monotonic() - started:.1f} s")
+    if args.dialect == pie_ejabberd.DIALECT and summary.lacking_first:
+        _stderr(f"note: {summary.lacking_first} accounts have no {first} keys (imported "
+                "with other keys only, no PLAIN login since): ejabberd gets keys its "
+                f"auth_scram_hash {args.ejabberd_hash} does not use, so they can log in "
+                "there with PLAIN only")
     return 0
 
 

@@ -102,9 +102,11 @@ def _b64(data: bytes) -> str:
 
 
 def user_element(host: str, username: str, data: UserData, *,
-                 dialect: str = pie_ejabberd.STANDARD):
+                 dialect: str = pie_ejabberd.STANDARD, first: str = "SCRAM-SHA-1"):
     """The ``<user/>`` element of one account (XEP-0227 §4); *dialect*
-    ``ejabberd`` writes SCRAM values as ejabberd reads them (storage/pie_ejabberd.py)."""
+    ``ejabberd`` writes SCRAM values as ejabberd reads them, and *first* is the
+    mechanism whose credentials come first, the only ones ejabberd reads
+    (storage/pie_ejabberd.py)."""
     scram_text = pie_ejabberd.encode if dialect == pie_ejabberd.DIALECT else _b64
     user = etree.Element(_q(PIE_NS, "user"), {"name": username}, nsmap={None: PIE_NS})
 
@@ -117,8 +119,8 @@ def user_element(host: str, username: str, data: UserData, *,
         el.text = text
         return el
 
-    # SCRAM-SHA-1 sorts first: ejabberd reads only the first (its default hash)
-    for mechanism, creds in sorted(data.credentials.items()):
+    for mechanism, creds in sorted(data.credentials.items(),
+                                   key=lambda pair: (pair[0] != first, pair[0])):
         scram = add(user, _q(SCRAM_NS, "scram-credentials"), {"mechanism": mechanism})
         add(scram, _q(SCRAM_NS, "iter-count"), text=str(creds.iterations))
         add(scram, _q(SCRAM_NS, "salt"), text=scram_text(creds.salt))
@@ -205,6 +207,7 @@ class Summary:
     warnings: int = 0
     blocked: int = 0
     sha1_only: int = 0          # accounts with SCRAM-SHA-1 keys only (Prosody keeps no others)
+    lacking_first: int = 0      # exported accounts without keys for the mechanism asked first
     skipped_users: list[str] = field(default_factory=list)
 
     def count(self, data: UserData) -> None:
@@ -227,7 +230,8 @@ class Summary:
 
 
 async def export_user(store, host: str, username: str, path: Path, *,
-                      dialect: str = pie_ejabberd.STANDARD) -> Summary:
+                      dialect: str = pie_ejabberd.STANDARD,
+                      first: str = "SCRAM-SHA-1") -> Summary:
     """One account as a self-contained document: server-data → host → user."""
     data = await store.export_user(host, username)
     if data is None:
@@ -237,9 +241,11 @@ async def export_user(store, host: str, username: str, path: Path, *,
         xf.write_declaration()
         with xf.element(_q(PIE_NS, "server-data"), nsmap={None: PIE_NS}):
             with xf.element(_q(PIE_NS, "host"), {"jid": host}):
-                xf.write("\n", user_element(host, username, data, dialect=dialect), "\n")
+                xf.write("\n", user_element(host, username, data, dialect=dialect, first=first),
+                         "\n")
             xf.write("\n")
     summary.count(data)
+    summary.lacking_first += first not in data.credentials
     return summary
 
 
@@ -255,7 +261,7 @@ def user_filename(username: str) -> str:
 
 
 async def export_host(store, host: str, directory: Path, *,
-                      dialect: str = pie_ejabberd.STANDARD,
+                      dialect: str = pie_ejabberd.STANDARD, first: str = "SCRAM-SHA-1",
                       progress: Callable[[int, int], None] | None = None,
                       every: int = 1000) -> Summary:
     """A whole host in the XInclude layout under *directory*.
@@ -285,7 +291,7 @@ async def export_host(store, host: str, directory: Path, *,
                 data = await store.export_user(host, username)
                 if data is None:
                     continue                     # deleted while we were exporting
-                element = user_element(host, username, data, dialect=dialect)
+                element = user_element(host, username, data, dialect=dialect, first=first)
                 if users_dir is None:
                     xf.write("\n", element)
                 else:
@@ -296,6 +302,7 @@ async def export_host(store, host: str, directory: Path, *,
                         user_xf.write(element)
                     xf.write("\n", _include(quote(f"{users_dir.name}/{name}")))
                 summary.count(data)
+                summary.lacking_first += first not in data.credentials
                 if progress and summary.users % every == 0:
                     progress(summary.users, len(usernames))
             xf.write("\n")

@@ -20,7 +20,8 @@ and ``src/ejabberd_auth.erl``):
   ``<user>`` carrying both the ``password='scram:…'`` attribute and the
   element is refused (no clause matches both), so we never write the old form.
   An ejabberd stores one SCRAM hash per account and offers only the mechanism
-  of its ``auth_scram_hash`` (default ``sha``): SCRAM-SHA-1 comes first.
+  of its ``auth_scram_hash`` (default ``sha``; :data:`SCRAM_HASHES`), so the
+  credentials of that mechanism must come first.
 
 How we tell the forms apart: a SCRAM key is exactly as long as its hash
 (20 bytes for SHA-1, 32 for SHA-256). Decoded once, ejabberd's value is the
@@ -81,6 +82,10 @@ def unwrap(size: int, salt: bytes, server_key: bytes, stored_key: bytes
         return None
     return salt_bytes, keys[0], keys[1]
 
+
+#: ejabberd's ``auth_scram_hash`` values → the mechanism it offers (xferd keeps
+#: no SCRAM-SHA-512 keys, so ``sha512`` cannot be served)
+SCRAM_HASHES = {"sha": "SCRAM-SHA-1", "sha256": "SCRAM-SHA-256"}
 
 #: a key's length once decoded: raw (XEP-0227) or base64 text (ejabberd)
 KEY_SIZES = {20: "SCRAM-SHA-1", 28: "SCRAM-SHA-1", 32: "SCRAM-SHA-256", 44: "SCRAM-SHA-256",

@@ -24,7 +24,7 @@ import itertools
 import pytest
 from slixmpp.xmlstream import ET
 
-from tests.ejabberd import EJABBERD_DOMAIN
+from tests.ejabberd import EJABBERD_DOMAIN, EjabberdProcess, require_ejabberd
 from tests.harness import ask, login
 from tests.interop.test_prosody_federation import wait_for_item
 
@@ -315,3 +315,49 @@ async def test_ejabberd_cannot_use_the_default_export(ejabberd, dns, make_server
     refused = await login(ejabberd, f"{user}/x", PASSWORD, mechanism=MECHANISM,
                           expect="disconnected")          # ejabberd's session crashes
     assert refused.auth_failures == []
+
+
+async def test_ejabberd_with_sha256_keys_both_ways(dns, make_server, tmp_path):
+    """An ejabberd with ``auth_scram_hash: sha256`` keeps SCRAM-SHA-256 keys only
+    and offers only that SCRAM mechanism. Its export logs in to xferd with
+    SCRAM-SHA-256; ``--ejabberd-hash sha256`` puts those keys first, the only
+    ones ejabberd reads; the default (sha) leaves such an account PLAIN only."""
+    require_ejabberd()
+    ejabberd = EjabberdProcess(tmp_path / "ejabberd256", EJABBERD_DOMAIN, dns_port=dns.port,
+                               settings={"auth_scram_hash": "sha256"}).start()
+    try:
+        ann, ben, cy = (f"{name}@{EJABBERD_DOMAIN}" for name in ("ann", "ben", "cy"))
+        ejabberd.adduser(ann, PASSWORD)
+        exported = tmp_path / "from-ejabberd"
+        exported.mkdir()
+        ctl(ejabberd, "export_piefxis_host", str(exported), EJABBERD_DOMAIN)
+        [main] = [p for p in exported.iterdir() if "_" not in p.name]
+
+        xferd = xferd_for_ejabberd_domain(make_server, dns)
+        done = xferd.cli("import", str(main))
+        assert done.returncode == 0, done.stderr
+        for jid in (ben, cy):
+            xferd.adduser(jid, PASSWORD)
+        xferd.start()
+        (await login(xferd, f"{ann}/a", PASSWORD, mechanism="SCRAM-SHA-256")).disconnect()
+        await login(xferd, f"{ann}/b", PASSWORD, mechanism="SCRAM-SHA-1", expect="failed_auth")
+
+        files = {jid: tmp_path / f"{local(jid)}.xml" for jid in (ann, ben, cy)}
+        done = xferd.cli("export", "--user", ben, "--dialect", "ejabberd",
+                         "--ejabberd-hash", "sha256", "-o", str(files[ben]))
+        assert done.returncode == 0 and "note:" not in done.stderr, done.stderr
+        done = xferd.cli("export", "--user", cy, "--dialect", "ejabberd", "-o", str(files[cy]))
+        assert done.returncode == 0 and "note:" not in done.stderr, done.stderr
+        done = xferd.cli("export", "--user", ann, "--dialect", "ejabberd", "-o", str(files[ann]))
+        assert done.returncode == 0, done.stderr
+        assert "note: 1 accounts have no SCRAM-SHA-1 keys" in done.stderr, done.stderr
+        assert xferd.cli("export", "--user", ann, "--ejabberd-hash", "sha256", "-o",
+                         str(tmp_path / "x.xml")).returncode == 1     # needs --dialect
+        for jid in (ben, cy):
+            ctl(ejabberd, "import_piefxis", str(files[jid]))
+        (await login(ejabberd, f"{ben}/a", PASSWORD, mechanism="SCRAM-SHA-256")).disconnect()
+        await login(ejabberd, f"{cy}/a", PASSWORD, mechanism="SCRAM-SHA-256",
+                    expect="failed_auth")
+        (await login(ejabberd, f"{cy}/b", PASSWORD, mechanism="PLAIN")).disconnect()
+    finally:
+        ejabberd.stop()

@@ -100,7 +100,8 @@ def test_keys_of_neither_form_stop_the_import(tmp_path, salt, server_key, why):
 
 def test_dialect_ejabberd_writes_each_value_twice_encoded_sha1_first():
     """ejabberd reads only the first ``<scram-credentials>`` (and offers only the
-    mechanism of its ``auth_scram_hash``, SHA-1 by default)."""
+    mechanism of its ``auth_scram_hash``, SHA-1 by default); XEP-0227 §4.3 lets a
+    user carry several, one per mechanism."""
     data = UserData(credentials={m: make_credentials("secret", m, 4096)
                                  for m in ("SCRAM-SHA-256", "SCRAM-SHA-1")})
     for dialect, decode in ((pie_ejabberd.STANDARD, base64.b64decode),
@@ -118,6 +119,11 @@ def test_dialect_ejabberd_writes_each_value_twice_encoded_sha1_first():
         username, parsed = pie.parse_user(etree.fromstring(etree.tostring(user)), "ej.test",
                                           "x.xml", lambda m: pytest.fail(m))
         assert parsed.credentials == data.credentials
+    # an ejabberd with auth_scram_hash: sha256 wants those keys first
+    user = pie.user_element("ej.test", "u", data, dialect=pie_ejabberd.DIALECT,
+                            first=pie_ejabberd.SCRAM_HASHES["sha256"])
+    assert [s.get("mechanism") for s in user.iter(f"{{{pie.SCRAM_NS}}}scram-credentials")] == \
+        ["SCRAM-SHA-256", "SCRAM-SHA-1"]
 
 
 @pytest.mark.parametrize("host, name", [("ej.test", "ej.test.xml"),

@@ -295,10 +295,12 @@ async def test_xferd_accounts_import_into_ejabberd(ejabberd, dns, make_server, t
 
 
 async def test_ejabberd_cannot_use_the_default_export(ejabberd, dns, make_server, tmp_path):
-    """Why ``--dialect ejabberd`` exists, measured: of the default (XEP-0227)
-    export, ejabberd 23.01 imports a host's accounts not at all (the per-user
-    files are a second XInclude level) and a single account without a password
-    it can use (its keys are decoded once too few: the login fails)."""
+    """Why ``--dialect ejabberd`` exists, measured (this asserts ejabberd's
+    behaviour, so it passes without xferd's change too): of the default
+    (XEP-0227 §4.3, §5.1) export ejabberd 23.01 imports a host's accounts not at
+    all (the per-user files are a second XInclude level) and a single account
+    with keys it cannot use (decoded once they are raw bytes where ejabberd
+    keeps base64 text): every login crashes ejabberd's session."""
     user, friend, _ = accounts("d")
     xferd = xferd_for_ejabberd_domain(make_server, dns)
     for jid in (user, friend):

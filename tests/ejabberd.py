@@ -31,8 +31,11 @@ itself).
 
 DNS: Erlang's resolver reads ``ERL_INETRC``: it asks only the tests'
 ``DNSResponder`` (``resolv_conf`` and ``hosts_file`` disabled, lookup order
-``file, dns``), so ejabberd finds ``_xmpp-server._tcp`` SRV records and their
-A records there, like Prosody and xferd do.
+``file, dns``), so ejabberd finds ``_xmpp-server._tcp`` SRV records there,
+like Prosody and xferd do. But it resolves an SRV record's *target* with
+``net:getaddrinfo`` (p1_xmpp's xmpp_stream_out.erl, on OTP ≥ 24.3), that is
+libc, which never asks our responder: a peer's SRV target must be an IP
+literal (``127.0.0.1.``) for ejabberd to reach it.
 
 Federation: STARTTLS required both ways, with the harness' self-signed
 certificate; the peers' self-signed certificates do not verify, so the

@@ -42,33 +42,40 @@ def prosody(dns, tmp_path_factory):
     proc.stop()
 
 
-def _federating_xferd(dns, workdir) -> XferdProcess:
-    """An xferd for xferd.test that finds its peers (and is found) through ``dns``."""
+def federating_xferd(dns, workdir, srv_target: str = XFERD_DOMAIN) -> XferdProcess:
+    """An xferd for xferd.test that finds its peers (and is found) through ``dns``.
+
+    *srv_target*: what its SRV record points at; an ejabberd peer needs an IP
+    literal (it resolves SRV targets with getaddrinfo, see tests/ejabberd.py)."""
     proc = XferdProcess(workdir, domains=(XFERD_DOMAIN,),
                         # trace: every s2s stanza in xferd.log, to read beside the peer's log
                         overrides={"s2s": {"nameserver": dns.address}}, trace=True)
     proc.start()
     dns.add_a(XFERD_DOMAIN)
-    dns.add_srv(XFERD_DOMAIN, proc.s2s_port, target=XFERD_DOMAIN)
+    dns.add_srv(XFERD_DOMAIN, proc.s2s_port, target=srv_target)
     return proc
 
 
 @pytest.fixture(scope="module")
 def xferd_fed(dns, prosody, tmp_path_factory):
     """An xferd for xferd.test that finds prosody.test (and is found) through ``dns``."""
-    proc = _federating_xferd(dns, tmp_path_factory.mktemp("xferd"))
+    proc = federating_xferd(dns, tmp_path_factory.mktemp("xferd"))
     yield proc
     proc.stop()
 
 
-@pytest.fixture(scope="module")
-def ejabberd(dns, tmp_path_factory):
+def federating_ejabberd(dns, workdir) -> EjabberdProcess:
+    """An ejabberd for ejabberd.test that finds its peers (and is found) through ``dns``."""
     require_ejabberd()
-    proc = EjabberdProcess(tmp_path_factory.mktemp("ejabberd"), EJABBERD_DOMAIN,
-                           dns_port=dns.port)
+    proc = EjabberdProcess(workdir, EJABBERD_DOMAIN, dns_port=dns.port)
     dns.add_a(EJABBERD_DOMAIN)
     dns.add_srv(EJABBERD_DOMAIN, proc.s2s_port, target=EJABBERD_DOMAIN)
-    proc.start()
+    return proc.start()
+
+
+@pytest.fixture(scope="module")
+def ejabberd(dns, tmp_path_factory):
+    proc = federating_ejabberd(dns, tmp_path_factory.mktemp("ejabberd"))
     yield proc
     proc.stop()
 
@@ -76,7 +83,7 @@ def ejabberd(dns, tmp_path_factory):
 @pytest.fixture(scope="module")
 def xferd_ej(dns, ejabberd, tmp_path_factory):
     """An xferd for xferd.test that finds ejabberd.test (and is found) through ``dns``."""
-    proc = _federating_xferd(dns, tmp_path_factory.mktemp("xferd"))
+    proc = federating_xferd(dns, tmp_path_factory.mktemp("xferd"), srv_target="127.0.0.1")
     yield proc
     proc.stop()
 

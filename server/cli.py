@@ -12,6 +12,7 @@
     xferd transfer status --old OLD           how the old server's transfer job stands
     xferd export --user JID -o FILE           one account as XEP-0227 XML (SCRAM, no password)
     xferd export --host DOMAIN -o DIR         a whole host: DIR/main.xml → host → user files
+    xferd export ... --dialect ejabberd       the form ejabberd 21.12+ imports (one host file)
     xferd import FILE [--dry-run]             create the accounts of a XEP-0227 export
     xferd import FILE --as JID [--outreach]   its one account as a new JID, contacts asked
 
@@ -99,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     cert.add_argument("domain")
     cert.add_argument("--force", action="store_true", help="replace an existing one")
 
+    from storage import pie_ejabberd
+
     from .tools.import_as import add_arguments as import_as_arguments
     from .tools.migrate import add_arguments as migrate_arguments
     from .tools.transfer import add_arguments as transfer_arguments
@@ -125,6 +128,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="every account of DOMAIN, into DIR (main.xml and XIncludes)")
     export.add_argument("-o", "--output", required=True, metavar="FILE|DIR",
                         type=configuration.caller_path)
+    export.add_argument(
+        "--dialect", choices=pie_ejabberd.DIALECTS, default=pie_ejabberd.STANDARD,
+        help="xep0227 (default): XEP-0227 as written, read by Prosody and xferd; ejabberd: "
+             "what ejabberd 21.12 and later import (SCRAM values base64-encoded twice, a "
+             "host's users inline in one host file), still read by xferd")
+    export.add_argument(
+        "--ejabberd-hash", choices=sorted(pie_ejabberd.SCRAM_HASHES), default="sha",
+        help="with --dialect ejabberd: the target's auth_scram_hash (default sha); ejabberd "
+             "reads one set of SCRAM keys per account, so that hash's comes first")
     progress_every(export)
 
     imp = command(
@@ -353,14 +365,18 @@ def _stderr(line: str) -> None:
 def cmd_export(conf, args) -> int:
     from pathlib import Path
 
-    from storage import pie
+    from storage import pie, pie_ejabberd
     started = time.monotonic()
+    if args.ejabberd_hash != "sha" and args.dialect != pie_ejabberd.DIALECT:
+        raise CommandError("--ejabberd-hash needs --dialect ejabberd")
+    first = pie_ejabberd.SCRAM_HASHES[args.ejabberd_hash]
     if args.user:
         jid = _user_jid(conf, args.user)
 
         async def work(store):
             try:
-                return await pie.export_user(store, jid.domain, jid.local, Path(args.output))
+                return await pie.export_user(store, jid.domain, jid.local, Path(args.output),
+                                             dialect=args.dialect, first=first)
             except LookupError as exc:
                 raise CommandError(str(exc)) from None
         what = str(jid)
@@ -373,7 +389,8 @@ def cmd_export(conf, args) -> int:
             _stderr(f"export: {done}/{total} users of {host}")
 
         async def work(store):
-            return await pie.export_host(store, host, Path(args.output), progress=progress,
+            return await pie.export_host(store, host, Path(args.output), dialect=args.dialect,
+                                         first=first, progress=progress,
                                          every=max(1, args.progress_every))
         what = host
     try:
@@ -387,6 +404,11 @@ def cmd_export(conf, args) -> int:
                 "it new salts (export it again after that)")
     _stderr(f"exported {what}: {summary.text()} to {args.output} "
             f"in {time.monotonic() - started:.1f} s")
+    if args.dialect == pie_ejabberd.DIALECT and summary.lacking_first:
+        _stderr(f"note: {summary.lacking_first} accounts have no {first} keys (imported "
+                "with other keys only, no PLAIN login since): ejabberd gets keys its "
+                f"auth_scram_hash {args.ejabberd_hash} does not use, so they can log in "
+                "there with PLAIN only")
     return 0
 
 
@@ -421,8 +443,8 @@ def cmd_import(conf, args) -> int:
             f"{summary.warnings} warnings, in {time.monotonic() - started:.1f} s")
     if summary.sha1_only:
         _stderr(f"note: {summary.sha1_only} accounts came with SCRAM-SHA-1 keys only (as "
-                "Prosody keeps them): they log in with SCRAM-SHA-1 or PLAIN, and their first "
-                "PLAIN login (or xferd passwd) adds SCRAM-SHA-256")
+                "Prosody and ejabberd keep them): they log in with SCRAM-SHA-1 or PLAIN, and "
+                "their first PLAIN login (or xferd passwd) adds SCRAM-SHA-256")
     return 0
 
 

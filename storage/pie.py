@@ -27,10 +27,12 @@ fails in the first pass, with file and line, before anything is written.
 Existing accounts are left alone and reported.
 
 Other servers' files are taken as they really are (tests/unit/test_pie_peers.py,
-tests/interop/test_prosody_pie.py): ejabberd's legacy namespace and
-``password='scram:…'``; Prosody's pending request written without a
-namespace, its extra account fields as attributes and its ``<query
-version>`` (both ignored), and PEP forms listing unset options with no value.
+tests/interop/test_prosody_pie.py, tests/interop/test_ejabberd_pie.py): ejabberd's
+SCRAM values base64-encoded twice, its legacy namespace and ``password='scram:…'``
+(storage/pie_ejabberd.py, which also tells what ``--dialect ejabberd``
+writes); Prosody's pending request written without a namespace, its extra
+account fields as attributes and its ``<query version>`` (both ignored), and
+PEP forms listing unset options with no value.
 What xferd cannot keep (privacy rules other than blocking, MAM archives,
 SCRAM-SHA-512 keys) is skipped with a warning; so is an account left
 without usable credentials. The blocklist travels as XEP-0191 §7 has it: a
@@ -66,6 +68,7 @@ from server.xmpp.sasl import MECHANISMS_SCRAM, ScramCredentials, make_all_creden
 from server.xmpp.sasl import portable_salt
 from server.xmpp.stanza import from_text, to_text
 
+from . import pie_ejabberd
 from .api import SUBSCRIPTIONS, PepItem, PepNode, RosterItem, UserData
 
 _HASH_SIZES = {"SCRAM-SHA-1": hashlib.sha1().digest_size,
@@ -99,8 +102,13 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def user_element(host: str, username: str, data: UserData):
-    """The ``<user/>`` element of one account (XEP-0227 §4)."""
+def user_element(host: str, username: str, data: UserData, *,
+                 dialect: str = pie_ejabberd.STANDARD, first: str = "SCRAM-SHA-1"):
+    """The ``<user/>`` element of one account (XEP-0227 §4); *dialect*
+    ``ejabberd`` writes SCRAM values as ejabberd reads them, and *first* is the
+    mechanism whose credentials come first, the only ones ejabberd reads
+    (storage/pie_ejabberd.py)."""
+    scram_text = pie_ejabberd.encode if dialect == pie_ejabberd.DIALECT else _b64
     user = etree.Element(_q(PIE_NS, "user"), {"name": username}, nsmap={None: PIE_NS})
 
     def add(parent, tag, attrs=None, text=None):
@@ -112,12 +120,13 @@ def user_element(host: str, username: str, data: UserData):
         el.text = text
         return el
 
-    for mechanism, creds in sorted(data.credentials.items()):
+    for mechanism, creds in sorted(data.credentials.items(),
+                                   key=lambda pair: (pair[0] != first, pair[0])):
         scram = add(user, _q(SCRAM_NS, "scram-credentials"), {"mechanism": mechanism})
         add(scram, _q(SCRAM_NS, "iter-count"), text=str(creds.iterations))
-        add(scram, _q(SCRAM_NS, "salt"), text=_b64(creds.salt))
-        add(scram, _q(SCRAM_NS, "server-key"), text=_b64(creds.server_key))
-        add(scram, _q(SCRAM_NS, "stored-key"), text=_b64(creds.stored_key))
+        add(scram, _q(SCRAM_NS, "salt"), text=scram_text(creds.salt))
+        add(scram, _q(SCRAM_NS, "server-key"), text=scram_text(creds.server_key))
+        add(scram, _q(SCRAM_NS, "stored-key"), text=scram_text(creds.stored_key))
 
     if data.roster:
         query = add(user, _q(ROSTER_NS, "query"))
@@ -201,6 +210,7 @@ class Summary:
     #: exported accounts with a salt Prosody's SQL storage cuts: (JID, mechanisms)
     zero_byte_salts: list[tuple[str, list[str]]] = field(default_factory=list)
     sha1_only: int = 0          # accounts with SCRAM-SHA-1 keys only (Prosody keeps no others)
+    lacking_first: int = 0      # exported accounts without keys for the mechanism asked first
     skipped_users: list[str] = field(default_factory=list)
 
     def count(self, data: UserData) -> None:
@@ -222,7 +232,9 @@ class Summary:
                 f"{self.pep_items} items, {self.blocked} blocked JIDs)")
 
 
-async def export_user(store, host: str, username: str, path: Path) -> Summary:
+async def export_user(store, host: str, username: str, path: Path, *,
+                      dialect: str = pie_ejabberd.STANDARD,
+                      first: str = "SCRAM-SHA-1") -> Summary:
     """One account as a self-contained document: server-data → host → user."""
     data = await store.export_user(host, username)
     if data is None:
@@ -232,10 +244,12 @@ async def export_user(store, host: str, username: str, path: Path) -> Summary:
         xf.write_declaration()
         with xf.element(_q(PIE_NS, "server-data"), nsmap={None: PIE_NS}):
             with xf.element(_q(PIE_NS, "host"), {"jid": host}):
-                xf.write("\n", user_element(host, username, data), "\n")
+                xf.write("\n", user_element(host, username, data, dialect=dialect, first=first),
+                         "\n")
             xf.write("\n")
     note_zero_byte_salts(summary, host, username, data)
     summary.count(data)
+    summary.lacking_first += first not in data.credentials
     return summary
 
 
@@ -251,14 +265,23 @@ def user_filename(username: str) -> str:
 
 
 async def export_host(store, host: str, directory: Path, *,
+                      dialect: str = pie_ejabberd.STANDARD, first: str = "SCRAM-SHA-1",
                       progress: Callable[[int, int], None] | None = None,
                       every: int = 1000) -> Summary:
-    """A whole host in the XInclude layout under *directory*."""
+    """A whole host in the XInclude layout under *directory*.
+
+    XEP-0227 §5: ``main.xml`` → ``<host>.xml`` → one file per user. Dialect
+    ``ejabberd``: ``main.xml`` → one host file holding its users inline, the
+    layout ejabberd writes and the only one it reads (storage/pie_ejabberd.py).
+    """
     directory = Path(directory)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    users_dir = directory / user_filename(host)[:-4]
-    users_dir.mkdir(mode=0o700, exist_ok=True)
-    host_file = users_dir.name + ".xml"
+    if dialect == pie_ejabberd.DIALECT:
+        host_file, users_dir = pie_ejabberd.host_filename(host), None
+    else:
+        users_dir = directory / user_filename(host)[:-4]
+        users_dir.mkdir(mode=0o700, exist_ok=True)
+        host_file = users_dir.name + ".xml"
     with _create(directory / "main.xml") as out, etree.xmlfile(out, encoding="utf-8") as xf:
         xf.write_declaration()
         with xf.element(_q(PIE_NS, "server-data"), nsmap={None: PIE_NS, "xi": XI_NS}):
@@ -272,13 +295,18 @@ async def export_host(store, host: str, directory: Path, *,
                 data = await store.export_user(host, username)
                 if data is None:
                     continue                     # deleted while we were exporting
-                name = user_filename(username)
-                with _create(users_dir / name) as user_out, \
-                        etree.xmlfile(user_out, encoding="utf-8") as user_xf:
-                    user_xf.write_declaration()
-                    user_xf.write(user_element(host, username, data))
-                xf.write("\n", _include(quote(f"{users_dir.name}/{name}")))
+                element = user_element(host, username, data, dialect=dialect, first=first)
+                if users_dir is None:
+                    xf.write("\n", element)
+                else:
+                    name = user_filename(username)
+                    with _create(users_dir / name) as user_out, \
+                            etree.xmlfile(user_out, encoding="utf-8") as user_xf:
+                        user_xf.write_declaration()
+                        user_xf.write(element)
+                    xf.write("\n", _include(quote(f"{users_dir.name}/{name}")))
                 summary.count(data)
+                summary.lacking_first += first not in data.credentials
                 if progress and summary.users % every == 0:
                     progress(summary.users, len(usernames))
                 note_zero_byte_salts(summary, host, username, data)
@@ -316,7 +344,8 @@ def _legacy_scram(value: str) -> ScramCredentials:
     """ejabberd's ``password='scram:[HASH,]StoredKey,ServerKey,Salt,IterationCount'``.
 
     HASH (``sha256``, ``sha512``) is absent for SHA-1 in what ejabberd writes;
-    without it we go by the key length, as older xferd releases did.
+    without it we go by the key length, raw or (as ejabberd writes it) base64
+    text (storage/pie_ejabberd.py).
     """
     parts = value[len("scram:"):].split(",")
     hash_name = parts.pop(0).strip().lower() if len(parts) == 5 else None
@@ -325,7 +354,7 @@ def _legacy_scram(value: str) -> ScramCredentials:
     stored, server, salt, count = parts
     if hash_name is None:
         size = len(_unbase64(stored, "password='scram:…'"))
-        mechanism = {20: "SCRAM-SHA-1", 32: "SCRAM-SHA-256", 64: "SCRAM-SHA-512"}.get(size)
+        mechanism = pie_ejabberd.KEY_SIZES.get(size)
     else:
         mechanism = _LEGACY_HASHES.get(hash_name)
     if mechanism is None:
@@ -364,8 +393,14 @@ def _credentials(mechanism: str, count: str, salt: str, server_key: str, stored_
     if not count.isdigit() or int(count) < 1:
         raise ValueError(f"{what} with a bad iter-count")
     size = _HASH_SIZES[mechanism]
-    if len(server_b) != size or len(stored_b) != size or not salt_b:
-        raise ValueError(f"{what} with keys of the wrong size for {mechanism}")
+    if len(server_b) != size or len(stored_b) != size:
+        # ejabberd's form: each value base64-encoded twice
+        unwrapped = pie_ejabberd.unwrap(size, salt_b, server_b, stored_b)
+        if unwrapped is None:
+            raise ValueError(f"{what} with keys of the wrong size for {mechanism}")
+        salt_b, server_b, stored_b = unwrapped
+    if not salt_b:
+        raise ValueError(f"{what} with an empty salt")
     return ScramCredentials(mechanism, salt_b, int(count), stored_b, server_b)
 
 

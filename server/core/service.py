@@ -18,6 +18,7 @@ from ..config import Config
 from .events import Lifecycle
 from .hosts import Host
 from ..io.net import small_tls_buffers
+from ..io.memory import Trimmer
 from ..io.ratelimit import ConnectionCounter
 from .router import Router
 from ..io.tls import ServerTLS, ensure_certificate
@@ -44,6 +45,8 @@ class Xferd:
         self.ports: dict[str, int] = {}
         self._stopped = asyncio.Event()
         self._connections: set[asyncio.Task] = set()   # one per client connection
+        #: gives closed connections' freed memory back to the system (see io/memory.py)
+        self.trimmer = Trimmer()
 
     async def start(self) -> None:
         small_tls_buffers()
@@ -77,6 +80,7 @@ class Xferd:
                 await C2SSession(self, reader, writer, direct_tls=direct_tls).run()
             finally:
                 self._connections.discard(task)
+                self.trimmer.connection_closed()
 
         server = await asyncio.start_server(
             accept, host=interfaces, port=port, limit=2 ** 20,

@@ -18,7 +18,9 @@ each logged with progress:
    ``access_model=open`` so every contact's server can verify it — which
    also shows the new address to anyone who asks; ``--no-statement`` skips);
 8. send the outreach plan (``server/xmpp/outreach.py``) from the new account,
-   contact by contact: the pre-approval, then ``subscribe`` with ``<moved/>``;
+   contact by contact: the pre-approval, then ``subscribe`` with ``<moved/>``
+   (a new server without pre-approvals, RFC 6121 §3.4, passes a pre-approved
+   contact's request on to the tool instead, which approves it while it waits);
 9. watch for answers for ``--wait`` seconds, and report per contact:
    ``auto-updated`` (``subscribed`` came back within the wait — the contact's
    server verified the statement, XEP-0283 §4.4), ``approved`` (the
@@ -401,7 +403,7 @@ class Migration:
         answers = Answers({jid for jid, _, _ in todo})
         if todo and self.subscribed_before is None:
             self.subscribed_before = subscribed_to(await self.new_roster())
-        remove = self.new.on_stanza(answers.see)
+        removers = [self.new.on_stanza(answers.see), self.new.on_stanza(self.approver(plan))]
         try:
             if todo:
                 # priority -1: no messages are routed to this session (RFC 6121 §4.7.2.3)
@@ -416,8 +418,26 @@ class Migration:
             self.state.finish("outreach")
             await self.watch(plan, answers)
         finally:
-            remove()
+            for remove in removers:
+                remove()
         return answers
+
+    def approver(self, plan: Plan):
+        """A stanza handler that answers ``subscribed`` to a request from a
+        contact the plan pre-approves, once. Pre-approvals are optional (RFC
+        6121 §3.4; ejabberd 23.01 has none and drops ours), and then the
+        request a contact's server sends back after moving its item (XEP-0283
+        §4.4) reaches this session instead of being accepted by the server:
+        the answer is the one the pre-approval would have given."""
+        preapproved = set(plan.preapprove)
+
+        def approve(el) -> None:
+            jid = _bare(el.get("from"))
+            if el.tag == PRESENCE and el.get("type") == "subscribe" and jid in preapproved:
+                preapproved.discard(jid)
+                self.new.presence(to=jid, type="subscribed")
+                log.info("approved %s's request (the new server kept no pre-approval)", jid)
+        return approve
 
     async def watch(self, plan: Plan, answers: "Answers") -> None:
         asked = [jid for jid in plan.subscribe if jid in answers.contacts]

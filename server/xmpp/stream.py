@@ -499,12 +499,15 @@ class StreamParser:
                 if self._depth > self.max_depth:
                     raise StreamError("policy-violation",
                                       f"elements nested deeper than {self.max_depth}")
-                if len(obj.keys()) > self.max_attributes:       # the header's too
+                keys = obj.keys()
+                if len(keys) > self.max_attributes:       # the header's too
                     raise StreamError("policy-violation",
                                       f"more than {self.max_attributes} attributes on an element")
                 if self._depth == 1:
                     out.append(self._open(obj))
-                elif self._depth == 2:
+                    continue
+                _check_names(obj.tag, keys)
+                if self._depth == 2:
                     self._elements = 1
                 else:
                     self._elements += 1
@@ -517,7 +520,6 @@ class StreamParser:
                     tail = obj.tail
                     _detach(obj)
                     obj.tail = None
-                    _check_prefixes(obj)
                     # the stanza arrived whole before the text that follows it
                     out.append(Element(obj))
                     if tail is not None and tail.strip(_XML_SPACE_TEXT):
@@ -585,7 +587,7 @@ def _detach(stanza) -> None:
     holder.remove(stanza)
 
 
-def _check_prefixes(stanza) -> None:
+def _check_names(tag: str, attribute_names: list[str]) -> None:
     """libxml2 only warns about undeclared prefixes and names that are no
     QName (``a:``, ``:a``, ``p:b:c``), and keeps them as plain local names
     with the colon; XML namespaces make that a well-formedness error
@@ -593,21 +595,28 @@ def _check_prefixes(stanza) -> None:
 
     A namespace name with a brace in it is no URI either, and it would make
     the Clark notation ``{uri}local`` ambiguous for every reader of the tag
-    (the serialiser once wrote the part after the first '}' as the name)."""
-    for el in stanza.iter():
-        tag = el.tag
-        if isinstance(tag, str):
-            if ":" in tag.rpartition("}")[2]:
-                raise StreamError("not-well-formed",
-                                  f"undeclared prefix or no QName in <{tag}>")
-            if tag.count("{") + tag.count("}") > 2:
-                raise StreamError("not-well-formed", f"namespace name is no URI in <{tag}>")
-        for key in el.attrib:
+    (the serialiser once wrote the part after the first '}' as the name).
+    Checked as each element starts, with the names the parser has just
+    given: no second walk over the finished stanza."""
+    if _bad_name(tag):
+        if ":" in tag.rpartition("}")[2]:
+            raise StreamError("not-well-formed", f"undeclared prefix or no QName in <{tag}>")
+        raise StreamError("not-well-formed", f"namespace name is no URI in <{tag}>")
+    for key in attribute_names:
+        if _bad_name(key):
             if ":" in key.rpartition("}")[2]:
                 raise StreamError("not-well-formed",
                                   f"undeclared prefix or no QName in attribute {key}")
-            if key.count("{") + key.count("}") > 2:
-                raise StreamError("not-well-formed", f"namespace name is no URI in {key}")
+            raise StreamError("not-well-formed", f"namespace name is no URI in {key}")
+
+
+def _bad_name(name: str) -> bool:
+    """A colon in the local part of ``{uri}local`` or ``local``, or a brace
+    in the URI (XML names themselves have none)."""
+    close = name.rfind("}")
+    if close < 0:
+        return ":" in name or "{" in name
+    return ":" in name[close + 1:] or name.count("}") > 1 or name.count("{") > 1
 
 
 def _lxml_parser() -> etree.XMLPullParser:
@@ -684,6 +693,7 @@ STREAM_FOOTER = "</stream:stream>"
 
 #: prefixes every stream header we send declares, so elements can use them
 STREAM_PREFIXES = {STREAMS_NS: "stream", DIALBACK_NS: "db"}
+_BOUND_BY_DEFAULT = {XML_NS: "xml", **STREAM_PREFIXES}    # read only
 
 
 #: up to this many attributes an element's values come from ``items()``; lxml
@@ -717,122 +727,114 @@ def serialize(element, *, stream_ns: str = CLIENT_NS,
     stream. *prefixes* maps namespaces already bound by the stream header
     (``stream:``, ``db:``) to their prefix.
 
+    Namespaces the stream binds are written with their prefix. Any other
+    namespace is declared where it is needed: as the default namespace where
+    an element's differs from its parent's, and for an attribute as a prefix
+    ``a1``, ``a2``… on its element. Should those declarations repeat more
+    than _MAX_REPEATED_DECLARATIONS characters, the element is written again
+    with each such namespace given a prefix (``h1``, ``h2``…) declared once on
+    *element* (XML Namespaces §6.1: in scope for all it contains); only the
+    empty namespace and *stream_ns* stay defaults.
+
     The cost is linear in the size of the element: each element and
     attribute is visited once, whatever their number (see _ITEMS_AT_MOST),
-    and the output is at most a few times the input (see
-    _MAX_REPEATED_DECLARATIONS; escaping makes ``>`` four bytes).
+    and the output is at most a few times the input (escaping makes ``>``
+    four bytes).
     """
-    bound = {XML_NS: "xml", **(STREAM_PREFIXES if prefixes is None else prefixes)}
+    bound = _BOUND_BY_DEFAULT if prefixes is None else {XML_NS: "xml", **prefixes}
+    out: list[str] = []
     try:
-        out = _write(element, stream_ns, rehome_from, bound, hoist=False)
+        _write(element, stream_ns, stream_ns, rehome_from, bound, None, out, [0])
     except _Repetitive:
-        out = _write(element, stream_ns, rehome_from, bound, hoist=True)
+        hoisted: dict[str, str] = {}
+        out = []
+        _write(element, stream_ns, stream_ns, rehome_from, dict(bound), hoisted, out, [0])
+        out.insert(1, "".join(f' xmlns:{prefix}="{_escape_attr(ns)}"'
+                              for ns, prefix in hoisted.items()))
     if element.tail:
         del out[-1]                 # text after the element is not part of it
     return "".join(out)
 
 
-def _write(element, stream_ns, rehome_from, stream_prefixes, *, hoist: bool) -> list[str]:
-    """The writer proper. Namespaces the stream binds are written with their
-    prefix. Any other namespace is declared where it is needed: as the
-    default namespace where an element's differs from its parent's, and for
-    an attribute as a prefix ``a1``, ``a2``… on its element — until those
-    declarations pass _MAX_REPEATED_DECLARATIONS (raises _Repetitive).
-    With *hoist*, each of them gets a prefix (``h1``, ``h2``…) declared once
-    on *element* instead (XML Namespaces §6.1: in scope for all it
-    contains); only the empty namespace and *stream_ns* stay defaults."""
-    out: list[str] = []
-    append = out.append
-    bound = dict(stream_prefixes)   # namespace → prefix, for element names
-    hoisted: dict[str, str] = {}    # namespace → prefix declared on *element*
-    spelled: dict = {}              # (tag, default namespace) → how it is written
-    spent = 0
+def _hoisted_prefix(ns: str, hoisted: dict[str, str], bound: dict[str, str]) -> str:
+    prefix = hoisted.get(ns)
+    if prefix is None:
+        taken = set(bound.values())
+        prefix = f"h{len(hoisted) + 1}"
+        while prefix in taken:
+            prefix += "_"
+        hoisted[ns] = prefix
+    return prefix
 
-    def hoisted_prefix(ns):
-        prefix = hoisted.get(ns)
-        if prefix is None:
-            prefix = f"h{len(hoisted) + 1}"
-            while prefix in stream_prefixes.values():
-                prefix += "_"
-            hoisted[ns] = prefix
-        return prefix
 
-    def name_of(tag, default_ns):
-        if tag[0] == "{":
-            ns, _, local = tag[1:].rpartition("}")   # a local name has no '}'; a URI might
-        else:
-            ns, local = "", tag
-        if ns == rehome_from:
-            ns = stream_ns
-        if hoist and ns not in bound and ns and ns != stream_ns:
-            bound[ns] = hoisted_prefix(ns)
-        if ns in bound:
-            name = f"{bound[ns]}:{local}"
-            return "<" + name, f"</{name}>", default_ns, 0
+def _write(el, default_ns, stream_ns, rehome_from, bound, hoisted, out, spent) -> None:
+    """The writer proper (see :func:`serialize`): *hoisted* is None in the
+    usual style, else the namespaces given a prefix on the top element so
+    far; *spent* counts the characters of declarations written so far. A
+    plain recursive function: per call of serialize() it builds nothing but
+    its output, which is most of what a small stanza costs."""
+    tag = el.tag
+    if tag.__class__ is not str:          # comments/PIs never leave the server
+        if el.tail:
+            out.append(_escape_text(el.tail))
+        return
+    if tag[0] == "{":
+        ns, _, local = tag[1:].rpartition("}")     # a local name has no '}'; a URI might
+    else:
+        ns, local = "", tag
+    if ns == rehome_from:
+        ns = stream_ns
+    if hoisted is not None and ns and ns != stream_ns and ns not in bound:
+        bound[ns] = _hoisted_prefix(ns, hoisted, bound)
+    if ns in bound:
+        name = f"{bound[ns]}:{local}"
+        out.append("<" + name)
+        child_default = default_ns
+    else:
+        name = local
+        child_default = ns
         if ns != default_ns:
             declaration = f' xmlns="{_escape_attr(ns)}"'
-            return f"<{local}{declaration}", f"</{local}>", ns, len(declaration)
-        return "<" + local, f"</{local}>", ns, 0
-
-    def write(el, default_ns):
-        nonlocal spent
-        tag = el.tag
-        if tag.__class__ is not str:          # comments/PIs never leave the server
-            if el.tail:
-                append(_escape_text(el.tail))
-            return
-        written = spelled.get((tag, default_ns))
-        if written is None:
-            written = spelled[(tag, default_ns)] = name_of(tag, default_ns)
-        start, end, child_default, cost = written
-        if cost and not hoist:
-            spent += cost
-            if spent > _MAX_REPEATED_DECLARATIONS:
+            spent[0] += len(declaration)
+            if spent[0] > _MAX_REPEATED_DECLARATIONS:
                 raise _Repetitive
-        append(start)
-        keys = el.keys()                      # linear, unlike items()
-        if keys:
-            extra = 0
-            items = el.items() if len(keys) <= _ITEMS_AT_MOST else \
-                [(a.attrname, str(a)) for a in _ATTRIBUTE_AXIS(el)]
-            for key, value in items:
-                if key[0] == "{":
-                    ans, _, alocal = key[1:].rpartition("}")
-                    if ans == XML_NS:
-                        key = "xml:" + alocal
-                    elif hoist:
-                        key = f"{hoisted_prefix(ans)}:{alocal}"
-                    else:
-                        extra += 1
-                        declaration = f' xmlns:a{extra}="{_escape_attr(ans)}"'
-                        spent += len(declaration)
-                        if spent > _MAX_REPEATED_DECLARATIONS:
-                            raise _Repetitive
-                        append(declaration)
-                        key = f"a{extra}:{alocal}"
-                append(f' {key}="{_escape_attr(value)}"')
-        text = el.text
-        if text is None and not len(el):
-            append("/>")
+            out.append("<" + name + declaration)
         else:
-            append(">")
-            if text:
-                append(_escape_text(text))
-            for child in el:
-                write(child, child_default)
-            append(end)
-        tail = el.tail
-        if tail:
-            append(_escape_text(tail))
-
-    write(element, stream_ns)
-    # write() calls itself through its closure, a reference cycle that would
-    # keep all of `out` until Python's next full garbage collection
-    write = None
-    if hoisted:                               # right after the top element's name
-        out.insert(1, "".join(f' xmlns:{prefix}="{_escape_attr(ns)}"'
-                              for ns, prefix in hoisted.items()))
-    return out
+            out.append("<" + name)
+    keys = el.keys()                      # linear, unlike items()
+    if keys:
+        items = el.items() if len(keys) <= _ITEMS_AT_MOST else \
+            [(a.attrname, str(a)) for a in _ATTRIBUTE_AXIS(el)]
+        extra = 0
+        for key, value in items:
+            if key[0] == "{":
+                ans, _, alocal = key[1:].rpartition("}")
+                if ans == XML_NS:
+                    key = "xml:" + alocal
+                elif hoisted is not None:
+                    key = f"{_hoisted_prefix(ans, hoisted, bound)}:{alocal}"
+                else:
+                    extra += 1
+                    declaration = f' xmlns:a{extra}="{_escape_attr(ans)}"'
+                    spent[0] += len(declaration)
+                    if spent[0] > _MAX_REPEATED_DECLARATIONS:
+                        raise _Repetitive
+                    out.append(declaration)
+                    key = f"a{extra}:{alocal}"
+            out.append(f' {key}="{_escape_attr(value)}"')
+    text = el.text
+    if text is None and not len(el):
+        out.append("/>")
+    else:
+        out.append(">")
+        if text:
+            out.append(_escape_text(text))
+        for child in el:
+            _write(child, child_default, stream_ns, rehome_from, bound, hoisted, out, spent)
+        out.append(f"</{name}>")
+    tail = el.tail
+    if tail:
+        out.append(_escape_text(tail))
 
 
 def _escape_text(s: str) -> str:

@@ -14,7 +14,7 @@ import pytest
 
 from tests.harness import REPO
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
 
 
 def test_bench_every_scenario_xferd_only(tmp_path):
@@ -24,8 +24,11 @@ def test_bench_every_scenario_xferd_only(tmp_path):
     done = subprocess.run([str(REPO / "scripts" / "bench"), "--quick", "--no-prosody",
                            "--clients", "5", "--messages", "5", "--repeats", "2",
                            "--pace-rate", "200", "--pace-seconds", "0.5", "--idle", "20",
+                           "--idle-cycles", "2", "--soak-clients", "3", "--soak-rate", "50",
+                           "--soak-seconds", "1",
+                           "--scenarios", "login,messages,idle,roster,migration,soak",
                            "--roster", "30", "--contacts", "6", "--json", str(out)],
-                          capture_output=True, text=True, timeout=110, env=env, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=170, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     for label in ("login rate", "message throughput", "paced latency p99",
                   "server RSS per idle connection", "roster fetch",
@@ -36,7 +39,7 @@ def test_bench_every_scenario_xferd_only(tmp_path):
     document = json.loads(out.read_text())
     assert document["parameters"]["clients"] == 5
     assert document["parameters"]["scenarios"] == ["login", "messages", "idle", "roster",
-                                                   "migration"]
+                                                   "migration", "soak"]
     assert document["machine"]["cpu_count"] >= 1
     assert document["machine"]["lxml"] and document["machine"]["python"]
     assert "prosody" not in document["results"] and document["ratios"] == {}
@@ -61,6 +64,12 @@ def test_bench_every_scenario_xferd_only(tmp_path):
     idle = xferd["idle"]
     assert idle["k_requested"] == idle["k_reached"] == 20 and idle["limited_by"] is None
     assert idle["kb_per_connection"] is not None and idle["rss_after_mb"] > 0
+    assert idle["cycles"] == 2 and len(idle["rss_after_close_by_cycle_mb"]) == 2
+    assert idle["rss_growth_over_cycles_mb"] is not None
+
+    soak = xferd["soak"]
+    assert soak["sessions"] == 3 and soak["sent"] == soak["delivered"] == 50
+    assert soak["rss_end_mb"] > 0 and soak["rss_after_first_minute_mb"] is None   # 1 s run
 
     roster = xferd["roster"]
     assert roster["items"] == roster["expected"] == 30 and roster["bytes"] > 30 * 40

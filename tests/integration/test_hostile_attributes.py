@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests.harness import RawClient, header, login
+from tests.harness import STREAMS, RawClient, header, login
 
 pytestmark = pytest.mark.hostile
 
@@ -139,3 +139,29 @@ async def test_a_stanza_at_the_element_limit_is_delivered(server, bystander):
     assert got["id"] == "at-limit"
     assert len(got.xml.find("{urn:x:many}many")) == 8189
     await raw.close()
+
+
+async def test_a_server_peer_gets_the_same_limits_before_dialback(server, bystander):
+    """s2s: the limits are the parser's, so a peer that has not even started
+    dialback (XEP-0220 §2.1) is refused the same way — too many attributes on
+    one element, then too many elements in one stanza — each with
+    ``<policy-violation/>`` and the stream closed, while the bystander's
+    round trips stay short."""
+    opening = (f"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+               f"xmlns:stream='{STREAMS}' xmlns:db='jabber:server:dialback' "
+               f"to='localhost' from='evil.example' version='1.0'>")
+    for stanza in (f"<db:result from='evil.example' to='localhost' {attributes(5000)}>"
+                   f"k</db:result>",
+                   f"<message from='a@evil.example' to='bob@localhost'>{'<a/>' * 9000}"
+                   f"</message>"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.s2s_port)
+        writer.write((opening + stanza).encode())
+        received = b""
+        try:
+            while chunk := await asyncio.wait_for(reader.read(65536), 10):
+                received += chunk          # until the server hangs up
+        finally:
+            writer.close()
+        assert b"<policy-violation" in received, received[-300:]
+        assert received.rstrip().endswith(b"</stream:stream>"), received[-300:]
+        assert await _timed_ping(bystander) < 1

@@ -190,3 +190,43 @@ async def test_account_with_sha1_keys_only_is_upgraded_by_a_plain_login(make_ser
     (await login(new, "gina@localhost/d", "gina-pass", mechanism="PLAIN")).disconnect()
     (await login(new, "gina@localhost/e", "gina-pass", mechanism="SCRAM-SHA-256")).disconnect()
     (await login(new, "gina@localhost/f", "gina-pass", mechanism="SCRAM-SHA-1")).disconnect()
+
+
+async def test_ejabberd_dialect_export_is_read_back_by_xferd(make_server, tmp_path):
+    """``xferd export --host D --dialect ejabberd``: ejabberd's own layout (XEP-0227
+    §5 allows any: the main file including one host file that holds its users
+    inline), every file owner-only (§6), SCRAM values base64 twice; another
+    xferd imports it and the users log in with both mechanisms."""
+    old = make_server(start=False)
+    for name in ("alice", "bob", "carol"):
+        old.adduser(f"{name}@localhost", f"{name}-pass")
+    old.start()
+    await _make_data(old)
+    out = tmp_path / "ejabberd"
+    done = old.cli("export", "--host", "localhost", "--dialect", "ejabberd", "-o", str(out),
+                   "--progress-every", "2")
+    assert done.returncode == 0, done.stderr
+    assert "export: 2/3 users of localhost" in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["localhost.xml", "main.xml"]
+    for path in out.iterdir():
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+    assert "<xi:include" in (out / "main.xml").read_text()
+    host_text = (out / "localhost.xml").read_text()
+    assert "xi:include" not in host_text and host_text.count("<user ") == 3
+    assert "alice-pass" not in host_text and "password" not in host_text
+    # the default dialect is left as it was: one file per user
+    assert old.cli("export", "--host", "localhost", "-o", str(tmp_path / "std")).returncode == 0
+    assert sorted(p.name for p in (tmp_path / "std" / "localhost").iterdir()) == \
+        ["alice.xml", "bob.xml", "carol.xml"]
+
+    new = make_server()
+    done = new.cli("import", str(out / "main.xml"))
+    assert done.returncode == 0, done.stderr
+    assert "imported 3 users (2 roster items, 1 pending subscriptions, 1 offline messages, " \
+           "1 private fragments, 1 vCards, 1 PEP nodes with 1 items, 1 blocked JIDs)" \
+           in done.stderr, done.stderr
+    assert not [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    for name, mechanism in (("alice", "SCRAM-SHA-256"), ("bob", "SCRAM-SHA-1")):
+        (await login(new, f"{name}@localhost/x", f"{name}-pass", mechanism=mechanism)
+         ).disconnect()
+    await login(new, "carol@localhost/x", "carol-pass!", expect="failed_auth")

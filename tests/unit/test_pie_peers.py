@@ -7,12 +7,14 @@ newlines, namespace declarations, element order), not in content:
   ``YYYYMMDD-hhmmss.xml`` holding one ``<xi:include/>`` per host, and a host
   file ``YYYYMMDD-hhmmss_host_with_underscores.xml`` with every ``<user/>``
   inline, all on one line; one ``<scram-credentials/>`` per user in the
-  server's ``auth_scram_hash`` (SHA-1, SHA-256 or SHA-512), or
-  ``password='…'`` for plain storage; offline messages with ejabberd's
+  server's ``auth_scram_hash`` (SHA-1, SHA-256 or SHA-512), its salt and keys
+  base64-encoded twice (storage/pie_ejabberd.py), or ``password='…'`` for
+  plain storage; offline messages with ejabberd's
   "Offline Storage" delay, vCard, privacy lists, roster, pending requests as
   presences (with their status), private XML; no PEP, no MAM.
 * older ejabberd documents, which its importer still reads: the legacy
-  namespace and ``password='scram:[sha256,|sha512,]StoredKey,ServerKey,Salt,Count'``.
+  namespace and ``password='scram:[sha256,|sha512,]StoredKey,ServerKey,Salt,Count'``,
+  the values base64-encoded twice as well.
 * Prosody 0.12 (``mod_storage_xep0227``, written by prosody-migrator or
   ``storage = "xep0227"``; checked against Debian's 0.12.3 by
   tests/interop/test_prosody_pie.py): one file per user, no XML declaration,
@@ -22,9 +24,10 @@ newlines, namespace declarations, element order), not in content:
   a namespace (so in the PIE one), a PEP form listing every option with empty
   values for defaults, and a MAM archive.
 
-Without an ejabberd install the ejabberd shapes come from reading
-src/ejabberd_piefxis.erl (export_user, format_scram_password, get_roster,
-get_offline, make_piefxis_*_head) and parse_scram_password for the legacy form.
+The ejabberd shapes come from reading src/ejabberd_piefxis.erl (export_user,
+format_scram_password, get_roster, get_offline, make_piefxis_*_head,
+parse_scram_password for the legacy form) and were checked against files
+ejabberd 23.01 wrote (tests/interop/test_ejabberd_pie.py).
 """
 
 import base64
@@ -36,6 +39,7 @@ import pytest
 from server.xmpp import timestamps
 from server.xmpp.sasl import check_password, make_credentials
 from storage import pie
+from storage.pie_ejabberd import encode as ejabberd_b64
 
 XI = pie.XI_NS
 STAMP = "20250102-030405"
@@ -46,10 +50,11 @@ def b64(data: bytes) -> str:
 
 
 def scram_xml(creds, order=("iter-count", "salt", "server-key", "stored-key"), *,
-              mechanism=None) -> str:
-    """ejabberd's child order by default; Prosody's is server-key, stored-key, iter-count, salt."""
-    values = {"iter-count": str(creds.iterations), "salt": b64(creds.salt),
-              "server-key": b64(creds.server_key), "stored-key": b64(creds.stored_key)}
+              mechanism=None, encode=b64) -> str:
+    """ejabberd's child order by default (pass encode=ejabberd_b64 for its
+    values); Prosody's is server-key, stored-key, iter-count, salt."""
+    values = {"iter-count": str(creds.iterations), "salt": encode(creds.salt),
+              "server-key": encode(creds.server_key), "stored-key": encode(creds.stored_key)}
     return (f"<scram-credentials xmlns='{pie.SCRAM_NS}' "
             f"mechanism='{mechanism or creds.mechanism}'>"
             + "".join(f"<{n}>{values[n]}</{n}>" for n in order) + "</scram-credentials>")
@@ -97,7 +102,7 @@ def test_ejabberd_host_export(tmp_path):
     alice_creds = make_credentials("alice-pass", "SCRAM-SHA-256", 4096)
     salt, stored, server = sha512_keys()
     alice = (
-        "<user name='alice'>" + scram_xml(alice_creds)
+        "<user name='alice'>" + scram_xml(alice_creds, encode=ejabberd_b64)
         + "<offline-messages><message xml:lang='en' to='alice@example.org' "
           "from='bob@example.net/phone' type='chat' id='m1' xmlns='jabber:client'>"
           "<body>while you were away</body><delay xmlns='urn:xmpp:delay' from='example.org' "
@@ -118,8 +123,9 @@ def test_ejabberd_host_export(tmp_path):
           "<conference jid='room@muc.example.org' autojoin='true' name='Room'/></storage>"
           "</query></user>")
     bob = ("<user name='bob'><scram-credentials xmlns='urn:xmpp:pie:0#scram' "
-           f"mechanism='SCRAM-SHA-512'><iter-count>4096</iter-count><salt>{b64(salt)}</salt>"
-           f"<server-key>{b64(server)}</server-key><stored-key>{b64(stored)}</stored-key>"
+           f"mechanism='SCRAM-SHA-512'><iter-count>4096</iter-count>"
+           f"<salt>{ejabberd_b64(salt)}</salt><server-key>{ejabberd_b64(server)}</server-key>"
+           f"<stored-key>{ejabberd_b64(stored)}</stored-key>"
            "</scram-credentials><vCard xmlns='vcard-temp'><FN>Bob</FN></vCard></user>")
     carol = "<user name='carol' password='carol-pass'/>"
     main, host_file = one_host(tmp_path, alice + bob + carol)
@@ -172,8 +178,8 @@ def test_ejabberd_main_file_may_name_several_hosts(tmp_path):
 # -- older ejabberd: legacy namespace, password='scram:…' -------------------------------------
 
 def legacy_scram(creds, hash_name: str | None = None) -> str:
-    parts = [b64(creds.stored_key), b64(creds.server_key), b64(creds.salt),
-             str(creds.iterations)]
+    parts = [ejabberd_b64(creds.stored_key), ejabberd_b64(creds.server_key),
+             ejabberd_b64(creds.salt), str(creds.iterations)]
     return "scram:" + ",".join(([hash_name] if hash_name else []) + parts)
 
 
@@ -181,7 +187,8 @@ def test_legacy_ejabberd_scram_passwords(tmp_path):
     sha1 = make_credentials("one-pass", "SCRAM-SHA-1", 4096)
     sha256 = make_credentials("two-pass", "SCRAM-SHA-256", 4096)
     salt, stored, server = sha512_keys()
-    sha512 = f"scram:sha512,{b64(stored)},{b64(server)},{b64(salt)},4096"
+    sha512 = (f"scram:sha512,{ejabberd_b64(stored)},{ejabberd_b64(server)},"
+              f"{ejabberd_b64(salt)},4096")
     main, host_file = one_host(
         tmp_path, f"<user name='one' password='{legacy_scram(sha1)}'/>"
                   f"<user name='two' password='{legacy_scram(sha256, 'sha256')}'/>"

@@ -6,7 +6,7 @@ generator (one asyncio process, raw sockets + TLS, standard XMPP only) in the
 same run. Every figure is reported for both servers with the ratio
 xferd/Prosody; the load generator's own CPU is reported beside the phases.
 
-Scenarios (--scenarios, comma-separated; default all):
+Scenarios (--scenarios, comma-separated; default all but soak):
 
   login      N clients connect, STARTTLS, SCRAM-SHA-1, bind, initial presence,
              --concurrency at a time: logins/s, p50/p99 login latency.
@@ -18,6 +18,9 @@ Scenarios (--scenarios, comma-separated; default all):
   idle       K idle authenticated connections (--idle K) on a fresh server:
              server RSS per connection ((RSS after − before) / K). RLIMIT_NOFILE
              is raised soft→hard; if K does not fit, the K reached is reported.
+             With --idle-cycles N the K sessions log in and close N times over
+             and the RSS after each close is reported: memory must come back or
+             be reused, not climb from cycle to cycle.
   roster     a user with R roster items (--roster R, put into storage before
              the run) logs in and fetches the roster: time and bytes.
   migration  mover@old.test → mover@new.test with C contacts (--contacts C)
@@ -25,6 +28,10 @@ Scenarios (--scenarios, comma-separated; default all):
              only with mod_auto_moved installed) and XEP-0015 (xferd transfer,
              xferd only): wall time until every contact's roster shows the new
              JID.
+  soak       --soak-clients sessions (default 2000) on a fresh server carry a
+             paced --soak-rate msgs/s (default 1000) for --soak-seconds
+             (default 600); the server's RSS is read every 5 s: growth after
+             the first minute, delivered/sent, paced latency. Only when named.
 
 login/messages (and the roster fetch) are repeated (--repeats, default 3; the
 servers alternate) and reported as median with the min–max spread, because a
@@ -61,13 +68,14 @@ from pathlib import Path
 
 from lxml import etree
 
-from . import chart, idle, login, messages, migration, prosody_server, report, roster
+from . import chart, idle, login, messages, migration, prosody_server, report, roster, soak
 from .procs import raise_fd_limit
 from .prosody_server import ProsodyServer
 from .seed import plain
 from .xferd_server import XferdServer, limits_off, xferd_version
 
-SCENARIOS = ("login", "messages", "idle", "roster", "migration")
+SCENARIOS = ("login", "messages", "idle", "roster", "migration", "soak")
+DEFAULT_SCENARIOS = SCENARIOS[:-1]      # the soak runs only when asked for: it takes minutes
 PASSWORD = login.PASSWORD
 QUICK = {"clients": 200, "messages": 50, "pace_seconds": 2.0, "idle": 500, "roster": 1000,
          "contacts": 200}
@@ -83,8 +91,9 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true",
                    help="small sizes, under 2 minutes: " +
                         ", ".join(f"{k}={v:g}" for k, v in QUICK.items()))
-    p.add_argument("--scenarios", default=",".join(SCENARIOS),
-                   help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)")
+    p.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
+                   help=f"comma-separated subset of {','.join(SCENARIOS)} "
+                        f"(default: {','.join(DEFAULT_SCENARIOS)})")
     p.add_argument("--clients", type=int, help=f"N, login/messages (default {FULL['clients']})")
     p.add_argument("--messages", type=int, help=f"M per client (default {FULL['messages']})")
     p.add_argument("--window", type=int, default=10, help="messages in flight per sender "
@@ -99,6 +108,15 @@ def parse_args(argv):
                         "at least 50)")
     p.add_argument("--idle", type=int, metavar="K",
                    help=f"idle connections (default {FULL['idle']})")
+    p.add_argument("--idle-cycles", type=int, default=1, metavar="N",
+                   help="idle: log the K sessions in and close them N times over, reading "
+                        "the server's RSS after each close (default 1)")
+    p.add_argument("--soak-clients", type=int, default=2000, metavar="N",
+                   help="soak: sessions carrying the paced load (default 2000)")
+    p.add_argument("--soak-rate", type=float, default=1000.0,
+                   help="soak: messages per second (default 1000)")
+    p.add_argument("--soak-seconds", type=float, default=600.0,
+                   help="soak: length (default 600)")
     p.add_argument("--roster", type=int, metavar="R",
                    help=f"roster items (default {FULL['roster']})")
     p.add_argument("--contacts", type=int, metavar="C",
@@ -130,8 +148,12 @@ def parse_args(argv):
         p.error(f"unknown scenario(s): {', '.join(sorted(unknown))}; known: {', '.join(SCENARIOS)}")
     if args.clients < 2:
         p.error("--clients must be at least 2")
-    if min(args.repeats, args.idle, args.roster, args.contacts, args.messages) < 1:
-        p.error("--repeats, --idle, --roster, --contacts and --messages must be at least 1")
+    if min(args.repeats, args.idle, args.roster, args.contacts, args.messages,
+           args.idle_cycles) < 1:
+        p.error("--repeats, --idle, --idle-cycles, --roster, --contacts and --messages "
+                "must be at least 1")
+    if args.soak_clients < 2 or args.soak_rate <= 0 or args.soak_seconds <= 0:
+        p.error("--soak-clients must be at least 2, --soak-rate and --soak-seconds positive")
     args.prosody_plugin_path = [Path(d) for d in args.prosody_plugin_path]
     return args
 
@@ -244,10 +266,31 @@ class Bench:
                 print(f"{kind}: idle, {self.args.idle} connections (pid {server.pid})",
                       file=sys.stderr)
                 figures = asyncio.run(idle.measure(server, self.args.idle, PASSWORD,
-                                                   max(self.args.concurrency, 50)))
+                                                   max(self.args.concurrency, 50),
+                                                   cycles=self.args.idle_cycles))
                 self.results[kind]["idle"] = figures
             except Exception as exc:                  # noqa: BLE001 — reported, run goes on
                 self.failure(kind, "idle", server, exc)
+            finally:
+                if server is not None:
+                    server.stop()
+
+    # -- soak: a fresh server each ---------------------------------------------------------------
+    def soak(self) -> None:
+        args = self.args
+        for kind in self.kinds:
+            server = None
+            try:
+                server = self.make(kind, "soak")
+                server.seed(plain(server.domain, soak.users(args.soak_clients)), PASSWORD)
+                server.start()
+                print(f"{kind}: soak, {args.soak_clients} sessions, {args.soak_rate:g} msgs/s "
+                      f"for {args.soak_seconds:g} s (pid {server.pid})", file=sys.stderr)
+                self.results[kind]["soak"] = asyncio.run(soak.measure(
+                    server, args.soak_clients, args.soak_rate, args.soak_seconds, PASSWORD,
+                    max(args.concurrency, 50)))
+            except Exception as exc:                  # noqa: BLE001 — reported, run goes on
+                self.failure(kind, "soak", server, exc)
             finally:
                 if server is not None:
                     server.stop()
@@ -339,7 +382,7 @@ def main(argv=None) -> int:
         bench = Bench(args, Path(tmp), iterations)
         timings = {}
         for group, chosen in (("core", {"login", "messages", "roster"}), ("idle", {"idle"}),
-                              ("migration", {"migration"})):
+                              ("migration", {"migration"}), ("soak", {"soak"})):
             if chosen & set(args.scenarios):
                 t = time.monotonic()
                 try:
@@ -362,6 +405,8 @@ def main(argv=None) -> int:
             "clients": args.clients, "messages": args.messages, "window": args.window,
             "pace_rate": args.pace_rate, "pace_seconds": args.pace_seconds,
             "login_concurrency": args.concurrency, "idle_connections": args.idle,
+            "idle_cycles": args.idle_cycles, "soak_clients": args.soak_clients,
+            "soak_rate": args.soak_rate, "soak_seconds": args.soak_seconds,
             "roster_items": args.roster, "contacts": args.contacts,
             "mechanism": "SCRAM-SHA-1", "iterations": iterations,
             "prosody_default_iterations": prosody_iterations,

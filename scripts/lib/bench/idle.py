@@ -5,7 +5,10 @@ On a freshly started server, a few warm-up sessions log in first (so that
 what is loaded once — modules, TLS context, caches — is not counted), then the
 server's resident set is read (/proc/PID/smaps_rollup), K sessions log in, the
 server settles for a moment and its resident set is read again:
-bytes per connection = (RSS after − RSS before) / K reached.
+bytes per connection = (RSS after − RSS before) / K reached. With ``cycles``
+above 1, the same K sessions log in and close again that many times, and the
+RSS after each close shows whether closed sessions' memory comes back (or is
+reused) or piles up.
 
 Descriptors: one per connection on each side. The benchmark raised its soft
 RLIMIT_NOFILE to the hard limit at start (the servers inherit it); if K does
@@ -39,7 +42,7 @@ def users(k: int) -> list[str]:
     return [f"idle{i}" for i in range(k + WARMUP)]
 
 
-async def measure(server, k: int, password: str, concurrency: int) -> dict:
+async def measure(server, k: int, password: str, concurrency: int, *, cycles: int = 1) -> dict:
     names = users(k)
     tls = client_context(server.cert())
     warm = await login_all("127.0.0.1", server.c2s_port, server.domain, names[:WARMUP],
@@ -82,8 +85,21 @@ async def measure(server, k: int, password: str, concurrency: int) -> dict:
     started = time.perf_counter()
     await asyncio.gather(*(c.close() for c in held.clients + warm.clients))
     closing = time.perf_counter() - started
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(SETTLE)
     rss2 = rss_bytes(server.pid)
+
+    after_close = [rss2]
+    for _ in range(cycles - 1):
+        again = await login_all("127.0.0.1", server.c2s_port, server.domain,
+                                names[WARMUP:WARMUP + target], password, tls,
+                                concurrency=concurrency, idle=True)
+        await asyncio.sleep(SETTLE)
+        await asyncio.gather(*(c.close() for c in again.clients))
+        await asyncio.sleep(SETTLE)
+        after_close.append(rss_bytes(server.pid))
+        print(f"{server.name}: idle: cycle {len(after_close)}/{cycles}: "
+              f"{len(again.clients)} sessions, RSS after close "
+              f"{after_close[-1] / 2**20:.1f} MiB", file=sys.stderr)
 
     limited_by = None
     if target < k:
@@ -106,4 +122,9 @@ async def measure(server, k: int, password: str, concurrency: int) -> dict:
         "idle_server_cpu_pct": round(100 * idle_cpu / IDLE_WINDOW, 2),
         "loadgen_kb_per_connection": round((own1 - own0) / reached / 1024, 2) if reached else None,
         "close_s": round(closing, 2),
+        "cycles": cycles,
+        "rss_after_close_by_cycle_mb": [round(r / 2**20, 2) for r in after_close],
+        # memory that comes back (or is reused) shows as ~0 here; a leak as K × its size
+        "rss_growth_over_cycles_mb": round((max(after_close[1:]) - after_close[0]) / 2**20, 2)
+        if cycles > 1 else None,
     }

@@ -37,6 +37,7 @@ FIGURES = [
     ("idle.kb_kept_after_close_per_connection", "RSS kept after they closed", "KiB/conn", "-"),
     ("idle.idle_server_cpu_pct", "server CPU with K idle", "% of 1 core", "-"),
     ("idle.ramp_logins_per_s", "idle ramp-up rate", "logins/s", "-"),
+    ("idle.rss_growth_over_cycles_mb", "RSS growth, cycles 2..n vs 1", "MiB", "-"),
     ("roster.fetch_ms", "roster fetch", "ms", "lower"),
     ("roster.login_and_fetch_ms", "login + roster fetch", "ms", "lower"),
     ("roster.bytes", "roster answer size", "bytes", "-"),
@@ -49,6 +50,12 @@ FIGURES = [
     ("transfer.half_updated_s", "XEP-0015: half of them updated", "s", "lower"),
     ("transfer.updated", "XEP-0015: contacts updated", "", "-"),
     ("transfer.tool_s", "XEP-0015: xferd transfer run", "s", "-"),
+    ("soak.sessions", "soak: sessions", "", "-"),
+    ("soak.delivered", "soak: messages delivered", "", "-"),
+    ("soak.p99_ms", "soak: paced latency p99", "ms", "lower"),
+    ("soak.rss_after_first_minute_mb", "soak: RSS after the first minute", "MiB", "lower"),
+    ("soak.rss_end_mb", "soak: RSS at the end", "MiB", "lower"),
+    ("soak.rss_growth_after_first_minute_mb", "soak: RSS growth after minute 1", "MiB", "-"),
 ]
 
 

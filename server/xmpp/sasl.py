@@ -52,7 +52,7 @@ __all__ = [
 MECHANISMS_SCRAM = ("SCRAM-SHA-256", "SCRAM-SHA-1")
 DEFAULT_ITERATIONS = 4096
 #: bytes in a salt we make; see :func:`new_salt`
-SALT_SIZE = 17
+SALT_SIZE = 16
 _HASHES = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256"}
 
 # RFC 6120 §6.5 failure conditions.
@@ -133,8 +133,14 @@ def new_salt() -> bytes:
     holds one cannot log in there after its export is imported
     (``prosody-migrator`` into ``storage = "sql"``); Prosody's file storage
     keeps such salts whole. So every byte is drawn uniformly from the 255
-    non-zero values: 17 of them carry 17·log2(255) ≈ 135.9 bits, more than
-    the 128 bits NIST SP 800-132 §5.1 asks of a salt (16 would carry 127.9).
+    non-zero values. 16 of them, the size of the salts made before, carry
+    16·log2(255) ≈ 127.9 bits: as unique as any salt needs to be (one
+    collision expected after ~2^64 salts), a hair under the 128 bits NIST
+    SP 800-132 §5.1 names. The size stays 16 on purpose: unknown users get
+    fake salts of the size of real ones (:func:`_fake_salt`), so that SCRAM
+    probing cannot tell which accounts exist; a new size would set every
+    account made before apart from unknown users for as long as it keeps
+    its salt (a SCRAM login never renews one).
     Salts made before may hold a zero: :func:`portable_salt` tells, and a
     PLAIN login replaces them (:attr:`PlainServer.renewed`).
     """

@@ -185,8 +185,18 @@ def _parse(lines: list[str]):
 
 def _canonical(element) -> bytes:
     """The stanza as both ends of an s2s stream see it: RFC 6120 §8 stanzas
-    travel unchanged, but attribute order and whitespace may differ."""
-    return hashlib.sha256(etree.tostring(element, method="c14n")).digest()
+    travel unchanged, but attribute order and whitespace may differ. (Not
+    C14N: libxml2's refuses relative namespace names such as ``vcard-temp``.)"""
+    digest = hashlib.sha256()
+    for event, el in etree.iterwalk(element, events=("start", "end")):
+        if event == "end":
+            digest.update(b"\x00/" + (el.tail or "").strip().encode())
+            continue
+        digest.update(b"\x00<" + str(el.tag).encode())
+        for name, value in sorted(el.attrib.items()):
+            digest.update(b"\x01" + name.encode() + b"=" + value.encode())
+        digest.update(b"\x02" + (el.text or "").strip().encode())
+    return digest.digest()
 
 
 def _domain(jid: str | None) -> str | None:

@@ -47,7 +47,7 @@ line.life.server { stroke: #2f4a6e; stroke-dasharray: none; stroke-width: 1.2; }
 .time, .arrow text.time, .note text.time { text-anchor: start; }
 .time { fill: #6b7788; font-size: 11px; font-variant-numeric: tabular-nums; }
 .arrow { cursor: pointer; }
-.arrow line.wire { stroke-width: 1.6; }
+.arrow line.wire { stroke-width: 2; }
 .arrow.c2s line.wire { stroke: #2463b8; } .arrow.s2s line.wire { stroke: #c8611a; }
 .arrow.one line.wire { stroke-dasharray: 6 4; }
 .arrow line.hit { stroke: transparent; stroke-width: 14; }

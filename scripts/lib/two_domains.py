@@ -371,7 +371,8 @@ def write_diagram(command: str, output: str) -> int:
         with open(workdir(domain) / "xferd.log", "rb") as log, open(trace, "wb") as out:
             log.seek(_diagram_from.get(domain, 0))
             out.write(log.read())
-        traces.append(str(trace))
+        # as the page names them: data/two-domains/…, not the whole path
+        traces.append(str(trace.relative_to(REPO)) if trace.is_relative_to(REPO) else str(trace))
     output = os.path.join(os.environ.get("TWO_DOMAINS_CALLER_DIR", os.getcwd()), output)
     done = subprocess.run([*XFERD, "diagram", *traces, "-o", output,
                            "--title", f"scripts/two-domains {command}"], cwd=REPO)

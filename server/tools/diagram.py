@@ -29,6 +29,7 @@ stanza's XML shown up to :data:`MAX_XML` characters.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import heapq
 import re
@@ -304,7 +305,32 @@ def _events(index: int, path: Path) -> Iterator[tuple]:
         yield (record.time, 1 if late else 0, index, seq), record
 
 
-def build(paths: list[Path], max_stanzas: int = DEFAULT_MAX_STANZAS) -> Diagram:
+def moment(text: str):
+    """``--since``/``--until``: ``HH:MM:SS[.mmm]`` (any day) or with the date
+    in front, as the page's time column and the log write them."""
+    for form in ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%H:%M:%S.%f", "%H:%M:%S"):
+        try:
+            parsed = datetime.strptime(text.strip().replace(",", "."), form)
+        except ValueError:
+            continue
+        return parsed if form.startswith("%Y") else parsed.time()
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: not a time (HH:MM:SS.mmm, or YYYY-MM-DD HH:MM:SS.mmm)")
+
+
+def _within(when: datetime, since, until) -> int:
+    """-1 before the window, 0 in it, 1 after it."""
+    def key(bound):
+        return when if isinstance(bound, datetime) else when.time()
+    if since is not None and key(since) < since:
+        return -1
+    if until is not None and key(until) > until:
+        return 1
+    return 0
+
+
+def build(paths: list[Path], max_stanzas: int = DEFAULT_MAX_STANZAS, *,
+          since=None, until=None) -> Diagram:
     for path in paths:
         if not path.is_file():
             raise DiagramError(f"{path}: no such file")
@@ -314,6 +340,11 @@ def build(paths: list[Path], max_stanzas: int = DEFAULT_MAX_STANZAS) -> Diagram:
                            ": start the servers with --trace (or trace = true)")
     builder = _Builder(surveys, max_stanzas)
     for (_, _, index, _), record in heapq.merge(*(_events(i, p) for i, p in enumerate(paths))):
+        where = _within(record.time, since, until)
+        if where:
+            if where > 0:
+                break
+            continue
         if record.logger in NOTE_LOGGERS:
             builder.note(index, record)
             continue
@@ -348,6 +379,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-stanzas", type=int, default=DEFAULT_MAX_STANZAS, metavar="N",
                         help=f"draw at most N stanzas and notes (default {DEFAULT_MAX_STANZAS}); "
                              "the rest is counted in a note")
+    parser.add_argument("--since", type=moment, metavar="TIME",
+                        help="only from TIME on (HH:MM:SS.mmm as the page shows it, or "
+                             "YYYY-MM-DD HH:MM:SS.mmm)")
+    parser.add_argument("--until", type=moment, metavar="TIME", help="only up to TIME")
     parser.add_argument("--title", help="the page's title (default: the servers' names)")
 
 
@@ -355,7 +390,8 @@ def run(args) -> int:
     from .diagram_html import render
     if args.max_stanzas < 1:
         raise DiagramError("--max-stanzas must be at least 1")
-    diagram = build([Path(p) for p in args.traces], args.max_stanzas)
+    diagram = build([Path(p) for p in args.traces], args.max_stanzas,
+                    since=args.since, until=args.until)
     out = Path(args.output)
     out.write_text(render(diagram, args.title), encoding="utf-8")
     arrows = sum(isinstance(row, Arrow) for row in diagram.rows)

@@ -127,6 +127,19 @@ def test_negotiation_is_not_drawn_and_notes_are(tmp_path):
     assert all("features" not in r.xml for r in diagram.rows if isinstance(r, d.Arrow))
 
 
+def test_since_and_until_keep_a_window(traces, capsys):
+    """Only the message's hops, from 18:00:02 on (the time column's form)."""
+    diagram = d.build(list(traces), since=d.moment("18:00:02.000"),
+                      until=d.moment("2026-12-02 18:00:02.001"))
+    assert [label for _, _, label in arrows(diagram)] == ["message"] * 3
+    assert arrows(d.build(list(traces), until=d.moment("18:00:00.999"))) == [
+        ("client:bob@b.example/1f2e", "server1", "bind"),
+        ("server1", "client:bob@b.example/1f2e", "bind result")]
+    with pytest.raises(SystemExit):
+        main(["diagram", str(traces[0]), "-o", "x.html", "--since", "noon"])
+    assert "'noon': not a time" in capsys.readouterr().err
+
+
 def test_a_huge_trace_is_cut_with_a_note(tmp_path):
     path = tmp_path / "big.log"
     path.write_text(record("00:00,000", C2S_A, "recv",

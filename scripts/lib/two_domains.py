@@ -395,12 +395,13 @@ def main(argv: list[str]) -> int:
         print("--diagram needs the stanza trace: scripts/two-domains down, then "
               "TWO_DOMAINS_TRACE=1 scripts/two-domains up", file=sys.stderr)
         return 1
-    mark_diagram()
     try:
         outcome = commands[argv[0]]()
-    finally:        # a demo that failed is worth looking at too
-        drawn = write_diagram(argv[0], diagram)
-    return outcome or drawn
+    finally:        # a move that failed is worth looking at too
+        drawn = write_diagram(argv[0], diagram) if _diagram_from else None
+    if drawn is None:
+        print("no diagram: the demo ran no move", file=sys.stderr)
+    return outcome or drawn or 0
 
 
 if __name__ == "__main__":

@@ -268,16 +268,20 @@ class _Builder:
             self.arrow(record, element, source, target, "c2s", index, label)
             return
         if direction == "send":
-            peer = self.server_of(label.split(" ")[1].partition("→")[2]
-                                  if kind == "s2s-out" else _domain(element.get("to")))
+            # s2s-out labels name their route (``s2s-out#1 a.example→b.example``)
+            route = label.partition(" ")[2].partition("→")[2].split(" ")[0]
+            peer = self.server_of(route or _domain(element.get("to")))
             arrow = self.arrow(record, element, here, peer, "s2s", index, label)
             if peer.startswith("server"):
                 self._remember(_canonical(element), arrow)
             return
         peer = self.server_of(_domain(element.get("from")))
-        sent = self.pending.get(_canonical(element))
+        key = _canonical(element)
+        sent = self.pending.get(key)
         if sent and sent[0].source == peer and sent[0].target == here:
             arrow = sent.popleft()
+            if not sent:
+                del self.pending[key]
             arrow.seen_in.append(self.surveys[index].name)
             arrow.connection += f" → {label}"
             return

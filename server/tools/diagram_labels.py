@@ -160,7 +160,7 @@ def transfer_step(query, kind: str) -> str:
 
 def result_detail(iq) -> str:
     """What a result says, when a word says it: XEP-0015's ``<allowed/>``,
-    an empty items list of XEP-0060 §6.5.8, a moved statement's new JID."""
+    a moved statement's new JID (XEP-0283 §4.1)."""
     payload = iq[0] if len(iq) else None
     if payload is None:
         return ""

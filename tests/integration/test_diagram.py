@@ -314,19 +314,32 @@ def test_demo_move_and_demo_transfer_draw_the_move(tmp_path):
     """``scripts/two-domains demo-move --diagram FILE``: FILE is written where
     the user stands, and shows XEP-0283 as it happened: the new account's
     subscription request with <moved/> (§4.2), the contact's server reading
-    the moved statement from the old account's PEP (§4.3), roster pushes.
-    ``demo-transfer --diagram FILE`` shows XEP-0015's request (§2.1), the
-    old server's question to the new account and its notices (§2.2–2.3)."""
+    the moved statement from the old account's PEP (§4.4 "Server-side
+    processing of inbound moved notification"), roster pushes.
+    ``demo-transfer --diagram FILE`` shows XEP-0015 §2.2's order of events:
+    "he sends the 'I want to migrate my account' packet", the old server's
+    "'user wants to migrate account to you' packet" to the new account, then
+    it "notif[ies] each person subscribed" (our notices).
+    Servers started without the trace get told how to start them."""
     base = free_base()
     env = dict(os.environ, TWO_DOMAINS_DIR=str(tmp_path / "pair"),
-               TWO_DOMAINS_BASE_PORT=str(base), TWO_DOMAINS_TRACE="1")
+               TWO_DOMAINS_BASE_PORT=str(base))
     script = str(REPO / "scripts" / "two-domains")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
 
-    def run(*args):
-        return subprocess.run([script, *args], env=env, cwd=elsewhere, capture_output=True,
-                              text=True, timeout=180)
+    def run(*args, trace="1"):
+        return subprocess.run([script, *args], env=dict(env, TWO_DOMAINS_TRACE=trace),
+                              cwd=elsewhere, capture_output=True, text=True, timeout=180)
+
+    # servers started without the trace: the demo says what to do instead
+    assert run("up", trace="").returncode == 0
+    try:
+        untraced = run("demo-move", "--diagram", "move.html")
+    finally:
+        run("down")
+    assert untraced.returncode == 1 and "TWO_DOMAINS_TRACE=1 scripts/two-domains up" in \
+        untraced.stderr and not (elsewhere / "move.html").exists()
 
     started = run("up")
     try:

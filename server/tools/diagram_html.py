@@ -214,7 +214,8 @@ Hover over an arrow for its XML, click it to keep it open.</p>
 <span><i class="one"></i>s2s, in one trace only</span>
 <span><i class="note"></i>what a server logged</span></p>
 <p>Traces: {traces}</p>{cut}</header>
-<div class="heads"><svg xmlns="http://www.w3.org/2000/svg" class="heads" width="{width}" height="{HEAD}">
+<div class="heads"><svg xmlns="http://www.w3.org/2000/svg" class="heads"
+ width="{width}" height="{HEAD}">
 {"".join(_head(line, i) for i, line in enumerate(lines))}</svg></div>
 <svg xmlns="http://www.w3.org/2000/svg" id="diagram" width="{width}" height="{height}">
 <defs>{MARKERS}</defs>

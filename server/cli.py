@@ -15,6 +15,7 @@
     xferd export ... --dialect ejabberd       the form ejabberd 21.12+ imports (one host file)
     xferd import FILE [--dry-run]             create the accounts of a XEP-0227 export
     xferd import FILE --as JID [--outreach]   its one account as a new JID, contacts asked
+    xferd diagram TRACE... -o FILE.html       stanza traces → one HTML sequence diagram
 
 Every command takes ``-c FILE``; without it ``$XFERD_CONFIG`` or
 ``conf/xferd.toml`` (if present in the working directory) is used, else the
@@ -148,6 +149,14 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--dry-run", action="store_true", help="check the file, write nothing")
     progress_every(imp)
     import_as_arguments(imp)
+
+    from .tools.diagram import add_arguments as diagram_arguments
+    diagram_arguments(command(
+        "diagram", cmd_diagram, "draw stanza traces as a sequence diagram (HTML)",
+        "Read the logs of servers run with --trace (trace = true) and write one "
+        "self-contained HTML page: a lifeline per client and per server, an arrow per "
+        "stanza in time order (a stanza that went from one traced server to another is "
+        "drawn once), its XML on hover or click."))
     return parser
 
 
@@ -354,6 +363,16 @@ def cmd_migrate(conf, args) -> int:
 def cmd_transfer(conf, args) -> int:
     from .tools.transfer import run
     return run(args)
+
+
+# -- diagram ----------------------------------------------------------------------------------
+
+def cmd_diagram(conf, args) -> int:
+    from .tools.diagram import DiagramError, run
+    try:
+        return run(args)
+    except (DiagramError, OSError) as exc:
+        raise CommandError(str(exc)) from None
 
 
 # -- XEP-0227 export / import ------------------------------------------------------------------

@@ -12,6 +12,9 @@
 
 With TWO_DOMAINS_TRACE=1 in the environment, ``up`` turns on the stanza trace:
 every stanza is in the servers' logs (``<dir>/<domain>/xferd.log``).
+``demo-move --diagram FILE`` and ``demo-transfer --diagram FILE`` then draw
+the move, from the moment the command runs, as a sequence diagram
+(``xferd diagram``: one HTML file).
 
 State lives in $TWO_DOMAINS_DIR (default data/two-domains); ports are
 $TWO_DOMAINS_BASE_PORT (default 15000) + 222/223/269 for a.localhost and
@@ -230,6 +233,7 @@ async def _demo_transfer() -> int:
           f"   XFERD_OLD_PASSWORD={PASSWORDS[OLD]} XFERD_NEW_PASSWORD={PASSWORDS[NEW]} "
           f"scripts/xferd {shlex.join(args)}\n", flush=True)
     env = dict(os.environ, XFERD_OLD_PASSWORD=PASSWORDS[OLD], XFERD_NEW_PASSWORD=PASSWORDS[NEW])
+    mark_diagram()
     done = subprocess.run([*XFERD, *args], cwd=REPO, env=env)
     print(f"\n   xferd transfer exited with {done.returncode}")
     await _show_rosters(CONTACTS + (NEW,), "after")
@@ -275,6 +279,7 @@ async def _demo_move() -> int:
           f"scripts/xferd {shlex.join(args)}\n", flush=True)
     env = dict(os.environ, XFERD_OLD_PASSWORD=PASSWORDS[MOVER],
                XFERD_NEW_PASSWORD=PASSWORDS[MOVED_TO])
+    mark_diagram()
     done = subprocess.run([*XFERD, *args], cwd=REPO, env=env)
     print(f"\n   xferd migrate exited with {done.returncode}")
     await _show_rosters(CONTACTS + (MOVED_TO,), "after")
@@ -340,14 +345,63 @@ async def _show_rosters(jids, when: str = "now") -> None:
         print(f"   {jid}'s roster {when}: {shown}")
 
 
+# -- --diagram FILE: the demo as a sequence diagram ---------------------------------------
+
+#: where each server's log stood when the part worth drawing began
+_diagram_from: dict[str, int] = {}
+
+
+def mark_diagram() -> None:
+    """The diagram starts here (just before the move's command runs)."""
+    for domain in DOMAINS:
+        log = workdir(domain) / "xferd.log"
+        _diagram_from[domain] = log.stat().st_size if log.exists() else 0
+
+
+def traced() -> bool:
+    return all("trace = true" in (workdir(d) / "xferd.toml").read_text()
+               for d in DOMAINS if (workdir(d) / "xferd.toml").exists())
+
+
+def write_diagram(command: str, output: str) -> int:
+    """Both servers' trace since :func:`mark_diagram` → ``xferd diagram``."""
+    traces = []
+    for domain in DOMAINS:
+        trace = workdir(domain) / f"{command}.trace"
+        with open(workdir(domain) / "xferd.log", "rb") as log, open(trace, "wb") as out:
+            log.seek(_diagram_from.get(domain, 0))
+            out.write(log.read())
+        # as the page names them: data/two-domains/…, not the whole path
+        traces.append(str(trace.relative_to(REPO)) if trace.is_relative_to(REPO) else str(trace))
+    output = os.path.join(os.environ.get("TWO_DOMAINS_CALLER_DIR", os.getcwd()), output)
+    done = subprocess.run([*XFERD, "diagram", *traces, "-o", output,
+                           "--title", f"scripts/two-domains {command}"], cwd=REPO)
+    return done.returncode
+
+
 def main(argv: list[str]) -> int:
     commands = {"up": up, "down": down, "status": status, "demo-transfer": demo_transfer,
                 "demo-move": demo_move}
+    diagram = None
+    if len(argv) == 3 and argv[0] in ("demo-move", "demo-transfer") and argv[1] == "--diagram":
+        argv, diagram = argv[:1], argv[2]
     if len(argv) != 1 or argv[0] not in commands:
-        print("usage: scripts/two-domains up|down|status|demo-transfer|demo-move",
-              file=sys.stderr)
+        print("usage: scripts/two-domains up|down|status|demo-transfer|demo-move "
+              "(demo-…: [--diagram FILE.html])", file=sys.stderr)
         return 2
-    return commands[argv[0]]()
+    if diagram is None:
+        return commands[argv[0]]()
+    if not traced():
+        print("--diagram needs the stanza trace: scripts/two-domains down, then "
+              "TWO_DOMAINS_TRACE=1 scripts/two-domains up", file=sys.stderr)
+        return 1
+    try:
+        outcome = commands[argv[0]]()
+    finally:        # a move that failed is worth looking at too
+        drawn = write_diagram(argv[0], diagram) if _diagram_from else None
+    if drawn is None:
+        print("no diagram: the demo ran no move", file=sys.stderr)
+    return outcome or drawn or 0
 
 
 if __name__ == "__main__":

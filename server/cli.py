@@ -108,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
         """A subcommand; *database*: it works on the server's database (which must
         exist, or with *init*, may be created by ``--init``)."""
         sub = commands.add_parser(name, parents=[common], help=text, description=description)
-        sub.set_defaults(func=func, database=database, init=None)
+        # argparse: a parser's set_defaults wins over an argument's default
+        sub.set_defaults(func=func, database=database, init=False if init else None)
         if init:
             sub.add_argument("--init", action="store_true",
                              help="create the database if there is none yet (a new server "
@@ -448,8 +449,9 @@ def cmd_export(conf, args) -> int:
     _stderr(f"exported {what}: {summary.text()} to {args.output} "
             f"in {time.monotonic() - started:.1f} s")
     if args.dialect == pie_ejabberd.DIALECT and summary.lacking_first:
-        _stderr(f"note: {summary.lacking_first} accounts have no {first} keys (imported "
-                "with other keys only, no PLAIN login since): ejabberd gets keys its "
+        have = "has" if summary.lacking_first == 1 else "have"
+        _stderr(f"note: {counted(summary.lacking_first, 'account')} {have} no {first} keys "
+                "(imported with other keys only, no PLAIN login since): ejabberd gets keys its "
                 f"auth_scram_hash {args.ejabberd_hash} does not use, so they can log in "
                 "there with PLAIN only")
     return 0

@@ -242,7 +242,7 @@ async def test_ejabberd_accounts_import_into_xferd(ejabberd, dns, make_server, t
     assert f"from='{stranger}' type='subscribe'" in exported_user
 
     xferd = xferd_for_ejabberd_domain(make_server, dns)
-    done = xferd.cli("import", str(main))
+    done = xferd.cli("import", "--init", str(main))     # not started yet
     assert done.returncode == 0, done.stderr
     assert [line for line in done.stderr.splitlines() if line.startswith("warning:")] == []
     xferd.start()
@@ -336,7 +336,7 @@ async def test_ejabberd_with_sha256_keys_both_ways(dns, make_server, tmp_path):
         [main] = [p for p in exported.iterdir() if "_" not in p.name]
 
         xferd = xferd_for_ejabberd_domain(make_server, dns)
-        done = xferd.cli("import", str(main))
+        done = xferd.cli("import", "--init", str(main))     # not started yet
         assert done.returncode == 0, done.stderr
         for jid in (ben, cy):
             xferd.adduser(jid, PASSWORD)

@@ -446,6 +446,11 @@ def cmd_export(conf, args) -> int:
         summary = asyncio.run(_with_storage(conf, work))
     except OSError as exc:
         raise CommandError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    for jid, mechanisms in summary.zero_byte_salts:
+        _stderr(f"warning: {jid} cannot log in after an import into Prosody with SQL storage: "
+                f"its {' and '.join(mechanisms)} salt{'s have' if len(mechanisms) > 1 else ' has'} "
+                "a zero byte, where Prosody cuts a salt short; one PLAIN login to xferd (or "
+                "xferd passwd) gives it new salts: export it again after that")
     _stderr(f"exported {what}: {summary.text()} to {args.output} "
             f"in {time.monotonic() - started:.1f} s")
     if args.dialect == pie_ejabberd.DIALECT and summary.lacking_first:

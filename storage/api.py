@@ -66,6 +66,13 @@ class AccountStore(Protocol):
                               credentials: Mapping[str, ScramCredentials]) -> bool:
         """Replace all credentials (password change); False if no such user."""
 
+    async def replace_credentials(self, host: str, username: str,
+                                  expected: Mapping[str, ScramCredentials],
+                                  credentials: Mapping[str, ScramCredentials]) -> bool:
+        """Replace all credentials with *credentials* only if they are still
+        exactly *expected*, in one transaction (keys renewed at a PLAIN login
+        must not undo a password change made meanwhile); False otherwise."""
+
     async def delete_user(self, host: str, username: str, *,
                           tombstone: str | None = None) -> bool:
         """Delete the account and everything stored for it; False if absent.

@@ -66,6 +66,7 @@ from server.xmpp.namespaces import PUBSUB_OWNER_NS as OWNER_NS
 from server.xmpp.pubsub import (
     ACCESS_MODEL, ACCESS_MODELS, FIXED_OPTIONS, MAX_ITEMS, MAX_ITEMS_FIELD, NODE_CONFIG)
 from server.xmpp.sasl import MECHANISMS_SCRAM, ScramCredentials, make_all_credentials
+from server.xmpp.sasl import portable_salt
 from server.xmpp.stanza import from_text, to_text
 
 from . import pie_ejabberd
@@ -207,6 +208,8 @@ class Summary:
     pep_items: int = 0
     warnings: int = 0
     blocked: int = 0
+    #: exported accounts with a salt Prosody's SQL storage cuts: (JID, mechanisms)
+    zero_byte_salts: list[tuple[str, list[str]]] = field(default_factory=list)
     sha1_only: int = 0          # accounts with SCRAM-SHA-1 keys only (Prosody keeps no others)
     lacking_first: int = 0      # exported accounts without keys for the mechanism asked first
     skipped_users: list[str] = field(default_factory=list)
@@ -247,6 +250,7 @@ async def export_user(store, host: str, username: str, path: Path, *,
                 xf.write("\n", user_element(host, username, data, dialect=dialect, first=first),
                          "\n")
             xf.write("\n")
+    note_zero_byte_salts(summary, host, username, data)
     summary.count(data)
     summary.lacking_first += first not in data.credentials
     return summary
@@ -308,8 +312,20 @@ async def export_host(store, host: str, directory: Path, *,
                 summary.lacking_first += first not in data.credentials
                 if progress and summary.users % every == 0:
                     progress(summary.users, len(usernames))
+                note_zero_byte_salts(summary, host, username, data)
             xf.write("\n")
     return summary
+
+
+def note_zero_byte_salts(summary: Summary, host: str, username: str, data: UserData) -> None:
+    """Record the account if a salt of its keys holds a zero byte. Prosody's
+    SQL storage reads such a salt back cut at that byte (server/xmpp/sasl.py
+    ``new_salt``), so the account cannot log in there after an import of this
+    file; xferd made such salts before, and a PLAIN login to xferd renews them."""
+    cut = [mech for mech, creds in sorted(data.credentials.items())
+           if not portable_salt(creds.salt)]
+    if cut:
+        summary.zero_byte_salts.append((f"{username}@{host}", cut))
 
 
 # -- import: elements → storage ----------------------------------------------------------------

@@ -199,7 +199,8 @@ class ProsodyProcess:
     """A Prosody serving *domain* on free loopback ports, with its own config and data."""
 
     def __init__(self, workdir: Path, domain: str = PROSODY_DOMAIN, *,
-                 dns_port: int | None = None, settings: dict | None = None):
+                 dns_port: int | None = None, settings: dict | None = None,
+                 sql: bool = False):
         self.workdir = workdir
         self.domain = domain
         self.dns_port = dns_port
@@ -208,6 +209,8 @@ class ProsodyProcess:
         self.config = workdir / "prosody.cfg.lua"
         self.log_path = workdir / "prosody.log"
         self.data_dir = workdir / "data"
+        #: with *sql*: Prosody's SQL storage in this SQLite file (needs lua-dbi-sqlite3)
+        self.database = self.data_dir / "prosody.sqlite" if sql else None
         self.settings = settings or {}
         self.proc: subprocess.Popen | None = None
         workdir.mkdir(parents=True, exist_ok=True)
@@ -228,6 +231,8 @@ class ProsodyProcess:
             self.workdir, data_dir=self.data_dir, log_path=self.log_path, log_level="debug",
             c2s_port=self.c2s_port, s2s_port=self.s2s_port, modules=MODULES, s2s_timeout=20,
             dns_port=self.dns_port)
+        if self.database is not None:
+            settings.update(storage="sql", sql={"driver": "SQLite3", "database": self.database})
         settings.update(self.settings)
         return prosody_server.config_text(
             settings, {self.domain: {"certificate": self.cert(), "key": self.key()}},

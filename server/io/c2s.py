@@ -265,20 +265,20 @@ class C2SSession(StreamConnection):
                 raise sasl.SaslFailure("temporary-auth-failure",
                                        "too many failed attempts; try again later")
             storage = self.server.storage
-            creds = await storage.get_credentials(self.host.domain, step.username,
-                                                  self.mechanism.wants)
-            if creds is None and isinstance(self.mechanism, sasl.PlainServer):
-                # imported from a server that kept SCRAM-SHA-1 keys only (Prosody
-                # 0.12): PLAIN can still check the password, and add the others
-                creds = await storage.get_credentials(self.host.domain, step.username,
-                                                      "SCRAM-SHA-1")
-            step = self.mechanism.provide(creds)
-        if isinstance(self.mechanism, sasl.PlainServer) and self.mechanism.upgrade:
-            upgrade = self.mechanism.upgrade
-            await storage.set_credentials(self.host.domain, step.username,
-                                          {creds.mechanism: creds, upgrade.mechanism: upgrade})
-            log.info("%r: %s@%s had no %s keys: added from this PLAIN login", self,
-                     step.username, self.host.domain, upgrade.mechanism)
+            if isinstance(self.mechanism, sasl.PlainServer):
+                # all of them: PLAIN checks the password against whichever the
+                # account has and may renew them (sasl.PlainServer.renewed)
+                stored = {}
+                for mech in sasl.MECHANISMS_SCRAM:
+                    creds = await storage.get_credentials(self.host.domain, step.username, mech)
+                    if creds is not None:
+                        stored[mech] = creds
+                step = self.mechanism.provide_all(stored)
+            else:
+                step = self.mechanism.provide(await storage.get_credentials(
+                    self.host.domain, step.username, self.mechanism.wants))
+        if isinstance(self.mechanism, sasl.PlainServer) and self.mechanism.renewed:
+            await self._renew_credentials(step.username, self.mechanism)
         if isinstance(step, sasl.Challenge):
             self.phase = Phase.SASL
             self.send(E(f"{{{SASL_NS}}}challenge", text=sasl.encode_data(step.data)))
@@ -295,6 +295,19 @@ class C2SSession(StreamConnection):
         self.send(E(f"{{{SASL_NS}}}success",
                     text=sasl.encode_data(step.data) if step.data is not None else None))
         self.restart()
+
+    async def _renew_credentials(self, username: str, plain: sasl.PlainServer) -> None:
+        """Store the keys a PLAIN login derived (missing SCRAM-SHA-256 keys, new
+        salts for salts with a zero byte) unless the account's keys changed meanwhile."""
+        changed = sorted(mech for mech, creds in plain.renewed.items()
+                         if plain.checked.get(mech) != creds)
+        if await self.server.storage.replace_credentials(self.host.domain, username,
+                                                         plain.checked, plain.renewed):
+            log.info("%r: %s@%s: %s keys renewed from this PLAIN login", self, username,
+                     self.host.domain, ", ".join(changed))
+        else:
+            log.info("%r: %s@%s: keys changed during this PLAIN login: not renewed", self,
+                     username, self.host.domain)
 
     def _account_key(self, username: str) -> str:
         return f"{username}@{self.host.domain}"

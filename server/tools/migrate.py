@@ -29,7 +29,8 @@ each logged with progress:
    contact's domain answering ``remote-server-not-found``/``-timeout`` to a
    disco#info probe — servers drop error presence addressed to a bare JID,
    so the probe is what finds unreachable domains), ``roster only`` (no
-   subscription to restore) and ``skipped``.
+   subscription to restore) and ``skipped`` — the watch and the states are
+   server/tools/outcomes.py's, shared with ``xferd transfer``.
 
 Resumable: a JSON state file records finished steps and per-contact
 outreach; a rerun skips what is done. Contacts that failed are tried again,
@@ -51,14 +52,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..client import Client, ClientError, IQError, stanza_error
+from ..client import Client, ClientError, IQError
 from ..config import caller_path
+from .outcomes import APPROVED, AUTO, Answers, note, outcome, subscribed_to, watch
 from .two_accounts import (LoginFailed, TwoAccounts, UsageError, account,
                            add_connection_arguments, login, login_both, login_failed,
                            side_password)
 from ..xmpp.jid import JID, JIDError
 from ..xmpp.outreach import STATEMENT_ITEM, STATEMENT_NODE, Plan, plan_outreach
-from ..xmpp.stanza import E, IQ, PRESENCE, iq
+from ..xmpp.stanza import E, PRESENCE
 from ..xmpp.stream import CLIENT_NS, serialize
 
 log = logging.getLogger("xferd.migrate")
@@ -81,12 +83,6 @@ PEP_NODES: dict[str, str | None] = {
 PEP_NOT_COPIED = ("urn:xmpp:moved:", "eu.siacs.conversations.axolotl", "urn:xmpp:omemo:",
                   "http://jabber.org/protocol/mood", "http://jabber.org/protocol/tune",
                   "http://jabber.org/protocol/activity", "http://jabber.org/protocol/geoloc")
-DISCO_INFO = "http://jabber.org/protocol/disco#info"
-ROSTER_NS = "jabber:iq:roster"
-
-AUTO, APPROVED = "auto-updated", "approved"
-WAITING, ROSTER_ONLY = "waiting for manual approval", "roster only (no subscription to restore)"
-UNREACHABLE = ("remote-server-not-found", "remote-server-timeout")
 STEPS = 9
 #: roster sets in flight per session while copying (a server answers them in order)
 ROSTER_WINDOW = 32
@@ -447,58 +443,8 @@ class Migration:
             step(9, "not waiting for answers")
             return
         step(9, f"waiting up to {self.opts.wait:g} s for answers from {len(asked)} contact(s)")
-        loop = asyncio.get_running_loop()
-        domains = {JID.parse(jid).domain for jid in answers.contacts} - {self.opts.new.domain}
-        questions = [loop.create_task(self.probe(domain, answers)) for domain in sorted(domains)]
-        questions.append(loop.create_task(self.answered_already(answers)))
-        deadline = loop.time() + self.opts.wait
-        try:
-            waiting = list(asked)
-            while not answers.settle(waiting) or not all(q.done() for q in questions):
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                answers.changed.clear()
-                try:
-                    await asyncio.wait_for(answers.changed.wait(), min(left, 0.5))
-                except asyncio.TimeoutError:
-                    pass
-        finally:
-            for question in questions:
-                question.cancel()
-        log.info("answers: %d subscribed, %d failed, %d still open", len(answers.subscribed),
-                 len(answers.failed), len(answers.contacts) - len(answers.subscribed)
-                 - len(answers.failed))
-
-    async def answered_already(self, answers: "Answers") -> None:
-        """Ask for the roster on the working session only now (earlier, it would
-        be sent a push for every change the copy and the outreach make): from
-        here on it is an interested resource, which some servers require before
-        they pass on a ``subscribed`` (RFC 6121 §3.1.6; Prosody does), and the
-        answer shows who has said yes before that. The server answers after the
-        outreach ahead of it on the stream, so this may take as long as the wait."""
-        try:
-            items = await self.new.roster(timeout=max(self.opts.wait, 1.0))
-        except ClientError as exc:
-            log.debug("roster: %s", exc)
-            return
-        for item in items:
-            if item.jid not in self.subscribed_before:
-                answers.see_item(item.jid, item.subscription)
-        answers.changed.set()
-
-    async def probe(self, domain: str, answers: "Answers") -> None:
-        """Ask *domain* for disco#info: an unreachable domain fails its contacts."""
-        request = iq("get", to=domain, payload=E(f"{{{DISCO_INFO}}}query"))
-        try:
-            await self.new.request(request, timeout=max(self.opts.wait, 1.0))
-        except IQError as exc:
-            if exc.condition in UNREACHABLE:
-                for jid in answers.contacts:
-                    if JID.parse(jid).domain == domain:
-                        answers.fail(jid, exc.condition)
-        finally:
-            answers.changed.set()
+        await watch(self.new, plan, answers, wait=self.opts.wait,
+                    subscribed_before=self.subscribed_before)
 
     # -- report ------------------------------------------------------------------------------------
     async def report(self, plan: Plan, answers: "Answers") -> int:
@@ -509,10 +455,7 @@ class Migration:
         for item in plan.items:
             status = self.status(item.jid, plan, answers, roster.get(item.jid))
             self.state.contact(item.jid)["status"] = status
-            note = ""
-            if status == WAITING and item.jid not in plan.subscribe:
-                note = f" (pre-approved: accepted once they add {self.opts.new})"
-            print(f"  {item.jid:<{width}}  {status}{note}")
+            print(f"  {item.jid:<{width}}  {status}{note(status, item.jid, plan)}")
             key = "failed" if status.startswith("failed") else status.split(" (")[0]
             counts[key] = counts.get(key, 0) + 1
         for skipped in plan.skipped:
@@ -526,75 +469,14 @@ class Migration:
         return 1 if counts.get("failed") else 0
 
     def status(self, jid: str, plan: Plan, answers: "Answers", now) -> str:
+        """This run's :func:`outcome`, unless an earlier run already saw the
+        contact approve (or fail, and it was not asked again in this one)."""
         before = self.state.contact(jid).get("status", "")
-        if jid in answers.failed:
-            return f"failed: {answers.failed[jid]}"
-        if jid in answers.subscribed:
-            return AUTO
-        if before in (AUTO, APPROVED) or (before.startswith("failed")
-                                          and jid not in answers.contacts):
+        if jid not in answers.failed and jid not in answers.subscribed and (
+                before in (AUTO, APPROVED) or (before.startswith("failed")
+                                               and jid not in answers.contacts)):
             return before
-        sub_now = now.subscription if now is not None else "none"
-        if jid in plan.subscribe:
-            return APPROVED if sub_now in ("to", "both") else WAITING
-        if jid in plan.preapprove:
-            return APPROVED if sub_now in ("from", "both") else WAITING
-        return ROSTER_ONLY
-
-
-class Answers:
-    """What contacts answered the outreach sent in this run."""
-
-    def __init__(self, contacts: set[str]):
-        self.contacts = contacts
-        self.subscribed: set[str] = set()
-        self.failed: dict[str, str] = {}
-        self.changed = asyncio.Event()
-
-    def settle(self, waiting: list[str]) -> bool:
-        """Drop from the front of *waiting* the contacts that answered or
-        failed; True when none is left. A contact that has answered stays so
-        (a failure can only turn into a subscription), so nobody is looked at
-        twice: waiting through N answers costs N, not N² lookups."""
-        done = 0
-        while done < len(waiting) and (waiting[done] in self.subscribed
-                                       or waiting[done] in self.failed):
-            done += 1
-        del waiting[:done]
-        return not waiting
-
-    def fail(self, jid: str, why: str) -> None:
-        if jid not in self.subscribed:
-            self.failed.setdefault(jid, why)
-            self.changed.set()
-
-    def see(self, el) -> None:
-        """A stanza for the new account: answers to our presence, roster pushes."""
-        if el.tag == IQ:                                    # roster push
-            for item in el.iterfind(f"{{{ROSTER_NS}}}query/{{{ROSTER_NS}}}item"):
-                self.see_item(_bare(item.get("jid")), item.get("subscription"))
-            return
-        jid = _bare(el.get("from"))
-        if el.tag != PRESENCE or jid not in self.contacts:
-            return
-        kind = el.get("type")
-        if kind == "subscribed":
-            self._subscribed(jid)
-        elif kind == "unsubscribed":
-            self.fail(jid, "refused (unsubscribed): the contact declined or does not exist")
-        elif kind == "error":
-            condition, text = stanza_error(el)
-            self.fail(jid, condition + (f" ({text})" if text else ""))
-
-    def see_item(self, jid: str | None, subscription: str | None) -> None:
-        """A roster item of the new account as the server reports it."""
-        if jid in self.contacts and subscription in ("to", "both"):
-            self._subscribed(jid)
-
-    def _subscribed(self, jid: str) -> None:
-        self.failed.pop(jid, None)
-        self.subscribed.add(jid)
-        self.changed.set()
+        return outcome(jid, plan, answers, now)
 
 
 def default_state_path(old: JID, new: JID) -> Path:
@@ -679,11 +561,6 @@ class _Item:
     jid: str
     name: str | None
     groups: tuple[str, ...]
-
-
-def subscribed_to(items) -> set[str]:
-    """The JIDs of roster *items* whose presence the account receives."""
-    return {item.jid for item in items if item.subscription in ("to", "both")}
 
 
 def per_contact(stanzas: list) -> list:

@@ -20,17 +20,27 @@ then moves every contact without anyone having to approve anything:
    to the old domain and wait for its answer E (``--timeout``, default 300 s),
    polling the job state (``get`` on the old domain) every 1.5 s to log each
    contact as it is notified or fails (stderr);
-5. print a report on stdout, one line per contact:
+5. contacts whose server has no XEP-0015 (their notice failed with
+   ``service-unavailable``/``feature-not-implemented``) were asked by the new
+   server the XEP-0283 way, a ``subscribe`` carrying ``<moved/>`` (and a
+   pre-approval for those who saw the old account's presence): watch the
+   new account for their answers for up to ``--wait`` seconds (default 10),
+   as ``xferd migrate`` does (server/tools/outcomes.py);
+6. print a report on stdout, one line per contact:
 
    - ``updated`` — the contact's server rewrote its roster (notice C ok);
-   - ``fallback (XEP-0283 request sent)`` — the notice failed with
-     ``service-unavailable``/``feature-not-implemented``: that server has no
-     XEP-0015, so the new server sent a ``subscribe`` carrying ``<moved/>``
-     (for a contact who only followed the old account: a pre-approval,
-     ``fallback (pre-approved: XEP-0283)``);
+   - for a contact asked the XEP-0283 way, its final state as ``xferd
+     migrate`` reports it: ``auto-updated`` (its server verified the moved
+     statement and said yes within the wait, XEP-0283 §4.4), ``approved``,
+     ``waiting for manual approval`` (also for a contact only pre-approved:
+     accepted once they add NEW), ``failed: why`` (refused, an error);
    - ``failed: CONDITION`` — any other notice error (unreachable domain …);
    - ``roster only (not subscribed)`` — no subscription, no notice needed;
    - ``left behind (transport, XEP-0015 §3.1)`` — gateway items stay.
+
+A refused transfer names the server that refused: the old account's server
+when it has no XEP-0015 (it refuses A itself, and has no job to show), else
+the new account's server (it answered the old server's question B).
 
 ``xferd transfer status --old OLD`` logs in to the old account only and prints
 the job state the old server keeps (the same per-contact lines); once the
@@ -38,9 +48,9 @@ account has moved its server refuses logins, which the command reports as
 the answer.
 
 Passwords come from ``$XFERD_OLD_PASSWORD`` / ``$XFERD_NEW_PASSWORD``, else
-are asked on the terminal. Exit status: 0 when no contact failed (fallbacks
-are not failures); 1 if any failed, the transfer was refused, timed out or
-the old account has already moved; 2 on usage and login errors.
+are asked on the terminal. Exit status: 0 when no contact failed (waiting
+for approval is no failure); 1 if any failed, the transfer was refused, timed
+out or the old account has already moved; 2 on usage and login errors.
 """
 
 from __future__ import annotations
@@ -52,6 +62,7 @@ from dataclasses import dataclass, field
 
 from ..client import Client, ClientError, IQError, IQTimeout
 from .migrate import roster_of
+from .outcomes import Answers, note, outcome, subscribed_to, watch
 from .two_accounts import (LoginFailed, TwoAccounts, UsageError, account,
                            add_connection_arguments, login, login_both, login_failed,
                            side_password)
@@ -66,26 +77,25 @@ log = logging.getLogger("xferd.transfer")
 
 POLL_INTERVAL = 1.5
 STATUS_TIMEOUT = 10.0
-STEPS = 4
+STEPS = 5
 
 UPDATED = "updated"
-FALLBACK_SUBSCRIBE = "fallback (XEP-0283 request sent)"
-FALLBACK_PREAPPROVED = "fallback (pre-approved: XEP-0283)"
+#: a contact without XEP-0015 while the job has not handed the roster over yet
+#: (the new server asks such contacts the XEP-0283 way when it gets the roster)
+BRIDGE_PENDING = "no XEP-0015 at their server: asked with XEP-0283 at the roster hand-over"
 ROSTER_ONLY = "roster only (not subscribed)"
 LEFT_BEHIND = "left behind (transport, XEP-0015 §3.1)"
 NOT_YET = "not notified yet"
 
-#: what an error answer to A means, beyond the server's own text
+#: what an error answer to A means, beyond the server's own text; the missing
+#: XEP-0015 (service-unavailable, feature-not-implemented) is told by Transfer.refusal
 REFUSALS = {
-    "forbidden": "the new account did not allow the transfer",
-    "recipient-unavailable": "the new server could not get an answer from the new account",
-    "remote-server-not-found": "the old server cannot reach the new account's server",
-    "remote-server-timeout": "the new account's server did not answer in time",
-    "service-unavailable": "the old server does not offer XEP-0015 account transfer, "
-                           "or the new account does not exist",
-    "feature-not-implemented": "the old server does not offer XEP-0015 account transfer",
-    "conflict": "a transfer of this account is under way or done",
-    "interrupted": "the old server restarted while asking the new account",
+    "forbidden": "{new} did not allow the transfer",
+    "recipient-unavailable": "{new_domain} could not get an answer from {new}",
+    "remote-server-not-found": "{old_domain} cannot reach {new_domain}",
+    "remote-server-timeout": "{new_domain} did not answer {old_domain} in time",
+    "conflict": "{old_domain} has a transfer of this account under way or done",
+    "interrupted": "{old_domain} restarted while asking {new}",
 }
 
 
@@ -93,6 +103,7 @@ REFUSALS = {
 class Options(TwoAccounts):
     action: str = "start"
     timeout: float = 300.0
+    wait: float = 10.0
 
     @classmethod
     def from_args(cls, args) -> "Options":
@@ -104,8 +115,10 @@ class Options(TwoAccounts):
             raise UsageError("--old and --new name the same account")
         if args.timeout <= 0:
             raise UsageError("--timeout must be positive")
+        if args.wait < 0:
+            raise UsageError("--wait must not be negative")
         return cls(old, new, **TwoAccounts.connection_fields(args), action=args.action,
-                   timeout=args.timeout)
+                   timeout=args.timeout, wait=args.wait)
 
 
 def add_arguments(parser) -> None:
@@ -119,6 +132,9 @@ def add_arguments(parser) -> None:
     add_connection_arguments(parser)
     parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
                         help="how long to wait for the old server's answer (default 300)")
+    parser.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                        help="then how long to watch for answers from contacts asked the "
+                             "XEP-0283 way (default 10)")
 
 
 def run(args) -> int:
@@ -246,7 +262,8 @@ async def transfer(opts: Options, old_password: str, new_password: str) -> int:
     new.expected = (opts.old, opts.new)
     try:
         return await Transfer(opts, old, new,
-                              old_roster=lambda: roster_of(opts, "old", old_password)).run()
+                              old_roster=lambda: roster_of(opts, "old", old_password),
+                              new_roster=lambda: roster_of(opts, "new", new_password)).run()
     except (ClientError, OSError) as exc:
         print(f"xferd: error: lost the connection: {exc}; the old server carries on — "
               f"`xferd transfer status --old {opts.old}` shows how it ends", file=sys.stderr)
@@ -257,42 +274,73 @@ async def transfer(opts: Options, old_password: str, new_password: str) -> int:
 
 
 class Transfer:
-    """One run of steps 2–5 with both accounts logged in."""
+    """One run of steps 2–6 with both accounts logged in."""
 
-    def __init__(self, opts: Options, old: Client, new: NewAccount, old_roster=None):
+    def __init__(self, opts: Options, old: Client, new: NewAccount, old_roster=None,
+                 new_roster=None):
         self.opts, self.old, self.new = opts, old, new
         #: reads the old roster; on a session of its own (see migrate.roster_of), so
         #: that this one is not sent a push for each contact the old server drops
         #: at the end — a push each client must answer, which with a rate limit
         #: on the connection delayed the job state polls past their timeout
         self.old_roster = old_roster or old.roster
+        #: reads the new roster before the move, on a session of its own too (the
+        #: roster hand-over would push every contact to this one)
+        self.new_roster = new_roster or new.roster
         self.progress = Progress()
 
     async def run(self) -> int:
         step(2, f"reading the roster of {self.opts.old}")
         snapshot = {item.jid: item for item in await self.old_roster()}
         log.info("%d roster item(s)", len(snapshot))
+        # what the new server does for contacts without XEP-0015 (its bridge)
+        plan = plan_outreach(self.opts.old, self.opts.new, snapshot.values())
+        subscribed_before = subscribed_to(await self.new_roster())
         step(3, f"pre-authorising the move on {self.opts.new}")
         await self.preauthorize()
         step(4, f"asking {self.opts.old.domain} to move {self.opts.old} to {self.opts.new} "
                 f"(waiting up to {self.opts.timeout:g} s)")
+        # answers to the new server's XEP-0283 requests may come before E does
+        answers = Answers(set(plan.subscribe) | set(plan.preapprove))
+        remove = self.new.on_stanza(answers.see)
         try:
-            answer = await self.request_and_watch()
-        except IQTimeout:
+            try:
+                answer = await self.request_and_watch()
+            except IQTimeout:
+                job = await self.poll()
+                print(f"xferd: error: no answer from {self.opts.old.domain} within "
+                      f"{self.opts.timeout:g} s (state: {job.state if job else 'unknown'}); the "
+                      f"old server carries on — `xferd transfer status --old {self.opts.old}` "
+                      "shows how it ends", file=sys.stderr)
+                return 1
+            except IQError as exc:
+                return await self.refused(exc, snapshot)
             job = await self.poll()
-            print(f"xferd: error: no answer from {self.opts.old.domain} within "
-                  f"{self.opts.timeout:g} s (state: {job.state if job else 'unknown'}); the old "
-                  f"server carries on — `xferd transfer status --old {self.opts.old}` shows "
-                  "how it ends", file=sys.stderr)
-            return 1
-        except IQError as exc:
-            return await self.refused(exc, snapshot)
-        job = await self.poll()
-        contacts = job.contacts if job else _from_answer(answer, snapshot, self.opts)
-        roster = await self.new.roster()
+            contacts = job.contacts if job else _from_answer(answer, snapshot, self.opts)
+            answers.contacts = {jid for jid, c in contacts.items() if bridged(c)}
+            await self.watch(plan, answers, subscribed_before)
+        finally:
+            remove()
+        roster = {item.jid: item for item in await self.new.roster()}
+
+        def final(jid: str) -> str:
+            status = outcome(jid, plan, answers, roster.get(jid))
+            return status + note(status, jid, plan)
         return print_report(f"Transferred {self.opts.old} → {self.opts.new} (XEP-0015)",
-                            contacts, snapshot,
+                            contacts, snapshot, asked=final,
                             footer=f"{self.opts.new} has {len(roster)} roster item(s)")
+
+    async def watch(self, plan, answers: Answers, subscribed_before: set[str]) -> None:
+        """Step 5: the answers of the contacts the new server asked the XEP-0283 way."""
+        asked = [jid for jid in plan.subscribe if jid in answers.contacts]
+        if not answers.contacts or self.opts.wait <= 0:
+            step(5, "no contact to wait for" if not answers.contacts
+                 else "not waiting for answers")
+            return
+        step(5, f"waiting up to {self.opts.wait:g} s for answers from {len(asked)} contact(s) "
+                "asked the XEP-0283 way")
+        await watch(self.new, plan, answers, wait=self.opts.wait,
+                    subscribed_before=subscribed_before)
 
     async def preauthorize(self) -> None:
         """H (ours); without it, be available so that the new server can forward B."""
@@ -332,7 +380,7 @@ class Transfer:
         return None
 
     async def refused(self, exc: IQError, snapshot) -> int:
-        why = REFUSALS.get(exc.condition, "")
+        why = await self.refusal(exc.condition)
         text = f" — {exc.text}" if exc.text else ""
         print(f"xferd: error: the transfer of {self.opts.old} to {self.opts.new} failed: "
               f"{exc.condition}{text}" + (f" ({why})" if why else ""), file=sys.stderr)
@@ -341,6 +389,32 @@ class Transfer:
             print_report(f"Transfer {self.opts.old} → {self.opts.new}: {job.state}",
                          job.contacts, snapshot)
         return 1
+
+    async def refusal(self, condition: str) -> str:
+        """What an error answer to A means, naming the server that refused.
+
+        Without XEP-0015 a server answers ``service-unavailable`` (or
+        ``feature-not-implemented``): the old server to A itself, or the new
+        account's server to the old server's question B, which the old server
+        passes on. The new account exists (the tool is logged in to it), so
+        the old server tells which: if it has XEP-0015 it keeps a job for A
+        and shows it (``get`` on its domain); if not, it refuses that too."""
+        old_domain, new_domain = self.opts.old.domain, self.opts.new.domain
+        if condition not in x.NOT_IMPLEMENTED:
+            why = REFUSALS.get(condition, "")
+            return why.format(old_domain=old_domain, new_domain=new_domain, new=self.opts.new)
+        try:
+            await job_state(self.old)
+        except IQError as exc:
+            if exc.condition in x.NOT_IMPLEMENTED:
+                return (f"{old_domain}, the old account's server, does not offer XEP-0015 "
+                        "account transfer; `xferd migrate` moves the account with XEP-0283 "
+                        "instead")
+        except ClientError as exc:
+            log.debug("job state: %s", exc)
+        return (f"{new_domain}, the new account's server, does not offer XEP-0015 account "
+                f"transfer: it refused {old_domain}'s authorisation request; `xferd migrate` "
+                "moves the account with XEP-0283 instead")
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -372,27 +446,31 @@ async def show_status(opts: Options, old_password: str) -> int:
 
 # -- the report ----------------------------------------------------------------------------------
 
-def outcome(contact: Contact, subscription: str | None) -> str:
-    """One report line's status for *contact* (see the module docstring)."""
+def bridged(contact: Contact) -> bool:
+    """Its server has no XEP-0015: the new server asks it the XEP-0283 way."""
+    return contact.status == "failed" and contact.condition in x.NOT_IMPLEMENTED
+
+
+def job_outcome(contact: Contact, asked=None) -> str:
+    """One report line's status for *contact* (see the module docstring);
+    *asked* gives the final state of a contact asked the XEP-0283 way (JID →
+    text), None while the roster hand-over that asks them has not happened."""
     if contact.status == "ok":
         return UPDATED
     if contact.status == "skipped":
         return ROSTER_ONLY
+    if bridged(contact):
+        return asked(contact.jid) if asked else BRIDGE_PENDING
     if contact.status == "failed":
-        if contact.condition in x.NOT_IMPLEMENTED:
-            return FALLBACK_PREAPPROVED if subscription == "from" else FALLBACK_SUBSCRIBE
         return f"failed: {contact.condition or 'undefined-condition'}"
     return NOT_YET
 
 
 def print_report(title: str, contacts: dict[str, Contact], snapshot: dict, *,
-                 footer: str | None = None, transports: bool = True) -> int:
+                 asked=None, footer: str | None = None, transports: bool = True) -> int:
     """Print the per-contact report on stdout; 1 if any contact failed, else 0."""
     print(title)
-    lines = []
-    for jid, contact in contacts.items():
-        item = snapshot.get(jid)
-        lines.append((jid, outcome(contact, item.subscription if item else None)))
+    lines = [(jid, job_outcome(contact, asked)) for jid, contact in contacts.items()]
     if transports:
         lines += [(jid, LEFT_BEHIND) for jid in snapshot if jid not in contacts]
     width = max([len(jid) for jid, _ in lines] + [8])

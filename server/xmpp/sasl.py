@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from .jid import JIDError, nodeprep, saslprep
 
@@ -31,6 +32,8 @@ __all__ = [
     "ScramCredentials",
     "make_credentials",
     "make_all_credentials",
+    "new_salt",
+    "portable_salt",
     "check_password",
     "SaslFailure",
     "Challenge",
@@ -48,6 +51,8 @@ __all__ = [
 
 MECHANISMS_SCRAM = ("SCRAM-SHA-256", "SCRAM-SHA-1")
 DEFAULT_ITERATIONS = 4096
+#: bytes in a salt we make; see :func:`new_salt`
+SALT_SIZE = 16
 _HASHES = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256"}
 
 # RFC 6120 §6.5 failure conditions.
@@ -120,6 +125,33 @@ def _keys(hash_name: str, salted_password: bytes) -> tuple[bytes, bytes, bytes]:
     return client_key, hashlib.new(hash_name, client_key).digest(), server_key
 
 
+def new_salt() -> bytes:
+    """A fresh SCRAM salt, random (RFC 5802 §9) and with no zero byte.
+
+    Prosody's SQL storage (0.12 with LuaDBI's SQLite3 driver) stores a salt
+    whole but reads it back cut at its first 0x00, so an account whose salt
+    holds one cannot log in there after its export is imported
+    (``prosody-migrator`` into ``storage = "sql"``); Prosody's file storage
+    keeps such salts whole. So every byte is drawn uniformly from the 255
+    non-zero values. 16 of them, the size of the salts made before, carry
+    16·log2(255) ≈ 127.9 bits: as unique as any salt needs to be (one
+    collision expected after ~2^64 salts), a hair under the 128 bits NIST
+    SP 800-132 §5.1 names. The size stays 16 on purpose: unknown users get
+    fake salts of the size of real ones (:func:`_fake_salt`), so that SCRAM
+    probing cannot tell which accounts exist; a new size would set every
+    account made before apart from unknown users for as long as it keeps
+    its salt (a SCRAM login never renews one).
+    Salts made before may hold a zero: :func:`portable_salt` tells, and a
+    PLAIN login replaces them (:attr:`PlainServer.renewed`).
+    """
+    return bytes(secrets.randbelow(255) + 1 for _ in range(SALT_SIZE))
+
+
+def portable_salt(salt: bytes) -> bool:
+    """False for a salt that Prosody's SQL storage would cut (a zero byte: :func:`new_salt`)."""
+    return 0 not in salt
+
+
 def make_credentials(
     password: str, mechanism: str, iterations: int = DEFAULT_ITERATIONS, salt: bytes | None = None
 ) -> ScramCredentials:
@@ -130,7 +162,7 @@ def make_credentials(
     if not saslprep(password):
         raise ValueError("password is empty")
     if salt is None:
-        salt = secrets.token_bytes(16)
+        salt = new_salt()
     _, stored_key, server_key = _keys(hash_name, _salted_password(hash_name, password, salt, iterations))
     return ScramCredentials(mechanism, salt, iterations, stored_key, server_key)
 
@@ -294,8 +326,16 @@ def _check_nonce(nonce: str) -> str:
 
 
 def _fake_salt(mechanism: str, username: str) -> bytes:
-    msg = f"{mechanism}\0{username}".encode("utf-8")
-    return hmac.digest(_FAKE_SALT_SECRET, msg, "sha256")[:16]
+    """A stable salt for an unknown user that looks like one of :func:`new_salt`
+    (its size, no zero byte), so it does not set unknown users apart from new
+    accounts: the non-zero bytes of an HMAC stream, uniform over 1…255."""
+    salt = b""
+    for block in range(SALT_SIZE):              # each block yields ~32 usable bytes
+        msg = f"{mechanism}\0{username}\0{block}".encode("utf-8")
+        salt += hmac.digest(_FAKE_SALT_SECRET, msg, "sha256").replace(b"\0", b"")
+        if len(salt) >= SALT_SIZE:
+            break
+    return salt[:SALT_SIZE]
 
 
 class ScramServer(ServerMechanism):
@@ -401,7 +441,17 @@ class ScramServer(ServerMechanism):
 
 
 class PlainServer(ServerMechanism):
-    """Server side of PLAIN, checked against stored SCRAM credentials."""
+    """Server side of PLAIN, checked against stored SCRAM credentials.
+
+    PLAIN is the one mechanism that sees the password (and is offered only
+    over TLS), so a successful PLAIN login is when stored keys can be put
+    right: :attr:`renewed` holds the account's credentials to store instead
+    of :attr:`checked` when keys for *wants* were missing (an account
+    imported with SCRAM-SHA-1 keys only, as Prosody 0.12 keeps them) or a
+    salt holds a zero byte (see :func:`new_salt`). The caller stores them
+    only if the account still has :attr:`checked` (a password changed
+    meanwhile wins).
+    """
 
     name = "PLAIN"
 
@@ -412,9 +462,10 @@ class PlainServer(ServerMechanism):
         self._username = ""
         self._authzid: str | None = None
         self._password: str | None = None
-        #: the *wants* keys, derived from the password when the check had to use
-        #: another mechanism's (an account imported with SCRAM-SHA-1 keys only)
-        self.upgrade: ScramCredentials | None = None
+        #: every SCRAM credential the account had when the password was checked
+        self.checked: dict[str, ScramCredentials] = {}
+        #: what to store instead of :attr:`checked` after this login; None: keep them
+        self.renewed: dict[str, ScramCredentials] | None = None
 
     def start(self, initial: bytes | None) -> Step:
         if self._state != "start":
@@ -441,10 +492,18 @@ class PlainServer(ServerMechanism):
         return NeedCredentials(self._username)
 
     def provide(self, creds: ScramCredentials | None) -> Success:
+        return self.provide_all({creds.mechanism: creds} if creds else {})
+
+    def provide_all(self, stored: Mapping[str, ScramCredentials]) -> Success:
+        """Continue after NeedCredentials with every SCRAM credential the
+        account has (empty: no such user). The password is checked against
+        the *wants* keys, else against those of another mechanism."""
         if self._state != "need-credentials":
-            raise RuntimeError("provide() called without NeedCredentials")
+            raise RuntimeError("provide_all() called without NeedCredentials")
         self._state = "done"
         password, self._password = self._password or "", None  # do not keep it around
+        creds = stored.get(self.wants) or next(
+            (stored[mech] for mech in MECHANISMS_SCRAM if mech in stored), None)
         if creds is None:
             # Spend the same effort as a real check so timing does not reveal the user.
             fake = ScramCredentials(self.wants, _fake_salt(self.wants, self._username), DEFAULT_ITERATIONS, b"", b"")
@@ -452,8 +511,15 @@ class PlainServer(ServerMechanism):
             raise SaslFailure("not-authorized")
         if not check_password(password, creds):
             raise SaslFailure("not-authorized")
-        if creds.mechanism != self.wants:
-            self.upgrade = make_credentials(password, self.wants, creds.iterations)
+        self.checked = dict(stored)
+        stale = [mech for mech, have in stored.items() if not portable_salt(have.salt)]
+        if self.wants not in stored:
+            stale.append(self.wants)
+        if stale:
+            self.renewed = dict(stored)
+            for mech in stale:
+                iterations = stored[mech].iterations if mech in stored else creds.iterations
+                self.renewed[mech] = make_credentials(password, mech, iterations)
         return Success(self._username, self._authzid, None)
 
 

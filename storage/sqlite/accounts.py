@@ -57,6 +57,24 @@ class AccountsMixin:
             return True
         return await self._write(write)
 
+    async def replace_credentials(self, host: str, username: str,
+                                  expected: Mapping[str, ScramCredentials],
+                                  credentials: Mapping[str, ScramCredentials]) -> bool:
+        def write(db):
+            rows = db.execute(
+                "SELECT mechanism, salt, iterations, stored_key, server_key FROM "
+                "scram_credentials WHERE host = ? AND username = ?", (host, username))
+            now = {mech: ScramCredentials(mech, bytes(salt), iterations, bytes(stored),
+                                          bytes(server))
+                   for mech, salt, iterations, stored, server in rows}
+            if not now or now != dict(expected):
+                return False
+            db.execute("DELETE FROM scram_credentials WHERE host = ? AND username = ?",
+                       (host, username))
+            _store_credentials(db, host, username, credentials)
+            return True
+        return await self._write(write)
+
     async def delete_user(self, host: str, username: str, *,
                           tombstone: str | None = None) -> bool:
         def write(db):

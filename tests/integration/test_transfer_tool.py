@@ -3,10 +3,13 @@ subprocess, passwords in the environment, certificates via --old-cafile and
 --new-cafile) against real xferd processes federating over static routes.
 
 old.test holds the moving account, new.test the new one, c.test contacts
-with XEP-0015; d.test has it switched off (like Prosody or ejabberd: the
-notice is ``service-unavailable`` and the new server falls back to
-XEP-0283); gone.test is stopped in the middle of one test to make a notice
-fail for real.
+with XEP-0015; d.test and e.test have it switched off (like Prosody or
+ejabberd: the notice is ``service-unavailable`` and the new server falls back
+to XEP-0283). d.test updates its users' rosters itself when it can verify
+the move (XEP-0283 "Server-side processing of inbound moved notification",
+like Prosody with mod_auto_moved); e.test does not (``[moved] auto_update =
+false``, like ejabberd 23.01): its users must approve. gone.test is stopped
+in the middle of one test to make a notice fail for real.
 """
 
 import asyncio
@@ -23,7 +26,10 @@ from tests.harness import REPO, XferdProcess, federate, tool_report
 from tests.integration.test_accountxfer import befriend, online, wait_gone, wait_item
 
 pytestmark = pytest.mark.timeout(240)
-DOMAINS = ("old.test", "new.test", "c.test", "d.test", "gone.test")
+MOVED = "urn:xmpp:moved:1"
+DOMAINS = ("old.test", "new.test", "c.test", "d.test", "e.test", "gone.test")
+#: without XEP-0015
+NO_XFER = ("d.test", "e.test")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +38,8 @@ def fed(tmp_path_factory):
                  "s2s": {"dialback_timeout": 3, "connect_timeout": 2}}
     servers = {}
     for domain in DOMAINS:
-        extra = {"accountxfer": {**overrides["accountxfer"], "enabled": domain != "d.test"}}
+        extra = {"accountxfer": {**overrides["accountxfer"], "enabled": domain not in NO_XFER},
+                 "moved": {"auto_update": domain != "e.test"}}
         servers[domain] = XferdProcess(tmp_path_factory.mktemp(domain.split(".")[0]),
                                        domains=(domain,), overrides={**overrides, **extra})
     federate(servers)
@@ -55,16 +62,22 @@ def accounts(fed, **names):
 
 
 async def run_tool(fed, *args, old_password="pw", new_password="pw", timeout=120):
-    """``xferd transfer ARGS`` with both servers' addresses and CAs; (status, stdout, stderr)."""
+    """``xferd transfer ARGS`` with both servers' addresses and CAs (those of the
+    --old and --new accounts' domains, else old.test and new.test); (status, stdout, stderr)."""
     env = dict(os.environ, XFERD_OLD_PASSWORD=old_password, XFERD_NEW_PASSWORD=new_password,
                PYTHONPATH=str(REPO))
     env.pop("XFERD_CONFIG", None)
-    old, new = fed["old.test"], fed["new.test"]
+
+    def domain(option: str, default: str) -> str:
+        given = args[args.index(option) + 1] if option in args else ""
+        return given.partition("@")[2] if given.partition("@")[2] in fed else default
+    old_domain, new_domain = domain("--old", "old.test"), domain("--new", "new.test")
+    old, new = fed[old_domain], fed[new_domain]
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "server", "transfer", *args,
         "--old-host", "127.0.0.1", "--old-port", str(old.c2s_port),
         "--new-host", "127.0.0.1", "--new-port", str(new.c2s_port),
-        "--old-cafile", str(old.cert("old.test")), "--new-cafile", str(new.cert("new.test")),
+        "--old-cafile", str(old.cert(old_domain)), "--new-cafile", str(new.cert(new_domain)),
         cwd=old.workdir, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode, out.decode(), err.decode()
@@ -92,7 +105,8 @@ async def test_transfer_moves_every_contact_and_reports(fed):
     assert lines[who["bob"]] == "updated"
     assert lines[who["carol"]] == "updated"
     assert lines[who["erin"]] == "updated"
-    assert lines[who["dan"]] == "fallback (XEP-0283 request sent)"
+    # d.test has no XEP-0015 but verified the move the XEP-0283 way and said yes
+    assert lines[who["dan"]] == "auto-updated"
     assert lines["nobody@c.test"] == "roster only (not subscribed)"
     assert lines["icq.gateway.test"].startswith("left behind (transport")
     assert f"Transferred {who['alice']} → {who['anew']}" in out
@@ -104,6 +118,7 @@ async def test_transfer_moves_every_contact_and_reports(fed):
     await wait_item(others["bob"], who["anew"], "both")
     await wait_item(others["carol"], who["anew"], "from")
     await wait_item(others["erin"], who["anew"], "to")
+    await wait_item(others["dan"], who["anew"], "both")
     # the new account has the roster (transport left behind)
     new = await online(fed["new.test"], who["anew"])
     roster = await new.fetch_roster()
@@ -111,6 +126,75 @@ async def test_transfer_moves_every_contact_and_reports(fed):
     assert roster[who["bob"]]["subscription"] == "both"
     for client in (new, *others.values()):
         await client.close()
+
+
+async def test_contacts_without_xep0015_get_the_state_migrate_reports(fed):
+    """Contacts whose server has no XEP-0015 are asked by the new server the
+    XEP-0283 way, and the report gives each one's final state as ``xferd
+    migrate`` does. XEP-0283, server-side processing: "Upon successful
+    verification, the server MUST NOT forward the stanza to Romeo's clients,
+    but instead MUST create a roster entry for the new JID … and then
+    auto-reply to the subscription request with a presence of type
+    'subscribed'" (d.test: ``auto-updated``); a server that does not verify
+    processes it "as a normal subscription request" (e.test: the user is
+    asked — ``waiting for manual approval`` — and may decline:
+    ``failed: refused``). A contact that only saw the old account's presence
+    is pre-approved, not asked (RFC 6121 §3.4)."""
+    who = accounts(fed, ann="old.test", annie="new.test", dan="d.test", eve="e.test",
+                   fay="e.test", ivy="e.test")
+    old = await online(fed["old.test"], who["ann"])
+    others = {name: await online(fed[who[name].split("@")[1]], who[name])
+              for name in ("dan", "eve", "fay", "ivy")}
+    for name, how in (("dan", "both"), ("eve", "both"), ("fay", "from"), ("ivy", "both")):
+        await befriend(old, who["ann"], others[name], who[name], how)
+    await old.close()
+
+    tool = asyncio.ensure_future(run_tool(fed, "--old", who["ann"], "--new", who["annie"],
+                                          "--wait", "5"))
+    # eve and ivy are asked, with <moved/> naming the old account; ivy says no
+    for name in ("eve", "ivy"):
+        request = await others[name].next_presence(type="subscribe", sender=who["annie"],
+                                                   timeout=30)
+        assert request.xml.findtext(f"{{{MOVED}}}moved/{{{MOVED}}}old-jid") == who["ann"]
+    others["ivy"].send_presence(pto=who["annie"], ptype="unsubscribed")
+    code, out, err = await tool
+
+    assert code == 1, out + err                     # ivy's refusal is a failure
+    lines = report(out)
+    assert lines == {
+        who["dan"]: "auto-updated",
+        who["eve"]: "waiting for manual approval",
+        who["fay"]: f"waiting for manual approval (pre-approved: accepted once they add "
+                    f"{who['annie']})",
+        who["ivy"]: "failed: refused (unsubscribed): the contact declined or does not exist",
+    }, out
+    assert "1 auto-updated, 2 waiting for manual approval, 1 failed" in out
+    assert "fallback" not in out
+    assert "[5/5] waiting up to 5 s for answers from 3 contact(s)" in err
+    # what the contacts see: dan's server moved him; eve still has the question
+    await wait_item(others["dan"], who["annie"], "both")
+    assert (await others["eve"].fetch_roster())[who["ann"]]["subscription"] == "both"
+    for client in others.values():
+        await client.close()
+
+
+async def test_the_server_without_xep0015_is_named(fed):
+    """A server without XEP-0015 answers ``<service-unavailable/>`` (RFC 6120
+    §8.3.3.19: "the feature requested is not available"): the new account's
+    server to the old server's question B, which the old server passes on to
+    the user as its answer to A; or the old server to A itself. The tool says
+    which server refused."""
+    who = accounts(fed, kay="old.test", kai="d.test", lee="d.test", leo="new.test")
+    code, out, err = await run_tool(fed, "--old", who["kay"], "--new", who["kai"])
+    assert code == 1, out + err
+    assert ("d.test, the new account's server, does not offer XEP-0015 account transfer: it "
+            "refused old.test's authorisation request") in err, err
+    assert "the old account's server" not in err and "or the new account" not in err
+
+    code, out, err = await run_tool(fed, "--old", who["lee"], "--new", who["leo"])
+    assert code == 1, out + err
+    assert "d.test, the old account's server, does not offer XEP-0015 account transfer" in err
+    assert "the new account's server" not in err
 
 
 async def test_wrong_password_is_a_login_error(fed):

@@ -82,7 +82,7 @@ def scram_exchange(mech, client, creds, *, server=None, initial=True):
 @pytest.mark.parametrize("mech", MECHANISMS_SCRAM)
 def test_check_password(mech):
     creds = make_credentials("secret", mech, FAST)
-    assert len(creds.salt) == 16 and creds.iterations == FAST
+    assert len(creds.salt) == sasl.SALT_SIZE and creds.iterations == FAST
     assert check_password("secret", creds)
     assert not check_password("Secret", creds)
     assert not check_password("bad\x07", creds)  # saslprep refuses; no exception
@@ -439,13 +439,16 @@ def test_plain_checked_against_sha1_keys_derives_the_sha256_ones():
     mech = PlainServer("SCRAM-SHA-256")
     mech.start(b"\0user\0pencil")
     assert isinstance(mech.provide(sha1), Success)
-    assert mech.upgrade is not None and mech.upgrade.mechanism == "SCRAM-SHA-256"
-    assert mech.upgrade.iterations == 4096
-    assert check_password("pencil", mech.upgrade) and not check_password("pen", mech.upgrade)
+    assert mech.checked == {"SCRAM-SHA-1": sha1}
+    assert mech.renewed is not None and set(mech.renewed) == {"SCRAM-SHA-1", "SCRAM-SHA-256"}
+    assert mech.renewed["SCRAM-SHA-1"] is sha1              # kept as it was
+    upgrade = mech.renewed["SCRAM-SHA-256"]
+    assert upgrade.iterations == 4096
+    assert check_password("pencil", upgrade) and not check_password("pen", upgrade)
     same = PlainServer("SCRAM-SHA-256")
     same.start(b"\0user\0pencil")
     same.provide(make_credentials("pencil", "SCRAM-SHA-256", 4096))
-    assert same.upgrade is None
+    assert same.renewed is None
 
 
 # -- RFC 6120 §6.4.2: base64 of the SASL elements, "=" for empty data ---------------------

@@ -190,9 +190,9 @@ _ROUTE_TLS = ("starttls", "direct", "none")
 
 def caller_path(text: str) -> str:
     """A path typed on the command line, taken from the directory it was typed
-    in. ``scripts/xferd`` runs xferd in the repository (where ``conf/`` and
-    ``data/`` are) and names the caller's directory in ``$XFERD_CALLER_DIR``;
-    without it, the working directory is the caller's."""
+    in. ``scripts/serve`` runs xferd in the repository and names the caller's
+    directory in ``$XFERD_CALLER_DIR``; without it, the working directory is
+    the caller's (``scripts/xferd`` stays where it was called)."""
     base = os.environ.get("XFERD_CALLER_DIR")
     return os.path.join(base, text) if base and not os.path.isabs(text) else text
 

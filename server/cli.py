@@ -2,7 +2,7 @@
 
     xferd serve [-c FILE] [--trace] [--ports-file PATH] [-v]
                                               run the server (SIGHUP reloads [s2s.routes])
-    xferd adduser JID                         create an account (asks for a password)
+    xferd adduser JID [--init]                create an account (asks for a password)
     xferd passwd JID                          change a password
     xferd deluser JID                         delete an account and all its data
     xferd users [DOMAIN]                      list accounts
@@ -11,16 +11,21 @@
     xferd transfer --old OLD --new NEW        move an account by XEP-0015 account transfer
     xferd transfer status --old OLD           how the old server's transfer job stands
     xferd export --user JID -o FILE           one account as XEP-0227 XML (SCRAM, no password)
-    xferd export --host DOMAIN -o DIR         a whole host: DIR/main.xml → host → user files
+    xferd export --host DOMAIN -o DIR [--force]
+                                              a whole host: DIR/main.xml → host → user files
     xferd export ... --dialect ejabberd       the form ejabberd 21.12+ imports (one host file)
-    xferd import FILE [--dry-run]             create the accounts of a XEP-0227 export
+    xferd import FILE [--dry-run] [--init]    create the accounts of a XEP-0227 export
     xferd import FILE --as JID [--outreach]   its one account as a new JID, contacts asked
     xferd diagram TRACE... -o FILE.html       stanza traces → one HTML sequence diagram
 
-Every command takes ``-c FILE``; without it ``$XFERD_CONFIG`` or
-``conf/xferd.toml`` (if present in the working directory) is used, else the
-built-in defaults. Passwords are read from the terminal, or as one line from
-standard input when it is not a terminal (for scripts).
+Every command takes ``-c FILE``; without it ``$XFERD_CONFIG`` or the
+checkout's ``conf/xferd.toml`` is used, else the built-in defaults
+(``server/config.py``). The commands that work on the server's database say
+on stderr which config and database they use, and stop when that database does
+not exist rather than start an empty one beside the real one: only ``serve``
+creates it, and ``adduser``/``import`` with ``--init``. Passwords are read from
+the terminal, or as one line from standard input when it is not a terminal
+(for scripts).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import sys
 import time
 
 from . import config as configuration
+from .wording import counted
 from .xmpp.jid import JID, JIDError
 
 log = logging.getLogger("xferd")
@@ -57,12 +63,37 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _setup_logging(conf, args)
     try:
+        if args.database:
+            _check_database(conf, create=getattr(args, "init", False))
         return args.func(conf, args) or 0
     except CommandError as exc:
         print(f"xferd: error: {exc}", file=sys.stderr)
         return 1
+    except EOFError:            # Ctrl-D at a prompt
+        print("\nxferd: error: input ended (Ctrl-D) before it was complete; nothing done",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _check_database(conf, create: bool | None) -> None:
+    """Say which config and database an administrative command works on, and
+    refuse a database that does not exist: a config not meant (or none found)
+    must not end in a second, empty database the running server never sees.
+    *create*: ``--init`` was given (True), could have been (False), or the
+    command has no such option (None)."""
+    source = conf.source if conf.source.startswith("<") else \
+        os.path.abspath(conf.source)
+    path = conf.storage_path.absolute()
+    _stderr(f"xferd: config {source}, database {path}")
+    if path.exists() or create:
+        return
+    init = " (or add --init to create it here)" if create is not None else ""
+    raise CommandError(
+        f"there is no database at {path}: nothing done. If the server runs elsewhere, "
+        "name its config with -c FILE or $XFERD_CONFIG; a new server creates its database "
+        f"on its first start (xferd serve){init}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,9 +104,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xferd", description="xferd XMPP server")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, func, text: str, description: str | None = None):
+    def command(name: str, func, text: str, description: str | None = None, *,
+                database: bool = False, init: bool = False):
+        """A subcommand; *database*: it works on the server's database (which must
+        exist, or with *init*, may be created by ``--init``)."""
         sub = commands.add_parser(name, parents=[common], help=text, description=description)
-        sub.set_defaults(func=func)
+        # argparse: a parser's set_defaults wins over an argument's default
+        sub.set_defaults(func=func, database=database, init=False if init else None)
+        if init:
+            sub.add_argument("--init", action="store_true",
+                             help="create the database if there is none yet (a new server "
+                                  "that has not been started)")
         return sub
 
     def progress_every(sub) -> None:
@@ -92,9 +131,10 @@ def _parser() -> argparse.ArgumentParser:
     for name, func, text in (("adduser", cmd_adduser, "create an account"),
                              ("passwd", cmd_passwd, "change an account's password"),
                              ("deluser", cmd_deluser, "delete an account and all its data")):
-        command(name, func, text).add_argument("jid", help="user@domain")
+        command(name, func, text, database=True,
+                init=name == "adduser").add_argument("jid", help="user@domain")
 
-    users = command("users", cmd_users, "list accounts")
+    users = command("users", cmd_users, "list accounts", database=True)
     users.add_argument("domain", nargs="?", help="only this domain")
 
     cert = command("cert", cmd_cert, "make a self-signed certificate for DOMAIN")
@@ -122,13 +162,15 @@ def _parser() -> argparse.ArgumentParser:
         "export", cmd_export, "export accounts as XEP-0227 XML",
         "Write accounts with SCRAM credentials (never passwords), roster, pending "
         "subscriptions, offline messages, private XML, vCard and PEP as XEP-0227 "
-        "(urn:xmpp:pie:0). Files are created readable by their owner only.")
+        "(urn:xmpp:pie:0). Files are created readable by their owner only.", database=True)
     which = export.add_mutually_exclusive_group(required=True)
     which.add_argument("--user", metavar="JID", help="one account, into FILE")
     which.add_argument("--host", metavar="DOMAIN",
                        help="every account of DOMAIN, into DIR (main.xml and XIncludes)")
     export.add_argument("-o", "--output", required=True, metavar="FILE|DIR",
                         type=configuration.caller_path)
+    export.add_argument("--force", action="store_true",
+                        help="with --host: write into DIR even if it holds files already")
     export.add_argument(
         "--dialect", choices=pie_ejabberd.DIALECTS, default=pie_ejabberd.STANDARD,
         help="xep0227 (default): XEP-0227 as written, read by Prosody and xferd; ejabberd: "
@@ -144,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
         "import", cmd_import, "create accounts from a XEP-0227 export",
         "Read a XEP-0227 document (following relative XIncludes) and create each account it "
         "holds, with all its data, in one transaction. The whole file is checked before "
-        "anything is written; existing accounts are skipped.")
+        "anything is written; existing accounts are skipped.", database=True, init=True)
     imp.add_argument("file", type=configuration.caller_path, help="the document (main.xml of a host export, or a single file)")
     imp.add_argument("--dry-run", action="store_true", help="check the file, write nothing")
     progress_every(imp)
@@ -195,7 +237,7 @@ async def _serve(conf, ports_file: str | None = None) -> int:
 
     from .core.service import Xferd
     server = Xferd(conf)
-    log.info("configuration: %s", conf.source)
+    log.info("configuration: %s, database %s", conf.source, conf.storage_path.absolute())
     try:
         await server.start()
     except OSError as exc:
@@ -255,9 +297,13 @@ def _user_jid(conf, text: str) -> JID:
 
 def _read_password(prompt: bool) -> str:
     if sys.stdin.isatty():
-        first = getpass.getpass("Password: ")
-        if prompt and getpass.getpass("Repeat password: ") != first:
-            raise CommandError("the passwords do not match")
+        try:
+            first = getpass.getpass("Password: ")
+            if prompt and getpass.getpass("Repeat password: ") != first:
+                raise CommandError("the passwords do not match")
+        except EOFError:                # Ctrl-D: the prompt's line is still open
+            print(file=sys.stderr)
+            raise CommandError("no password given (Ctrl-D): nothing done") from None
     else:
         first = sys.stdin.readline().rstrip("\r\n")
     if not first:
@@ -388,6 +434,8 @@ def cmd_export(conf, args) -> int:
     started = time.monotonic()
     if args.ejabberd_hash != "sha" and args.dialect != pie_ejabberd.DIALECT:
         raise CommandError("--ejabberd-hash needs --dialect ejabberd")
+    if args.force and not args.host:
+        raise CommandError("--force goes with --host only")
     first = pie_ejabberd.SCRAM_HASHES[args.ejabberd_hash]
     if args.user:
         jid = _user_jid(conf, args.user)
@@ -403,6 +451,7 @@ def cmd_export(conf, args) -> int:
         host = args.host.lower()
         if host not in conf.hosts:
             raise CommandError(f"{args.host} is not a host of this server")
+        _refuse_filled_directory(Path(args.output), args.force)
 
         def progress(done: int, total: int) -> None:
             _stderr(f"export: {done}/{total} users of {host}")
@@ -424,11 +473,22 @@ def cmd_export(conf, args) -> int:
     _stderr(f"exported {what}: {summary.text()} to {args.output} "
             f"in {time.monotonic() - started:.1f} s")
     if args.dialect == pie_ejabberd.DIALECT and summary.lacking_first:
-        _stderr(f"note: {summary.lacking_first} accounts have no {first} keys (imported "
-                "with other keys only, no PLAIN login since): ejabberd gets keys its "
+        have = "has" if summary.lacking_first == 1 else "have"
+        _stderr(f"note: {counted(summary.lacking_first, 'account')} {have} no {first} keys "
+                "(imported with other keys only, no PLAIN login since): ejabberd gets keys its "
                 f"auth_scram_hash {args.ejabberd_hash} does not use, so they can log in "
                 "there with PLAIN only")
     return 0
+
+
+def _refuse_filled_directory(directory, force: bool) -> None:
+    """An export into a directory that holds files already would mix them with
+    the old ones (a user deleted since stays in it as a file): only with --force."""
+    if directory.exists() and not directory.is_dir():
+        raise CommandError(f"{directory} exists and is not a directory")
+    if not force and directory.is_dir() and any(directory.iterdir()):
+        raise CommandError(f"{directory} is not empty: give another directory, or --force "
+                           "to write into it (files of accounts deleted since stay there)")
 
 
 def cmd_import(conf, args) -> int:
@@ -443,7 +503,7 @@ def cmd_import(conf, args) -> int:
     started = time.monotonic()
 
     def progress(done: int) -> None:
-        _stderr(f"import: {done} users")
+        _stderr(f"import: {counted(done, 'user')}")
 
     async def work(store):
         return await pie.import_file(store, args.file, hosts=list(conf.hosts),
@@ -458,10 +518,12 @@ def cmd_import(conf, args) -> int:
     except OSError as exc:
         raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from None
     verb = "would import" if args.dry_run else "imported"
-    _stderr(f"{verb} {summary.text()}; {summary.skipped} existing accounts skipped, "
-            f"{summary.warnings} warnings, in {time.monotonic() - started:.1f} s")
+    _stderr(f"{verb} {summary.text()}; {counted(summary.skipped, 'existing account')} "
+            f"skipped, {counted(summary.warnings, 'warning')}, "
+            f"in {time.monotonic() - started:.1f} s")
     if summary.sha1_only:
-        _stderr(f"note: {summary.sha1_only} accounts came with SCRAM-SHA-1 keys only (as "
+        _stderr(f"note: {counted(summary.sha1_only, 'account')} came with SCRAM-SHA-1 keys "
+                "only (as "
                 "Prosody and ejabberd keep them): they log in with SCRAM-SHA-1 or PLAIN, and "
                 "their first PLAIN login (or xferd passwd) adds SCRAM-SHA-256")
     return 0
@@ -499,6 +561,9 @@ def _import_as(conf, args) -> int:
         return 2
     except OSError as exc:
         raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    if not created and not args.outreach:
+        raise CommandError(f"{new} already exists: nothing imported (with --outreach, "
+                           "the outreach of an earlier import --as is sent again)")
     for line in import_as.describe(rehomed, old, new, created):
         _stderr(line)
     if not args.outreach:

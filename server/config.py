@@ -5,7 +5,11 @@ one place, and ``conf/xferd.toml`` documents them. Unknown keys and wrong
 types are errors that name the key (with a "did you mean" hint), because a
 silently ignored typo in a server config is a security bug waiting to happen.
 
-Relative paths are taken from the current working directory.
+Relative paths in a config file are taken from the file's own directory (as
+Prosody does for its certificates), so that every command run with the same
+file finds the same database and certificates, whatever directory it is run
+from. Only the built-in defaults (no file at all) are relative to the working
+directory.
 """
 
 from __future__ import annotations
@@ -186,20 +190,30 @@ _ROUTE_TLS = ("starttls", "direct", "none")
 
 def caller_path(text: str) -> str:
     """A path typed on the command line, taken from the directory it was typed
-    in. ``scripts/xferd`` runs xferd in the repository (where ``conf/`` and
-    ``data/`` are) and names the caller's directory in ``$XFERD_CALLER_DIR``;
-    without it, the working directory is the caller's."""
+    in. ``scripts/serve`` runs xferd in the repository and names the caller's
+    directory in ``$XFERD_CALLER_DIR``; without it, the working directory is
+    the caller's (``scripts/xferd`` stays where it was called)."""
     base = os.environ.get("XFERD_CALLER_DIR")
     return os.path.join(base, text) if base and not os.path.isabs(text) else text
 
 
+def checkout_config_path() -> Path | None:
+    """``conf/xferd.toml`` of the checkout this code runs from (``pip install -e``,
+    ``scripts/xferd``), if there is one; an installed package has none."""
+    candidate = Path(__file__).resolve().parent.parent / "conf" / "xferd.toml"
+    return candidate if candidate.is_file() else None
+
+
 def default_config_path() -> Path | None:
-    """``$XFERD_CONFIG``, else ``conf/xferd.toml`` below the working directory."""
+    """The config a command uses without ``-c``: ``$XFERD_CONFIG``, else the
+    checkout's ``conf/xferd.toml``; None means the built-in defaults.
+
+    Never a file found in the working directory: the same command must act on
+    the same server's data wherever it is typed."""
     env = os.environ.get("XFERD_CONFIG")
     if env:
-        return Path(env)
-    candidate = Path("conf/xferd.toml")
-    return candidate if candidate.exists() else None
+        return Path(caller_path(env)).absolute()
+    return checkout_config_path()
 
 
 def load(path: str | os.PathLike | None) -> Config:
@@ -215,7 +229,19 @@ def load(path: str | os.PathLike | None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     config = parse(raw, str(path))
+    _resolve_paths(config, path.absolute().parent)
     return config
+
+
+def _resolve_paths(config: Config, base: Path) -> None:
+    """Make the file's relative paths (and the default ``data_dir``) absolute,
+    taken from *base*, the config file's directory (module docstring)."""
+    def resolved(text: str) -> str:
+        return os.path.normpath(base / text) if text else text
+    config.server.data_dir = resolved(config.server.data_dir)
+    config.s2s.ca_file = resolved(config.s2s.ca_file)
+    for host in config.hosts.values():
+        host.cert, host.key = resolved(host.cert), resolved(host.key)
 
 
 def parse(raw: dict, source: str = "<config>") -> Config:

@@ -54,6 +54,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from lxml import etree
 
+from server.wording import counted
 from server.xmpp import timestamps
 from server.xmpp.jid import JID, JIDError, nameprep
 from server.xmpp.namespaces import (
@@ -226,10 +227,12 @@ class Summary:
         self.blocked += len(data.blocked)
 
     def text(self) -> str:
-        return (f"{self.users} users ({self.roster_items} roster items, {self.pending} pending "
-                f"subscriptions, {self.offline} offline messages, {self.private} private "
-                f"fragments, {self.vcards} vCards, {self.pep_nodes} PEP nodes with "
-                f"{self.pep_items} items, {self.blocked} blocked JIDs)")
+        return (f"{counted(self.users, 'user')} ({counted(self.roster_items, 'roster item')}, "
+                f"{counted(self.pending, 'pending subscription')}, "
+                f"{counted(self.offline, 'offline message')}, "
+                f"{counted(self.private, 'private fragment')}, {counted(self.vcards, 'vCard')}, "
+                f"{counted(self.pep_nodes, 'PEP node')} with {counted(self.pep_items, 'item')}, "
+                f"{counted(self.blocked, 'blocked JID')})")
 
 
 async def export_user(store, host: str, username: str, path: Path, *,

@@ -218,7 +218,8 @@ class XferdProcess:
                               text=True, timeout=60, env=_env())
 
     def adduser(self, jid: str, password: str) -> None:
-        done = self.cli("adduser", jid, input=password + "\n")
+        # --init: the fixtures create accounts before the server's first start
+        done = self.cli("adduser", "--init", jid, input=password + "\n")
         assert done.returncode == 0, done.stderr
 
 

@@ -16,26 +16,31 @@ every stanza is in the servers' logs (``<dir>/<domain>/xferd.log``).
 the move, from the moment the command runs, as a sequence diagram
 (``xferd diagram``: one HTML file).
 
-State lives in $TWO_DOMAINS_DIR (default data/two-domains); ports are
+State lives in $TWO_DOMAINS_DIR (default data/two-domains; a relative path is
+taken from the directory you run the script in); ports are
 $TWO_DOMAINS_BASE_PORT (default 15000) + 222/223/269 for a.localhost and
-+ 10222/10223/10269 for b.localhost.
++ 10222/10223/10269 for b.localhost. ``up`` keeps the base port it used in the
+pair's directory (``pair.json``), and each running server the ports it bound
+(``<domain>/ports.json``): ``status``, ``down`` and the demos find them there,
+so only $TWO_DOMAINS_DIR is needed after ``up``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-BASE_DIR = Path(os.environ.get("TWO_DOMAINS_DIR", REPO / "data" / "two-domains"))
-BASE_PORT = int(os.environ.get("TWO_DOMAINS_BASE_PORT", "15000"))
+DEFAULT_DIR = REPO / "data" / "two-domains"
+BASE_DIR = Path(os.environ.get("TWO_DOMAINS_DIR") or DEFAULT_DIR).absolute()
+DEFAULT_BASE_PORT = 15000
 XFERD = [sys.executable, "-m", "server"]
 
 DOMAINS = {
@@ -44,9 +49,35 @@ DOMAINS = {
 }
 
 
+def base_port() -> int:
+    """$TWO_DOMAINS_BASE_PORT, else the one ``up`` used for this pair, else 15000."""
+    if os.environ.get("TWO_DOMAINS_BASE_PORT"):
+        return int(os.environ["TWO_DOMAINS_BASE_PORT"])
+    try:
+        return int(json.loads((BASE_DIR / "pair.json").read_text())["base_port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_BASE_PORT
+
+
 def ports(domain: str) -> dict[str, int]:
-    base = BASE_PORT + DOMAINS[domain]["offset"]
+    """The ports *domain*'s server bound, while it runs; else those it will ask for."""
+    bound = bound_ports(domain)
+    if bound:
+        return bound
+    base = base_port() + DOMAINS[domain]["offset"]
     return {"c2s": base + 222, "direct_tls": base + 223, "s2s": base + 269}
+
+
+def bound_ports(domain: str, pid: int | None = None) -> dict[str, int] | None:
+    """What the running server (or process *pid*) wrote in its ``--ports-file``."""
+    try:
+        status = json.loads((workdir(domain) / "ports.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if status.get("pid") != (pid or pid_of(domain)):
+        return None
+    bound = status["ports"]
+    return {"c2s": bound["c2s"], "direct_tls": bound.get("c2s_direct_tls"), "s2s": bound["s2s"]}
 
 
 def workdir(domain: str) -> Path:
@@ -92,14 +123,6 @@ def pid_of(domain: str) -> int | None:
     return pid
 
 
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
-
 def xferd(domain: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
     command, *rest = args
     return subprocess.run([*XFERD, command, "-c", str(workdir(domain) / "xferd.toml"), *rest],
@@ -107,22 +130,29 @@ def xferd(domain: str, *args: str, input: str | None = None) -> subprocess.Compl
 
 
 def up() -> int:
+    if not any(pid_of(domain) for domain in DOMAINS):
+        BASE_DIR.mkdir(parents=True, exist_ok=True)
+        (BASE_DIR / "pair.json").write_text(json.dumps({"base_port": base_port()}) + "\n")
     for domain in DOMAINS:
         if pid_of(domain):
             print(f"{domain}: already running (pid {pid_of(domain)})")
             continue
         config = write_config(domain)
         log = open(workdir(domain) / "xferd.log", "ab")
-        proc = subprocess.Popen([*XFERD, "serve", "-c", str(config)], cwd=REPO, stdout=log,
+        ports_file = workdir(domain) / "ports.json"
+        ports_file.unlink(missing_ok=True)
+        proc = subprocess.Popen([*XFERD, "serve", "-c", str(config), "--ports-file",
+                                 str(ports_file)], cwd=REPO, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         (workdir(domain) / "xferd.pid").write_text(str(proc.pid))
+        # started means: this process bound its ports (not just "someone listens there")
         deadline = time.monotonic() + 20
-        while not listening(ports(domain)["c2s"]):
+        while not bound_ports(domain, proc.pid):
             if proc.poll() is not None or time.monotonic() > deadline:
                 print(f"{domain}: did not start; see {workdir(domain) / 'xferd.log'}",
                       file=sys.stderr)
                 return 1
-            time.sleep(0.1)
+            time.sleep(0.1)     # a poll with a deadline: the ports file gives no notification
         print(f"{domain}: started (pid {proc.pid})")
     for domain, info in DOMAINS.items():
         jid = f"{info['user']}@{domain}"
@@ -137,8 +167,14 @@ def up() -> int:
         print(f"  trust {workdir(domain) / 'data' / 'certs' / (domain + '.crt')}")
     print("\nThe two servers federate over s2s ports "
           f"{ports('a.localhost')['s2s']} and {ports('b.localhost')['s2s']}. "
-          "Stop them with: scripts/two-domains down")
+          f"Stop them with: {this_pair()}scripts/two-domains down")
     return 0
+
+
+def this_pair() -> str:
+    """What names this pair on a command line: nothing for the default directory."""
+    return "" if BASE_DIR == DEFAULT_DIR.absolute() else \
+        f"TWO_DOMAINS_DIR={shlex.quote(str(BASE_DIR))} "
 
 
 def down() -> int:
@@ -213,8 +249,7 @@ async def _demo_transfer() -> int:
         print(f"{OLD} has already moved (a.localhost says: {exc.text}); its server refuses "
               "logins now, so there is nothing left to transfer.")
         await _show_rosters(CONTACTS + (NEW,))
-        print(f"To run the demo again from scratch: scripts/two-domains down, remove "
-              f"{BASE_DIR}, scripts/two-domains up.")
+        print(from_scratch())
         return 0
     print(f"\n1. {OLD} and her contacts subscribe to each other")
     try:
@@ -253,10 +288,29 @@ def demo_move() -> int:
             print(f"created {jid} (password {PASSWORDS[jid]})")
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    return asyncio.run(_demo_move())
+    from server.client import ClientError
+    try:
+        return asyncio.run(_demo_move())
+    except (ClientError, OSError, RuntimeError, asyncio.TimeoutError) as exc:
+        print(f"demo-move: {exc or type(exc).__name__}; the servers' logs are in "
+              f"{BASE_DIR}/<domain>/xferd.log", file=sys.stderr)
+        return 1
 
 
 async def _demo_move() -> int:
+    dora = await _connect(MOVER)
+    try:
+        moved_to = await _moved_to(dora)
+    finally:
+        await dora.close()
+    if moved_to:
+        # a second run: moving again would subscribe the old account to her contacts
+        # again (and fail to: their servers now hold the new one); say what was done
+        print(f"{MOVER} has already moved to {moved_to} (her moved statement, XEP-0283, "
+              "says so), so there is nothing left to move.")
+        await _show_rosters(CONTACTS + (MOVED_TO,))
+        print(from_scratch())
+        return 0
     print(f"\n1. {MOVER} and her contacts subscribe to each other")
     dora = await _connect(MOVER)
     try:
@@ -284,6 +338,21 @@ async def _demo_move() -> int:
     print(f"\n   xferd migrate exited with {done.returncode}")
     await _show_rosters(CONTACTS + (MOVED_TO,), "after")
     return done.returncode
+
+
+def from_scratch() -> str:
+    return (f"To run the demo again from scratch: {this_pair()}scripts/two-domains down, "
+            f"remove {BASE_DIR}, {this_pair()}scripts/two-domains up.")
+
+
+async def _moved_to(client) -> str | None:
+    """The new address in the account's own moved statement (XEP-0283 §4.1), if any."""
+    from server.xmpp.namespaces import MOVED_NS
+    for _, payload in await client.pep_items(None, MOVED_NS):
+        new = payload.findtext(f"{{{MOVED_NS}}}new-jid") if payload is not None else None
+        if new:
+            return new.strip()
+    return None
 
 
 def transfer_args() -> list[str]:
@@ -380,6 +449,7 @@ def write_diagram(command: str, output: str) -> int:
 
 
 def main(argv: list[str]) -> int:
+    os.umask(0o077)     # configs, logs (stanza traces) and pids: the owner's only
     commands = {"up": up, "down": down, "status": status, "demo-transfer": demo_transfer,
                 "demo-move": demo_move}
     diagram = None

@@ -23,8 +23,9 @@ account's presence, ``subscribe`` to everyone it saw. The requests carry
 ``<moved><old-jid/></moved>`` (XEP-0283 §4.2) only when the export holds a
 statement naming the new account: otherwise there is nothing a contact's
 server could verify. Answers are watched and reported as ``xferd migrate``
-does, with the same resumable state file; a second run skips the import
-(the account exists) and repeats the outreach for contacts that failed.
+does, with the same resumable state file (in the data directory); a second
+run skips the import (the account exists) and repeats the outreach for
+contacts that failed.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from storage.api import RosterItem, UserData
 
 from ..config import caller_path
 from ..io.tls import default_cert_paths
+from ..wording import counted
 from ..xmpp.jid import JID
 from ..xmpp.namespaces import MOVED_NS
 from ..xmpp.outreach import STATEMENT_NODE, Plan, plan_outreach
@@ -118,14 +120,16 @@ async def import_as(store, old: JID, new: JID, data: UserData) -> tuple[Rehomed,
 def describe(rehomed: Rehomed, old: JID, new: JID, created: bool) -> list[str]:
     """The lines the command prints about the import itself."""
     plan, data = rehomed.plan, rehomed.data
-    lines = [f"imported {old} as {new}: {len(plan.items)} roster items (subscriptions "
-             f"reset to none), {len(data.offline)} offline messages, {len(data.private)} "
-             f"private fragments, {'a vCard' if data.vcard else 'no vCard'}, "
-             f"{len(data.pep)} PEP nodes" if created else
+    lines = [f"imported {old} as {new}: {counted(len(plan.items), 'roster item')} "
+             f"(subscriptions reset to none), {counted(len(data.offline), 'offline message')}, "
+             f"{counted(len(data.private), 'private fragment')}, "
+             f"{'a vCard' if data.vcard else 'no vCard'}, {counted(len(data.pep), 'PEP node')}"
+             if created else
              f"{new} already exists: nothing imported (the outreach can still be sent)"]
     if created and rehomed.dropped_pending:
-        lines.append(f"dropped {len(rehomed.dropped_pending)} pending subscription requests "
-                     f"addressed to {old}: " + ", ".join(rehomed.dropped_pending))
+        dropped = counted(len(rehomed.dropped_pending), "pending subscription request")
+        lines.append(f"dropped {dropped} addressed to {old}: "
+                     + ", ".join(rehomed.dropped_pending))
     if created and rehomed.dropped_statement:
         lines.append(f"left out the moved statement of {old} (it belongs to the old account)")
     for skipped in plan.skipped:
@@ -143,6 +147,12 @@ def local_endpoint(conf, domain: str) -> tuple[str, int, str]:
     return host, conf.c2s.port, cert
 
 
+def state_file(conf, old: JID, new: JID) -> Path:
+    """The outreach's state file without ``--state``: in the server's data
+    directory, beside the account it belongs to (not the working directory)."""
+    return conf.data_dir / f"xferd-import-{old}-{new}.json"
+
+
 def outreach_password(new: JID) -> str:
     """The new account's password for --outreach, asked before anything is imported
     (raises ``UsageError`` when there is neither $XFERD_PASSWORD nor a terminal)."""
@@ -157,7 +167,7 @@ def outreach(conf, args, old: JID, new: JID, rehomed: Rehomed, secret: str) -> i
     from .two_accounts import UsageError, login, login_failed
 
     host, port, cert = local_endpoint(conf, new.domain)
-    state_path = Path(args.state or caller_path(f"xferd-import-{old}-{new}.json"))
+    state_path = Path(args.state) if args.state else state_file(conf, old, new)
     try:
         state = migrate.State.load(state_path, old, new)
     except UsageError as exc:
@@ -171,6 +181,8 @@ def outreach(conf, args, old: JID, new: JID, rehomed: Rehomed, secret: str) -> i
               "<moved/>", file=sys.stderr)
 
     async def run() -> int:
+        # only migrate's steps 8 (send) and 9 (wait) run here: shown as 1/2 and 2/2
+        migrate.steps_shown.set({8: (1, 2), 9: (2, 2)})
         try:
             client = await login(opts, "new", secret, resource="xferd-import")
         except ClientError as exc:
@@ -215,7 +227,7 @@ def add_arguments(parser) -> None:
                         help="with --outreach: how long to watch for answers (default 10)")
     parser.add_argument("--state", metavar="FILE", type=caller_path,
                         help="with --outreach: state file "
-                             "(default ./xferd-import-OLD-NEW.json)")
+                             "(default DATA_DIR/xferd-import-OLD-NEW.json)")
 
 
 def check_arguments(args) -> str | None:
@@ -225,7 +237,8 @@ def check_arguments(args) -> str | None:
                                 ("--port", args.port), ("--cafile", args.cafile),
                                 ("--state", args.state), ("--insecure", args.insecure)) if v]
         if extra:
-            return f"{', '.join(extra)} only go(es) with --as"
+            named = ", ".join(extra[:-1]) + " and " + extra[-1] if len(extra) > 1 else extra[0]
+            return f"{named} only {'goes' if len(extra) == 1 else 'go'} with --as"
     elif args.dry_run and args.outreach:
         return "--dry-run does not go with --outreach"
     if args.wait < 0:

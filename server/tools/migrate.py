@@ -43,6 +43,7 @@ Exit status: 0 when every contact is auto-updated, approved or waiting;
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import os
@@ -109,7 +110,7 @@ class Options(TwoAccounts):
             raise UsageError("--from and --to name the same account")
         if args.wait < 0:
             raise UsageError("--wait must not be negative")
-        state = Path(args.state or caller_path(f"xferd-migrate-{old}-{new}.json"))
+        state = Path(args.state) if args.state else default_state_path(old, new)
         return cls(old, new, **TwoAccounts.connection_fields(args), state_path=state,
                    dry_run=args.dry_run, statement=not args.no_statement, wait=args.wait)
 
@@ -122,7 +123,8 @@ def add_arguments(parser) -> None:
                         help="the account to move to (must exist)")
     add_connection_arguments(parser)
     parser.add_argument("--state", metavar="FILE", type=caller_path,
-                        help="state file (default ./xferd-migrate-OLD-NEW.json)")
+                        help="state file (default $XDG_STATE_HOME/xferd/xferd-migrate-OLD-NEW"
+                             ".json, that is ~/.local/state/xferd/…)")
     parser.add_argument("--dry-run", action="store_true",
                         help="log in, read, print the plan; change nothing")
     parser.add_argument("--no-statement", action="store_true",
@@ -477,6 +479,16 @@ class Migration:
         return outcome(jid, plan, answers, now)
 
 
+def default_state_path(old: JID, new: JID) -> Path:
+    """Where a move's state file goes without ``--state``: the user's state
+    directory (XDG Base Directory: ``$XDG_STATE_HOME``, else ~/.local/state),
+    not the working directory, where it was forgotten or, in a checkout, made
+    ``git status`` dirty. Created private on first save."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                            ".local", "state")
+    return Path(base) / "xferd" / f"xferd-migrate-{old}-{new}.json"
+
+
 class State:
     """The JSON state file: finished steps and per-contact outreach.
 
@@ -531,6 +543,7 @@ class State:
 
     def save(self) -> None:
         self.used = True
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, self.path)
@@ -563,8 +576,15 @@ def per_contact(stanzas: list) -> list:
     return [stanza for group in grouped.values() for stanza in group]
 
 
+#: the steps a caller runs, if not all: {step: (number shown, of how many)}
+#: (``xferd import --as --outreach`` runs 8 and 9 only, shown as 1/2 and 2/2)
+steps_shown: contextvars.ContextVar[dict[int, tuple[int, int]] | None] = \
+    contextvars.ContextVar("steps_shown", default=None)
+
+
 def step(n: int, text: str) -> None:
-    log.info("[%d/%d] %s", n, STEPS, text)
+    shown, total = (steps_shown.get() or {}).get(n, (n, STEPS))
+    log.info("[%d/%d] %s", shown, total, text)
 
 
 def print_plan(plan: Plan, vcard, private, pep, opts: Options) -> None:

@@ -46,6 +46,13 @@ Choices, deliberately:
   process is retried inside SQLite (up to ~10 s, then SQLITE_PROTOCOL)
   whatever the busy timeout; SQLite itself only holds them all for an instant.
 * The schema and its migrations are in ``schema.py``.
+* Private files whatever the umask: the database (SCRAM keys, rosters,
+  messages) is created with mode 0600 before SQLite opens it, in a directory
+  made 0700, and SQLite gives its ``-wal`` and ``-shm`` the database's mode
+  when it creates them (``os_unix.c``: robust_open with the main file's
+  permissions) — so none of them is ever readable by others, even for an
+  instant. An older database readable by others is made private (with a
+  warning) when opened.
 """
 
 from __future__ import annotations
@@ -161,6 +168,30 @@ def _settle_future(done: asyncio.Future, ok: bool, value) -> None:
         done.set_exception(value)
 
 
+def make_private(path: Path) -> None:
+    """The database file at *path* and its directory, private (module docstring):
+    created empty with mode 0600 if missing (SQLite takes an empty file for a
+    new database); an existing one, and its -wal/-shm, narrowed to 0600."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        os.fchmod(fd, 0o600)            # whatever the umask took away
+        os.close(fd)
+        return
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            mode = name.stat().st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            log.warning("storage: %s was readable by others (mode %o): made private (0600)",
+                        name, mode)
+            os.chmod(name, 0o600)
+
+
 class Engine:
     """What every feature store builds on: the connections, :meth:`_write`
     (group commit) and the reads (:meth:`_one`, :meth:`_all`, :meth:`_snapshot`)."""
@@ -188,7 +219,7 @@ class Engine:
 
     # -- life cycle -----------------------------------------------------------
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private(self.path)
         try:
             self._write_thread = Worker("xferd-sqlite-write")
             self._read_thread = Worker("xferd-sqlite-read")

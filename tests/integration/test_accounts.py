@@ -162,7 +162,10 @@ async def test_unauthenticated_connections_time_out(make_server, server):
 
 def test_cli_account_commands(make_server):
     srv = make_server(start=False)
-    added = srv.cli("adduser", "jane@localhost", input="first-pass\n")
+    unstarted = srv.cli("adduser", "jane@localhost", input="first-pass\n")
+    assert unstarted.returncode == 1 and "no database" in unstarted.stderr
+    assert "--init" in unstarted.stderr and not srv.data_dir.exists()
+    added = srv.cli("adduser", "--init", "jane@localhost", input="first-pass\n")
     assert added.returncode == 0 and "created jane@localhost" in added.stdout
     dup = srv.cli("adduser", "jane@localhost", input="x\n")
     assert dup.returncode == 1 and "already exists" in dup.stderr

@@ -63,8 +63,9 @@ def users(world, **names) -> SimpleNamespace:
 async def run_migrate(world, old, new, cwd, *args, old_password="pw", new_password="pw",
                       cafiles=True):
     """``xferd migrate`` in a subprocess; (exit status, stdout, stderr)."""
+    # the state file without --state: $XDG_STATE_HOME/xferd/, here the test's directory
     env = dict(os.environ, XFERD_OLD_PASSWORD=old_password, XFERD_NEW_PASSWORD=new_password,
-               PYTHONPATH=str(REPO))
+               PYTHONPATH=str(REPO), XDG_STATE_HOME=str(cwd))
     env.pop("XFERD_CONFIG", None)
     old_server, new_server = world.a, world.b
     proc = await asyncio.create_subprocess_exec(
@@ -203,7 +204,11 @@ async def test_migration_copies_everything_and_contacts_follow(world, tmp_path):
     assert (await roster(fay)).get(u.newalice) is None      # fay must add the new JID herself
 
     # the state file records it all; dan approves by hand; a rerun sends nothing new
-    state = json.loads((tmp_path / f"xferd-migrate-{u.alice}-{u.newalice}.json").read_text())
+    # (in the user's state directory, not the working directory)
+    assert not list(tmp_path.glob("xferd-migrate-*"))
+    state_file = tmp_path / "xferd" / f"xferd-migrate-{u.alice}-{u.newalice}.json"
+    assert (state_file.stat().st_mode & 0o777) == 0o600
+    state = json.loads(state_file.read_text())
     assert set(state["done"]) >= {"roster", "vcard", "private", "pep", "statement", "outreach"}
     assert state["contacts"][u.dan]["sent"] == ["subscribed", "subscribe"]
     dan.send_presence(pto=u.newalice, ptype="subscribed")

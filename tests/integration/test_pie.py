@@ -182,7 +182,7 @@ async def test_account_with_sha1_keys_only_is_upgraded_by_a_plain_login(make_ser
     new = make_server()
     done = new.cli("import", str(out))
     assert done.returncode == 0, done.stderr
-    assert "1 accounts came with SCRAM-SHA-1 keys only" in done.stderr
+    assert "1 account came with SCRAM-SHA-1 keys only" in done.stderr
     await login(new, "gina@localhost/a", "gina-pass", mechanism="SCRAM-SHA-256",
                 expect="failed_auth")
     (await login(new, "gina@localhost/b", "gina-pass", mechanism="SCRAM-SHA-1")).disconnect()
@@ -222,8 +222,8 @@ async def test_ejabberd_dialect_export_is_read_back_by_xferd(make_server, tmp_pa
     new = make_server()
     done = new.cli("import", str(out / "main.xml"))
     assert done.returncode == 0, done.stderr
-    assert "imported 3 users (2 roster items, 1 pending subscriptions, 1 offline messages, " \
-           "1 private fragments, 1 vCards, 1 PEP nodes with 1 items, 1 blocked JIDs)" \
+    assert "imported 3 users (2 roster items, 1 pending subscription, 1 offline message, " \
+           "1 private fragment, 1 vCard, 1 PEP node with 1 item, 1 blocked JID)" \
            in done.stderr, done.stderr
     assert not [line for line in done.stderr.splitlines() if line.startswith("warning:")]
     for name, mechanism in (("alice", "SCRAM-SHA-256"), ("bob", "SCRAM-SHA-1")):

@@ -101,3 +101,44 @@ def test_demo_move_moves_dora_with_xep_0283_and_traces_it(tmp_path):
     finally:
         stopped = run("down", env)
     assert stopped.returncode == 0
+
+
+def rosters(out: str, when: str) -> dict[str, str]:
+    """``   JID's roster WHEN: ITEMS`` lines of a demo's output: JID → ITEMS."""
+    shown = {}
+    for line in out.splitlines():
+        jid, sep, items = line.strip().partition(f"'s roster {when}: ")
+        if sep:
+            shown[jid] = items
+    return shown
+
+
+def test_demo_move_runs_again_and_the_pair_is_found_by_its_directory_alone(tmp_path):
+    """A second demo-move says what the first did and changes nothing (like
+    demo-transfer); after `up`, TWO_DOMAINS_DIR alone finds the pair's ports."""
+    base = random.randrange(20000, 40000, 10)
+    pair = dict(os.environ, TWO_DOMAINS_DIR=str(tmp_path))
+    pair.pop("TWO_DOMAINS_BASE_PORT", None)
+    started = run("up", dict(pair, TWO_DOMAINS_BASE_PORT=str(base)))
+    try:
+        assert started.returncode == 0, started.stderr
+        assert f"Stop them with: TWO_DOMAINS_DIR={tmp_path} scripts/two-domains down" \
+            in started.stdout
+        status = run("status", pair)                # no base port: the pair's own record
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert f"c2s {base + 222}, direct TLS {base + 223}, s2s {base + 269}" in status.stdout
+        assert f"c2s {base + 10222}," in status.stdout
+
+        first = run("demo-move", pair)
+        assert first.returncode == 0, first.stdout + first.stderr
+        after = rosters(first.stdout, "after")
+        assert "Moved dora@a.localhost → dora@b.localhost" in first.stdout
+        again = run("demo-move", pair)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "Traceback" not in again.stderr
+        assert "dora@a.localhost has already moved to dora@b.localhost" in again.stdout
+        assert rosters(again.stdout, "now") == after
+        assert f"TWO_DOMAINS_DIR={tmp_path} scripts/two-domains up" in again.stdout
+    finally:
+        stopped = run("down", pair)
+    assert stopped.returncode == 0 and stopped.stdout.count("stopped") == 2

@@ -242,7 +242,7 @@ async def test_ejabberd_accounts_import_into_xferd(ejabberd, dns, make_server, t
     assert f"from='{stranger}' type='subscribe'" in exported_user
 
     xferd = xferd_for_ejabberd_domain(make_server, dns)
-    done = xferd.cli("import", str(main))
+    done = xferd.cli("import", "--init", str(main))     # not started yet
     assert done.returncode == 0, done.stderr
     assert [line for line in done.stderr.splitlines() if line.startswith("warning:")] == []
     xferd.start()
@@ -274,14 +274,14 @@ async def test_xferd_accounts_import_into_ejabberd(ejabberd, dns, make_server, t
                          "-o", str(target))
         files = [target / "main.xml"]
         assert done.returncode == 0, done.stderr
-        assert "1 pending subscriptions, 1 offline messages" in done.stderr, done.stderr
+        assert "1 pending subscription, 1 offline message," in done.stderr, done.stderr
     else:                                        # one file per account
         files = [tmp_path / f"{jid}.xml" for jid in (user, friend, stranger)]
         for jid, path in zip((user, friend, stranger), files):
             done = xferd.cli("export", "--user", jid, "--dialect", "ejabberd", "-o", str(path))
             assert done.returncode == 0, done.stderr
             if jid == user:
-                assert "1 pending subscriptions, 1 offline messages" in done.stderr
+                assert "1 pending subscription, 1 offline message," in done.stderr
     xferd.stop()
     for path in files:
         ctl(ejabberd, "import_piefxis", str(path))
@@ -336,7 +336,7 @@ async def test_ejabberd_with_sha256_keys_both_ways(dns, make_server, tmp_path):
         [main] = [p for p in exported.iterdir() if "_" not in p.name]
 
         xferd = xferd_for_ejabberd_domain(make_server, dns)
-        done = xferd.cli("import", str(main))
+        done = xferd.cli("import", "--init", str(main))     # not started yet
         assert done.returncode == 0, done.stderr
         for jid in (ben, cy):
             xferd.adduser(jid, PASSWORD)
@@ -352,7 +352,7 @@ async def test_ejabberd_with_sha256_keys_both_ways(dns, make_server, tmp_path):
         assert done.returncode == 0 and "note:" not in done.stderr, done.stderr
         done = xferd.cli("export", "--user", ann, "--dialect", "ejabberd", "-o", str(files[ann]))
         assert done.returncode == 0, done.stderr
-        assert "note: 1 accounts have no SCRAM-SHA-1 keys" in done.stderr, done.stderr
+        assert "note: 1 account has no SCRAM-SHA-1 keys" in done.stderr, done.stderr
         assert xferd.cli("export", "--user", ann, "--ejabberd-hash", "sha256", "-o",
                          str(tmp_path / "x.xml")).returncode == 1     # needs --dialect
         for jid in (ben, cy):

@@ -59,8 +59,9 @@ async def run_migrate(servers, old, new, cwd, *args):
     """``xferd migrate OLD → NEW`` in a subprocess: (exit status, stdout, stderr)."""
     (old_port, old_ca), (new_port, new_ca) = (servers[old.partition("@")[2]],
                                               servers[new.partition("@")[2]])
+    # the state file without --state: $XDG_STATE_HOME/xferd/, here the test's directory
     env = dict(os.environ, XFERD_OLD_PASSWORD="pw", XFERD_NEW_PASSWORD="pw",
-               PYTHONPATH=str(REPO))
+               PYTHONPATH=str(REPO), XDG_STATE_HOME=str(cwd))
     env.pop("XFERD_CONFIG", None)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "server", "migrate", "--from", old, "--to", new,
@@ -156,7 +157,7 @@ async def test_prosody_account_moves_to_xferd(xferd_fed, prosody, xferd_user, pr
         assert "sending 0 subscription stanza(s)" in err
         # the tool's stanzas leave xferd for Prosody before a ping from the new account
         assert not [pr for pr in await p.quiet(via=new) if pr["type"] == "subscribe"]
-        state = json.loads((tmp_path / f"xferd-migrate-{old_jid}-{new_jid}.json").read_text())
+        state = json.loads((tmp_path / "xferd" / f"xferd-migrate-{old_jid}-{new_jid}.json").read_text())
         assert state["contacts"][p_jid]["sent"] == ["subscribed", "subscribe"]
     finally:
         for client in clients:

@@ -182,9 +182,9 @@ async def test_prosody_users_import_into_xferd(prosody, dns, make_server, tmp_pa
     xferd = make_server(domains=(PROSODY_DOMAIN,), start=False,
                         s2s={"nameserver": dns.address})
     for jid in (user, friend):                   # the stranger needs no account here
-        done = xferd.cli("import", str(files[jid]))
+        done = xferd.cli("import", "--init", str(files[jid]))   # not started yet
         assert done.returncode == 0, done.stderr
-        assert "imported 1 users" in done.stderr, done.stderr
+        assert "imported 1 user (" in done.stderr, done.stderr
         assert [line for line in done.stderr.splitlines() if line.startswith("warning:")] == []
     xferd.start()
     await check_account(xferd, user, friend, stranger)

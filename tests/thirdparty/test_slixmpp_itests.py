@@ -136,7 +136,8 @@ def itest_server(tmp_path_factory):
     so that a failing itest's report shows what the server saw."""
     workdir = tmp_path_factory.mktemp("xferd")
     proc = XferdProcess(workdir, domains=(DOMAIN,), trace=True)
-    imported = proc.cli("import", str(_accounts_file(workdir / "itest-accounts.xml")))
+    imported = proc.cli("import", "--init",                # before the first start
+                         str(_accounts_file(workdir / "itest-accounts.xml")))
     assert imported.returncode == 0, imported.stderr
     proc.start()
     yield proc

@@ -28,6 +28,14 @@ def load_error(tmp_path: Path, text: str) -> tuple[str, Path]:
     return str(info.value), path
 
 
+def builtin_seen_from(directory: Path) -> Config:
+    """The built-in defaults as a config file in *directory* means them: its
+    relative paths (and the default ``data_dir``) are taken from there."""
+    config = Config()
+    config.server.data_dir = str(directory / "data")
+    return config
+
+
 # -- the documented default file ---------------------------------------------------
 
 def test_default_file_exists():
@@ -37,12 +45,14 @@ def test_default_file_exists():
 @pytest.mark.parametrize("section", [f.name for f in dataclasses.fields(Config)
                                      if f.name != "source"])
 def test_default_file_equals_builtin_defaults(section):
+    """… but for data_dir, relative to the working directory in the code (data/ in
+    the repository root) and to conf/ in the file (../data: the same data/)."""
     from_file = load(DEFAULT_FILE)
-    assert getattr(from_file, section) == getattr(Config(), section)
+    assert getattr(from_file, section) == getattr(builtin_seen_from(REPO), section)
 
 
 def test_default_file_equals_builtin_defaults_field_by_field():
-    from_file, builtin = load(DEFAULT_FILE), Config()
+    from_file, builtin = load(DEFAULT_FILE), builtin_seen_from(REPO)
     for section in ("server", "storage", "c2s", "s2s", "auth"):
         a, b = getattr(from_file, section), getattr(builtin, section)
         for f in dataclasses.fields(b):
@@ -85,7 +95,20 @@ def test_load_none_gives_builtin_defaults():
 
 def test_empty_file_gives_builtin_defaults(tmp_path):
     path = write(tmp_path, "")
-    assert dataclasses.replace(load(path), source=Config().source) == Config()
+    assert dataclasses.replace(load(path), source=Config().source) == builtin_seen_from(tmp_path)
+
+
+def test_relative_paths_are_taken_from_the_files_directory(tmp_path, monkeypatch):
+    """Whatever directory a command runs in, one config names one database."""
+    (tmp_path / "etc").mkdir()
+    path = write(tmp_path / "etc", '[server]\ndata_dir = "../var"\n[s2s]\nca_file = "ca.pem"\n'
+                                   '[hosts.localhost]\ncert = "c.crt"\nkey = "/abs/c.key"\n')
+    monkeypatch.chdir(tmp_path / "etc")
+    config = load("xferd.toml")
+    assert config.storage_path == tmp_path / "var" / "xferd.sqlite"
+    assert config.s2s.ca_file == str(tmp_path / "etc" / "ca.pem")
+    host = config.hosts["localhost"]
+    assert (host.cert, host.key) == (str(tmp_path / "etc" / "c.crt"), "/abs/c.key")
 
 
 def test_partial_section_keeps_other_defaults(tmp_path):
@@ -265,15 +288,17 @@ def test_default_config_path_prefers_environment(tmp_path, monkeypatch):
     path = write(tmp_path, "")
     monkeypatch.setenv("XFERD_CONFIG", str(path))
     assert cfg.default_config_path() == path
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XFERD_CONFIG", "xferd.toml")        # made absolute
+    assert cfg.default_config_path() == path
 
 
-def test_default_config_path_finds_conf_below_cwd(tmp_path, monkeypatch):
+def test_default_config_path_is_the_checkouts_not_the_working_directorys(tmp_path, monkeypatch):
     monkeypatch.delenv("XFERD_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert cfg.default_config_path() is None
     (tmp_path / "conf").mkdir()
     write(tmp_path / "conf", "")
-    assert cfg.default_config_path() == Path("conf/xferd.toml")
+    assert cfg.default_config_path() == DEFAULT_FILE
 
 
 def test_builtin_default_types_match_schema():

@@ -28,6 +28,7 @@ class ServerConfig:
     data_dir: str = "data"          # SQLite file, generated certificates
     log_level: str = "info"         # debug, info, warning, error
     trace: bool = False             # log every stanza in and out (see README)
+    ca_dir: str = ""                # the local CA (xferd cert); "" = data_dir/ca
 
 
 @dataclass
@@ -173,6 +174,10 @@ class Config:
     @property
     def certs_dir(self) -> Path:
         return self.data_dir / "certs"
+
+    @property
+    def ca_dir(self) -> Path:
+        return Path(self.server.ca_dir) if self.server.ca_dir else self.data_dir / "ca"
 
 
 _SECTION_TYPES = {"server": ServerConfig, "storage": StorageConfig, "c2s": C2SConfig,

@@ -50,6 +50,24 @@ def workdir(domain: str) -> Path:
     return BASE_DIR / domain
 
 
+#: one local CA signs both domains' certificates: clients trust it once
+CA_DIR = BASE_DIR / "ca"
+CA_CERT = CA_DIR / "xferd-local-ca.crt"
+
+
+def certificates(domain: str) -> bool:
+    """``xferd cert``: the shared CA (made once) and *domain*'s certificate; one
+    that CA did not sign (a self-signed one from an older xferd) is replaced."""
+    made = xferd(domain, "cert", domain)
+    if made.returncode != 0 and "already exists" in made.stderr:
+        kept = xferd(domain, "cert")
+        made = xferd(domain, "cert", domain, "--force") if "not signed by this CA" in \
+            kept.stdout else kept
+    if made.returncode != 0:
+        print(f"{domain}: xferd cert failed: {made.stderr.strip()}", file=sys.stderr)
+    return made.returncode == 0
+
+
 def write_config(domain: str) -> Path:
     other = next(d for d in DOMAINS if d != domain)
     p, q = ports(domain), ports(other)
@@ -59,6 +77,7 @@ def write_config(domain: str) -> Path:
     config.write_text(f"""# written by scripts/two-domains
 [server]
 data_dir = "{workdir(domain) / 'data'}"
+ca_dir = "{CA_DIR}"
 trace = {trace}
 
 [c2s]
@@ -109,6 +128,8 @@ def up() -> int:
             print(f"{domain}: already running (pid {pid_of(domain)})")
             continue
         config = write_config(domain)
+        if not certificates(domain):
+            return 1
         log = open(workdir(domain) / "xferd.log", "ab")
         proc = subprocess.Popen([*XFERD, "serve", "-c", str(config)], cwd=REPO, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -130,8 +151,12 @@ def up() -> int:
     for domain, info in DOMAINS.items():
         p = ports(domain)
         print(f"Connect as {info['user']}@{domain} (password {info['password']}) to 127.0.0.1 "
-              f"port {p['c2s']} (STARTTLS) or {p['direct_tls']} (direct TLS);")
-        print(f"  trust {workdir(domain) / 'data' / 'certs' / (domain + '.crt')}")
+              f"port {p['c2s']} (STARTTLS) or {p['direct_tls']} (direct TLS).")
+    print(f"\nBoth certificates are signed by the local CA {CA_CERT}.")
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from server.io.local_ca import trust_instructions
+    print(trust_instructions(CA_CERT))
     print("\nThe two servers federate over s2s ports "
           f"{ports('a.localhost')['s2s']} and {ports('b.localhost')['s2s']}. "
           "Stop them with: scripts/two-domains down")
@@ -181,7 +206,8 @@ CONTACTS = ("bob@b.localhost", "carol@a.localhost")
 
 
 def cafile(domain: str) -> Path:
-    return workdir(domain) / "data" / "certs" / f"{domain}.crt"
+    """What the demo's own clients trust: the local CA, nothing else."""
+    return CA_CERT
 
 
 def demo_transfer() -> int:
@@ -265,11 +291,10 @@ async def _demo_move() -> int:
     finally:
         await dora.close()
     await _show_rosters(CONTACTS, "before")
-    args = ["migrate", "--from", MOVER, "--to", MOVED_TO, "--wait", "5",
+    args = ["migrate", *local_config(), "--from", MOVER, "--to", MOVED_TO, "--wait", "5",
             "--state", str(BASE_DIR / "demo-move.json")]
     for side, domain in (("old", "a.localhost"), ("new", "b.localhost")):
-        args += [f"--{side}-host", "127.0.0.1", f"--{side}-port", str(ports(domain)["c2s"]),
-                 f"--{side}-cafile", str(cafile(domain))]
+        args += [f"--{side}-host", "127.0.0.1", f"--{side}-port", str(ports(domain)["c2s"])]
     print(f"\n2. the move, as a user would run it:\n"
           f"   XFERD_OLD_PASSWORD={PASSWORDS[MOVER]} XFERD_NEW_PASSWORD={PASSWORDS[MOVED_TO]} "
           f"scripts/xferd {shlex.join(args)}\n", flush=True)
@@ -282,12 +307,18 @@ async def _demo_move() -> int:
 
 
 def transfer_args() -> list[str]:
-    """``xferd transfer`` for the demo: both servers on loopback, their own certificates."""
-    args = ["transfer", "--old", OLD, "--new", NEW]
+    """``xferd transfer`` for the demo: both servers on loopback."""
+    args = ["transfer", *local_config(), "--old", OLD, "--new", NEW]
     for side, domain in (("old", "a.localhost"), ("new", "b.localhost")):
-        args += [f"--{side}-host", "127.0.0.1", f"--{side}-port", str(ports(domain)["c2s"]),
-                 f"--{side}-cafile", str(cafile(domain))]
+        args += [f"--{side}-host", "127.0.0.1", f"--{side}-port", str(ports(domain)["c2s"])]
     return args
+
+
+def local_config() -> list[str]:
+    """``-c`` with a.localhost's config: the tools trust its local CA (which
+    signed both servers' certificates) for the domains it was made for, so
+    they need no certificate option."""
+    return ["-c", str(workdir("a.localhost") / "xferd.toml")]
 
 
 async def _connect(jid: str):

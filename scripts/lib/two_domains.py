@@ -11,7 +11,12 @@
                    and update their rosters
 
 With TWO_DOMAINS_TRACE=1 in the environment, ``up`` turns on the stanza trace:
-every stanza is in the servers' logs (``<dir>/<domain>/xferd.log``).
+every stanza is in the servers' logs (``<dir>/<domain>/xferd.log``). With
+TWO_DOMAINS_INTERFACES=0.0.0.0 (comma-separated addresses) the servers listen
+for clients there instead of on 127.0.0.1 only.
+
+One local CA, ``<dir>/ca``, signs both domains' certificates (``xferd cert``);
+``up`` prints how to trust it.
 
 State lives in $TWO_DOMAINS_DIR (default data/two-domains); ports are
 $TWO_DOMAINS_BASE_PORT (default 15000) + 222/223/269 for a.localhost and
@@ -21,6 +26,7 @@ $TWO_DOMAINS_BASE_PORT (default 15000) + 222/223/269 for a.localhost and
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 import signal
@@ -74,6 +80,10 @@ def write_config(domain: str) -> Path:
     config = workdir(domain) / "xferd.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
     trace = "true" if os.environ.get("TWO_DOMAINS_TRACE") else "false"
+    # e.g. TWO_DOMAINS_INTERFACES=0.0.0.0: reachable by a phone on the same network
+    listen = [a.strip() for a in os.environ.get("TWO_DOMAINS_INTERFACES", "").split(",")
+              if a.strip()]
+    interfaces = f"\ninterfaces = {json.dumps(listen)}" if listen else ""
     config.write_text(f"""# written by scripts/two-domains
 [server]
 data_dir = "{workdir(domain) / 'data'}"
@@ -82,7 +92,7 @@ trace = {trace}
 
 [c2s]
 port = {p['c2s']}
-direct_tls_port = {p['direct_tls']}
+direct_tls_port = {p['direct_tls']}{interfaces}
 
 [s2s]
 port = {p['s2s']}

@@ -71,6 +71,15 @@ def subtrees_for(domains) -> list[str]:
     return chosen
 
 
+def permitted(certificate: x509.Certificate) -> list[str]:
+    """The permitted dNSName subtrees of a CA certificate's name constraints."""
+    try:
+        ext = certificate.extensions.get_extension_for_class(x509.NameConstraints)
+    except x509.ExtensionNotFound:
+        return []
+    return [n.value for n in ext.value.permitted_subtrees or () if isinstance(n, x509.DNSName)]
+
+
 def ca_paths(directory: Path) -> tuple[Path, Path]:
     return Path(directory) / CA_CERT, Path(directory) / CA_KEY
 
@@ -117,11 +126,7 @@ class LocalCA:
     @property
     def permitted(self) -> list[str]:
         """The dNSName subtrees the CA may sign for."""
-        try:
-            ext = self.certificate.extensions.get_extension_for_class(x509.NameConstraints)
-        except x509.ExtensionNotFound:
-            return []
-        return [n.value for n in ext.value.permitted_subtrees or () if isinstance(n, x509.DNSName)]
+        return permitted(self.certificate)
 
     def covers(self, domain: str) -> bool:
         return any(within(domain, s) for s in self.permitted)
@@ -252,17 +257,20 @@ def trust_for(directory: Path | None, domain: str) -> Path | None:
     if directory is None:
         return None
     certificate = load_certificate(directory)
-    if certificate is None:
+    if certificate is None or not any(within(domain, s) for s in permitted(certificate)):
         return None
-    ca = LocalCA(ca_paths(directory)[0], ca_paths(directory)[1], certificate, None)
-    return ca.cert_path if ca.covers(domain) else None
+    return ca_paths(directory)[0]
 
 
 def trust_instructions(cert_path: Path) -> str:
     """How to make clients trust the CA: Debian/Ubuntu, NSS, Android."""
     path = Path(cert_path).resolve()
+    try:
+        names = ", ".join(permitted(x509.load_pem_x509_certificate(path.read_bytes())))
+    except (OSError, ValueError):
+        names = RESERVED
     return f"""\
-To trust it (once per machine; it can vouch only for the names above):
+To trust it (once per device; it can vouch for {names} and the names below them only):
   Debian/Ubuntu system store (Dino, Gajim, profanity, poezio, xferd migrate):
     sudo cp {path} /usr/local/share/ca-certificates/xferd-local-ca.crt
     sudo update-ca-certificates

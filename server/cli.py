@@ -383,6 +383,9 @@ def cmd_cert(conf, args) -> int:
             print(f"local CA for {', '.join(ca.permitted)} and the names below them:")
     except local_ca.CAError as exc:
         raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"cannot write the local CA in {conf.ca_dir}: "
+                           f"{exc.strerror or exc}") from None
     print(f"  certificate: {ca.cert_path.resolve()}\n"
           f"  private key: {ca.key_path.resolve()} (readable by you only)"
           f"\n  SHA-256 fingerprint: {ca.fingerprint}")
@@ -394,7 +397,10 @@ def cmd_cert(conf, args) -> int:
             print(f"{domain}: kept {cert}" + ("" if _signed_by(ca, cert) else
                   " — not signed by this CA: --force replaces it"))
             continue
-        ca.issue(domain, cert, key)
+        try:
+            ca.issue(domain, cert, key)
+        except OSError as exc:
+            raise CommandError(f"cannot write {cert}: {exc.strerror or exc}") from None
         configured = conf.hosts.get(domain)
         print(f"{domain}: certificate {cert.resolve()}, private key {key.resolve()}" +
               (" (not used: the config names another certificate for it)"

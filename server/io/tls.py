@@ -96,14 +96,22 @@ def certificates(config) -> dict[str, tuple[Path, Path]]:
 
 def _make_certificates(domains: list[str], certs_dir: Path, ca_dir: Path,
                        served: list[str]) -> None:
-    ca = local_ca.load(ca_dir)
-    if ca is None:
-        ca = local_ca.create(ca_dir, served)
-        log.warning("made a local certificate authority for %s: %s — clients must trust it "
-                    "(`xferd cert` shows how)", ", ".join(ca.permitted), ca.cert_path)
+    try:
+        ca = local_ca.load(ca_dir)
+        if ca is None:
+            ca = local_ca.create(ca_dir, served)
+            log.warning("made a local certificate authority for %s: %s — clients must trust "
+                        "it (`xferd cert` shows how)", ", ".join(ca.permitted), ca.cert_path)
+    except (local_ca.CAError, OSError) as exc:
+        log.error("no local CA (%s): the certificates made now are self-signed", exc)
+        ca = None
     for domain in domains:
         cert_path, key_path = default_cert_paths(certs_dir, domain)
-        if ca.covers(domain):
+        if ca is None:
+            generate_self_signed(domain, cert_path, key_path)
+            log.warning("no certificate configured for %s: made a self-signed one in %s",
+                        domain, cert_path)
+        elif ca.covers(domain):
             ca.issue(domain, cert_path, key_path)
             log.warning("no certificate configured for %s: made %s, signed by the local CA %s",
                         domain, cert_path, ca.cert_path)

@@ -142,10 +142,12 @@ def untrusted_hint(side: str, domain: str, cafile: str | None, local: Path | Non
                 f"certificate: is it one made before the CA? `xferd cert {domain} --force` "
                 "on that server replaces it (or give its certificate with "
                 f"--{side}-cafile FILE)")
-    mine = f" (an xferd of yours: its local CA, {Path(local_ca_dir) / local_ca.CA_CERT})" \
-        if local_ca_dir else ""
+    here = Path(local_ca_dir or "") / local_ca.CA_CERT
+    mine = (f"{here.resolve()} if it is this one" if local_ca_dir and here.exists()
+            else "DATA_DIR/ca/xferd-local-ca.crt; `xferd cert` there prints it")
     return (f"the {side} server's certificate is not trusted here: --{side}-cafile FILE "
-            f"trusts the CA in FILE for it{mine}; --cafile FILE for both servers")
+            "trusts the CA in FILE for it, --cafile FILE for both servers. For an xferd of "
+            f"yours, FILE is its local CA ({mine}); or give -c its config")
 
 
 class LoginFailed(Exception):

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from server.io import local_ca
+from server.io.tls import generate_self_signed
 from tests.harness import RawClient, _env, write_config
 
 TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
@@ -282,3 +283,11 @@ def test_migrate_and_transfer_trust_the_local_ca_for_local_domains(make_server, 
     # … and the option it names works
     given = tool(srv, *move, "--cafile", str(ca_cert_path(srv)), config=elsewhere)
     assert given.returncode == 0, given.stderr
+
+    # a certificate the local CA did not sign (self-signed, as older xferds made them)
+    certs = srv.data_dir / "certs"
+    generate_self_signed("a.localhost", certs / "a.localhost.crt", certs / "a.localhost.key")
+    stale = tool(srv, *move)
+    assert stale.returncode == 2
+    assert "but did not sign its certificate" in stale.stderr
+    assert "`xferd cert a.localhost --force`" in stale.stderr

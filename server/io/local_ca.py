@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -144,7 +145,7 @@ class LocalCA:
         try:
             certificate.verify_directly_issued_by(self.certificate)
             return True
-        except (ValueError, TypeError, x509.InvalidSignature):
+        except (ValueError, TypeError, InvalidSignature):
             return False
 
     def issue(self, domain: str, cert_path: Path, key_path: Path, *,

@@ -112,6 +112,14 @@ def test_cert_makes_the_ca_once_private_and_constrained(make_server, tmp_path):
     assert x509.load_pem_x509_certificate(
         ca_cert_path(srv).read_bytes()).fingerprint(hashes.SHA256()) == fingerprint
 
+    # a certificate an older xferd made self-signed is kept, and named for --force
+    certs = srv.data_dir / "certs"
+    generate_self_signed("b.localhost", certs / "b.localhost.crt", certs / "b.localhost.key")
+    kept = srv.cli("cert")
+    assert kept.returncode == 0, kept.stderr
+    assert "b.localhost: kept " in kept.stdout and \
+        "b.localhost.crt — not signed by this CA: --force replaces it" in kept.stdout
+
     # the key is private from the first byte, whatever the umask (not only via the CLI's)
     old = os.umask(0)
     try:

@@ -1,12 +1,12 @@
 """The ``xferd`` command, in the style of prosodyctl.
 
     xferd serve [-c FILE] [--trace] [--ports-file PATH] [-v]
-                                              run the server (SIGHUP reloads [s2s.routes])
+                                              run the server (SIGHUP: [s2s.routes], certificates)
     xferd adduser JID [--init]                create an account (asks for a password)
     xferd passwd JID                          change a password
     xferd deluser JID                         delete an account and all its data
     xferd users [DOMAIN]                      list accounts
-    xferd cert DOMAIN [--force]               make a self-signed certificate
+    xferd cert [DOMAIN] [--force] [--new-ca]  certificates signed by the local CA
     xferd migrate --from OLD --to NEW         move an account to another server (XEP-0283)
     xferd transfer --old OLD --new NEW        move an account by XEP-0015 account transfer
     xferd transfer status --old OLD           how the old server's transfer job stands
@@ -137,9 +137,18 @@ def _parser() -> argparse.ArgumentParser:
     users = command("users", cmd_users, "list accounts", database=True)
     users.add_argument("domain", nargs="?", help="only this domain")
 
-    cert = command("cert", cmd_cert, "make a self-signed certificate for DOMAIN")
-    cert.add_argument("domain")
-    cert.add_argument("--force", action="store_true", help="replace an existing one")
+    cert = command(
+        "cert", cmd_cert, "make certificates signed by the local CA",
+        "Make the local certificate authority once (in [server] ca_dir, default DATA_DIR/ca; "
+        "restricted by name constraints to localhost, *.localhost and the domains served when "
+        "it is made) and certificates it signs in DATA_DIR/certs; print how to trust it.")
+    cert.add_argument("domain", nargs="?",
+                      help="this domain only (default: every configured domain without a "
+                           "cert in the config)")
+    cert.add_argument("--force", action="store_true", help="replace existing certificates")
+    cert.add_argument("--new-ca", action="store_true",
+                      help="make a new CA (for localhost, the configured domains and DOMAIN) "
+                           "and sign anew with it; clients must trust the new one")
 
     from storage import pie_ejabberd
 
@@ -252,7 +261,8 @@ async def _serve(conf, ports_file: str | None = None) -> int:
     def reload() -> None:
         """SIGHUP: read the config file again and take its [s2s.routes] (new
         outbound connections look the table up when they connect; streams
-        already up stay as they are). Nothing else is reloaded."""
+        already up stay as they are) and the served domains' certificates.
+        Nothing else is reloaded."""
         nonlocal reloads
         if conf.source.startswith("<"):
             log.info("SIGHUP received: no config file to reload")
@@ -263,6 +273,7 @@ async def _serve(conf, ports_file: str | None = None) -> int:
             log.error("SIGHUP received: config not reloaded: %s", exc)
             return
         server.config.s2s.routes = fresh.s2s.routes
+        _reload_certificates(server, fresh)
         reloads += 1
         log.info("SIGHUP received: routes reloaded from %s (%d static routes)",
                  conf.source, len(fresh.s2s.routes))
@@ -281,6 +292,21 @@ async def _serve(conf, ports_file: str | None = None) -> int:
         _write_status(ports_file, server, reloads)
     await server.wait_stopped()
     return 0
+
+
+def _reload_certificates(server, fresh) -> None:
+    """Every served domain's certificate read again, from the paths *fresh* names
+    (replaced files are also taken without SIGHUP, see server/io/tls.py)."""
+    from .io.tls import certificates
+    try:
+        files = certificates(fresh)
+    except (OSError, ValueError) as exc:
+        log.error("SIGHUP received: certificates not reloaded: %s", exc)
+        return
+    problems = server.tls.reload(files) + server.direct_tls.reload(files)
+    for problem in dict.fromkeys(problems):
+        log.error("SIGHUP received: certificate kept: %s", problem)
+    log.info("SIGHUP received: certificates reloaded for %s", ", ".join(server.tls.files))
 
 
 # -- accounts ------------------------------------------------------------------------
@@ -383,24 +409,75 @@ def cmd_users(conf, args) -> int:
 
 
 def cmd_cert(conf, args) -> int:
-    from .io.tls import default_cert_paths, generate_self_signed
+    """The local CA (made once) and certificates it signs (server/io/local_ca.py)."""
+    from .io import local_ca
+    from .io.tls import default_cert_paths
     from .xmpp.jid import nameprep
+    if args.domain:
+        try:
+            domains = [nameprep(args.domain)]
+        except JIDError as exc:
+            raise CommandError(f"{args.domain!r} is not a valid domain: {exc}") from None
+    else:
+        domains = [d for d, host in conf.hosts.items() if not (host.cert or host.key)]
     try:
-        domain = nameprep(args.domain)
-    except JIDError as exc:
-        raise CommandError(f"{args.domain!r} is not a valid domain: {exc}") from None
-    cert, key = default_cert_paths(conf.certs_dir, domain)
-    if (cert.exists() or key.exists()) and not args.force:
-        raise CommandError(f"{cert} already exists (use --force to replace it)")
-    generate_self_signed(domain, cert, key)
-    print(f"certificate: {cert}\nprivate key: {key}")
+        ca = None if args.new_ca else local_ca.load(conf.ca_dir)
+        if ca is not None and not all(ca.covers(d) for d in domains):
+            outside = ", ".join(d for d in domains if not ca.covers(d))
+            again = " ".join(["xferd cert", *([args.domain] if args.domain else []), "--new-ca"])
+            raise CommandError(
+                f"the local CA {ca.cert_path} may sign for {', '.join(ca.permitted)} and the "
+                f"names below them only, not {outside} (its name constraints are fixed when it "
+                f"is made). `{again}` makes a new CA for it and the configured domains; every "
+                "device that trusts the old CA must then be given the new one")
+        if ca is None:
+            ca = local_ca.create(conf.ca_dir, [*conf.hosts, *domains])
+            print(f"made a new local CA for {', '.join(ca.permitted)} "
+                  "and the names below them:")
+        else:
+            print(f"local CA for {', '.join(ca.permitted)} and the names below them:")
+    except local_ca.CAError as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"cannot write the local CA in {conf.ca_dir}: "
+                           f"{exc.strerror or exc}") from None
+    print(f"  certificate: {ca.cert_path.resolve()}\n"
+          f"  private key: {ca.key_path.resolve()} (readable by you only)"
+          f"\n  SHA-256 fingerprint: {ca.fingerprint}")
+    for domain in domains:
+        cert, key = default_cert_paths(conf.certs_dir, domain)
+        if (cert.exists() or key.exists()) and not (args.force or args.new_ca):
+            if args.domain:
+                raise CommandError(f"{cert} already exists (use --force to replace it)")
+            print(f"{domain}: kept {cert}" + ("" if _signed_by(ca, cert) else
+                  " — not signed by this CA: --force replaces it"))
+            continue
+        try:
+            ca.issue(domain, cert, key)
+        except OSError as exc:
+            raise CommandError(f"cannot write {cert}: {exc.strerror or exc}") from None
+        configured = conf.hosts.get(domain)
+        print(f"{domain}: certificate {cert.resolve()}, private key {key.resolve()}" +
+              (" (not used: the config names another certificate for it)"
+               if configured and (configured.cert or configured.key) else ""))
+    print("A running server takes replaced certificates at its next TLS handshake.")
+    print(local_ca.trust_instructions(ca.cert_path))
     return 0
+
+
+def _signed_by(ca, cert_path) -> bool:
+    from cryptography import x509
+    try:
+        return ca.signed(x509.load_pem_x509_certificate(cert_path.read_bytes()))
+    except (OSError, ValueError):
+        return False
 
 
 # -- migrate ---------------------------------------------------------------------------------
 
 def cmd_migrate(conf, args) -> int:
     from .tools.migrate import run
+    args.local_ca_dir = conf.ca_dir     # trusted for the domains it was made for
     return run(args)
 
 
@@ -408,6 +485,7 @@ def cmd_migrate(conf, args) -> int:
 
 def cmd_transfer(conf, args) -> int:
     from .tools.transfer import run
+    args.local_ca_dir = conf.ca_dir     # trusted for the domains it was made for
     return run(args)
 
 

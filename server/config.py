@@ -32,6 +32,7 @@ class ServerConfig:
     data_dir: str = "data"          # SQLite file, generated certificates
     log_level: str = "info"         # debug, info, warning, error
     trace: bool = False             # log every stanza in and out (see README)
+    ca_dir: str = ""                # the local CA (xferd cert); "" = data_dir/ca
 
 
 @dataclass
@@ -178,6 +179,10 @@ class Config:
     def certs_dir(self) -> Path:
         return self.data_dir / "certs"
 
+    @property
+    def ca_dir(self) -> Path:
+        return Path(self.server.ca_dir) if self.server.ca_dir else self.data_dir / "ca"
+
 
 _SECTION_TYPES = {"server": ServerConfig, "storage": StorageConfig, "c2s": C2SConfig,
                   "s2s": S2SConfig, "auth": AuthConfig, "registration": RegistrationConfig,
@@ -239,6 +244,7 @@ def _resolve_paths(config: Config, base: Path) -> None:
     def resolved(text: str) -> str:
         return os.path.normpath(base / text) if text else text
     config.server.data_dir = resolved(config.server.data_dir)
+    config.server.ca_dir = resolved(config.server.ca_dir)
     config.s2s.ca_file = resolved(config.s2s.ca_file)
     for host in config.hosts.values():
         host.cert, host.key = resolved(host.cert), resolved(host.key)

@@ -14,7 +14,12 @@ With TWO_DOMAINS_TRACE=1 in the environment, ``up`` turns on the stanza trace:
 every stanza is in the servers' logs (``<dir>/<domain>/xferd.log``).
 ``demo-move --diagram FILE`` and ``demo-transfer --diagram FILE`` then draw
 the move, from the moment the command runs, as a sequence diagram
-(``xferd diagram``: one HTML file).
+(``xferd diagram``: one HTML file). With TWO_DOMAINS_INTERFACES=0.0.0.0
+(comma-separated addresses) the servers listen for clients there instead of
+on 127.0.0.1 only.
+
+One local CA, ``<dir>/ca``, signs both domains' certificates (``xferd cert``);
+``up`` prints how to trust it.
 
 State lives in $TWO_DOMAINS_DIR (default data/two-domains; a relative path is
 taken from the directory you run the script in); ports are
@@ -84,20 +89,43 @@ def workdir(domain: str) -> Path:
     return BASE_DIR / domain
 
 
+#: one local CA signs both domains' certificates: clients trust it once
+CA_DIR = BASE_DIR / "ca"
+CA_CERT = CA_DIR / "xferd-local-ca.crt"
+
+
+def certificates(domain: str) -> bool:
+    """``xferd cert``: the shared CA (made once) and *domain*'s certificate; one
+    that CA did not sign (a self-signed one from an older xferd) is replaced."""
+    made = xferd(domain, "cert", domain)
+    if made.returncode != 0 and "already exists" in made.stderr:
+        kept = xferd(domain, "cert")
+        made = xferd(domain, "cert", domain, "--force") if "not signed by this CA" in \
+            kept.stdout else kept
+    if made.returncode != 0:
+        print(f"{domain}: xferd cert failed: {made.stderr.strip()}", file=sys.stderr)
+    return made.returncode == 0
+
+
 def write_config(domain: str) -> Path:
     other = next(d for d in DOMAINS if d != domain)
     p, q = ports(domain), ports(other)
     config = workdir(domain) / "xferd.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
     trace = "true" if os.environ.get("TWO_DOMAINS_TRACE") else "false"
+    # e.g. TWO_DOMAINS_INTERFACES=0.0.0.0: reachable by a phone on the same network
+    listen = [a.strip() for a in os.environ.get("TWO_DOMAINS_INTERFACES", "").split(",")
+              if a.strip()]
+    interfaces = f"\ninterfaces = {json.dumps(listen)}" if listen else ""
     config.write_text(f"""# written by scripts/two-domains
 [server]
 data_dir = "{workdir(domain) / 'data'}"
+ca_dir = "{CA_DIR}"
 trace = {trace}
 
 [c2s]
 port = {p['c2s']}
-direct_tls_port = {p['direct_tls']}
+direct_tls_port = {p['direct_tls']}{interfaces}
 
 [s2s]
 port = {p['s2s']}
@@ -138,6 +166,8 @@ def up() -> int:
             print(f"{domain}: already running (pid {pid_of(domain)})")
             continue
         config = write_config(domain)
+        if not certificates(domain):
+            return 1
         log = open(workdir(domain) / "xferd.log", "ab")
         ports_file = workdir(domain) / "ports.json"
         ports_file.unlink(missing_ok=True)
@@ -163,8 +193,12 @@ def up() -> int:
     for domain, info in DOMAINS.items():
         p = ports(domain)
         print(f"Connect as {info['user']}@{domain} (password {info['password']}) to 127.0.0.1 "
-              f"port {p['c2s']} (STARTTLS) or {p['direct_tls']} (direct TLS);")
-        print(f"  trust {workdir(domain) / 'data' / 'certs' / (domain + '.crt')}")
+              f"port {p['c2s']} (STARTTLS) or {p['direct_tls']} (direct TLS).")
+    print(f"\nBoth certificates are signed by the local CA {CA_CERT}.")
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from server.io.local_ca import trust_instructions
+    print(trust_instructions(CA_CERT))
     print("\nThe two servers federate over s2s ports "
           f"{ports('a.localhost')['s2s']} and {ports('b.localhost')['s2s']}. "
           f"Stop them with: {this_pair()}scripts/two-domains down")
@@ -220,7 +254,8 @@ CONTACTS = ("bob@b.localhost", "carol@a.localhost")
 
 
 def cafile(domain: str) -> Path:
-    return workdir(domain) / "data" / "certs" / f"{domain}.crt"
+    """What the demo's own clients trust: the local CA, nothing else."""
+    return CA_CERT
 
 
 def demo_transfer() -> int:
@@ -323,11 +358,10 @@ async def _demo_move() -> int:
     finally:
         await dora.close()
     await _show_rosters(CONTACTS, "before")
-    args = ["migrate", "--from", MOVER, "--to", MOVED_TO, "--wait", "5",
+    args = ["migrate", *local_config(), "--from", MOVER, "--to", MOVED_TO, "--wait", "5",
             "--state", str(BASE_DIR / "demo-move.json")]
     for side, domain in (("old", "a.localhost"), ("new", "b.localhost")):
-        args += [f"--{side}-host", "127.0.0.1", f"--{side}-port", str(ports(domain)["c2s"]),
-                 f"--{side}-cafile", str(cafile(domain))]
+        args += [f"--{side}-host", "127.0.0.1", f"--{side}-port", str(ports(domain)["c2s"])]
     print(f"\n2. the move, as a user would run it:\n"
           f"   XFERD_OLD_PASSWORD={PASSWORDS[MOVER]} XFERD_NEW_PASSWORD={PASSWORDS[MOVED_TO]} "
           f"scripts/xferd {shlex.join(args)}\n", flush=True)
@@ -356,12 +390,18 @@ async def _moved_to(client) -> str | None:
 
 
 def transfer_args() -> list[str]:
-    """``xferd transfer`` for the demo: both servers on loopback, their own certificates."""
-    args = ["transfer", "--old", OLD, "--new", NEW]
+    """``xferd transfer`` for the demo: both servers on loopback."""
+    args = ["transfer", *local_config(), "--old", OLD, "--new", NEW]
     for side, domain in (("old", "a.localhost"), ("new", "b.localhost")):
-        args += [f"--{side}-host", "127.0.0.1", f"--{side}-port", str(ports(domain)["c2s"]),
-                 f"--{side}-cafile", str(cafile(domain))]
+        args += [f"--{side}-host", "127.0.0.1", f"--{side}-port", str(ports(domain)["c2s"])]
     return args
+
+
+def local_config() -> list[str]:
+    """``-c`` with a.localhost's config: the tools trust its local CA (which
+    signed both servers' certificates) for the domains it was made for, so
+    they need no certificate option."""
+    return ["-c", str(workdir("a.localhost") / "xferd.toml")]
 
 
 async def _connect(jid: str):

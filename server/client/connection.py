@@ -7,7 +7,8 @@ there is no "without TLS": a server that offers no STARTTLS is refused) →
 stream restart → resource binding (§7) → optionally initial presence.
 Failures raise :class:`ClientError` with a condition and a readable text.
 
-The certificate is checked against *cafile*, or the system store.
+The certificate is checked against *cafile*, or the system store (plus
+*local_ca*, the local CA a caller trusts for its own domains).
 ``verify=False`` switches the check off: for tests and development only —
 anyone on the path could then read the password.
 
@@ -47,6 +48,9 @@ class ClientError(Exception):
     """The connection or a request failed: *condition* names why (an RFC 6120
     stream, SASL or stanza condition, or one of ours such as ``tls-failure``)."""
 
+    #: what the user can do about it, if the caller knows (e.g. which option trusts a CA)
+    hint: str | None = None
+
     def __init__(self, condition: str, text: str | None = None):
         super().__init__(f"{condition}: {text}" if text else condition)
         self.condition = condition
@@ -84,10 +88,15 @@ def stanza_error(stanza) -> tuple[str, str | None]:
     return condition, text
 
 
-def tls_context(cafile: str | None = None, verify: bool = True) -> ssl.SSLContext:
-    """Client TLS: the server's certificate checked against *cafile* or the system store."""
+def tls_context(cafile: str | None = None, verify: bool = True,
+                local_ca: str | None = None) -> ssl.SSLContext:
+    """Client TLS: the server's certificate checked against *cafile*, or else the
+    system store and *local_ca* (a CA whose name constraints limit it to the
+    local domains: see server/io/local_ca.py)."""
     ctx = ssl.create_default_context(cafile=cafile)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if local_ca and not cafile:
+        ctx.load_verify_locations(cafile=local_ca)
     if cafile:
         # "trust these certificates": a server's own certificate given as cafile is
         # trusted as it is, even if a CA issued it (not only self-signed ones)
@@ -123,8 +132,9 @@ class Connection:
     async def connect(cls, jid, password: str, *, host: str | None = None,
                       port: int | None = None, direct_tls: bool = False,
                       cafile: str | None = None, verify: bool = True,
-                      mechanisms=DEFAULT_MECHANISMS, resource: str | None = None,
-                      presence: bool = False, timeout: float = 30.0):
+                      local_ca: str | None = None, mechanisms=DEFAULT_MECHANISMS,
+                      resource: str | None = None, presence: bool = False,
+                      timeout: float = 30.0):
         """Log in as *jid* (``user@domain``); see the module docstring.
 
         Without *host* and *port* the server is found by DNS SRV (which also
@@ -136,7 +146,7 @@ class Connection:
             raise ClientError("jid-malformed", f"{jid!r}: {exc}") from None
         if account.local is None:
             raise ClientError("jid-malformed", f"{jid!r} is not user@domain")
-        tls = tls_context(cafile, verify)
+        tls = tls_context(cafile, verify, local_ca)
         if host is not None or port is not None:
             targets = [(host or account.domain,
                         port or (DIRECT_TLS_PORT if direct_tls else STARTTLS_PORT), direct_tls)]

@@ -21,7 +21,7 @@ from ..io.net import small_tls_buffers
 from ..io.memory import Trimmer
 from ..io.ratelimit import ConnectionCounter
 from .router import Router
-from ..io.tls import ServerTLS, ensure_certificate
+from ..io.tls import ServerTLS, certificates
 
 log = logging.getLogger("xferd")
 
@@ -50,9 +50,7 @@ class Xferd:
 
     async def start(self) -> None:
         small_tls_buffers()
-        certs = {domain: ensure_certificate(domain, host.config.cert, host.config.key,
-                                            self.config.certs_dir)
-                 for domain, host in self.hosts.items()}
+        certs = certificates(self.config)
         self.tls = ServerTLS(certs)
         self.direct_tls = ServerTLS(certs, alpn=["xmpp-client"])
         await self.storage.open()

@@ -10,9 +10,11 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..client import Client, ClientError
 from ..config import caller_path
+from ..io import local_ca
 from ..xmpp.jid import JID, JIDError
 
 log = logging.getLogger("xferd.tools")
@@ -35,6 +37,9 @@ class TwoAccounts:
     old_cafile: str | None = None
     new_cafile: str | None = None
     verify: bool = True
+    #: where the local CA is (the config's ca_dir): trusted, with the system
+    #: store, for the domains its name constraints cover, when no CA file is given
+    local_ca_dir: str | None = None
 
     @staticmethod
     def connection_fields(args) -> dict:
@@ -46,7 +51,8 @@ class TwoAccounts:
         return dict(old_host=args.old_host, old_port=args.old_port, new_host=args.new_host,
                     new_port=args.new_port, direct_tls=args.direct_tls,
                     old_cafile=args.old_cafile or args.cafile,
-                    new_cafile=args.new_cafile or args.cafile, verify=not args.insecure)
+                    new_cafile=args.new_cafile or args.cafile, verify=not args.insecure,
+                    local_ca_dir=getattr(args, "local_ca_dir", None))
 
 
 def add_connection_arguments(parser) -> None:
@@ -58,8 +64,9 @@ def add_connection_arguments(parser) -> None:
     parser.add_argument("--direct-tls", action="store_true",
                         help="TLS from the first byte (XEP-0368) instead of STARTTLS")
     parser.add_argument("--cafile", metavar="FILE", type=caller_path,
-                        help="trust these CA certificates "
-                        "for both servers (default: the system store)")
+                        help="trust these CA certificates for both servers (default: the "
+                        "system store, and for the domains it was made for the local CA of "
+                        "the config, see xferd cert)")
     parser.add_argument("--old-cafile", metavar="FILE", type=caller_path,
                         help="CA certificates for the old server")
     parser.add_argument("--new-cafile", metavar="FILE", type=caller_path,
@@ -105,12 +112,42 @@ def side_password(opts: TwoAccounts, side: str) -> str:
 async def login(opts: TwoAccounts, side: str, secret: str, *, resource: str,
                 cls=Client) -> Client:
     jid = opts.old if side == "old" else opts.new
+    cafile = getattr(opts, f"{side}_cafile")
     if not opts.verify:
         log.warning("not checking the %s server's certificate (--insecure)", side)
-    return await cls.connect(
-        jid, secret, host=getattr(opts, f"{side}_host"), port=getattr(opts, f"{side}_port"),
-        direct_tls=opts.direct_tls, cafile=getattr(opts, f"{side}_cafile"),
-        verify=opts.verify, resource=resource)
+    local = None
+    if opts.verify and not cafile:
+        local = local_ca.trust_for(opts.local_ca_dir and Path(opts.local_ca_dir), jid.domain)
+        if local:
+            log.info("%s: trusting the local CA %s too", jid.domain, local)
+    try:
+        return await cls.connect(
+            jid, secret, host=getattr(opts, f"{side}_host"), port=getattr(opts, f"{side}_port"),
+            direct_tls=opts.direct_tls, cafile=cafile, verify=opts.verify,
+            local_ca=local and str(local), resource=resource)
+    except ClientError as exc:
+        if exc.condition == "tls-failure" and "CERTIFICATE_VERIFY_FAILED" in (exc.text or ""):
+            exc.hint = untrusted_hint(side, jid.domain, cafile, local, opts.local_ca_dir)
+        raise
+
+
+def untrusted_hint(side: str, domain: str, cafile: str | None, local: Path | None,
+                   local_ca_dir: str | None) -> str:
+    """What to do when *side*'s server certificate did not verify."""
+    if cafile:
+        return (f"the {side} server's certificate is not signed by {cafile} "
+                f"(--{side}-cafile / --cafile); name the file of the CA that signed it")
+    if local:
+        return (f"the local CA {local} is trusted for {domain}, but did not sign its "
+                f"certificate: is it one made before the CA? `xferd cert {domain} --force` "
+                "on that server replaces it (or give its certificate with "
+                f"--{side}-cafile FILE)")
+    here = Path(local_ca_dir or "") / local_ca.CA_CERT
+    mine = (f"{here.resolve()} if it is this one" if local_ca_dir and here.exists()
+            else "DATA_DIR/ca/xferd-local-ca.crt; `xferd cert` there prints it")
+    return (f"the {side} server's certificate is not trusted here: --{side}-cafile FILE "
+            "trusts the CA in FILE for it, --cafile FILE for both servers. For an xferd of "
+            f"yours, FILE is its local CA ({mine}); or give -c its config")
 
 
 class LoginFailed(Exception):
@@ -140,4 +177,6 @@ async def login_both(opts: TwoAccounts, old_secret: str, new_secret: str, *, res
 def login_failed(side: str, jid: JID, exc: ClientError) -> int:
     print(f"xferd: error: cannot log in to the {side} account {jid}: {exc.condition}"
           + (f" ({exc.text})" if exc.text else ""), file=sys.stderr)
+    if exc.hint:
+        print(f"xferd: {exc.hint}", file=sys.stderr)
     return 2

@@ -17,7 +17,8 @@ class Endpoint:
         self.workdir, self.domain, self.c2s_port = workdir, domain, c2s_port
 
     def cert(self, domain: str) -> Path:
-        return self.workdir / domain / "data" / "certs" / f"{domain}.crt"
+        """The clients trust the pair's local CA and nothing else."""
+        return self.workdir / "ca" / "xferd-local-ca.crt"
 
 
 def run(command: str, env: dict) -> subprocess.CompletedProcess:
@@ -33,6 +34,9 @@ async def test_two_domains_up_federate_down(tmp_path):
         assert started.returncode == 0, started.stderr
         assert "created alice@a.localhost (password alice-demo)" in started.stdout
         assert f"port {base + 222} (STARTTLS)" in started.stdout
+        ca = tmp_path / "ca" / "xferd-local-ca.crt"
+        assert f"Both certificates are signed by the local CA {ca}" in started.stdout
+        assert f"sudo cp {ca} /usr/local/share/ca-certificates/" in started.stdout
         status = run("status", env)
         assert status.returncode == 0 and status.stdout.count("running") == 2
         assert "accounts: bob@b.localhost" in status.stdout
@@ -66,6 +70,9 @@ def test_demo_transfer_moves_alice_and_explains_a_second_run(tmp_path):
         assert "created carol@a.localhost (password carol-demo)" in out
         assert "bob@b.localhost's roster before: alice@a.localhost (both)" in out
         assert "Transferred alice@a.localhost → alice@b.localhost (XEP-0015)" in out
+        # no certificate option: the tool trusts the pair's local CA for its domains
+        assert f"scripts/xferd transfer -c {tmp_path / 'a.localhost' / 'xferd.toml'} " in out
+        assert "cafile" not in out
         assert "  bob@b.localhost    updated" in out and "  carol@a.localhost  updated" in out
         assert "bob@b.localhost's roster after: alice@b.localhost (both)" in out
         assert "carol@a.localhost's roster after: alice@b.localhost (both)" in out
@@ -90,6 +97,8 @@ def test_demo_move_moves_dora_with_xep_0283_and_traces_it(tmp_path):
         assert demo.returncode == 0, demo.stdout + demo.stderr
         out = demo.stdout
         assert "Moved dora@a.localhost → dora@b.localhost" in out
+        assert f"scripts/xferd migrate -c {tmp_path / 'a.localhost' / 'xferd.toml'} " in out
+        assert "cafile" not in out
         assert "  bob@b.localhost    auto-updated" in out
         assert "  carol@a.localhost  auto-updated" in out
         assert "bob@b.localhost's roster after: dora@a.localhost (to), dora@b.localhost (both)" \

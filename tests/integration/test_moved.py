@@ -2,7 +2,7 @@
 outcome table. old.test hosts the old accounts, new.test the new ones, c.test
 the contacts R whose rosters must follow (or not), with the default settings
 (``[moved] old_contact = "remove"``, ``notify_contacts = true``); keep.test is a
-contact's server with ``old_contact = "keep"`` and ``notify_contacts = false``."""
+contact's server with ``old_contact = "keep"``."""
 
 import asyncio
 import itertools
@@ -10,7 +10,7 @@ import itertools
 import pytest
 from slixmpp.xmlstream import ET
 
-from tests.harness import RouteTo, XferdProcess, ask, federate, listen_for, login, nothing_more
+from tests.harness import RouteTo, XferdProcess, ask, federate, listen_for, login
 
 MOVED = "urn:xmpp:moved:1"
 PUBSUB = "http://jabber.org/protocol/pubsub"
@@ -25,8 +25,7 @@ def fed(tmp_path_factory):
                      overrides={"moved": {"verify_timeout": 3}})
     gone = XferdProcess(tmp_path_factory.mktemp("gone"), domains=("gone.test",))
     keep = XferdProcess(tmp_path_factory.mktemp("keep"), domains=("keep.test",),
-                        overrides={"moved": {"verify_timeout": 3, "old_contact": "keep",
-                                             "notify_contacts": False}})
+                        overrides={"moved": {"verify_timeout": 3, "old_contact": "keep"}})
     servers = {"old.test": old, "new.test": new, "c.test": c, "gone.test": gone,
                "keep.test": keep}
     federate(servers)
@@ -231,20 +230,25 @@ async def test_a_client_without_xep0283_sees_one_entry_and_a_notice(fed):
     await close(old, new, r, second)
 
 
-async def test_keep_leaves_the_old_item_as_the_xep_does_and_says_nothing(fed):
+async def test_keep_leaves_the_old_item_as_the_xep_does_and_says_so(fed):
     """``old_contact = "keep"``: the old item stays where XEP-0283 §4.4 leaves
     it ('both' → 'to': only the old account's subscription is revoked), next
-    to the new one; with ``notify_contacts = false`` no message comes. The
-    notice would be sent after R's 'subscribe' to new (the last stanza of the
-    move), so once new has that request a ping from R's server to R proves
-    none is on its way."""
+    to the new one, and the notice says that both are there now."""
     old_jid, new_jid, r_jid, old, new, r = await scenario(fed, "both", contacts="keep.test")
+    r.update_roster(old_jid, name="Alice")
+    await r.ping_server()                   # the roster set has been handled
     notice(new, r_jid, old_jid)
-    await wait_item(r, new_jid, "from", ask=True)
-    await wait_item(r, old_jid, "to")
+    item = await wait_item(r, new_jid, "from", ask=True)
+    assert item.get("name") == "Alice"
+    kept = await wait_item(r, old_jid, "to")
+    assert kept.get("name") == "Alice"
     await new.next_presence(type="subscribe", sender=r_jid, timeout=15)
     await wait_item(old, r_jid, "from")             # old lost R's presence, not R its own
-    await nothing_more(r, presences=False)
+    message = await next_message(r)
+    assert (str(message["from"]), message["type"]) == ("keep.test", "chat")
+    assert message["body"] == (f"Alice ({old_jid}) has moved to {new_jid}. {new_jid} was "
+                               f"added to your contact list, name and groups kept; {old_jid} "
+                               "stays there until you remove it.")
     assert set(await r.fetch_roster()) == {old_jid, new_jid}
     await close(old, new, r)
 

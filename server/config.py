@@ -134,6 +134,9 @@ class MovedConfig:
     verify_timeout: float = 30.0    # waiting for the old account's moved statement
     failure_cache: float = 600.0    # seconds a failed verification is not retried
     max_per_minute: int = 60        # verifications per old JID per minute (then: manual)
+    # a contact's roster once a move is verified (XEP-0283) or confirmed (XEP-0015):
+    old_contact: str = "remove"     # "remove": one entry, the new one; "keep": both stay
+    notify_contacts: bool = True    # tell the contact's clients in plain words
 
 
 @dataclass
@@ -189,7 +192,8 @@ _SECTION_TYPES = {"server": ServerConfig, "storage": StorageConfig, "c2s": C2SCo
                   "im": IMConfig,
                   "moved": MovedConfig, "accountxfer": AccountXferConfig}
 _CHOICES = {("server", "log_level"): ("debug", "info", "warning", "error"),
-            ("storage", "synchronous"): ("full", "normal")}
+            ("storage", "synchronous"): ("full", "normal"),
+            ("moved", "old_contact"): ("remove", "keep")}
 _ROUTE_TLS = ("starttls", "direct", "none")
 
 

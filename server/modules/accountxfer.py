@@ -26,7 +26,10 @@ answered ``unsubscribed`` (a contact already rewritten may probe early).
 
 Contact's server — a notice C from the old JID's own domain is checked
 with the new account's server (G), then the contact's roster item is
-rewritten from the old JID to the new one in one transaction. Notices are
+rewritten from the old JID to the new one in one transaction (the old item
+removed, or kept without subscription: ``moved.old_contact``), and the
+contact is told in plain words (``moved.notify_contacts``, the same notice
+as XEP-0283's in ``moved.py``). Notices are
 checked side by side (up to 64), each answered when its check is done;
 checks of the same move that overlap share one G.
 
@@ -44,6 +47,7 @@ IQs to them.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from typing import Mapping
@@ -61,6 +65,7 @@ from ..xmpp.outreach import moved_notice, moved_statement, plan_outreach
 from ..xmpp.roster import RosterDecision, RosterEntry, RosterFull, RosterItem
 from ..xmpp.stanza import (E, PRESENCE, error_element, error_reply, find_error_condition, iq,
                            result, sub, to_text)
+from .moved import tell_contact
 
 log = logging.getLogger("xferd.accountxfer")
 
@@ -108,27 +113,37 @@ def decide_merge(items: list[tuple[RosterItem, bool]], skip: tuple[str, ...],
 def rewrite_needed(item_old: RosterItem | None, item_new: RosterItem | None,
                    where: str) -> bool:
     """Contact's server, C: does the roster still hold old to rewrite (False:
-    already done)? Raises the notice's error when there is nothing to rewrite."""
+    already done — old gone, or kept without subscription, and new there)?
+    Raises the notice's error when there is nothing to rewrite."""
+    if item_new is not None and (item_old is None or item_old.subscription == "none"):
+        return False
     if item_old is None:
-        if item_new is not None:
-            return False
         raise StanzaError("item-not-found", f"the old account is not in {where}'s roster")
     if item_old.subscription == "none":
         raise StanzaError("not-acceptable", "no subscription with the old account")
     return True
 
 
-def decide_rewrite(old: str, new: str, where: str):
+def decide_rewrite(old: str, new: str, where: str, keep_old: bool = False):
     """Contact's server, C: old's item becomes new's (merged into any item
-    new already has), old's goes. The result: the new item, or None if the
-    rewrite was already done (a notice sent twice)."""
+    new already has; pushed first). Old's item goes (RFC 6121 §2.5.2's push
+    of ``subscription='remove'``) — or, with *keep_old*
+    (``moved.old_contact = "keep"``), stays with its name and groups but
+    without subscription: the subscription moved to new, and the old server
+    forgets the contacts it notified once the transfer is done. The result:
+    the new item, or None if the rewrite was already done (a notice sent
+    twice)."""
     def decide(entries: Mapping[str, RosterEntry]) -> RosterDecision:
         item_old, item_new = entries[old].item, entries[new].item
         if not rewrite_needed(item_old, item_new, where):
             return RosterDecision()
         moved = x.merge(item_new, item_old, True)
         moved.jid = new
-        return RosterDecision(items={old: None, new: moved}, requests={old: None, new: None},
+        kept = None
+        if keep_old:
+            kept = copy.copy(item_old)
+            kept.subscription, kept.ask, kept.approved = "none", False, False
+        return RosterDecision(items={new: moved, old: kept}, requests={old: None, new: None},
                               result=moved)
     return decide
 
@@ -580,12 +595,19 @@ class ContactServer(_Role):
             raise StanzaError("forbidden", "the new account does not confirm the transfer")
         # decided again on what the roster holds then: a notice sent twice may
         # have been applied meanwhile (then nothing changes: idempotent)
-        moved = await rosters.update(user, [str(old), str(new)],
-                                     decide_rewrite(str(old), str(new), str(contact)))
+        settings = self.host.global_config.moved
+        keep = settings.old_contact == "keep"
+        try:
+            moved = await rosters.update(user, [str(old), str(new)],
+                                         decide_rewrite(str(old), str(new), str(contact), keep))
+        except RosterFull:
+            raise StanzaError("resource-constraint", f"{contact}'s roster is full") from None
         await event.reply()
         if moved is not None:
             log.info("transfer: %s now has %s instead of %s (%s)", contact, new, old,
                      moved.subscription)
+            if settings.notify_contacts:
+                await tell_contact(self.host, user, str(old), str(new), moved, keep)
 
     async def confirmed(self, old: JID, new: JID) -> bool:
         """G: ask the new account's server (or look, when it is us). Notices for

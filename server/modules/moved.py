@@ -28,9 +28,15 @@ When ``alice@new`` asks a local user R to subscribe and the request carries
    old (``unsubscribed``, old item ``from``→``none``, ``both``→``to``; each
    JID migrates once); if R was subscribed to old (``both``) R subscribes to
    new. The request itself is not delivered: there is nothing left to ask.
+   With ``moved.old_contact = "remove"`` (the default) the old item goes
+   too, as a roster remove would take it (RFC 6121 §2.5.2: a push of
+   ``subscription='remove'``, and ``unsubscribe`` to old if R was subscribed
+   to it): R's clients, which mostly know nothing of XEP-0283, show one
+   entry. ``"keep"`` leaves it where XEP-0283 §4.4 does.
    Both items change in one roster-service update (``decide_move``), decided
-   on what R's roster holds then, each with its own version and push; the
-   presence follows it. A roster already full goes on as in 8.
+   on what R's roster holds then, each with its own version and push (the
+   new item first); the presence follows it, then the notice of
+   :func:`tell_contact`. A roster already full goes on as in 8.
 8. Not verified: the request goes on unchanged — ``<moved/>`` kept — through
    the ordinary inbound subscription handling (stored whole if R is offline).
 9. Shutdown with requests held: they go on as in 8.
@@ -48,17 +54,17 @@ import asyncio
 import copy
 import logging
 import time
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 from ..core.events import PresenceShare
 from ..core.module import Hook, Module
 from ..io.throttle import SlidingWindow
 from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JID, JIDError
-from ..xmpp.namespaces import CLIENT_NS, MOVED_NS, PUBSUB_NS, STANZA_ERRORS_NS
+from ..xmpp.namespaces import CLIENT_NS, MOVED_NS, PUBSUB_NS, STANZA_ERRORS_NS, XML_NS
 from ..xmpp.roster import (SHARES_PRESENCE as SHARES, RosterDecision, RosterEntry,
                            RosterFull, RosterItem)
-from ..xmpp.stanza import E, PRESENCE, iq, sub
+from ..xmpp.stanza import E, MESSAGE, PRESENCE, iq, new_id, sub
 
 
 log = logging.getLogger("xferd.moved")
@@ -109,14 +115,23 @@ def old_jid_of(stanza, new: JID) -> JID | None:
     return old
 
 
-def decide_move(old: str, new: str):
+class MoveOutcome(NamedTuple):
+    """What :func:`decide_move` wrote, for the stanzas that follow it."""
+    item: RosterItem            # new's item as written
+    subscribe_new: bool         # R now asks new (R saw old's presence)
+    unsubscribe_old: bool       # old's item was removed while R was subscribed to old
+
+
+def decide_move(old: str, new: str, keep_old: bool = True):
     """Step 7's roster change, decided on what the roster holds when it is
     made: new gets R's subscription (``from``, ``both`` if R already saw new;
     name and groups copied when the new item has none; any request from new
-    is answered by it), old loses it (``from``→``none``, ``both``→``to``).
-    If R subscribed to old (``both``), R now asks new too (``ask``).
-    The result is whether R must send new a ``subscribe``; None (nothing
-    written) if old no longer shares R's presence."""
+    is answered by it), old loses it (``from``→``none``, ``both``→``to``) —
+    or, without *keep_old*, old's item goes (a push of
+    ``subscription='remove'``, RFC 6121 §2.5.2). If R subscribed to old
+    (``both``), R now asks new too (``ask``). The result is a
+    :class:`MoveOutcome`; None (nothing written) if old no longer shares R's
+    presence."""
     def decide(entries: Mapping[str, RosterEntry]) -> RosterDecision | None:
         item_old, item_new = entries[old].item, entries[new].item
         if item_old is None or item_old.subscription not in SHARES:
@@ -131,11 +146,57 @@ def decide_move(old: str, new: str):
         subscribe_new = was_both and updated_new.subscription == "from" and not updated_new.ask
         if subscribe_new:
             updated_new.ask = True
-        updated_old = copy.copy(item_old)
-        updated_old.subscription = "to" if was_both else "none"
-        return RosterDecision(items={new: updated_new, old: updated_old},
-                              requests={new: None}, result=subscribe_new)
+        if keep_old:
+            updated_old = copy.copy(item_old)
+            updated_old.subscription = "to" if was_both else "none"
+            return RosterDecision(items={new: updated_new, old: updated_old},
+                                  requests={new: None},
+                                  result=MoveOutcome(updated_new, subscribe_new, False))
+        return RosterDecision(items={new: updated_new, old: None},
+                              requests={new: None, old: None},
+                              result=MoveOutcome(updated_new, subscribe_new,
+                                                 was_both or item_old.ask))
     return decide
+
+
+def notice_text(old: str, new: str, item: RosterItem, kept_old: bool) -> str:
+    """The plain-words notice of :func:`tell_contact`."""
+    who = f"{item.name} ({old})" if item.name else old
+    kept = ", name and groups kept" if item.name or item.groups else ""
+    if kept_old:
+        return (f"{who} has moved to {new}. {new} was added to your contact list{kept}; "
+                f"{old} stays there until you remove it.")
+    return (f"{who} has moved to {new}. Your contact list was updated: {new} replaces "
+            f"{old}{kept}.")
+
+
+async def tell_contact(host, user: str, old: str, new: str, item: RosterItem,
+                       kept_old: bool) -> None:
+    """Tell R's clients, in plain words, what a move did to R's contact list
+    (``moved.notify_contacts``; XEP-0283 and XEP-0015 updates alike): nearly no
+    client understands either protocol, and a contact that changes address
+    without a word looks like a bug.
+
+    A ``chat`` message from R's own server (its domain JID, the sender
+    Prosody's welcome message and MOTD use). Not a ``headline``, Prosody's
+    type for announcements to whoever is online: a headline that finds no
+    resource is dropped (RFC 6121 §8.5.2.2.1, XEP-0160 §3), and a contact
+    who is offline during the move would never learn of it. Not ``normal``
+    (Prosody's welcome message): clients show a normal message apart from
+    conversations, if at all (older Gajim in a separate window), while a chat
+    is what every client shows, in a conversation with its sender. One copy
+    goes to each available resource of non-negative priority, as Prosody's
+    MOTD does (RFC 6121 §8.5.2.1.1 would give a ``chat`` to the bare JID to
+    one resource only); with none, one goes to the bare JID, and offline
+    storage keeps it for R's next login (§8.5.2.2.1, a chat with a body is
+    stored: ``server/xmpp/hints.py``)."""
+    text = notice_text(old, new, item, kept_old)
+    receivers = [str(s.jid) for s in host.available_sessions(user) if s.priority >= 0]
+    for to in receivers or [f"{user}@{host.domain}"]:
+        message = E(MESSAGE, {"type": "chat", "from": host.domain, "to": to, "id": new_id(),
+                              f"{{{XML_NS}}}lang": "en"})
+        sub(message, f"{{{CLIENT_NS}}}body", text=text)
+        await host.server.router.route(message)
 
 
 async def tombstone(host, event) -> bool:
@@ -260,10 +321,11 @@ class Moved(Module):
 
     async def apply_move(self, user: str, old: JID, new: JID) -> None:
         """Step 7: the roster change (one update, each item its own version and
-        push), then the presence that follows it, in order."""
-        subscribe_new = await self.host.rosters.update(user, [str(old), str(new)],
-                                                       decide_move(str(old), str(new)))
-        if subscribe_new is None:
+        push), then the presence that follows it, in order, then the notice."""
+        keep = self.config.old_contact == "keep"
+        move = await self.host.rosters.update(user, [str(old), str(new)],
+                                              decide_move(str(old), str(new), keep_old=keep))
+        if move is None:
             return                                       # changed meanwhile: nothing to move
         bare = f"{user}@{self.host.domain}"
         router, events = self.host.server.router, self.host.events
@@ -271,8 +333,12 @@ class Moved(Module):
         await events.fire("presence-grant", PresenceShare(self.host, user, str(new)))
         await events.fire("presence-revoke", PresenceShare(self.host, user, str(old)))
         await router.route(E(PRESENCE, {"type": "unsubscribed", "from": bare, "to": str(old)}))
-        if subscribe_new:
+        if move.unsubscribe_old:                         # RFC 6121 §2.5.2, the item is gone
+            await router.route(E(PRESENCE, {"type": "unsubscribe", "from": bare, "to": str(old)}))
+        if move.subscribe_new:
             await router.route(E(PRESENCE, {"type": "subscribe", "from": bare, "to": str(new)}))
+        if self.config.notify_contacts:
+            await tell_contact(self.host, user, str(old), str(new), move.item, keep)
 
     async def flush(self, _) -> None:
         """Step 9: whatever is still held is handled the ordinary way."""

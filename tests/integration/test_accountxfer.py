@@ -1,7 +1,8 @@
 """XEP-0015 account transfer across three xferd domains (XEP-0015, xferd's profile in server/xmpp/transfer.py):
 old.test (the moving account, and a contact), new.test (the new account, and a
 contact), c.test (contacts) — plus the refusals of §2.4 and a restart in the
-middle of a transfer."""
+middle of a transfer. keep.test is a contact's server with ``[moved]
+old_contact = "keep"`` and ``notify_contacts = false``."""
 
 import asyncio
 import itertools
@@ -25,8 +26,11 @@ _n = itertools.count(1)
 def fed(tmp_path_factory):
     servers = {d: XferdProcess(tmp_path_factory.mktemp(d.split(".")[0]), domains=(d,),
                                overrides={"accountxfer": {"notice_timeout": 3},
-                                          "s2s": {"dialback_timeout": 3, "connect_timeout": 2}})
-               for d in ("old.test", "new.test", "c.test", "slow.test")}
+                                          "s2s": {"dialback_timeout": 3, "connect_timeout": 2},
+                                          **({"moved": {"old_contact": "keep",
+                                                        "notify_contacts": False}}
+                                             if d == "keep.test" else {})})
+               for d in ("old.test", "new.test", "c.test", "slow.test", "keep.test")}
     federate(servers)
     servers["old.test"].add_route("dead.test", "127.0.0.1", unused_port())
     # old.test reaches slow.test via a Proxy
@@ -232,6 +236,82 @@ async def test_notices_to_one_server_are_checked_side_by_side(fed):
         await wait_item(client, new_jid, "both")
         assert old_jid not in await client.fetch_roster()
     await close_all(old, new, *clients)
+
+
+async def test_a_client_without_xep0015_sees_one_entry_and_a_notice(fed):
+    """A contact whose client knows nothing of account transfer: its server,
+    on the old server's notice (XEP-0015 "notify each person subscribed …
+    that the account has moved"), rewrites the item; the client's contact
+    list — the roster it fetched, with each push applied (RFC 6121 §2.1.6) —
+    ends with ONE entry, at the new address, with the name and groups the
+    contact gave the old one (``old_contact = "remove"``: the old item goes
+    with a ``subscription='remove'`` push, §2.5.2), and a chat message from
+    its own server's domain says so (``notify_contacts``)."""
+    old_jid = account(fed["old.test"], "old.test", "nia")
+    new_jid = account(fed["new.test"], "new.test", "nia")
+    bob_jid = account(fed["c.test"], "c.test", "bob")
+    old = await online(fed["old.test"], old_jid)
+    new = await online(fed["new.test"], new_jid)
+    allow_transfers(new)
+    bob = await online(fed["c.test"], bob_jid)
+    await befriend(old, old_jid, bob, bob_jid, "both")
+    bob.update_roster(old_jid, name="Nia", groups=["Family"])
+    shown = {jid: item["groups"] for jid, item in (await bob.fetch_roster()).items()}
+    assert shown == {old_jid: ["Family"]}
+    while not bob.roster_pushes.empty():
+        bob.roster_pushes.get_nowait()      # pushes from before the fetch
+    error, answer = await transfer(old, new_jid)
+    assert error is None and answer.find(f"{{{XFER}}}query") is None, "no contact failed"
+    names = {}
+    deadline = asyncio.get_running_loop().time() + 15
+    while old_jid in shown or new_jid not in shown:
+        left = deadline - asyncio.get_running_loop().time()
+        assert left > 0, f"{bob_jid}'s client shows {shown}"
+        push = await asyncio.wait_for(bob.roster_pushes.get(), left)
+        for jid, item in push["roster"]["items"].items():
+            if item["subscription"] == "remove":
+                shown.pop(str(jid), None)
+            else:
+                shown[str(jid)], names[str(jid)] = sorted(item["groups"]), item["name"]
+    assert shown == {new_jid: ["Family"]} and names[new_jid] == "Nia"
+    message = await asyncio.wait_for(bob.messages.get(), 15)
+    assert (str(message["from"]), message["type"]) == ("c.test", "chat")
+    assert message["body"] == (f"Nia ({old_jid}) has moved to {new_jid}. Your contact list "
+                               f"was updated: {new_jid} replaces {old_jid}, name and groups "
+                               "kept.")
+    roster = await bob.fetch_roster()
+    assert set(roster) == {new_jid} and roster[new_jid]["subscription"] == "both"
+    await close_all(old, new, bob)
+
+
+async def test_keep_old_contact_without_notice(fed):
+    """``old_contact = "keep"``: the notice still rewrites the subscription
+    to the new item, and the old item stays, with its name and groups and no
+    subscription (the old server forgets its notified contacts when the
+    transfer is done). ``notify_contacts = false``: no message. The
+    notice message would follow the answer to the old server's notice, which
+    comes before the transfer's answer (E): once E is in, a ping from the
+    contact's server to the contact proves none is on its way."""
+    old_jid = account(fed["old.test"], "old.test", "kim")
+    new_jid = account(fed["new.test"], "new.test", "kim")
+    kay_jid = account(fed["keep.test"], "keep.test", "kay")
+    old = await online(fed["old.test"], old_jid)
+    new = await online(fed["new.test"], new_jid)
+    allow_transfers(new)
+    kay = await online(fed["keep.test"], kay_jid)
+    await befriend(old, old_jid, kay, kay_jid, "both")
+    kay.update_roster(old_jid, name="Kim", groups=["Work"])
+    await round_trip(kay)                   # the roster set has been handled
+    error, answer = await transfer(old, new_jid)
+    assert error is None and answer.find(f"{{{XFER}}}query") is None, "no contact failed"
+    moved = await wait_item(kay, new_jid, "both")
+    assert (moved.get("name"), moved["groups"]) == ("Kim", ["Work"])
+    kept = await wait_item(kay, old_jid, "none")
+    assert (kept.get("name"), kept["groups"]) == ("Kim", ["Work"])
+    await round_trip(kay)
+    assert kay.messages.empty(), kay.messages.get_nowait()
+    assert set(await kay.fetch_roster()) == {old_jid, new_jid}
+    await close_all(old, new, kay)
 
 
 @pytest.mark.hostile

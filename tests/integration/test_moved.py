@@ -1,6 +1,8 @@
 """XEP-0283 server-side auto-moved across s2s: every step of server/modules/moved.py's
 outcome table. old.test hosts the old accounts, new.test the new ones, c.test
-the contacts R whose rosters must follow (or not)."""
+the contacts R whose rosters must follow (or not), with the default settings
+(``[moved] old_contact = "remove"``, ``notify_contacts = true``); keep.test is a
+contact's server with ``old_contact = "keep"``."""
 
 import asyncio
 import itertools
@@ -22,7 +24,10 @@ def fed(tmp_path_factory):
     c = XferdProcess(tmp_path_factory.mktemp("c"), domains=("c.test",),
                      overrides={"moved": {"verify_timeout": 3}})
     gone = XferdProcess(tmp_path_factory.mktemp("gone"), domains=("gone.test",))
-    servers = {"old.test": old, "new.test": new, "c.test": c, "gone.test": gone}
+    keep = XferdProcess(tmp_path_factory.mktemp("keep"), domains=("keep.test",),
+                        overrides={"moved": {"verify_timeout": 3, "old_contact": "keep"}})
+    servers = {"old.test": old, "new.test": new, "c.test": c, "gone.test": gone,
+               "keep.test": keep}
     federate(servers)
     c.proxy_route = RouteTo(c, "gone.test")     # c.test reaches gone.test through a Proxy
     yield servers
@@ -58,6 +63,18 @@ async def wait_item(client, jid, subscription, ask=False, timeout=10):
             raise AssertionError(f"{client.boundjid}: {jid} is {item}; wanted "
                                  f"{subscription} ask={ask}")
         await client.roster_pushed(deadline)        # a change comes with a push
+
+
+async def wait_gone(client, jid, timeout=10):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while jid in await client.fetch_roster():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{client.boundjid}: {jid} is still in the roster")
+        await client.roster_pushed(deadline)        # the removal comes with a push
+
+
+async def next_message(client, timeout=15):
+    return await asyncio.wait_for(client.messages.get(), timeout)
 
 
 async def subscribe(asker, asker_jid, other, other_jid):
@@ -102,15 +119,16 @@ def notice(new, to, old_jid):
     presence.send()
 
 
-async def scenario(fed, view, *, access="open", state_to="new"):
+async def scenario(fed, view, *, access="open", state_to="new", contacts="c.test"):
     """Accounts old/new/R online, R's view of old set, old's statement published
-    (pointing at new, or at *state_to* if it is another JID, or none if None)."""
+    (pointing at new, or at *state_to* if it is another JID, or none if None);
+    R's account on *contacts*."""
     old_jid = account(fed["old.test"], "old.test", "alice")
     new_jid = account(fed["new.test"], "new.test", "alice")
-    r_jid = account(fed["c.test"], "c.test", "bob")
+    r_jid = account(fed[contacts], contacts, "bob")
     old = await online(fed["old.test"], old_jid)
     new = await online(fed["new.test"], new_jid)
-    r = await online(fed["c.test"], r_jid)
+    r = await online(fed[contacts], r_jid)
     await relation(r, r_jid, old, old_jid, view)
     if state_to is not None:
         await statement(old, new_jid if state_to == "new" else state_to, access)
@@ -135,7 +153,7 @@ async def test_from_contact_is_moved(fed):
     await r.fetch_roster()
     notice(new, r_jid, old_jid)
     await wait_item(r, new_jid, "from")
-    await wait_item(r, old_jid, "none")
+    await wait_gone(r, old_jid)
     # the new account sees R's approval: its item for R becomes 'to' …
     await wait_item(new, r_jid, "to")
     # … R never had to answer, and R does not subscribe to new (R did not see old)
@@ -147,6 +165,12 @@ async def test_from_contact_is_moved(fed):
 
 
 async def test_both_contact_is_moved_and_subscribes_to_new(fed):
+    """XEP-0283 §4.4: "After authorizing the new JID, the server should revoke
+    the presence subscription of the old account" and, the old JID being
+    'both', "MUST also send a presence of type 'subscribe' to the new JID".
+    With ``old_contact = "remove"`` the old item then goes as a roster remove
+    takes it (RFC 6121 §2.5.2): R's subscription to old is cancelled too
+    ('unsubscribe'), so the old account ends with R at 'none'."""
     old_jid, new_jid, r_jid, old, new, r = await scenario(fed, "both")
     await roster_item(r, old_jid)
     r.update_roster(old_jid, name="Alice", groups=["Friends"])
@@ -154,23 +178,78 @@ async def test_both_contact_is_moved_and_subscribes_to_new(fed):
     notice(new, r_jid, old_jid)
     item = await wait_item(r, new_jid, "from", ask=True)
     assert item.get("name") == "Alice" and item["groups"] == ["Friends"]
-    await wait_item(r, old_jid, "to")
+    await wait_gone(r, old_jid)
+    await wait_item(old, r_jid, "none")     # neither subscription is left with old
     # new is asked by R (R subscribed to old, so R subscribes to new)
     await new.next_presence(type="subscribe", sender=r_jid, timeout=15)
     new.send_presence(pto=r_jid, ptype="subscribed")
     await wait_item(r, new_jid, "both")
     await wait_item(new, r_jid, "both")
+    assert set(await r.fetch_roster()) == {new_jid}
     await close(old, new, r)
 
 
-async def test_new_already_to_becomes_both_without_extra_subscribe(fed):
+async def test_a_client_without_xep0283_sees_one_entry_and_a_notice(fed):
+    """What a contact whose client knows nothing of XEP-0283 (slixmpp, no
+    plugin) sees of a verified move: the roster pushes (RFC 6121 §2.1.6) turn
+    its contact list — the roster it fetched, with each push applied — into
+    ONE entry, at the new address, with the name and groups it gave the old
+    one (XEP-0283 §4.4 creates the new item; ``old_contact = "remove"``
+    takes the old one away with a ``subscription='remove'`` push, §2.5.2);
+    and a chat message from its own server's domain says so in plain words
+    (``notify_contacts``), to each of its available clients."""
     old_jid, new_jid, r_jid, old, new, r = await scenario(fed, "both")
-    await subscribe(r, r_jid, new, new_jid)                   # R already sees new
-    await wait_item(r, new_jid, "to")
+    r.update_roster(old_jid, name="Alice", groups=["Friends", "Work"])
+    await r.ping_server()                   # the roster set has been handled
+    second = await login(fed["c.test"], f"{r_jid}/tablet", "pw")        # another client
+    second.send_presence()
+    await second.ping_server()              # its presence has been handled
+    shown = await r.fetch_roster()          # what the client shows: this, plus each push
+    assert set(shown) == {old_jid}
+    while not r.roster_pushes.empty():
+        r.roster_pushes.get_nowait()        # pushes from before the fetch
     notice(new, r_jid, old_jid)
-    await wait_item(r, new_jid, "both")
-    await wait_item(r, old_jid, "to")
-    assert not [p for p in await new.quiet(via=r) if p["type"] == "subscribe"]
+    deadline = asyncio.get_running_loop().time() + 15
+    while old_jid in shown or new_jid not in shown:
+        left = deadline - asyncio.get_running_loop().time()
+        assert left > 0, f"{r_jid}'s client shows {shown}"
+        push = await asyncio.wait_for(r.roster_pushes.get(), left)
+        for jid, item in push["roster"]["items"].items():
+            if item["subscription"] == "remove":
+                shown.pop(str(jid), None)
+            else:
+                shown[str(jid)] = {"name": item["name"], "groups": sorted(item["groups"])}
+    assert shown == {new_jid: {"name": "Alice", "groups": ["Friends", "Work"]}}
+    for client in (r, second):
+        message = await next_message(client)
+        assert (str(message["from"]), message["type"]) == ("c.test", "chat")
+        assert message["body"] == (
+            f"Alice ({old_jid}) has moved to {new_jid}. Your contact list was updated: "
+            f"{new_jid} replaces {old_jid}, name and groups kept.")
+    assert set(await r.fetch_roster()) == {new_jid}          # the server agrees
+    await close(old, new, r, second)
+
+
+async def test_keep_leaves_the_old_item_as_the_xep_does_and_says_so(fed):
+    """``old_contact = "keep"``: the old item stays where XEP-0283 §4.4 leaves
+    it ('both' → 'to': only the old account's subscription is revoked), next
+    to the new one, and the notice says that both are there now."""
+    old_jid, new_jid, r_jid, old, new, r = await scenario(fed, "both", contacts="keep.test")
+    r.update_roster(old_jid, name="Alice")
+    await r.ping_server()                   # the roster set has been handled
+    notice(new, r_jid, old_jid)
+    item = await wait_item(r, new_jid, "from", ask=True)
+    assert item.get("name") == "Alice"
+    kept = await wait_item(r, old_jid, "to")
+    assert kept.get("name") == "Alice"
+    await new.next_presence(type="subscribe", sender=r_jid, timeout=15)
+    await wait_item(old, r_jid, "from")             # old lost R's presence, not R its own
+    message = await next_message(r)
+    assert (str(message["from"]), message["type"]) == ("keep.test", "chat")
+    assert message["body"] == (f"Alice ({old_jid}) has moved to {new_jid}. {new_jid} was "
+                               f"added to your contact list, name and groups kept; {old_jid} "
+                               "stays there until you remove it.")
+    assert set(await r.fetch_roster()) == {old_jid, new_jid}
     await close(old, new, r)
 
 
@@ -368,14 +447,22 @@ async def test_tombstone_ignores_presence_broadcasts_and_answers_the_rest(fed):
 
 
 async def test_offline_contact_is_processed_and_sees_it_at_login(fed):
+    """R is offline: the move is made all the same, and the notice waits in
+    offline storage (a ``chat`` with a body is kept, RFC 6121 §8.5.2.2.1 and
+    XEP-0160 §3; a ``headline`` would have been dropped) until R comes back."""
     old_jid, new_jid, r_jid, old, new, r = await scenario(fed, "from")
     await r.close()
     notice(new, r_jid, old_jid)
     await wait_item(new, r_jid, "to")                        # R's server answered for R
     r = await login(fed["c.test"], f"{r_jid}/later", "pw")
     await wait_item(r, new_jid, "from")
-    await wait_item(r, old_jid, "none")
+    assert old_jid not in await r.fetch_roster()
     r.send_presence()
+    message = await next_message(r)
+    assert (str(message["from"]), message["type"]) == ("c.test", "chat")
+    assert message["body"] == (f"{old_jid} has moved to {new_jid}. Your contact list was "
+                               f"updated: {new_jid} replaces {old_jid}.")
+    assert message.xml.find("{urn:xmpp:delay}delay") is not None       # kept while away
     assert not [p for p in await r.quiet() if p["type"] == "subscribe"]
     await close(old, new, r)
 
@@ -392,7 +479,7 @@ async def test_old_account_on_the_contacts_own_server(fed):
     await statement(old, new_jid)
     notice(new, r_jid, old_jid)
     await wait_item(r, new_jid, "from")
-    await wait_item(r, old_jid, "none")
+    await wait_gone(r, old_jid)
     await close(old, new, r)
 
 
@@ -407,7 +494,7 @@ async def test_second_notice_is_ignored(fed):
     # would start is what the item checks below would show)
     assert not [p for p in await r.quiet(via=new) if p["type"] == "subscribe"]
     assert (await roster_item(r, new_jid))["subscription"] == "from"
-    assert (await roster_item(r, old_jid))["subscription"] == "none"
+    assert old_jid not in await r.fetch_roster()
     await close(old, new, r)
 
 

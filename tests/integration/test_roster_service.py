@@ -273,7 +273,7 @@ async def test_every_change_has_its_own_version_through_a_move(make_server):
     assert versions == sorted(versions), f"versions out of order: {versions}"
     moved = {jid: state for _, items in pushes for jid, state in items.items()
              if jid in (old_jid, new_jid)}
-    assert moved == {new_jid: ("from", None, None), old_jid: ("none", None, None)}
+    assert moved == {new_jid: ("from", None, None), old_jid: ("remove", None, None)}
 
     final = await _roster_get(observer, None)
     assert final.get("ver") == str(versions[-1])

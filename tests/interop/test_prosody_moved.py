@@ -2,7 +2,8 @@
 
 (a) a user moves between two Prosody accounts — statement in Prosody's PEP,
     notice sent through Prosody — and the contact on xferd is updated by
-    xferd's auto-moved after verifying the statement over s2s;
+    xferd's auto-moved after verifying the statement over s2s (one entry
+    left; the old Prosody account loses both subscriptions);
 (b) a user moves between two xferd accounts with a contact on Prosody, which
     has no auto-moved (mod_auto_moved is not in Debian's prosody-modules):
     the contact receives the request with <moved/> intact, approves, and
@@ -71,7 +72,11 @@ async def test_prosody_user_moves_and_the_xferd_contact_follows(xferd_fed, proso
         await new.next_presence(type="subscribe", sender=r_jid, timeout=S2S_TIMEOUT)
         new.send_presence(pto=r_jid, ptype="subscribed")
         await wait_for_item(r, new_jid, "both")
-        await wait_for_item(r, old_jid, "to")
+        # one entry: the old item went as a roster remove takes it ([moved]
+        # old_contact = "remove"), and Prosody's old account lost both
+        # subscriptions (unsubscribed and unsubscribe, RFC 6121 §2.5.2)
+        assert old_jid not in await r.fetch_roster()
+        await wait_for_item(old, r_jid, "none")
         await wait_for_item(new, r_jid, "both")
         # a request from new would come over Prosody's stream before new's ping
         assert not [p for p in await r.quiet(via=new)

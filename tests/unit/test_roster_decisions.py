@@ -97,7 +97,13 @@ def test_move_decision(old_sub, new_item, want_new, want_old, subscribe):
     got = decision.items[NEW]
     assert (got.subscription, got.ask) == want_new and got.name == "Alice"
     assert decision.items[OLD].subscription == want_old
-    assert decision.result is subscribe
+    assert decision.result.subscribe_new is subscribe and decision.result.item is got
+    assert decision.result.unsubscribe_old is False
+    # old_contact = "remove": the same new item; old's item goes, after it
+    removal = moved.decide_move(OLD, NEW, keep_old=False)(entries)
+    assert list(removal.items) == [NEW, OLD] and removal.items[OLD] is None
+    assert removal.items[NEW] == got and removal.requests[OLD] is None
+    assert removal.result.unsubscribe_old is (old_sub == "both")    # R was subscribed to old
 
 
 def test_move_decision_when_old_no_longer_shares():
@@ -115,6 +121,14 @@ def test_transfer_rewrite_is_idempotent_and_checked():
     with pytest.raises(StanzaError) as err:
         rewrite({OLD: RosterEntry(OLD), NEW: RosterEntry(NEW)})
     assert err.value.condition == "item-not-found"
+    # old_contact = "keep": old stays, name and groups, no subscription; done once
+    keep = accountxfer.decide_rewrite(OLD, NEW, "bob@c.example", keep_old=True)
+    kept = keep({OLD: RosterEntry(OLD, RosterItem(OLD, "A", "both", groups=("G",))),
+                 NEW: RosterEntry(NEW)})
+    assert list(kept.items) == [NEW, OLD] and kept.items[NEW].subscription == "both"
+    assert kept.items[OLD] == RosterItem(OLD, "A", "none", groups=("G",))
+    again = keep({OLD: RosterEntry(OLD, kept.items[OLD]), NEW: RosterEntry(NEW, kept.items[NEW])})
+    assert again.items == {} and again.result is None
     with pytest.raises(StanzaError) as err:
         rewrite({OLD: RosterEntry(OLD, RosterItem(OLD)), NEW: RosterEntry(NEW)})
     assert err.value.condition == "not-acceptable"

@@ -11,6 +11,12 @@ ejabberd's answer and default (one per address per 600 s, its
 ``registration_timeout``). Only registrations that succeed use the allowance.
 After login (§3.2, §3.3): change one's password, or remove one's account.
 Passwords are turned into SCRAM credentials at once and never stored.
+
+The registration form comes twice, as Prosody sends it: the plain fields
+(§3.1) and a data form (§6, XEP-0004) with ``FORM_TYPE`` ``jabber:iq:register``
+and the same two fields. Clients that speak only one of them (Dino submits the
+data form and shows nothing without it) each find theirs; an answer is read
+from the data form when it carries one, else from the plain fields.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from ..core.module import Module, iq
 from ..xmpp import sasl
 from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JIDError, nodeprep
+from ..xmpp.namespaces import DATA_NS
 from ..xmpp.namespaces import REGISTER_NS as NS
 from ..xmpp.stanza import E, sub
 
@@ -35,7 +42,28 @@ def _q(name: str) -> str:
 
 
 def _fields(query) -> tuple[str | None, str | None]:
+    """(username, password) of an answer: from its submitted data form (§6)
+    if it has one, else from the plain fields (§3.1)."""
+    form = query.find(f"{{{DATA_NS}}}x")
+    if form is not None and form.get("type") == "submit":
+        values = {field.get("var"): field.findtext(f"{{{DATA_NS}}}value")
+                  for field in form.iter(f"{{{DATA_NS}}}field")}
+        return values.get("username"), values.get("password")
     return query.findtext(_q("username")), query.findtext(_q("password"))
+
+
+def _data_form():
+    """The §6 form: FORM_TYPE, then username and password, both required."""
+    form = E(f"{{{DATA_NS}}}x", {"type": "form"})
+    sub(form, f"{{{DATA_NS}}}title", text="Creating a new account")
+    sub(form, f"{{{DATA_NS}}}instructions", text="Choose a username and password.")
+    hidden = sub(form, f"{{{DATA_NS}}}field", {"type": "hidden", "var": "FORM_TYPE"})
+    sub(hidden, f"{{{DATA_NS}}}value", text=NS)
+    for var, kind, label in (("username", "text-single", "Username"),
+                             ("password", "text-private", "Password")):
+        field = sub(form, f"{{{DATA_NS}}}field", {"type": kind, "var": var, "label": label})
+        sub(field, f"{{{DATA_NS}}}required")
+    return form
 
 
 class Register(Module):
@@ -59,6 +87,7 @@ class Register(Module):
         sub(query, _q("instructions"), text="Choose a username and password.")
         sub(query, _q("username"))
         sub(query, _q("password"))
+        query.append(_data_form())
         await event.reply(query)
         return True
 

@@ -83,6 +83,37 @@ async def test_registration_form_and_bad_username(server):
     await raw.close()
 
 
+async def test_registration_by_data_form_as_dino_does_it(server):
+    """XEP-0077 §6: the form also comes as a data form (XEP-0004) whose
+    FORM_TYPE is jabber:iq:register, with username and password required;
+    a client that only speaks data forms (Dino) submits it, and the account
+    it creates logs in. Without the data form, Dino offers no way to sign up."""
+    data = "jabber:x:data"
+    raw = await RawClient.connect(server.c2s_port)
+    await raw.secure(server.cert())
+    raw.send(f"<iq type='get' id='f'><query xmlns='{REGISTER}'/></iq>")
+    query = (await raw.expect("iq")).find(f"{{{REGISTER}}}query")
+    form = query.find(f"{{{data}}}x")
+    assert form is not None and form.get("type") == "form"
+    fields = {f.get("var"): f for f in form.findall(f"{{{data}}}field")}
+    assert fields["FORM_TYPE"].get("type") == "hidden"
+    assert fields["FORM_TYPE"].findtext(f"{{{data}}}value") == REGISTER
+    assert fields["username"].find(f"{{{data}}}required") is not None
+    assert fields["password"].get("type") == "text-private"
+    assert fields["password"].find(f"{{{data}}}required") is not None
+    raw.send(f"<iq type='set' id='r'><query xmlns='{REGISTER}'>"
+             f"<x xmlns='{data}' type='submit'>"
+             f"<field var='FORM_TYPE'><value>{REGISTER}</value></field>"
+             f"<field var='username'><value>gina</value></field>"
+             f"<field var='password'><value>gina-pass</value></field>"
+             f"</x></query></iq>")
+    reply = await raw.expect("iq")
+    assert reply.get("type") == "result", reply.get("type")
+    await raw.close()
+    gina = await login(server, "gina@localhost/dino", "gina-pass")
+    await gina.close()
+
+
 async def test_registration_can_be_switched_off(make_server):
     srv = make_server(**{'hosts."localhost"': {"registration": False}})
     raw = await RawClient.connect(srv.c2s_port)

@@ -26,8 +26,20 @@ bootstrap() {
             exit 1
         fi
     fi
-    local stamp="$VENV/.installed${extras:+-$extras}"
-    if [ ! -f "$stamp" ] || [ "$REPO/pyproject.toml" -nt "$stamp" ]; then
+    # An install with extras installed xferd itself too: the plain bootstrap is
+    # satisfied by any stamp newer than pyproject.toml (else a script without
+    # extras, run after `scripts/test`, would reinstall for nothing).
+    local stamp="$VENV/.installed${extras:+-$extras}" fresh=false candidate
+    local candidates=("$stamp")
+    if [ -z "$extras" ]; then
+        candidates+=("$VENV"/.installed-*)
+    fi
+    for candidate in "${candidates[@]}"; do
+        if [ -f "$candidate" ] && ! [ "$REPO/pyproject.toml" -nt "$candidate" ]; then
+            fresh=true
+        fi
+    done
+    if ! $fresh; then
         echo "xferd: installing dependencies into $VENV${extras:+ (with $extras extras)}" >&2
         "$VENV/bin/python" -m pip install --quiet --upgrade pip
         "$VENV/bin/python" -m pip install --quiet -e "$REPO${extras:+[$extras]}"

@@ -87,6 +87,12 @@ async def test_admin_commands_from_another_directory_act_on_the_servers_data(
             users = run([*xferd, "users"], elsewhere, env)
             assert user in users.stdout.split() and str(database) in users.stderr
         assert list(elsewhere.iterdir()) == [], "nothing is created where the command runs"
+        # and the copy's scripts/xferd installed nothing into the venv it shares: the
+        # venv's own `xferd` still runs this checkout (scripts/lib/bootstrap.sh)
+        where = subprocess.run([sys.executable, "-c", "import server; print(server.__file__)"],
+                               cwd=elsewhere, capture_output=True, text=True,
+                               env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+        assert where.stdout.strip().startswith(str(REPO)), where
     finally:
         server.stop()
 

@@ -35,6 +35,9 @@ from .procs import cpu_seconds, fd_limit, fd_limit_of, open_fds, rss_bytes
 WARMUP = 20
 MARGIN = 200          # descriptors kept free for logs, storage, listeners
 SETTLE = 1.5          # seconds between the last login and the RSS reading
+CLOSE_SETTLE = 2.0    # from the server's last closed connection to the RSS reading: xferd
+                      # gives freed memory back 1 s after a burst of closes ends
+                      # (server/io/memory.py)
 IDLE_WINDOW = 2.0     # seconds over which the server's CPU with K idle sessions is read
 
 
@@ -42,9 +45,21 @@ def users(k: int) -> list[str]:
     return [f"idle{i}" for i in range(k + WARMUP)]
 
 
+async def all_closed(pid: int, descriptors: int, timeout: float = 60) -> None:
+    """Wait until the server holds no more descriptors than *descriptors*
+    (read before the sessions logged in): every connection it had is torn
+    down — which may take it a while after the clients are gone (a session's
+    end writes its last activity to storage) — then CLOSE_SETTLE more."""
+    deadline = time.monotonic() + timeout
+    while open_fds(pid) > descriptors and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(CLOSE_SETTLE)
+
+
 async def measure(server, k: int, password: str, concurrency: int, *, cycles: int = 1) -> dict:
     names = users(k)
     tls = client_context(server.cert())
+    fds0 = open_fds(server.pid)
     warm = await login_all("127.0.0.1", server.c2s_port, server.domain, names[:WARMUP],
                            password, tls, concurrency=concurrency, idle=True)
     await asyncio.sleep(1.0)
@@ -85,7 +100,7 @@ async def measure(server, k: int, password: str, concurrency: int, *, cycles: in
     started = time.perf_counter()
     await asyncio.gather(*(c.close() for c in held.clients + warm.clients))
     closing = time.perf_counter() - started
-    await asyncio.sleep(SETTLE)
+    await all_closed(server.pid, fds0)
     rss2 = rss_bytes(server.pid)
 
     after_close = [rss2]
@@ -95,7 +110,7 @@ async def measure(server, k: int, password: str, concurrency: int, *, cycles: in
                                 concurrency=concurrency, idle=True)
         await asyncio.sleep(SETTLE)
         await asyncio.gather(*(c.close() for c in again.clients))
-        await asyncio.sleep(SETTLE)
+        await all_closed(server.pid, fds0)
         after_close.append(rss_bytes(server.pid))
         print(f"{server.name}: idle: cycle {len(after_close)}/{cycles}: "
               f"{len(again.clients)} sessions, RSS after close "

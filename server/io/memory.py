@@ -80,6 +80,6 @@ class Trimmer:
         started = time.perf_counter()
         _TRIM(0)
         self.trims += 1
-        log.warning("gave free heap memory back after %d closed connections (%.1f ms)",
+        log.debug("gave free heap memory back after %d closed connections (%.1f ms)",
                   self.closed, 1000 * (time.perf_counter() - started))
         self.closed = 0

@@ -148,7 +148,7 @@ async def test_exported_accounts_log_in_to_prosody_with_sql_storage(make_server,
         xferd.adduser(jid, PASSWORD)
     old_account_file(tmp_path / "zed.xml")
     done = xferd.cli("import", str(tmp_path / "zed.xml"))
-    assert done.returncode == 0 and "imported 1 users" in done.stderr, done.stderr
+    assert done.returncode == 0 and "imported 1 user" in done.stderr, done.stderr
     xferd.start()
 
     # the export names zed, and zed alone

@@ -64,7 +64,7 @@ from pathlib import Path
 import pytest
 
 from server.io.tls import generate_self_signed
-from tests.prosody import free_port
+from tests.prosody import PeerFiles, free_port
 
 ERL = "erl"
 EJABBERDCTL = "ejabberdctl"         # only to tell whether the package is installed
@@ -91,8 +91,10 @@ def require_ejabberd() -> None:
     pytest.skip(message)
 
 
-class EjabberdProcess:
+class EjabberdProcess(PeerFiles):
     """An ejabberd serving *domain* on free loopback ports, with its own config and data."""
+
+    OUTPUT = "ejabberd.out"
 
     def __init__(self, workdir: Path, domain: str = EJABBERD_DOMAIN, *,
                  dns_port: int | None = None, settings: dict | None = None,
@@ -213,7 +215,7 @@ class EjabberdProcess:
                 "-erl_epmd_port", str(self.dist_port), "-start_epmd", "false", *args]
 
     def start(self, timeout: float = 60) -> "EjabberdProcess":
-        self._out = open(self.workdir / "ejabberd.out", "ab")
+        self._out = open(self.workdir / self.OUTPUT, "ab")
         self.proc = subprocess.Popen(
             self._erl(self.node, "-mnesia", "dir", f'"{self.spool}"', "-s", "ejabberd"),
             cwd=self.spool, stdout=self._out, stderr=subprocess.STDOUT, env=self._env())
@@ -266,18 +268,6 @@ class EjabberdProcess:
         user, _, host = jid.partition("@")
         done = self.ctl("register", user, host, password)
         assert done.returncode == 0, f"ejabberdctl register {jid}: {done.stdout}{done.stderr}"
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def output(self) -> str:
-        try:
-            return (self.workdir / "ejabberd.out").read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
     def errors(self) -> list[str]:
         """Log lines at level error or critical (``TIME [LEVEL] <PID>@MOD:FUN:LINE MESSAGE``)."""

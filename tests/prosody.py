@@ -195,8 +195,32 @@ def free_port() -> int:
 MODULES = prosody_server.MODULES + ["dialback"]
 
 
-class ProsodyProcess:
+class PeerFiles:
+    """What a peer server under test wrote: its log (``log_path``) and what it
+    printed (``workdir / OUTPUT``), "" until it wrote anything."""
+
+    OUTPUT = ""
+    log_path: Path
+    workdir: Path
+
+    def log(self) -> str:
+        return _read(self.log_path)
+
+    def output(self) -> str:
+        return _read(self.workdir / self.OUTPUT)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+class ProsodyProcess(PeerFiles):
     """A Prosody serving *domain* on free loopback ports, with its own config and data."""
+
+    OUTPUT = "prosody.out"
 
     def __init__(self, workdir: Path, domain: str = PROSODY_DOMAIN, *,
                  dns_port: int | None = None, settings: dict | None = None,
@@ -239,7 +263,7 @@ class ProsodyProcess:
             "Written by tests/prosody.py for one test run; not a deployment example.")
 
     def start(self, timeout: float = 20) -> "ProsodyProcess":
-        self._log = open(self.workdir / "prosody.out", "ab")
+        self._log = open(self.workdir / self.OUTPUT, "ab")
         self.proc = subprocess.Popen([PROSODY, "-F", "--config", str(self.config)],
                                      cwd=self.workdir, stdout=self._log,
                                      stderr=subprocess.STDOUT, env=self._env())
@@ -279,18 +303,6 @@ class ProsodyProcess:
         user, _, host = jid.partition("@")
         done = self.prosodyctl("register", user, host, password)
         assert done.returncode == 0, f"prosodyctl register {jid}: {done.stdout}{done.stderr}"
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def output(self) -> str:
-        try:
-            return (self.workdir / "prosody.out").read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
     def errors(self) -> list[str]:
         """Log lines at level error (Prosody writes ``TIME SOURCE LEVEL MESSAGE``)."""

@@ -1,4 +1,4 @@
-"""Shared fixtures: real xferd servers on free loopback ports."""
+"""Shared fixtures: real xferd servers on free loopback ports, and an open storage."""
 
 import pytest
 
@@ -43,3 +43,13 @@ def new_user(server):
         server.adduser(jid, password)
         return jid
     return make
+
+
+@pytest.fixture
+async def store(tmp_path):
+    """An empty SQLite storage, opened (the schema made), closed after the test."""
+    from storage.sqlite import SQLiteStorage
+    s = SQLiteStorage(tmp_path / "x.sqlite")
+    await s.open()
+    yield s
+    await s.close()

@@ -14,7 +14,6 @@ from server.xmpp.sasl import make_all_credentials
 from storage.api import LastActivity
 from storage.sqlite import MIGRATIONS, SQLiteStorage
 from tests.harness import ask, login
-from tests.integration.test_storage import store  # noqa: F401  (a fixture)
 
 LAST = "jabber:iq:last"
 INFO = "http://jabber.org/protocol/disco#info"
@@ -206,7 +205,7 @@ async def close(*clients) -> None:
         await client.close()
 
 
-# -- storage (the ``store`` fixture is test_storage's) ---------------------------------------
+# -- storage (the ``store`` fixture is tests/conftest.py's) ---------------------------------------
 
 async def test_storage_round_trip_replace_and_cascade(store):
     assert await store.create_user("localhost", "ann", make_all_credentials("pw", iterations=4096))

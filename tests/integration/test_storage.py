@@ -11,14 +11,6 @@ from storage.api import RosterItem, StorageError
 from storage.sqlite import MIGRATIONS, SQLiteStorage
 
 
-@pytest.fixture
-async def store(tmp_path):
-    s = SQLiteStorage(tmp_path / "x.sqlite")
-    await s.open()
-    yield s
-    await s.close()
-
-
 async def test_accounts_round_trip(store):
     creds = make_all_credentials("pw", iterations=4096)
     assert await store.create_user("localhost", "ann", creds)

@@ -99,15 +99,6 @@ def test_a_failed_plain_login_renews_nothing():
 
 # -- storing the renewed keys: only over the keys that were checked ---------------------------
 
-@pytest.fixture
-async def store(tmp_path):
-    from storage.sqlite import SQLiteStorage
-    s = SQLiteStorage(tmp_path / "x.sqlite")
-    await s.open()
-    yield s
-    await s.close()
-
-
 async def test_renewed_keys_replace_the_checked_ones(store):
     old = {"SCRAM-SHA-1": make_credentials("pencil", "SCRAM-SHA-1", FAST, salt=ZERO_SALT)}
     await store.create_user("localhost", "ann", old)

@@ -29,8 +29,9 @@ No such account (§8.5.1 allows dropping or bouncing): ``<service-unavailable/>`
 for every type except ``headline`` and ``error``, which are dropped.
 
 Our handlers run last (priority -1), so a module that wants to look at a
-message first (carbons, archiving, …) hooks the same events at the default
-priority.
+message first (carbons, archiving, …) hooks the same events at a higher
+priority. Which resources get a bare-JID message is
+``routing.bare_message_receivers`` (carbons needs the same answer).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from __future__ import annotations
 from ..core.module import Hook, Module
 from ..xmpp.errors import StanzaError
 from ..xmpp.hints import message_type as _message_type
+from ..xmpp.routing import bare_message_receivers
 
 
 class Message(Module):
@@ -92,12 +94,7 @@ class Message(Module):
         """The sessions a bare-JID message of *kind* goes to (may be empty),
         leaving out the resources the sender blocked (*spared*: XEP-0191
         §3.3, a block of ``user@domain/resource`` covers that resource only)."""
-        willing = [s for s in self.host.available_sessions(username)
-                   if s.priority >= 0 and str(s.jid) not in spared]
-        if kind == "headline" or not willing:
-            return willing
-        top = max(s.priority for s in willing)
-        return [s for s in willing if s.priority == top]
+        return bare_message_receivers(self.host.available_sessions(username), kind, spared)
 
 
 MODULE = Message

@@ -26,6 +26,10 @@ The routing table, one stanza at a time:
 5. :func:`default_action` — nobody handled it: deliver it to the addressed
    session, answer ``<service-unavailable/>``, or drop it.
 
+And :func:`bare_message_receivers`, which of a user's resources get a message
+sent to the bare JID (``modules/message.py`` delivers to them; message
+carbons copy to the others).
+
 Allocation-light on purpose: these run for every stanza. Names for message,
 presence and IQ results are prebuilt tuples; an IQ get/set builds one or two
 strings.
@@ -50,6 +54,7 @@ from .stanza import IQ, MESSAGE, PRESENCE
 __all__ = [
     "KINDS", "IQ_TYPES", "DESTINATIONS", "DELIVER", "SERVICE_UNAVAILABLE", "DROP",
     "iq_problem", "presence_problem", "PRESENCE_TYPES", "recipient", "destination", "event_names", "default_action",
+    "bare_message_receivers",
 ]
 
 #: stanza tag → the kind that names its events
@@ -171,3 +176,16 @@ def default_action(kind: str, stanza_type: str | None, dest: str, has_session: b
     if kind == "message" and stanza_type not in ("error", "headline"):
         return SERVICE_UNAVAILABLE
     return DROP
+
+
+def bare_message_receivers(available, kind: str, spared: frozenset[str] = frozenset()) -> list:
+    """The sessions among *available* (a user's available sessions) that a
+    message of *kind* sent to the bare JID goes to (RFC 6121 §8.5.2.1.1,
+    "most available"): those with the highest non-negative priority, every
+    non-negative one for a ``headline``; never a resource the sender blocked
+    (*spared*, full JIDs: XEP-0191 §3.3). May be empty."""
+    willing = [s for s in available if s.priority >= 0 and str(s.jid) not in spared]
+    if kind == "headline" or not willing:
+        return willing
+    top = max(s.priority for s in willing)
+    return [s for s in willing if s.priority == top]

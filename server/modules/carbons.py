@@ -31,7 +31,9 @@ asks for it sees both sides of the user's conversations.
   but the user's bare JID has them removed before archiving and delivery
   (priority 30).
 - An error is copied when it answers a copied message (§6.1): we remember the
-  (user, peer, id) of the last ``ERROR_MEMORY`` copied messages.
+  (user, peer, id) of the last ``ERROR_MEMORY`` copied messages (messages
+  that passed while none of the user's resources had carbons on are not
+  remembered: nothing is done for users who do not use carbons).
 - Copies are handed to the sessions directly, never routed: nothing can
   bounce them back to the original sender (§10).
 - A message the stream-management module re-routes after a session died with
@@ -109,23 +111,20 @@ class Carbons(Module):
         if "redelivered" in event.tags:
             return
         to, from_, stanza = event.to, event.from_, event.stanza
-        sessions = self.host.user_sessions(to.local)
-        if not sessions or from_ is None:
-            return                      # nobody online to copy to
+        enabled = [s for s in self.host.user_sessions(to.local).values()
+                   if getattr(s, "carbons", False)]
+        if not enabled or from_ is None:
+            return                      # nobody to copy to
         if from_.local == to.local and from_.domain == to.domain:
             return                      # the user's own message: copied as sent
-        user, peer = f"{to.local}@{to.domain}", str(from_.bare)
         kind = message_type(stanza)
         if kind == "error" and (to.resource is None or self.host.session(to) is None):
             return                      # message.py drops it: nobody gets it
-        if not self._qualifies(stanza, kind, user, peer,
+        if not self._qualifies(stanza, kind, f"{to.local}@{to.domain}", str(from_.bare),
                                from_muc_participant=from_.resource is not None):
             return
-        enabled = [s for s in sessions.values() if getattr(s, "carbons", False)]
-        if not enabled:
-            return
         receivers = self._receivers(to, kind, event.spared)
-        self._copy(stanza, "received", user,
+        self._copy(stanza, "received", f"{to.local}@{to.domain}",
                    [s for s in enabled if s not in receivers and str(s.jid) not in event.spared])
 
     # -- §8 sent --------------------------------------------------------------------
@@ -134,21 +133,21 @@ class Carbons(Module):
         if session is None or "redelivered" in event.tags or session.jid is None:
             return
         me, stanza = session.jid, event.stanza
-        to = event.to or me.bare
-        user, peer = f"{me.local}@{me.domain}", str(to.bare)
-        kind = message_type(stanza)
-        if not self._qualifies(stanza, kind, user, peer, from_muc_participant=False):
-            return
         enabled = [s for s in self.host.user_sessions(me.local).values()
                    if s is not session and getattr(s, "carbons", False)]
         if not enabled:
+            return
+        to = event.to or me.bare
+        kind = message_type(stanza)
+        if not self._qualifies(stanza, kind, f"{me.local}@{me.domain}", str(to.bare),
+                               from_muc_participant=False):
             return
         if to.local == me.local and to.domain == me.domain:
             receivers = self._receivers(to, kind, frozenset())
             enabled = [s for s in enabled if s not in receivers]
         if event.to is None:
-            stanza = _with_to(stanza, peer)  # the copy says where it went
-        self._copy(stanza, "sent", user, enabled)
+            stanza = _with_to(stanza, str(to))  # the copy says where it went
+        self._copy(stanza, "sent", f"{me.local}@{me.domain}", enabled)
 
     # -- helpers --------------------------------------------------------------------
     def _qualifies(self, stanza, kind: str, user: str, peer: str, *,

@@ -7,7 +7,9 @@ asks for it sees both sides of the user's conversations.
   own bare JID (or without ``to``; also accepted to the domain) switches
   copies on or off for the asking resource only (``session.carbons``; a
   stream-management resumption keeps the session object, so the flag).
-  Repeating either is answered with a result (§10). A request to someone
+  Repeating either is answered with a result (§10). Copies go to every bound
+  resource that enabled them, whether it sent presence or not (as Prosody;
+  ejabberd copies to available resources only). A request to someone
   else's account, or from outside this server, is ``<not-allowed/>``.
 - §7 received carbons: a message for the user (from anywhere: a local user,
   or another server over s2s — both reach us as ``message/bare`` or

@@ -219,9 +219,11 @@ async def test_which_messages_are_copied(two):
     message(carol, "alice@a.test", None, "normal", f"<received xmlns='{RECEIPTS}' id='m1'/>")
     message(carol, "alice@a.test", None, "normal",
             "<x xmlns='jabber:x:conference' jid='room@rooms.a.test'/>")
+    # an error that answers nothing alice sent
+    message(carol, "alice@a.test/desk", None, "error", mid="never-sent")
     await settle(desk, phone, via=carol)
     delivered = taken(desk)
-    assert len(delivered) == 10
+    assert len(delivered) == 11 and delivered[-1].get("type") == "error"
     # the recipient sees <private/> as it was sent (XEP-0280 1.0 keeps it)
     assert delivered[0].find(f"{{{CARBONS}}}private") is not None
     # a headline goes to every resource (RFC 6121 §8.5.2.1.2): no copy needed

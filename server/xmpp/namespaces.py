@@ -50,3 +50,4 @@ PIE_NS = "urn:xmpp:pie:0"                                     # XEP-0227
 PIE_SCRAM_NS = "urn:xmpp:pie:0#scram"
 PIE_MAM_NS = "urn:xmpp:pie:0#mam"
 PIE_LEGACY_NS = "http://www.xmpp.org/extensions/xep-0227.html#ns"   # ejabberd, older Prosody
+SM_NS = "urn:xmpp:sm:3"                                       # XEP-0198

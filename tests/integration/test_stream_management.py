@@ -8,7 +8,7 @@ import base64
 import pytest
 from lxml import etree
 
-from tests.harness import SASL, RawClient, XferdProcess, login, nothing_more
+from tests.harness import SASL, Client, RawClient, XferdProcess, login, nothing_more
 from tests.proxy import Proxy
 
 SM = "urn:xmpp:sm:3"
@@ -182,4 +182,158 @@ async def test_resume_a_cut_session_and_get_what_it_missed(server):
     assert (await again.expect("iq")).get("id") == "after"
     await bob.close()
     await again.close()
+    await proxy.close()
+
+
+async def test_resuming_a_connected_session_takes_it_over(server):
+    user = new_user(server)
+    first = await bound(server, user, "tablet")
+    first.send(f"<enable xmlns='{SM}' resume='true'/>")
+    sm_id = (await first.expect("enabled")).get("id")
+    second, _ = await authenticated(server, user)
+    second.send(f"<resume xmlns='{SM}' previd='{sm_id}' h='0'/>")
+    assert (await second.expect("resumed")).get("h") == "0"
+    assert await first.stream_error() == "conflict"         # §5
+    second.send(f"<message to='{user}@localhost/tablet' id='self'><body>me</body></message>")
+    assert (await second.expect("message")).get("id") == "self"   # the resource is ours
+    await first.close()
+    await second.close()
+
+
+# -- real clients, cut mid-conversation ------------------------------------------------------------
+
+async def befriend(a, a_jid, b, b_jid):
+    """Mutual presence subscription between two logged-in clients."""
+    for asker, asker_jid, other, other_jid in ((a, a_jid, b, b_jid), (b, b_jid, a, a_jid)):
+        asker.send_presence(pto=other_jid, ptype="subscribe")
+        await asker.ping_server()
+        other.send_presence(pto=asker_jid, ptype="subscribed")
+        await other.ping_server()
+
+
+async def next_body(client, timeout=10) -> str:
+    return (await asyncio.wait_for(client.messages.get(), timeout))["body"]
+
+
+async def test_a_resumed_session_gets_what_was_sent_while_it_was_gone(server):
+    """slixmpp with XEP-0198: the connection is cut; messages and a contact's
+    presence change sent meanwhile arrive once it resumes, nothing twice,
+    and the session is the same (presence, roster interest)."""
+    user, friend = new_user(server, "ann"), new_user(server, "ben")
+    u_jid, f_jid = f"{user}@localhost", f"{friend}@localhost"
+    proxy = await Proxy.start(server.c2s_port)
+    ann = await login_sm(server, f"{u_jid}/phone", proxy.port)
+    ben = await login(server, f"{f_jid}/desk", "pw")
+    await befriend(ann, u_jid, ben, f_jid)
+    ben.send_presence(pstatus="here")
+    ann.send_presence(pstatus="on the road")
+    await ann.next_presence(type=None, sender=f_jid)
+    await ben.next_presence(type=None, sender=u_jid)
+    await ann.fetch_roster()                    # an interested resource (RFC 6121 §2.1.6)
+    ben.send_message(mto=u_jid, mbody="one", mtype="chat")
+    assert await next_body(ann) == "one"
+    while not ann.roster_pushes.empty():
+        ann.roster_pushes.get_nowait()
+
+    proxy.cut()
+    await asyncio.wait_for(asyncio.shield(ann.gone), 10)
+    ben.send_message(mto=u_jid, mbody="two", mtype="chat")
+    ben.send_presence(pshow="away", pstatus="lunch")
+    ben.send_message(mto=f"{u_jid}/phone", mbody="three", mtype="chat")
+    await ben.ping_server()
+    # ben still sees ann as available: the session is kept, not ended
+    assert not any(p["type"] == "unavailable" for p in await ben.quiet())
+
+    resumed = asyncio.ensure_future(ann.wait_until("session_resumed", 10))
+    ann.connect("127.0.0.1", proxy.port)
+    await resumed
+    assert await next_body(ann) == "two"
+    update = await ann.next_presence(sender=f_jid)
+    assert update["show"] == "away" and update["status"] == "lunch"
+    assert await next_body(ann) == "three"
+    await nothing_more(ann, via=ben)            # "one" did not come again
+    # roster interest kept: a roster change reaches the resumed session
+    ben.send_presence(pto=u_jid, ptype="unsubscribe")
+    push = await asyncio.wait_for(ann.roster_pushes.get(), 10)
+    assert f_jid in str(push)
+    await ben.close()
+    await ann.close()
+    await proxy.close()
+
+
+async def login_sm(server, jid, port, *, resume=True):
+    """A slixmpp client with XEP-0198 (resumable unless told), through *port*."""
+    client = Client(jid, "pw")
+    client.register_plugin("xep_0198", {"allow_resume": resume})
+    client.ca_certs = server.cert()
+    client.enable_plaintext = False
+    client.enable_direct_tls = False
+    enabled = asyncio.ensure_future(client.wait_until("sm_enabled", 10))
+    client.connect("127.0.0.1", port)
+    assert await asyncio.wait_for(client.started, 10) == "session"
+    await enabled
+    return client
+
+
+async def test_without_resumption_unacknowledged_messages_go_to_another_resource(server):
+    """The session had SM without resumption; its connection is cut with
+    messages it never acknowledged: the user's other resource gets those worth
+    keeping (not the chat state), with the time they were first sent; an
+    unanswered request gets <recipient-unavailable/>."""
+    user = new_user(server, "cat")
+    u_jid = f"{user}@localhost"
+    proxy = await Proxy.start(server.c2s_port)
+    desk = await login(server, f"{u_jid}/desk", "pw")
+    desk.send_presence(ppriority=0)
+    phone = await bound(server, user, "phone", port=proxy.port)
+    phone.send(f"<enable xmlns='{SM}'/><presence><priority>5</priority></presence>")
+    await phone.expect("enabled")
+    bob = await login(server, "bob@localhost/m", "bob-pass")
+    bob.send_message(mto=u_jid, mbody="first", mtype="chat")
+    bob.send_raw(
+        f"<message to='{u_jid}' type='chat'>"
+        "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>")
+    bob.send_message(mto=u_jid, mbody="second", mtype="chat")
+    ping = asyncio.ensure_future(bob.plugin["xep_0199"].ping(f"{u_jid}/phone", timeout=10))
+    for _ in range(3):
+        await phone.expect("message")                # all went to the higher priority
+    await phone.expect("iq")                         # received, never answered
+    proxy.cut()
+    assert await next_body(desk) == "first"
+    second = await asyncio.wait_for(desk.messages.get(), 10)
+    assert second["body"] == "second"
+    delay = second.xml.find("{urn:xmpp:delay}delay")
+    assert delay.get("from") == "localhost" and delay.get("stamp")
+    await nothing_more(desk, presences=False)        # the chat state was not re-routed
+    with pytest.raises(Exception) as info:
+        await ping
+    assert "recipient-unavailable" in str(getattr(info.value, "iq", info.value))
+    await bob.close()
+    await desk.close()
+    await proxy.close()
+
+
+async def test_a_session_not_resumed_in_time_leaves_its_messages_offline(server):
+    user = new_user(server, "dan")
+    u_jid = f"{user}@localhost"
+    proxy = await Proxy.start(server.c2s_port)
+    phone = await bound(server, user, "phone", port=proxy.port)
+    phone.send(f"<enable xmlns='{SM}' resume='true' max='1'/><presence/>")
+    assert (await phone.expect("enabled")).get("max") == "1"
+    bob = await login(server, "bob@localhost/n", "bob-pass")
+    bob.send_message(mto=u_jid, mbody="kept for later", mtype="chat")
+    bob.send_raw(f"<message to='{u_jid}' type='chat'>"
+                 "<paused xmlns='http://jabber.org/protocol/chatstates'/></message>")
+    await phone.expect("message")
+    await phone.expect("message")
+    proxy.cut()
+    # nothing on the wire shows the hibernation ending: the log does
+    await asyncio.to_thread(server.wait_for_log, f"{u_jid}/phone>: closed (not resumed in time)")
+    later = await login(server, f"{u_jid}/laptop", "pw")
+    later.send_presence()
+    got = await asyncio.wait_for(later.messages.get(), 10)
+    assert got["body"] == "kept for later"
+    await nothing_more(later, presences=False)
+    await bob.close()
+    await later.close()
     await proxy.close()

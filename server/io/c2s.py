@@ -200,6 +200,13 @@ class C2SSession(StreamConnection):
         self._stream_ended = True           # ended on purpose: no hibernation
         super().close()
 
+    def stream_error(self, condition: str, text: str | None = None, detail=None) -> None:
+        if self.hibernating:
+            # no stream to end: the session itself goes (e.g. its account was deleted)
+            self._end_soon(condition)
+            return
+        super().stream_error(condition, text, detail)
+
     def _hibernate(self) -> None:
         self.hibernating = True
         self.sm.connection_changed()

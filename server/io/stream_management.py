@@ -15,8 +15,8 @@ is outstanding at a time, and none is repeated for the same count (Prosody
 does the same: a client that answers with a stale ``h`` does not make us
 loop). ``<a/>`` that leaves enough unacknowledged asks again.
 
-Memory: at most ``max_unacked`` stanzas are held, as the text they were
-written as. A client that enabled SM and lets more pile up (it never acks,
+Memory: at most ``max_unacked`` stanzas and ``max_unacked_bytes`` of them
+are held, as the text they were written as. A client that enabled SM and lets more pile up (it never acks,
 or it is gone and hibernating) loses the session: a connected one gets the
 stream error ``<resource-constraint/>``; a hibernating one is ended as if
 its resumption time had run out. Either way its unacknowledged messages are
@@ -67,7 +67,8 @@ class SessionSM:
 
     @property
     def over_limit(self) -> bool:
-        return len(self.unacked) > self.config.max_unacked
+        return len(self.unacked) > self.config.max_unacked or \
+            self.unacked.size > self.config.max_unacked_bytes
 
     # -- asking for acks ---------------------------------------------------------------------
     def after_send(self, session) -> None:

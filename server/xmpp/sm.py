@@ -88,6 +88,7 @@ class Unacked:
         self._queue: collections.deque[Sent] = collections.deque()
         self.sent = 0           # stanzas sent, mod 2^32
         self.acked = 0          # the last h received, mod 2^32
+        self.size = 0           # characters of text queued
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -97,6 +98,7 @@ class Unacked:
 
     def push(self, stanza: Sent) -> None:
         self._queue.append(stanza)
+        self.size += len(stanza.text)
         self.sent = increment(self.sent)
 
     def ack(self, h: int) -> int:
@@ -106,7 +108,7 @@ class Unacked:
         if newly > len(self._queue):
             raise HandledCountTooHigh(h, self.sent)
         for _ in range(newly):
-            self._queue.popleft()
+            self.size -= len(self._queue.popleft().text)
         self.acked = h
         return newly
 
@@ -114,6 +116,7 @@ class Unacked:
         """Take every unacknowledged stanza out (the session is over)."""
         taken = list(self._queue)
         self._queue.clear()
+        self.size = 0
         return taken
 
 

@@ -319,7 +319,9 @@ async def test_a_session_not_resumed_in_time_leaves_its_messages_offline(server)
     proxy = await Proxy.start(server.c2s_port)
     phone = await bound(server, user, "phone", port=proxy.port)
     phone.send(f"<enable xmlns='{SM}' resume='true' max='1'/><presence/>")
-    assert (await phone.expect("enabled")).get("max") == "1"
+    enabled = await phone.expect("enabled")
+    assert enabled.get("max") == "1"
+    sm_id = enabled.get("id")
     bob = await login(server, "bob@localhost/n", "bob-pass")
     bob.send_message(mto=u_jid, mbody="kept for later", mtype="chat")
     bob.send_raw(f"<message to='{u_jid}' type='chat'>"
@@ -329,6 +331,11 @@ async def test_a_session_not_resumed_in_time_leaves_its_messages_offline(server)
     proxy.cut()
     # nothing on the wire shows the hibernation ending: the log does
     await asyncio.to_thread(server.wait_for_log, f"{u_jid}/phone>: closed (not resumed in time)")
+    late, _ = await authenticated(server, user)
+    late.send(f"<resume xmlns='{SM}' previd='{sm_id}' h='2'/>")
+    failed = await late.expect("failed")            # §5: too late, with the count we had
+    assert condition(failed) == "item-not-found" and failed.get("h") == "1"
+    await late.close()
     later = await login(server, f"{u_jid}/laptop", "pw")
     later.send_presence()
     got = await asyncio.wait_for(later.messages.get(), 10)
@@ -337,3 +344,26 @@ async def test_a_session_not_resumed_in_time_leaves_its_messages_offline(server)
     await bob.close()
     await later.close()
     await proxy.close()
+
+
+async def test_a_client_that_never_acknowledges_is_cut_off_and_loses_nothing(server):
+    """max_unacked = 20 here: the 21st unacknowledged stanza ends the stream
+    with <resource-constraint/>; every message is in offline storage after."""
+    user = new_user(server, "eve")
+    u_jid = f"{user}@localhost"
+    raw = await bound(server, user, "mute")
+    raw.send(f"<enable xmlns='{SM}' resume='true'/>")
+    await raw.expect("enabled")
+    bob = await login(server, "bob@localhost/o", "bob-pass")
+    for i in range(25):
+        bob.send_message(mto=f"{u_jid}/mute", mbody=f"m{i}", mtype="chat")
+    assert await raw.stream_error() == "resource-constraint"
+    await bob.ping_server()
+    later = await login(server, f"{u_jid}/again", "pw")
+    later.send_presence()
+    bodies = [await next_body(later) for _ in range(25)]
+    assert sorted(bodies) == sorted(f"m{i}" for i in range(25))
+    await nothing_more(later, presences=False)
+    await raw.close()
+    await bob.close()
+    await later.close()

@@ -569,15 +569,13 @@ class C2SSession(StreamConnection):
         except sm.BadCount:
             return self.send(sm.failed("bad-request"))
         old = module.find(previd, self.username)
-        if old is None or old._session_over:
+        if old is None or old._session_over or (old._stream_ended and not old.hibernating):
+            # unknown, someone else's, or ending (its stream was closed on purpose)
             log.info("%r: no session %r to resume", self, previd)
             return self.send(sm.failed("item-not-found", module.last_count(previd,
                                                                            self.username)))
-        if not old.hibernating:
-            if not await old._let_go():
-                return self.send(sm.failed("internal-server-error"))
-            if old._session_over:
-                return self.send(sm.failed("item-not-found", old.sm.handled))
+        if not old.hibernating and not await old._let_go():
+            return self.send(sm.failed("internal-server-error"))
         try:
             old.sm.unacked.ack(h)
         except sm.HandledCountTooHigh as exc:
@@ -604,6 +602,9 @@ class C2SSession(StreamConnection):
         try:
             await asyncio.wait_for(self.connection_gone.wait(), TAKEOVER_TIMEOUT)
         except asyncio.TimeoutError:
+            log.warning("%r: the connection did not close for a resumption", self)
+            self._taken_over = False
+            self._end_soon("its connection did not close for a resumption")
             return False
         self._taken_over = False
         self.hibernating = True

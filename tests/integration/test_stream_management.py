@@ -8,6 +8,7 @@ import base64
 import pytest
 from lxml import etree
 
+from tests import harness
 from tests.harness import SASL, Client, RawClient, XferdProcess, login, nothing_more
 from tests.proxy import Proxy
 
@@ -264,6 +265,7 @@ async def test_a_resumed_session_gets_what_was_sent_while_it_was_gone(server):
 async def login_sm(server, jid, port, *, resume=True):
     """A slixmpp client with XEP-0198 (resumable unless told), through *port*."""
     client = Client(jid, "pw")
+    harness._clients.add(client)                # hung up after the test if it fails
     client.register_plugin("xep_0198", {"allow_resume": resume})
     client.ca_certs = server.cert()
     client.enable_plaintext = False
@@ -367,3 +369,28 @@ async def test_a_client_that_never_acknowledges_is_cut_off_and_loses_nothing(ser
     await raw.close()
     await bob.close()
     await later.close()
+
+
+async def test_a_restart_keeps_the_messages_of_a_hibernating_session(make_server):
+    """The server stops while a session waits to be resumed: its unacknowledged
+    message goes to offline storage first, and is there after the restart."""
+    srv = make_server()
+    srv.adduser("fay@localhost", "pw")
+    srv.adduser("gil@localhost", "pw")
+    proxy = await Proxy.start(srv.c2s_port)
+    phone = await bound(srv, "fay", "phone", port=proxy.port)
+    phone.send(f"<enable xmlns='{SM}' resume='true'/><presence/>")
+    await phone.expect("enabled")
+    gil = await login(srv, "gil@localhost/x", "pw")
+    gil.send_message(mto="fay@localhost", mbody="do not lose me", mtype="chat")
+    await phone.expect("message")
+    await gil.close()
+    proxy.cut()
+    await asyncio.to_thread(srv.wait_for_log, "fay@localhost/phone>: connection lost")
+    srv.stop()
+    srv.start()
+    fay = await login(srv, "fay@localhost/desk", "pw")
+    fay.send_presence()
+    assert await next_body(fay) == "do not lose me"
+    await fay.close()
+    await proxy.close()

@@ -146,6 +146,7 @@ class C2SSession(StreamConnection):
         self._stream_ended = False            # </stream:stream> or a stream error, either side
         self._taken_over = False              # its session went on on another connection
         self._session_over = False
+        self._end_scheduled = False
         self._hibernation: asyncio.TimerHandle | None = None
         #: set while no connection is being read for this object
         self.connection_gone = asyncio.Event()
@@ -173,7 +174,8 @@ class C2SSession(StreamConnection):
         resumed = self.handed_over
         if resumed is not None:
             # this task goes on reading the connection, for the resumed session
-            await resumed.serve(self.pending)
+            pending, self.pending = self.pending, None
+            await resumed.serve(pending)
             resumed.connection_gone.set()
 
     async def teardown(self) -> None:
@@ -216,7 +218,9 @@ class C2SSession(StreamConnection):
                  self, self.sm.timeout)
 
     def _end_soon(self, why: str) -> None:
-        _spawn(self.end_session(why))
+        if not self._end_scheduled:
+            self._end_scheduled = True
+            _spawn(self.end_session(why))
 
     async def end_session(self, why: str | None = None) -> None:
         """The session is over for good: unbind the resource, re-route what
@@ -569,7 +573,8 @@ class C2SSession(StreamConnection):
         except sm.BadCount:
             return self.send(sm.failed("bad-request"))
         old = module.find(previd, self.username)
-        if old is None or old._session_over or (old._stream_ended and not old.hibernating):
+        if old is None or old._session_over or old._end_scheduled \
+                or (old._stream_ended and not old.hibernating):
             # unknown, someone else's, or ending (its stream was closed on purpose)
             log.info("%r: no session %r to resume", self, previd)
             return self.send(sm.failed("item-not-found", module.last_count(previd,

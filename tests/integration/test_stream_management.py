@@ -315,6 +315,31 @@ async def test_without_resumption_unacknowledged_messages_go_to_another_resource
     await proxy.close()
 
 
+async def test_a_clean_close_with_unacknowledged_messages_keeps_them(server):
+    """</stream:stream> ends the session at once (no hibernation, even when
+    resumable); what the client had not acknowledged is kept offline."""
+    user = new_user(server, "hal")
+    u_jid = f"{user}@localhost"
+    raw = await bound(server, user, "pc")
+    raw.send(f"<enable xmlns='{SM}' resume='true'/><presence/>")
+    await raw.expect("enabled")
+    bob = await login(server, "bob@localhost/q", "bob-pass")
+    bob.send_message(mto=u_jid, mbody="read, acknowledged", mtype="chat")
+    await raw.expect("message")
+    raw.send(f"<a xmlns='{SM}' h='2'/>")               # our presence echo and that message
+    bob.send_message(mto=u_jid, mbody="read, not acknowledged", mtype="chat")
+    await raw.expect("message")
+    raw.send("</stream:stream>")
+    assert await raw.wait_closed()
+    await bob.ping_server()
+    later = await login(server, f"{u_jid}/next", "pw")
+    later.send_presence()
+    assert await next_body(later) == "read, not acknowledged"
+    await nothing_more(later, presences=False)
+    await bob.close()
+    await later.close()
+
+
 async def test_a_session_not_resumed_in_time_leaves_its_messages_offline(server):
     user = new_user(server, "dan")
     u_jid = f"{user}@localhost"

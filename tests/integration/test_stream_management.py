@@ -169,6 +169,7 @@ async def test_resume_a_cut_session_and_get_what_it_missed(server):
     assert (await raw.expect("message")).findtext("{jabber:client}body") == \
         "while you were here"                      # stanza 2, never acknowledged
     proxy.cut()
+    await asyncio.to_thread(server.wait_for_log, f"{user}@localhost/phone>: connection lost")
     bob.send_message(mto=f"{user}@localhost/phone", mbody="while you were away")
     await bob.ping_server()
     again, _ = await authenticated(server, user)
@@ -238,6 +239,8 @@ async def test_a_resumed_session_gets_what_was_sent_while_it_was_gone(server):
 
     proxy.cut()
     await asyncio.wait_for(asyncio.shield(ann.gone), 10)
+    # nothing on the wire tells when the server noticed: its log does
+    await asyncio.to_thread(server.wait_for_log, f"{u_jid}/phone>: connection lost")
     ben.send_message(mto=u_jid, mbody="two", mtype="chat")
     ben.send_presence(pshow="away", pstatus="lunch")
     ben.send_message(mto=f"{u_jid}/phone", mbody="three", mtype="chat")

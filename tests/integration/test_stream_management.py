@@ -9,10 +9,15 @@ import pytest
 from lxml import etree
 
 from tests import harness
-from tests.harness import SASL, Client, RawClient, XferdProcess, login, nothing_more
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+from tests.harness import SASL, Client, RawClient, XferdProcess, ask, login, nothing_more
 from tests.proxy import Proxy
 
 SM = "urn:xmpp:sm:3"
+PUBSUB = "http://jabber.org/protocol/pubsub"
+EVENT = PUBSUB + "#event"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 BIND = "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>" \
        "<resource>{}</resource></bind></iq>"
@@ -265,11 +270,12 @@ async def test_a_resumed_session_gets_what_was_sent_while_it_was_gone(server):
     await proxy.close()
 
 
-async def login_sm(server, jid, port, *, resume=True):
-    """A slixmpp client with XEP-0198 (resumable unless told), through *port*."""
-    client = Client(jid, "pw")
+async def login_sm(server, jid, port, *, client=None):
+    """A slixmpp client (*client*, else a new one) with XEP-0198 and
+    resumption, logged in through *port*."""
+    client = client or Client(jid, "pw")
     harness._clients.add(client)                # hung up after the test if it fails
-    client.register_plugin("xep_0198", {"allow_resume": resume})
+    client.register_plugin("xep_0198")
     client.ca_certs = server.cert()
     client.enable_plaintext = False
     client.enable_direct_tls = False
@@ -278,6 +284,63 @@ async def login_sm(server, jid, port, *, resume=True):
     assert await asyncio.wait_for(client.started, 10) == "session"
     await enabled
     return client
+
+
+class CapsClient(Client):
+    """Announces XEP-0115 caps asking for NODE+notify of each of *notify*
+    (and answers the server's disco#info for them); ``events``: the PEP
+    notifications it gets."""
+
+    def __init__(self, jid, password, notify):
+        super().__init__(jid, password)
+        for plugin in ("xep_0030", "xep_0115", "xep_0163"):
+            self.register_plugin(plugin)
+        self.notify = notify
+        self.events = asyncio.Queue()
+        self.register_handler(Callback(
+            "pep events", MatchXPath(f"{{{self.default_ns}}}message/{{{EVENT}}}event"),
+            self.events.put_nowait))
+
+
+def publish(node, item):
+    return (f"<pubsub xmlns='{PUBSUB}'><publish node='{node}'><item id='{item}'>"
+            f"<note xmlns='urn:example:note'>{item}</note></item></publish></pubsub>")
+
+
+def event_item(message):
+    items = message.xml.find(f"{{{EVENT}}}event/{{{EVENT}}}items")
+    return items.get("node"), items.find(f"{{{EVENT}}}item").get("id")
+
+
+async def test_pep_interest_survives_resumption(server):
+    """A PEP notification for the interest the client announced before the
+    cut (its caps) reaches it after the resumption: the server did not forget
+    what the session asked for."""
+    user = new_user(server, "ivy")
+    u_jid = f"{user}@localhost"
+    proxy = await Proxy.start(server.c2s_port)
+    desk = await login(server, f"{u_jid}/desk", "pw")
+    assert (await ask(desk, "set", publish("urn:example:sm-sign", "s")))[0] is None
+    phone = CapsClient(f"{u_jid}/phone", "pw", ["urn:example:sm-sign", "urn:example:sm-news"])
+    await login_sm(server, phone.boundjid.full, proxy.port, client=phone)
+    phone.plugin["xep_0163"].add_interest(phone.notify)
+    await phone.plugin["xep_0115"].update_caps(broadcast=False)
+    phone.send_presence()
+    # its caps are known once the last item of a node it asks for arrives
+    assert event_item(await asyncio.wait_for(phone.events.get(), 10)) == \
+        ("urn:example:sm-sign", "s")
+    proxy.cut()
+    await asyncio.wait_for(asyncio.shield(phone.gone), 10)
+    await asyncio.to_thread(server.wait_for_log, f"{u_jid}/phone>: connection lost")
+    assert (await ask(desk, "set", publish("urn:example:sm-news", "n1")))[0] is None
+    resumed = asyncio.ensure_future(phone.wait_until("session_resumed", 10))
+    phone.connect("127.0.0.1", proxy.port)
+    await resumed
+    assert event_item(await asyncio.wait_for(phone.events.get(), 10)) == \
+        ("urn:example:sm-news", "n1")
+    await desk.close()
+    await phone.close()
+    await proxy.close()
 
 
 async def test_without_resumption_unacknowledged_messages_go_to_another_resource(server):

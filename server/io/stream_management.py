@@ -16,10 +16,10 @@ does the same: a client that answers with a stale ``h`` does not make us
 loop). ``<a/>`` that leaves enough unacknowledged asks again.
 
 Memory: at most ``max_unacked`` stanzas and ``max_unacked_bytes`` of them
-are held, as the text they were written as. A client that enabled SM and lets more pile up (it never acks,
-or it is gone and hibernating) loses the session: a connected one gets the
-stream error ``<resource-constraint/>``; a hibernating one is ended as if
-its resumption time had run out. Either way its unacknowledged messages are
+are held, as the text they were written as. A client that enabled SM and
+lets more pile up (it never acks, or it is gone and hibernating) loses the
+session: a connected one gets the stream error ``<resource-constraint/>``;
+a hibernating one is ended as if its resumption time had run out. Either way its unacknowledged messages are
 re-routed (another resource, offline storage), so the limit costs nothing
 that mattered. Prosody's default queue is 500 stanzas too.
 """
@@ -27,7 +27,6 @@ that mattered. Prosody's default queue is 500 stanzas too.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -36,8 +35,6 @@ from ..xmpp.stanza import local_name
 
 if TYPE_CHECKING:
     from ..config import StreamManagementConfig
-
-log = logging.getLogger("xferd.sm")
 
 
 class SessionSM:

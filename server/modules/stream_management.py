@@ -22,18 +22,23 @@ user's bare JID once the session has left the host's registry, tagged
 ``redelivered`` (the archive and carbons have seen it already): another
 available resource gets it, or offline storage. Worth keeping is what
 offline storage would keep (``server/xmpp/hints.py``: not chat states
-alone, not ``<no-store/>``, no headlines, errors or groupchat); carbon
-copies and archive query results (XEP-0280, XEP-0313) are not messages to
-the user but copies of ones it has elsewhere, so they are not re-routed
-either. Each re-routed message gets a XEP-0203 ``<delay/>`` saying when we
-first sent it (§4: "servers SHOULD add a delay element with the original
-(failed) delivery timestamp"), unless it already has one of ours (an
-offline message being delivered when the connection broke: offline.py's
-stamp is the older, truer one, and offline.py does not stamp a message
-that has ours). Unacknowledged IQ requests are answered for the session
-with ``<recipient-unavailable/>``, as Prosody does: the requester learns
-nobody will answer. Presence is dropped: the unavailable presence the
-session's end broadcasts supersedes it.
+alone, not ``<no-store/>``); headlines, errors and groupchat are not
+re-routed, nor are carbon copies and archive query results (XEP-0280,
+XEP-0313): they are copies of messages the user has elsewhere. A message
+with content and ``<no-store/>`` is not re-routed either; its sender gets
+``<recipient-unavailable/>`` (RFC 6121 §8.5.2.2.1 answers a message that
+is not stored with an error: the sender learns it may not have arrived).
+
+Each re-routed message gets a XEP-0203 ``<delay/>`` saying when we first
+sent it (§4: "servers SHOULD add a delay element with the original (failed)
+delivery timestamp"), unless it has one of ours already (an offline message
+being delivered when the connection broke: offline.py's stamp is the
+older, truer one); offline.py in turn does not stamp a message that has
+ours, so a message is never stamped twice by us. Unacknowledged IQ
+requests are answered for the session with ``<recipient-unavailable/>``,
+as Prosody does: the requester learns nobody will answer. Presence is
+dropped: the unavailable presence the session's end broadcasts supersedes
+it.
 """
 
 from __future__ import annotations
@@ -132,8 +137,13 @@ class StreamManagement(Module):
 
     async def _reroute_message(self, session, stanza, sent_at: float) -> int:
         if message_type(stanza) in ("error", "groupchat", "headline") \
-                or any(child.tag in _NOT_MESSAGES for child in stanza) \
-                or offline_decision(stanza) is not OfflineAction.STORE:
+                or any(child.tag in _NOT_MESSAGES for child in stanza):
+            return 0
+        decision = offline_decision(stanza)
+        if decision is OfflineAction.REFUSE:       # content the sender asked not to keep
+            await self._bounce(stanza, "the recipient's connection was lost")
+            return 0
+        if decision is not OfflineAction.STORE:    # e.g. a chat state alone
             return 0
         host = self.host
         bare = session.jid.bare
@@ -156,9 +166,16 @@ class StreamManagement(Module):
         return 1
 
     async def _answer_iq(self, session, stanza) -> int:
-        if not stanza.get("from") or stanza.get("from") == str(session.jid):
+        if stanza.get("from") == str(session.jid):
             return 0
-        err = StanzaError("recipient-unavailable", "the recipient's connection was lost")
+        return await self._bounce(stanza, "the recipient's connection was lost")
+
+    async def _bounce(self, stanza, text: str) -> int:
+        """``<recipient-unavailable/>`` to the sender (Prosody's answer for
+        what a lost session did not acknowledge)."""
+        if not stanza.get("from"):
+            return 0
+        err = StanzaError("recipient-unavailable", text)
         await self.host.server.router.route(error_reply(stanza, err))
         return 1
 

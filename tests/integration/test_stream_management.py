@@ -9,6 +9,7 @@ import pytest
 from lxml import etree
 
 from tests import harness
+from slixmpp.exceptions import IqError
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
@@ -346,8 +347,9 @@ async def test_pep_interest_survives_resumption(server):
 async def test_without_resumption_unacknowledged_messages_go_to_another_resource(server):
     """The session had SM without resumption; its connection is cut with
     messages it never acknowledged: the user's other resource gets those worth
-    keeping (not the chat state), with the time they were first sent; an
-    unanswered request gets <recipient-unavailable/>."""
+    keeping (not the chat state, not the <no-store/> one), with the time they
+    were first sent; the <no-store/> one and an unanswered request come back
+    to their sender as <recipient-unavailable/>."""
     user = new_user(server, "cat")
     u_jid = f"{user}@localhost"
     proxy = await Proxy.start(server.c2s_port)
@@ -362,8 +364,10 @@ async def test_without_resumption_unacknowledged_messages_go_to_another_resource
         f"<message to='{u_jid}' type='chat'>"
         "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>")
     bob.send_message(mto=u_jid, mbody="second", mtype="chat")
+    bob.send_raw(f"<message to='{u_jid}' type='chat' id='secret'><body>off the record</body>"
+                 "<no-store xmlns='urn:xmpp:hints'/></message>")
     ping = asyncio.ensure_future(bob.plugin["xep_0199"].ping(f"{u_jid}/phone", timeout=10))
-    for _ in range(3):
+    for _ in range(4):
         await phone.expect("message")                # all went to the higher priority
     await phone.expect("iq")                         # received, never answered
     proxy.cut()
@@ -372,10 +376,13 @@ async def test_without_resumption_unacknowledged_messages_go_to_another_resource
     assert second["body"] == "second"
     delay = second.xml.find("{urn:xmpp:delay}delay")
     assert delay.get("from") == "localhost" and delay.get("stamp")
-    await nothing_more(desk, presences=False)        # the chat state was not re-routed
-    with pytest.raises(Exception) as info:
+    await nothing_more(desk, presences=False)        # nor the chat state, nor <no-store/>
+    with pytest.raises(IqError) as info:
         await ping
-    assert "recipient-unavailable" in str(getattr(info.value, "iq", info.value))
+    assert info.value.iq["error"]["condition"] == "recipient-unavailable"
+    bounced = await asyncio.wait_for(bob.messages.get(), 10)    # its sender is told
+    assert (bounced["type"], bounced["id"]) == ("error", "secret")
+    assert bounced["error"]["condition"] == "recipient-unavailable"
     await bob.close()
     await desk.close()
     await proxy.close()

@@ -1,6 +1,8 @@
 """XEP-0198 without I/O (server/xmpp/sm.py): counters mod 2^32, the queue
 of unacknowledged stanzas, 'h' values, resumption times, the elements."""
 
+import asyncio
+
 import pytest
 
 from server.xmpp import sm
@@ -91,3 +93,60 @@ def test_elements_on_the_wire():
     assert serialize(sm.ack(9)) == '<a xmlns="urn:xmpp:sm:3" h="9"/>'
     too_high = serialize(sm.handled_count_too_high(sm.HandledCountTooHigh(10, 8)))
     assert too_high == '<handled-count-too-high xmlns="urn:xmpp:sm:3" h="10" send-count="8"/>'
+
+
+def test_the_config_section_and_its_limits():
+    from server.config import ConfigError, parse
+    config = parse({"stream_management": {"resume_timeout": 30, "max_unacked": 50}})
+    assert config.stream_management.resume_timeout == 30.0
+    assert config.stream_management.max_unacked == 50
+    assert config.stream_management.enabled is True
+    for key, bad in (("max_unacked", 0), ("resume_timeout", 0), ("ack_request_after", 0),
+                     ("enabled", "yes")):
+        with pytest.raises(ConfigError, match=f"stream_management.{key}"):
+            parse({"stream_management": {key: bad}})
+
+
+class Recorder:
+    """Stands for the session: what SessionSM sends on it."""
+    closing = False
+
+    def __init__(self):
+        self.sent = []
+        self.sent_something = asyncio.Event()
+
+    def send(self, element):
+        self.sent.append(element.tag.rpartition("}")[2])
+        self.sent_something.set()
+
+
+def session_sm(**settings):
+    from server.config import StreamManagementConfig
+    from server.io.stream_management import SessionSM
+    return SessionSM(StreamManagementConfig(**settings))
+
+
+async def test_an_ack_is_asked_for_after_n_stanzas_once_per_count():
+    state, session = session_sm(ack_request_after=2, ack_request_delay=60), Recorder()
+    for i in range(2):
+        state.sent(sm.ack(0), f"<message id='{i}'/>")
+        state.after_send(session)
+    assert session.sent == ["r"]
+    state.sent(sm.ack(0), "<message id='2'/>")
+    state.after_send(session)
+    assert session.sent == ["r"]                 # one request outstanding at a time
+    state.acked(2, session)                      # one left: below the threshold
+    assert session.sent == ["r"]
+    state.sent(sm.ack(0), "<message id='3'/>")
+    state.after_send(session)
+    assert session.sent == ["r", "r"]
+    state.stop_timer()
+
+
+async def test_a_lone_stanza_gets_its_request_after_the_delay():
+    state, session = session_sm(ack_request_after=5, ack_request_delay=0.1), Recorder()
+    state.sent(sm.ack(0), "<message/>")
+    state.after_send(session)
+    assert session.sent == []
+    await asyncio.wait_for(session.sent_something.wait(), 5)
+    assert session.sent == ["r"]

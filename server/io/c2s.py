@@ -55,7 +55,8 @@ from ..xmpp.errors import StanzaError, StreamError
 from ..xmpp.jid import JID, JIDError, resourceprep
 from ..xmpp.negotiation import (BIND_NS, SASL_NS, Phase, classify, decide,
                                features, phase_after_header)
-from ..xmpp.stanza import STANZA_TAGS, E, error_reply, local_name, result, sub
+from ..xmpp.namespaces import DELAY_NS
+from ..xmpp.stanza import MESSAGE, STANZA_TAGS, E, error_reply, local_name, result, sub
 from ..xmpp.stream import (CLIENT_NS, OUR_VERSION, StreamOpened, response_version, serialize,
                            stream_header)
 
@@ -67,6 +68,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("xferd.c2s")
 
 _numbers = itertools.count(1)
+
+_DELAY = f"{{{DELAY_NS}}}delay"
 
 #: failed SASL attempts a stream may retry after its first (RFC 6120 §6.4.5:
 #: "at least 2 and no more than 5"); one more failure ends the stream
@@ -484,6 +487,12 @@ class C2SSession(StreamConnection):
 
     # Stanzas ...........................................................................
     async def on_stanza(self, el) -> None:
+        if el.tag == MESSAGE:
+            # a client does not speak for the server: a <delay/> "from" our
+            # domain is ours alone (offline.py and stream management trust it)
+            for delay in el.findall(_DELAY):
+                if delay.get("from") == self.host.domain:
+                    el.remove(delay)
         await self.server.router.from_client(self, el)
 
     def send(self, element) -> None:

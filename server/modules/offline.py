@@ -155,8 +155,8 @@ class Offline(Module):
 def _stamped_by(stanza, domain: str) -> bool:
     """Does *stanza* carry a ``<delay/>`` of ours already? (A message that a
     session left unacknowledged is stamped with the time it was first sent
-    before it comes here: that is the older, truer time; XEP-0203 §3 allows
-    one delay per entity that delayed it.)"""
+    before it comes here: that is the older, truer time. A client cannot
+    put one there: c2s removes a delay that claims to be ours.)"""
     return any(d.get("from") == domain for d in stanza.findall(f"{{{DELAY_NS}}}delay"))
 
 

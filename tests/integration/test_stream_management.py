@@ -404,10 +404,21 @@ async def test_a_clean_close_with_unacknowledged_messages_keeps_them(server):
     await raw.expect("message")
     raw.send("</stream:stream>")
     assert await raw.wait_closed()
+    # a sender cannot pass off a time of its own as the server's
+    bob.send_raw(f"<message to='{u_jid}' type='chat'><body>forged time</body>"
+                 "<delay xmlns='urn:xmpp:delay' from='localhost' stamp='2001-01-01T00:00:00Z'/>"
+                 "</message>")
     await bob.ping_server()
     later = await login(server, f"{u_jid}/next", "pw")
     later.send_presence()
-    assert await next_body(later) == "read, not acknowledged"
+    got = {}
+    for _ in range(2):
+        message = await asyncio.wait_for(later.messages.get(), 10)
+        got[message["body"]] = message.xml.findall("{urn:xmpp:delay}delay")
+    assert set(got) == {"read, not acknowledged", "forged time"}
+    assert len(got["read, not acknowledged"]) == 1      # stamped once, by us
+    [delay] = got["forged time"]
+    assert delay.get("from") == "localhost" and not delay.get("stamp").startswith("2001")
     await nothing_more(later, presences=False)
     await bob.close()
     await later.close()

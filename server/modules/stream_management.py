@@ -157,6 +157,10 @@ class StreamManagement(Module):
         router = host.server.router
         event = StanzaEvent(stanza, None, host, bare, sender, router)
         event.tags = {"redelivered"}
+        # not to a resource whose stream is closing (e.g. all of them, at a
+        # shutdown): what it does not acknowledge would be lost with it
+        event.spared = frozenset(str(s.jid) for s in host.user_sessions(bare.local).values()
+                                 if s.closing and not s.hibernating)
         try:
             await host.events.fire("message/bare", event)
         except StanzaError as err:

@@ -208,6 +208,23 @@ async def test_resuming_a_connected_session_takes_it_over(server):
     await second.close()
 
 
+async def test_a_resume_that_acknowledges_too_much_ends_the_session(server):
+    user = new_user(server)
+    first = await bound(server, user, "watch")
+    first.send(f"<enable xmlns='{SM}' resume='true'/>")
+    sm_id = (await first.expect("enabled")).get("id")
+    second, _ = await authenticated(server, user)
+    second.send(f"<resume xmlns='{SM}' previd='{sm_id}' h='5'/>")      # we sent nothing
+    error = await second.expect("error")
+    assert condition(error) == "undefined-condition"
+    assert error.find(f"{{{SM}}}handled-count-too-high").get("send-count") == "0"
+    third, _ = await authenticated(server, user)
+    third.send(f"<resume xmlns='{SM}' previd='{sm_id}' h='0'/>")
+    assert condition(await third.expect("failed")) == "item-not-found"   # it is over
+    for raw in (first, second, third):
+        await raw.close()
+
+
 # -- real clients, cut mid-conversation ------------------------------------------------------------
 
 async def befriend(a, a_jid, b, b_jid):

@@ -178,6 +178,9 @@ class C2SSession(StreamConnection):
         if resumed is not None:
             # this task goes on reading the connection, for the resumed session
             pending, self.pending = self.pending, None
+            if pending is not None and pending[1]:
+                log.debug("%r: %d events after <resume/> go to %r", self, len(pending[1]),
+                          resumed)
             await resumed.serve(pending)
             resumed.connection_gone.set()
 

@@ -179,12 +179,14 @@ async def test_resume_a_cut_session_and_get_what_it_missed(server):
     bob.send_message(mto=f"{user}@localhost/phone", mbody="while you were away")
     await bob.ping_server()
     again, _ = await authenticated(server, user)
-    again.send(f"<resume xmlns='{SM}' previd='{sm_id}' h='1'/>")
+    # what follows <resume/> in the same packet is read by the resumed session
+    again.send(f"<resume xmlns='{SM}' previd='{sm_id}' h='1'/><r xmlns='{SM}'/>")
     resumed = await again.expect("resumed")
     assert resumed.get("previd") == sm_id and resumed.get("h") == "2"
     bodies = [(await again.expect("message")).findtext("{jabber:client}body")
               for _ in range(2)]
     assert bodies == ["while you were here", "while you were away"]
+    assert (await again.expect("a")).get("h") == "2"
     # the session goes on: same resource, still available
     again.send("<iq type='get' id='after'><ping xmlns='urn:xmpp:ping'/></iq>")
     assert (await again.expect("iq")).get("id") == "after"

@@ -127,10 +127,13 @@ class StreamManagement(Module):
             except Exception:               # our own serialisation: should not happen
                 log.exception("%r: unacknowledged stanza not re-read", session)
                 continue
-            if item.kind == "message":
-                rerouted += await self._reroute_message(session, stanza, item.at)
-            elif item.kind == "iq" and stanza.get("type") in ("get", "set"):
-                answered += await self._answer_iq(session, stanza)
+            try:
+                if item.kind == "message":
+                    rerouted += await self._reroute_message(session, stanza, item.at)
+                elif item.kind == "iq" and stanza.get("type") in ("get", "set"):
+                    answered += await self._answer_iq(session, stanza)
+            except Exception:                   # one failure must not cost the rest
+                log.exception("%r: an unacknowledged %s was not re-routed", session, item.kind)
         if rerouted or answered:
             log.info("%r ended with %d unacknowledged stanzas: %d messages re-routed, "
                      "%d requests answered", session, len(unacked), rerouted, answered)

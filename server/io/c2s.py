@@ -9,23 +9,10 @@ stanzas go to the router.
 RFC 6120 §5 (STARTTLS), §6 (SASL), §7 (bind); RFC 3921 §3 session (no-op);
 XEP-0368 direct TLS (the listener wraps the socket before we see it).
 
-XEP-0198 Stream Management (``on_sm_*``; counters and acks in
-``stream_management.py``, the registry and re-routing in
-``server/modules/stream_management.py``). A session is one object from bind
-to its end, whatever connections carry it: when the connection of a
-resumable session breaks (no ``</stream:stream>`` and no stream error from
-either side) the session *hibernates* — it stays bound in the host's
-registry with its presence, roster interest, directed presence and whatever
-modules keep on it, and what is sent to it waits in its queue — until a new
-connection authenticated as the same account resumes it (§5) or
-``[stream_management] resume_timeout`` (or the client's smaller ``max``)
-runs out. Resuming moves the new connection's socket, parser and reading
-into the hibernating session object (``net.py``: :attr:`handed_over`); the
-object that authenticated the new connection is dropped. A session resumed
-while its old connection is still up takes over: the old connection gets
-``<conflict/>`` (§5: "the server SHOULD send a 'conflict' stream error").
-Only when the session ends for good does its resource unbind
-(``resource-unbind``: unavailable presence and the rest).
+XEP-0198 Stream Management: the session's life across connections
+(hibernation, resumption) and the ``on_sm_*`` actions are in
+``stream_management.py`` (:class:`ManagedSession`); here, ``teardown``
+asks it whether a bound session ends with its connection.
 
 Limits: a connection beyond ``c2s.max_connections_per_ip`` live ones from its
 address is turned away with ``<policy-violation/>`` (RFC 6120 §4.9.3.14)
@@ -46,19 +33,18 @@ import secrets
 from typing import TYPE_CHECKING
 
 from .net import StreamConnection
-from .stream_management import SessionSM
+from .stream_management import ManagedSession
 from ..core.router import StanzaEvent
-from ..core.events import Login, SessionEvent
+from ..core.events import Login
 from .throttle import LoginThrottle, SlidingWindow, address_key
-from ..xmpp import sasl, sm
+from ..xmpp import sasl
 from ..xmpp.errors import StanzaError, StreamError
 from ..xmpp.jid import JID, JIDError, resourceprep
 from ..xmpp.negotiation import (BIND_NS, SASL_NS, Phase, classify, decide,
                                features, phase_after_header)
 from ..xmpp.namespaces import DELAY_NS
 from ..xmpp.stanza import MESSAGE, STANZA_TAGS, E, error_reply, local_name, result, sub
-from ..xmpp.stream import (CLIENT_NS, OUR_VERSION, StreamOpened, response_version, serialize,
-                           stream_header)
+from ..xmpp.stream import CLIENT_NS, OUR_VERSION, StreamOpened, response_version, stream_header
 
 if TYPE_CHECKING:
     from ..config import AuthConfig, RegistrationConfig
@@ -107,7 +93,7 @@ class AuthThrottles:
             self._registrations.release(address_key(ip))
 
 
-class C2SSession(StreamConnection):
+class C2SSession(ManagedSession, StreamConnection):
     content_ns = CLIENT_NS
 
     def __init__(self, server: "Xferd", reader: asyncio.StreamReader,
@@ -143,16 +129,7 @@ class C2SSession(StreamConnection):
         self.priority = 0
         self.roster_requested = False         # an "interested resource" (RFC 6121 §2.1.6)
         self.directed: set[str] = set()       # JIDs sent directed presence (§4.6)
-        # XEP-0198 (see the module docstring)
-        self.sm: SessionSM | None = None      # set by <enable/>
-        self.hibernating = False              # bound, connection lost, may be resumed
-        self._stream_ended = False            # </stream:stream> or a stream error, either side
-        self._taken_over = False              # its session went on on another connection
-        self._session_over = False
-        self._end_scheduled = False
-        self._hibernation: asyncio.TimerHandle | None = None
-        #: set while no connection is being read for this object
-        self.connection_gone = asyncio.Event()
+        self._init_stream_management()        # XEP-0198 (stream_management.py)
 
     @property
     def available(self) -> bool:
@@ -199,57 +176,7 @@ class C2SSession(StreamConnection):
         if self.jid is None or self.host is None:
             log.debug("%r: closed", self)
             return
-        if self.sm is not None and self.sm.resumable and not self._stream_ended:
-            self._hibernate()
-            return
-        await self.end_session()
-
-    def close(self) -> None:
-        self._stream_ended = True           # ended on purpose: no hibernation
-        super().close()
-
-    def stream_error(self, condition: str, text: str | None = None, detail=None) -> None:
-        if self.hibernating:
-            # no stream to end: the session itself goes (e.g. its account was deleted)
-            self._end_soon(condition)
-            return
-        super().stream_error(condition, text, detail)
-
-    def _hibernate(self) -> None:
-        self.hibernating = True
-        self.sm.connection_changed()
-        self._hibernation = asyncio.get_running_loop().call_later(
-            self.sm.timeout, self._end_soon, "not resumed in time")
-        log.info("%r: connection lost; waiting %d s for the session to be resumed",
-                 self, self.sm.timeout)
-
-    def _end_soon(self, why: str) -> None:
-        if not self._end_scheduled:
-            self._end_scheduled = True
-            _spawn(self.end_session(why))
-
-    async def end_session(self, why: str | None = None) -> None:
-        """The session is over for good: unbind the resource, re-route what
-        was not acknowledged (XEP-0198 §4). Once only."""
-        if self._session_over:
-            return
-        self._session_over = True
-        if self._hibernation is not None:
-            self._hibernation.cancel()
-            self._hibernation = None
-        was_hibernating, self.hibernating = self.hibernating, False
-        module = self._sm_module()
-        if module is not None:
-            module.forget(self)
-        self.host.remove_session(self)
-        await self.host.events.fire("resource-unbind", SessionEvent(self))
-        if self.sm is not None:
-            self.sm.stop_timer()
-            unacked = self.sm.unacked.drain()
-            if unacked and module is not None:
-                await module.redeliver(self, unacked)
-        log.debug("%r: closed%s", self, f" ({why})" if why else
-                  " (hibernation ended)" if was_hibernating else "")
+        await self.connection_over()
 
     def _negotiation_timeout(self) -> None:
         if self.phase is not Phase.READY and not self.closing:
@@ -497,173 +424,6 @@ class C2SSession(StreamConnection):
                 if delay.get("from") == self.host.domain:
                     el.remove(delay)
         await self.server.router.from_client(self, el)
-
-    def send(self, element) -> None:
-        """Queue *element*; a stanza is also kept until the client acknowledges
-        it once SM is enabled — even while the session hibernates (XEP-0198 §4)."""
-        sm_state = self.sm
-        if sm_state is None or element.tag not in STANZA_TAGS or self._session_over:
-            return super().send(element)
-        text = serialize(element, stream_ns=self.content_ns)
-        sm_state.sent(element, text)
-        if not self.closing and not self._transport_gone():
-            self.tracer.element("send", element)
-            self._queue(text.encode())
-            if sm_state.over_limit:
-                log.info("%r: %d stanzas unacknowledged: ending the stream", self,
-                         len(sm_state.unacked))
-                self.stream_error("resource-constraint", "too many unacknowledged stanzas")
-            else:
-                sm_state.after_send(self)
-        elif self.hibernating and sm_state.over_limit:
-            log.info("%r: %d stanzas held while hibernating: ending the session", self,
-                     len(sm_state.unacked))
-            self._end_soon("too many stanzas held")
-
-    # Stream Management (XEP-0198) .......................................................
-    def _sm_module(self):
-        return self.host.modules.get("stream_management") if self.host else None
-
-    async def on_sm_too_early(self, el) -> None:
-        """§3: enable only after binding (resume only after authentication)."""
-        self.send(sm.failed("unexpected-request"))
-
-    async def on_sm_enable(self, el) -> None:
-        module = self._sm_module()
-        if module is None or not module.config.enabled:
-            return self.send(sm.failed("feature-not-implemented"))
-        if self.sm is not None:
-            # §3: "it SHOULD respond with a stream error"
-            raise StreamError("unsupported-stanza-type", "stream management is already enabled")
-        config = module.config
-        sm_id = timeout = None
-        if sm.is_true(el.get("resume")):
-            sm_id = secrets.token_urlsafe(18)
-            timeout = sm.resume_timeout(el.get("max"), config.resume_timeout,
-                                        config.max_resume_timeout)
-        self.send(sm.enabled(sm_id, timeout))
-        # the counters start now: <enabled/> itself is not a stanza (§4 note)
-        self.sm = SessionSM(config, sm_id=sm_id, timeout=timeout or 0)
-        if sm_id is not None:
-            module.resumable[sm_id] = self
-        log.info("%r: stream management enabled%s", self,
-                 f", resumable for {timeout} s" if sm_id else "")
-
-    async def on_sm_request(self, el) -> None:
-        if self.sm is None:
-            raise StreamError("unsupported-stanza-type", "stream management is not enabled")
-        self.send(sm.ack(self.sm.handled))
-
-    async def on_sm_ack(self, el) -> None:
-        if self.sm is None:
-            raise StreamError("unsupported-stanza-type", "stream management is not enabled")
-        try:
-            self.sm.acked(sm.parse_count(el.get("h")), self)
-        except sm.BadCount as exc:
-            raise StreamError("invalid-xml", str(exc)) from None
-        except sm.HandledCountTooHigh as exc:
-            self._too_high(exc)
-
-    def _too_high(self, exc: "sm.HandledCountTooHigh") -> None:
-        """§6: the client acknowledged stanzas we never sent."""
-        log.info("%r: %s", self, exc)
-        self.stream_error("undefined-condition", str(exc).capitalize() + ".",
-                          sm.handled_count_too_high(exc))
-
-    async def on_sm_resume_bound(self, el) -> None:
-        self.send(sm.failed("unexpected-request"))      # a bound stream is its own session
-
-    async def on_sm_resume(self, el) -> None:
-        """§5: take over the hibernating (or still connected) session *previd*."""
-        module = self._sm_module()
-        self.phase = Phase.BIND                 # unless it succeeds: the client may bind
-        if module is None or not module.config.enabled:
-            return self.send(sm.failed("feature-not-implemented"))
-        previd = el.get("previd")
-        try:
-            h = sm.parse_count(el.get("h"))
-        except sm.BadCount:
-            return self.send(sm.failed("bad-request"))
-        old = module.find(previd, self.username)
-        if old is None or old._session_over or old._end_scheduled \
-                or (old._stream_ended and not old.hibernating):
-            # unknown, someone else's, or ending (its stream was closed on purpose)
-            log.info("%r: no session %r to resume", self, previd)
-            return self.send(sm.failed("item-not-found", module.last_count(previd,
-                                                                           self.username)))
-        if not old.hibernating and not await old._let_go():
-            return self.send(sm.failed("internal-server-error"))
-        try:
-            old.sm.unacked.ack(h)
-        except sm.HandledCountTooHigh as exc:
-            self._too_high(exc)
-            await old.end_session("resumed with a wrong count")
-            return
-        old._adopt(self)
-        old.send(sm.resumed(previd, old.sm.handled))
-        for item in old.sm.unacked:         # §5: what the client did not get, again
-            old.send_raw(item.text)
-        if old.sm.unacked:
-            old.sm.request(old)
-        log.info("%r: session resumed on %r (%d stanzas sent again)", old, self,
-                 len(old.sm.unacked))
-
-    async def _let_go(self) -> bool:
-        """Our session is being resumed on another connection while this one
-        is still up: end the connection, keep the session. False if the
-        connection does not go within :data:`TAKEOVER_TIMEOUT` seconds."""
-        self._taken_over = True
-        self.stream_error("conflict", "the session was resumed on another connection")
-        if self.writer.transport is not None:
-            self.writer.transport.abort()      # a peer that is not reading must not delay us
-        try:
-            await asyncio.wait_for(self.connection_gone.wait(), TAKEOVER_TIMEOUT)
-        except asyncio.TimeoutError:
-            log.warning("%r: the connection did not close for a resumption", self)
-            self._taken_over = False
-            self._end_soon("its connection did not close for a resumption")
-            return False
-        self._taken_over = False
-        self.hibernating = True
-        self.sm.connection_changed()
-        return True
-
-    def _adopt(self, new: "C2SSession") -> None:
-        """Carry on this session over *new*'s connection (the resumption)."""
-        new.flush()
-        for name in ("reader", "writer", "parser", "secure", "ip", "_counted", "bucket",
-                     "_throttled", "_input_at", "lang", "stream_id", "header_sent"):
-            setattr(self, name, getattr(new, name))
-        new._counted = None
-        if new._timeout is not None:
-            new._timeout.cancel()
-        if self._hibernation is not None:
-            self._hibernation.cancel()
-            self._hibernation = None
-        self.hibernating = False
-        self.closing = False
-        self._stream_ended = False
-        self.handed_over = None
-        self.pending = None
-        self.connection_gone.clear()
-        self.phase = Phase.READY
-        self.sm.connection_changed()
-        self.server.c2s_sessions.add(self)
-        new.handed_over = self
-        new.closing = True
-
-
-#: seconds a resumption waits for the session's old connection to close
-TAKEOVER_TIMEOUT = 10.0
-
-_tasks: set[asyncio.Task] = set()
-
-
-def _spawn(coro) -> None:
-    """Run *coro* in the background, holding a reference until it is done."""
-    task = asyncio.get_running_loop().create_task(coro)
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
 
 
 def _bare_or_none(address: str | None) -> str | None:

@@ -19,15 +19,14 @@ from tests.proxy import Proxy
 SM = "urn:xmpp:sm:3"
 PUBSUB = "http://jabber.org/protocol/pubsub"
 EVENT = PUBSUB + "#event"
-STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 BIND = "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>" \
        "<resource>{}</resource></bind></iq>"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """One server for the module: SM with the default resumption time, asks
-    for an ack after 3 stanzas."""
+    """One server for the module: SM with the default resumption time; it
+    asks for an ack after 3 stanzas and holds at most 20 unacknowledged."""
     proc = XferdProcess(tmp_path_factory.mktemp("xferd"),
                         overrides={"stream_management": {"ack_request_after": 3,
                                                          "max_unacked": 20}})

@@ -150,3 +150,14 @@ async def test_a_lone_stanza_gets_its_request_after_the_delay():
     assert session.sent == []
     await asyncio.wait_for(session.sent_something.wait(), 5)
     assert session.sent == ["r"]
+
+
+def test_the_feature_is_offered_only_when_enabled():
+    from types import SimpleNamespace
+
+    from server.config import parse
+    from server.modules.stream_management import StreamManagement
+    for enabled, offered in ((True, (("urn:xmpp:sm:3", "sm"),)), (False, ())):
+        config = parse({"stream_management": {"enabled": enabled}})
+        module = StreamManagement(SimpleNamespace(global_config=config))
+        assert tuple(module.stream_features) == offered

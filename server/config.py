@@ -156,6 +156,7 @@ class StreamManagementConfig:
     max_resume_timeout: float = 600.0  # … and the most a client's own 'max' may ask for
     max_unacked: int = 500          # stanzas held for a client that does not acknowledge them …
     max_unacked_bytes: int = 8 * 1024 * 1024   # … and their size
+    max_hibernating: int = 10       # sessions of one account waiting to be resumed
     ack_request_after: int = 5      # unacknowledged stanzas before we send <r/> …
     ack_request_delay: float = 2.0  # … or seconds after the first of them
 
@@ -362,7 +363,8 @@ _LIMITS.update({"offline_max_bytes": 1, "private_max_fragments": 1, "private_max
                 "roster_max_name": 1, "roster_max_group": 1, "roster_max_groups": 1,
                 "subscription_max_status": 0, "subscription_max_request": 256})
 _LIMITS.update({"resume_timeout": 1, "max_resume_timeout": 1, "max_unacked": 1,
-                "max_unacked_bytes": 1024, "ack_request_after": 1, "ack_request_delay": 0.1})
+                "max_unacked_bytes": 1024, "max_hibernating": 1, "ack_request_after": 1,
+                "ack_request_delay": 0.1})
 
 
 def _check_limits(instance, source: str, section: str) -> None:

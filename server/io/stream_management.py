@@ -29,13 +29,17 @@ is outstanding at a time, and none is repeated for the same count (Prosody
 does the same: a client that answers with a stale ``h`` does not make us
 loop). ``<a/>`` that leaves enough unacknowledged asks again.
 
-Memory: at most ``max_unacked`` stanzas and ``max_unacked_bytes`` of them
-are held, as the text they were written as. A client that enabled SM and
-lets more pile up (it never acks, or it is gone and hibernating) loses the
-session: a connected one gets the stream error ``<resource-constraint/>``;
-a hibernating one is ended as if its resumption time had run out. Either
-way its unacknowledged messages are re-routed (another resource, offline
-storage), so the limit costs nothing that mattered. Prosody's default queue is 500 stanzas too.
+Memory: an account has at most ``max_hibernating`` sessions waiting to be
+resumed (a cut connection no longer counts against the per-address limit:
+without this, a user could leave any number behind); beyond it, the one
+that has waited longest ends. At most ``max_unacked`` stanzas and
+``max_unacked_bytes`` of them are held per session, as the text they were
+written as. A client that enabled SM and lets more pile up (it never acks,
+or it is gone and hibernating) loses the session: a connected one gets the
+stream error ``<resource-constraint/>``; a hibernating one is ended as if
+its resumption time had run out. Either way its unacknowledged messages
+are re-routed (another resource, offline storage), so the limit costs
+nothing that mattered. Prosody's default queue is 500 stanzas too.
 """
 
 from __future__ import annotations
@@ -148,6 +152,7 @@ class ManagedSession:
         self._session_over = False
         self._end_scheduled = False
         self._hibernation: asyncio.TimerHandle | None = None
+        self._hibernated_at = 0.0
         #: set while no connection is being read for this object
         self.connection_gone = asyncio.Event()
 
@@ -170,12 +175,21 @@ class ManagedSession:
         super().stream_error(condition, text, detail)
 
     def _hibernate(self) -> None:
+        loop = asyncio.get_running_loop()
         self.hibernating = True
+        self._hibernated_at = loop.time()
         self.sm.connection_changed()
-        self._hibernation = asyncio.get_running_loop().call_later(
-            self.sm.timeout, self._end_soon, "not resumed in time")
+        self._hibernation = loop.call_later(self.sm.timeout, self._end_soon,
+                                            "not resumed in time")
         log.info("%r: connection lost; waiting %d s for the session to be resumed",
                  self, self.sm.timeout)
+        # an account's connections are limited while they last, not once cut:
+        # beyond the limit the longest-waiting session of the account goes
+        waiting = [s for s in self.host.user_sessions(self.username).values()
+                   if s.hibernating and not s._end_scheduled]
+        if len(waiting) > self.sm.config.max_hibernating:
+            min(waiting, key=lambda s: s._hibernated_at)._end_soon(
+                "too many sessions of the account waiting to be resumed")
 
     def _end_soon(self, why: str) -> None:
         if not self._end_scheduled:

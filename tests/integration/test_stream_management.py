@@ -26,10 +26,12 @@ BIND = "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>" 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One server for the module: SM with the default resumption time; it
-    asks for an ack after 3 stanzas and holds at most 20 unacknowledged."""
+    asks for an ack after 3 stanzas, holds at most 20 unacknowledged and one
+    session per account waiting to be resumed."""
     proc = XferdProcess(tmp_path_factory.mktemp("xferd"),
                         overrides={"stream_management": {"ack_request_after": 3,
-                                                         "max_unacked": 20}})
+                                                         "max_unacked": 20,
+                                                         "max_hibernating": 1}})
     proc.adduser("alice@localhost", "alice-pass")
     proc.adduser("bob@localhost", "bob-pass")
     proc.start()
@@ -224,6 +226,30 @@ async def test_a_resume_that_acknowledges_too_much_ends_the_session(server):
     assert condition(await third.expect("failed")) == "item-not-found"   # it is over
     for raw in (first, second, third):
         await raw.close()
+
+
+async def test_an_account_keeps_only_so_many_sessions_waiting(server):
+    """max_hibernating = 1 here: the second cut session of an account ends
+    the one that waited longer."""
+    user = new_user(server, "jo")
+    proxies, raws, ids = [], [], []
+    for resource in ("one", "two"):
+        proxies.append(await Proxy.start(server.c2s_port))
+        raws.append(await bound(server, user, resource, port=proxies[-1].port))
+        raws[-1].send(f"<enable xmlns='{SM}' resume='true'/>")
+        ids.append((await raws[-1].expect("enabled")).get("id"))
+    proxies[0].cut()
+    await asyncio.to_thread(server.wait_for_log, f"{user}@localhost/one>: connection lost")
+    proxies[1].cut()
+    await asyncio.to_thread(server.wait_for_log, f"{user}@localhost/one>: closed (too many")
+    late, _ = await authenticated(server, user)
+    late.send(f"<resume xmlns='{SM}' previd='{ids[0]}' h='0'/>")
+    assert condition(await late.expect("failed")) == "item-not-found"
+    late.send(f"<resume xmlns='{SM}' previd='{ids[1]}' h='0'/>")
+    assert (await late.expect("resumed")).get("previd") == ids[1]
+    await late.close()
+    for proxy in proxies:
+        await proxy.close()
 
 
 # -- real clients, cut mid-conversation ------------------------------------------------------------

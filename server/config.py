@@ -149,6 +149,19 @@ class AccountXferConfig:
 
 
 @dataclass
+class StreamManagementConfig:
+    """XEP-0198 on client streams (server/io/stream_management.py says how)."""
+    enabled: bool = True            # offer <sm xmlns='urn:xmpp:sm:3'/> after authentication
+    resume_timeout: float = 300.0   # seconds a cut session waits to be resumed …
+    max_resume_timeout: float = 600.0  # … and the most a client's own 'max' may ask for
+    max_unacked: int = 500          # stanzas held for a client that does not acknowledge them …
+    max_unacked_bytes: int = 8 * 1024 * 1024   # … and their size
+    max_hibernating: int = 10       # sessions of one account waiting to be resumed
+    ack_request_after: int = 5      # unacknowledged stanzas before we send <r/> …
+    ack_request_delay: float = 2.0  # … or seconds after the first of them
+
+
+@dataclass
 class HostConfig:
     cert: str = ""                  # PEM certificate; empty: generated in data_dir/certs
     key: str = ""                   # PEM private key
@@ -166,6 +179,7 @@ class Config:
     im: IMConfig = field(default_factory=IMConfig)
     moved: MovedConfig = field(default_factory=MovedConfig)
     accountxfer: AccountXferConfig = field(default_factory=AccountXferConfig)
+    stream_management: StreamManagementConfig = field(default_factory=StreamManagementConfig)
     hosts: dict[str, HostConfig] = field(
         default_factory=lambda: {"localhost": HostConfig()})
     source: str = "<built-in defaults>"
@@ -190,7 +204,8 @@ class Config:
 _SECTION_TYPES = {"server": ServerConfig, "storage": StorageConfig, "c2s": C2SConfig,
                   "s2s": S2SConfig, "auth": AuthConfig, "registration": RegistrationConfig,
                   "im": IMConfig,
-                  "moved": MovedConfig, "accountxfer": AccountXferConfig}
+                  "moved": MovedConfig, "accountxfer": AccountXferConfig,
+                  "stream_management": StreamManagementConfig}
 _CHOICES = {("server", "log_level"): ("debug", "info", "warning", "error"),
             ("storage", "synchronous"): ("full", "normal"),
             ("moved", "old_contact"): ("remove", "keep")}
@@ -347,6 +362,9 @@ _LIMITS.update({"offline_max_bytes": 1, "private_max_fragments": 1, "private_max
                 "pep_max_nodes": 1, "pep_max_item_bytes": 1, "pep_max_bytes": 1,
                 "roster_max_name": 1, "roster_max_group": 1, "roster_max_groups": 1,
                 "subscription_max_status": 0, "subscription_max_request": 256})
+_LIMITS.update({"resume_timeout": 1, "max_resume_timeout": 1, "max_unacked": 1,
+                "max_unacked_bytes": 1024, "max_hibernating": 1, "ack_request_after": 1,
+                "ack_request_delay": 0.1})
 
 
 def _check_limits(instance, source: str, section: str) -> None:

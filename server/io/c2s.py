@@ -9,6 +9,11 @@ stanzas go to the router.
 RFC 6120 §5 (STARTTLS), §6 (SASL), §7 (bind); RFC 3921 §3 session (no-op);
 XEP-0368 direct TLS (the listener wraps the socket before we see it).
 
+XEP-0198 Stream Management: the session's life across connections
+(hibernation, resumption) and the ``on_sm_*`` actions are in
+``stream_management.py`` (:class:`ManagedSession`); here, ``teardown``
+asks it whether a bound session ends with its connection.
+
 Limits: a connection beyond ``c2s.max_connections_per_ip`` live ones from its
 address is turned away with ``<policy-violation/>`` (RFC 6120 §4.9.3.14)
 before we parse a byte of it — on the direct TLS port the listener has done
@@ -28,15 +33,17 @@ import secrets
 from typing import TYPE_CHECKING
 
 from .net import StreamConnection
+from .stream_management import ManagedSession
 from ..core.router import StanzaEvent
-from ..core.events import Login, SessionEvent
+from ..core.events import Login
 from .throttle import LoginThrottle, SlidingWindow, address_key
 from ..xmpp import sasl
 from ..xmpp.errors import StanzaError, StreamError
 from ..xmpp.jid import JID, JIDError, resourceprep
 from ..xmpp.negotiation import (BIND_NS, SASL_NS, Phase, classify, decide,
                                features, phase_after_header)
-from ..xmpp.stanza import E, error_reply, local_name, result, sub
+from ..xmpp.namespaces import DELAY_NS
+from ..xmpp.stanza import MESSAGE, STANZA_TAGS, E, error_reply, local_name, result, sub
 from ..xmpp.stream import CLIENT_NS, OUR_VERSION, StreamOpened, response_version, stream_header
 
 if TYPE_CHECKING:
@@ -47,6 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("xferd.c2s")
 
 _numbers = itertools.count(1)
+
+_DELAY = f"{{{DELAY_NS}}}delay"
 
 #: failed SASL attempts a stream may retry after its first (RFC 6120 §6.4.5:
 #: "at least 2 and no more than 5"); one more failure ends the stream
@@ -84,7 +93,7 @@ class AuthThrottles:
             self._registrations.release(address_key(ip))
 
 
-class C2SSession(StreamConnection):
+class C2SSession(ManagedSession, StreamConnection):
     content_ns = CLIENT_NS
 
     def __init__(self, server: "Xferd", reader: asyncio.StreamReader,
@@ -120,6 +129,7 @@ class C2SSession(StreamConnection):
         self.priority = 0
         self.roster_requested = False         # an "interested resource" (RFC 6121 §2.1.6)
         self.directed: set[str] = set()       # JIDs sent directed presence (§4.6)
+        self._init_stream_management()        # XEP-0198 (stream_management.py)
 
     @property
     def available(self) -> bool:
@@ -140,18 +150,33 @@ class C2SSession(StreamConnection):
         self._timeout = loop.call_later(self.config.c2s.auth_timeout, self._negotiation_timeout)
         self.server.c2s_sessions.add(self)
         await super().run()
+        self.connection_gone.set()
+        resumed = self.handed_over
+        if resumed is not None:
+            # this task goes on reading the connection, for the resumed session
+            pending, self.pending = self.pending, None
+            if pending is not None and pending[1]:
+                log.debug("%r: %d events after <resume/> go to %r", self, len(pending[1]),
+                          resumed)
+            await resumed.serve(pending)
+            resumed.connection_gone.set()
 
     async def teardown(self) -> None:
+        """The connection is over; the session ends too unless it may be
+        resumed (see the module docstring)."""
         if self._timeout is not None:
             self._timeout.cancel()
         if self._counted is not None:
             self._counted.close(self.ip)
             self._counted = None
         self.server.c2s_sessions.discard(self)
-        if self.jid is not None and self.host is not None:
-            self.host.remove_session(self)
-            await self.host.events.fire("resource-unbind", SessionEvent(self))
-        log.debug("%r: closed", self)
+        if self.handed_over is not None or self._taken_over:
+            log.debug("%r: connection handed over", self)
+            return
+        if self.jid is None or self.host is None:
+            log.debug("%r: closed", self)
+            return
+        await self.connection_over()
 
     def _negotiation_timeout(self) -> None:
         if self.phase is not Phase.READY and not self.closing:
@@ -201,6 +226,8 @@ class C2SSession(StreamConnection):
         rule = decide(self.phase, classify(el))
         self.phase = rule.then
         await getattr(self, f"on_{rule.action}")(el)
+        if self.sm is not None and el.tag in STANZA_TAGS:
+            self.sm.handled_one()           # XEP-0198 §4: handled, whatever came of it
 
     async def on_peer_stream_error(self, el) -> None:
         """The client ended the stream with an error (RFC 6120 §4.9.1.1): we
@@ -372,7 +399,10 @@ class C2SSession(StreamConnection):
         if replaced is not None:
             # RFC 6120 §7.7.2.2: we let the newest session win
             log.info("%r replaces %r", self, replaced)
-            replaced.stream_error("conflict", "replaced by a new connection")
+            if replaced.hibernating:
+                await replaced.end_session("its resource was bound again")
+            else:
+                replaced.stream_error("conflict", "replaced by a new connection")
         if self._timeout is not None:
             self._timeout.cancel()
         bind = E(f"{{{BIND_NS}}}bind")
@@ -387,6 +417,12 @@ class C2SSession(StreamConnection):
 
     # Stanzas ...........................................................................
     async def on_stanza(self, el) -> None:
+        if el.tag == MESSAGE:
+            # a client does not speak for the server: a <delay/> "from" our
+            # domain is ours alone (offline.py and stream management trust it)
+            for delay in el.findall(_DELAY):
+                if delay.get("from") == self.host.domain:
+                    el.remove(delay)
         await self.server.router.from_client(self, el)
 
 

@@ -79,6 +79,13 @@ class StreamConnection:
     #: seconds without input after which the parser hibernates; None: never
     hibernate_after: float | None = 1.0
 
+    #: the object this connection's socket, parser and reading now serve
+    #: (XEP-0198 resumption moves them into the resumed session); set, this
+    #: object stops reading and leaves the socket open for its new owner, to
+    #: which it hands the events it read but did not handle (:attr:`pending`)
+    handed_over: "StreamConnection | None" = None
+    pending: tuple | None = None
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                  label: str, max_stanza_size: int, max_depth: int,
                  max_attributes: int = DEFAULT_MAX_ATTRIBUTES,
@@ -124,8 +131,16 @@ class StreamConnection:
 
     async def run(self) -> None:
         """Read until the stream ends; then tear down."""
+        await self.serve()
+
+    async def serve(self, pending: tuple | None = None) -> None:
+        """The reading loop. *pending*: ``(parser, events)`` read on this
+        connection but not handled yet by the object that handed the
+        connection over to this one (see :attr:`handed_over`)."""
         loop = asyncio.get_running_loop()
         try:
+            if pending is not None:
+                await self._handle(*pending)
             while not self.closing:
                 data = await self.reader.read(READ_SIZE)
                 if not data:
@@ -149,8 +164,9 @@ class StreamConnection:
                 self._idle_timer.cancel()
                 self._idle_timer = None
             await self.teardown()
-            self.parser.release()       # frees its memory now, not at the next full GC
-            await self._close_transport()
+            if self.handed_over is None:
+                self.parser.release()   # frees its memory now, not at the next full GC
+                await self._close_transport()
 
     def _idle(self) -> None:
         """The idle timer (see the module docstring). It is armed once per
@@ -178,13 +194,16 @@ class StreamConnection:
         await self._handle(parser, events)
 
     async def _handle(self, parser: StreamParser, events: list) -> None:
-        for event in events:
+        for i, event in enumerate(events):
             if isinstance(event, Element):
                 await self._pace()
                 if self.closing:
                     return
                 self.tracer.element("recv", event.element)
                 await self.on_element(event.element)
+                if self.handed_over is not None:
+                    self.pending = (parser, events[i + 1:])
+                    return
             elif isinstance(event, StreamOpened):
                 attrs = (("to", event.to), ("from", event.from_), ("id", event.id),
                          ("version", event.version))
@@ -262,8 +281,9 @@ class StreamConnection:
             self.tracer.text("send", text)
             self._queue(text.encode())
 
-    def stream_error(self, condition: str, text: str | None = None) -> None:
-        """Send ``<stream:error/>`` and close (RFC 6120 §4.9.1.1)."""
+    def stream_error(self, condition: str, text: str | None = None, detail=None) -> None:
+        """Send ``<stream:error/>`` and close (RFC 6120 §4.9.1.1); *detail*:
+        an application-specific condition element to add (§4.9.4)."""
         if self.closing:
             return
         if self._tls_handshake:
@@ -276,7 +296,10 @@ class StreamConnection:
             return
         if not self.header_sent:
             self.send_header()           # §4.9.1.2: header first, even for errors
-        self.send(stream_error(condition, text))
+        error = stream_error(condition, text)
+        if detail is not None:
+            error.append(detail)
+        self.send(error)
         self.close()
 
     def close(self) -> None:

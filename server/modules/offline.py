@@ -22,7 +22,9 @@ Delivering (step 5): when a resource sends its first available presence
 with non-negative priority (``presence-initial``, fired by ``presence.py``
 with a ``SessionEvent``), it gets every stored message, oldest first, each with a
 ``<delay xmlns='urn:xmpp:delay' from='<domain>' stamp='…Z'/>`` (XEP-0203,
-XEP-0082 UTC time) saying when we stored it; then the delivered messages
+XEP-0082 UTC time) saying when we stored it (unless it has one of ours
+already: a message re-routed by stream management keeps the time it was
+first sent); then the delivered messages
 are deleted. A resource whose initial presence has a negative priority
 gets nothing: the messages wait for the next non-negative initial presence. Deviation: a
 resource that raises its priority later in the same session is not offered
@@ -138,8 +140,9 @@ class Offline(Module):
                     if session.closing:
                         break           # keep the rest for the next login
                     stanza = from_text(message.stanza)
-                    sub(stanza, f"{{{DELAY_NS}}}delay",
-                        {"from": host.domain, "stamp": timestamps.format(message.stored_at)})
+                    if not _stamped_by(stanza, host.domain):
+                        sub(stanza, f"{{{DELAY_NS}}}delay",
+                            {"from": host.domain, "stamp": timestamps.format(message.stored_at)})
                     session.send(stanza)
                     sent.append(message.id)
                 del page
@@ -147,6 +150,14 @@ class Offline(Module):
                     return
                 await host.storage.delete_offline(host.domain, username, sent)
                 after = sent[-1]
+
+
+def _stamped_by(stanza, domain: str) -> bool:
+    """Does *stanza* carry a ``<delay/>`` of ours already? (A message that a
+    session left unacknowledged is stamped with the time it was first sent
+    before it comes here: that is the older, truer time. A client cannot
+    put one there: c2s removes a delay that claims to be ours.)"""
+    return any(d.get("from") == domain for d in stanza.findall(f"{{{DELAY_NS}}}delay"))
 
 
 async def _drained(session) -> bool:

@@ -57,3 +57,4 @@ RECEIPTS_NS = "urn:xmpp:receipts"                             # XEP-0184
 CHAT_MARKERS_NS = "urn:xmpp:chat-markers:0"                   # XEP-0333
 CONFERENCE_NS = "jabber:x:conference"                         # XEP-0249
 MUC_USER_NS = "http://jabber.org/protocol/muc#user"           # XEP-0045
+SM_NS = "urn:xmpp:sm:3"                                       # XEP-0198

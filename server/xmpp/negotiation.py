@@ -6,6 +6,13 @@ SASL (AUTH → SASL), restarts again, binds a resource (BIND) and from then on
 exchanges stanzas (READY). Anything the table does not allow ends the stream
 with the error given per phase.
 
+XEP-0198 Stream Management fits in as events of its own: ``<enable/>`` is
+accepted once a resource is bound (§3: before that, ``<failed/>`` with
+``<unexpected-request/>``, as before authentication); ``<resume/>`` only
+between authentication and binding (§5: it takes the place of binding, so
+it leads to READY; a failed one leaves the stream in BIND, where the client
+may bind as usual); ``<r/>`` and ``<a/>`` travel between stanzas.
+
 The table only decides; ``server/io/c2s.py`` carries out the named actions.
 """
 
@@ -18,7 +25,7 @@ from .errors import StreamError
 from .stanza import E, IQ, MESSAGE, PRESENCE, sub
 
 from .namespaces import (BIND_NS, DIALBACK_NS, REGISTER_FEATURE_NS, REGISTER_NS,  # noqa: F401
-                         SASL_NS, SESSION_NS, STREAMS_NS, TLS_NS)
+                         SASL_NS, SESSION_NS, SM_NS, STREAMS_NS, TLS_NS)
 
 
 _STREAM_ERROR = f"{{{STREAMS_NS}}}error"
@@ -60,6 +67,17 @@ C2S_TABLE: dict[tuple[Phase, str], Rule] = {
     (Phase.READY, "iq-session"): Rule("session", Phase.READY),
     (Phase.READY, "iq-register"): Rule("stanza", Phase.READY),
     (Phase.READY, "stanza"): Rule("stanza", Phase.READY),
+    # XEP-0198 §3: enable once bound; before that (or before authentication) <failed/>
+    (Phase.AUTH, "sm-enable"): Rule("sm_too_early", Phase.AUTH),
+    (Phase.AUTH, "sm-resume"): Rule("sm_too_early", Phase.AUTH),
+    (Phase.BIND, "sm-enable"): Rule("sm_too_early", Phase.BIND),
+    (Phase.READY, "sm-enable"): Rule("sm_enable", Phase.READY),
+    # §5: resumption instead of binding; a bound stream cannot resume another
+    (Phase.BIND, "sm-resume"): Rule("sm_resume", Phase.READY),
+    (Phase.READY, "sm-resume"): Rule("sm_resume_bound", Phase.READY),
+    # §4: acks and requests for them
+    (Phase.READY, "sm-r"): Rule("sm_request", Phase.READY),
+    (Phase.READY, "sm-a"): Rule("sm_ack", Phase.READY),
 }
 
 #: What ends the stream when an event is not in the table for a phase.
@@ -118,7 +136,11 @@ def classify(el) -> str:
         return "abort"
     if tag == _STREAM_ERROR:
         return PEER_STREAM_ERROR
-    return "unknown"
+    return _SM_EVENTS.get(tag, "unknown")
+
+
+_SM_EVENTS = {f"{{{SM_NS}}}enable": "sm-enable", f"{{{SM_NS}}}resume": "sm-resume",
+              f"{{{SM_NS}}}r": "sm-r", f"{{{SM_NS}}}a": "sm-a"}
 
 
 def phase_after_header(*, secure: bool, require_tls: bool, authenticated: bool) -> Phase:

@@ -37,11 +37,21 @@ EXPECTED = {
     (Phase.READY, "iq-session"): ("session", Phase.READY),
     (Phase.READY, "iq-register"): ("stanza", Phase.READY),
     (Phase.READY, "stanza"): ("stanza", Phase.READY),
+    # XEP-0198: <enable/> once bound (§3: <failed/> before binding or
+    # authentication), <resume/> in place of binding (§5), acks between stanzas (§4)
+    (Phase.AUTH, "sm-enable"): ("sm_too_early", Phase.AUTH),
+    (Phase.AUTH, "sm-resume"): ("sm_too_early", Phase.AUTH),
+    (Phase.BIND, "sm-enable"): ("sm_too_early", Phase.BIND),
+    (Phase.READY, "sm-enable"): ("sm_enable", Phase.READY),
+    (Phase.BIND, "sm-resume"): ("sm_resume", Phase.READY),
+    (Phase.READY, "sm-resume"): ("sm_resume_bound", Phase.READY),
+    (Phase.READY, "sm-r"): ("sm_request", Phase.READY),
+    (Phase.READY, "sm-a"): ("sm_ack", Phase.READY),
 }
 
 #: every event classify() can produce
 EVENTS = ["starttls", "auth", "response", "abort", "iq-register", "iq-bind",
-          "iq-session", "stanza", "unknown"]
+          "iq-session", "stanza", "sm-enable", "sm-resume", "sm-r", "sm-a", "unknown"]
 
 #: the stream error that ends the stream for a refused event, per phase
 REFUSED = {
@@ -174,6 +184,13 @@ def test_unknown_element_is_unsupported_stanza_type_in_every_phase(phase):
     (b"<starttls/>", "unknown"),        # jabber:client starttls is not the TLS element
     (b"<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>", "unknown"),
     (b"<stream:features/>", "unknown"),
+    # XEP-0198 stream management
+    (b"<enable xmlns='urn:xmpp:sm:3' resume='true'/>", "sm-enable"),
+    (b"<resume xmlns='urn:xmpp:sm:3' previd='x' h='0'/>", "sm-resume"),
+    (b"<r xmlns='urn:xmpp:sm:3'/>", "sm-r"),
+    (b"<a xmlns='urn:xmpp:sm:3' h='3'/>", "sm-a"),
+    (b"<enable xmlns='urn:xmpp:sm:2'/>", "unknown"),     # the old namespace is not offered
+    (b"<enabled xmlns='urn:xmpp:sm:3'/>", "unknown"),    # the server's element
 ])
 def test_classify(stanza, event):
     assert classify(parse(stanza)) == event

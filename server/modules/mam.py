@@ -31,7 +31,8 @@ as they passed through the server:
 Writes. The entry is queued and the message goes on at once, with its id
 already given; the queued entries are written together, one storage write
 (one ``executemany``) per batch, the next batch gathering while one is
-being written, so under load the batches grow. A client handles one
+being written, so under load the batches grow (to ``MAX_QUEUED`` entries at
+most: beyond, messages wait for the write in progress). A client handles one
 session's stanzas in order, so awaiting the commit (two of them, sender's and
 recipient's) would hold every following stanza of the sender for two disk
 syncs — in ``scripts/bench`` that cut message throughput to a sixth. Entries
@@ -112,6 +113,8 @@ log = logging.getLogger("xferd.mam")
 
 #: JIDs one user's preferences may list
 MAX_PREFS_JIDS = 1000
+#: archive entries queued for writing at most; beyond, a message waits for the write
+MAX_QUEUED = 10000
 #: seconds between two expiry runs, and entries deleted per write
 EXPIRY_EVERY = 3600.0
 EXPIRY_BATCH = 1000
@@ -188,6 +191,9 @@ class Mam(Module):
         awaited (module docstring, "Writes"); a query of that user waits for it."""
         if not await self._wants(username, other):
             return None
+        if len(self._batch) >= MAX_QUEUED:
+            # storage is behind (a stalled disk): wait rather than hold ever more
+            await asyncio.shield(self._batch_done)
         entry = ArchivedMessage(new_archive_id(), time.time(), str(other.bare),
                                 to_text(stanza), with_resource=other.resource)
         self._queue(username, entry)
@@ -213,8 +219,8 @@ class Mam(Module):
                 if added < len(batch):
                     log.debug("%d archive entries of deleted accounts skipped",
                               len(batch) - added)
-            except StorageError as exc:
-                log.warning("%d messages not archived: %s", len(batch), exc)
+            except Exception as exc:        # noqa: BLE001 — logged; the next batch goes on
+                log.warning("%d messages not archived: %r", len(batch), exc)
             finally:
                 done.set_result(None)
                 for username, _ in batch:

@@ -101,7 +101,7 @@ import time
 from storage.api import (ArchivedMessage, ArchiveItemNotFound, ArchivePrefs, ArchiveQuery,
                          StorageError, new_archive_id)
 
-from ..core.events import Lifecycle
+from ..core.events import Lifecycle, SessionEvent
 from ..core.module import Hook, Module, iq
 from ..xmpp import mam
 from ..xmpp.errors import StanzaError
@@ -134,6 +134,8 @@ class Mam(Module):
         self._batch: list[tuple[str, ArchivedMessage]] = []
         self._batch_done: asyncio.Future | None = None
         self._writer: asyncio.Task | None = None
+        #: username → preferences, for users with a session (see _prefs)
+        self._cached_prefs: dict[str, mam.Prefs] = {}
         #: username → the batch holding the user's last queued entry
         self._last_batch: dict[str, asyncio.Future] = {}
 
@@ -151,6 +153,7 @@ class Mam(Module):
                 Hook("pre-message", self.outgoing, priority=20),
                 *(iq(kind, "self", ns, name, handler) for kind, ns, name, handler in own),
                 *others,
+                Hook("resource-unbind", self.unbound),
                 Hook("server-started", self.started),
                 Hook("server-stopping", self.stopping)]
 
@@ -240,10 +243,23 @@ class Mam(Module):
         return rule == "always"
 
     async def _prefs(self, username: str) -> mam.Prefs:
+        """The user's preferences: kept in memory while the user has a session
+        (as Prosody keeps them on the session), so that messages between
+        online users need no database read; else read each time."""
+        prefs = self._cached_prefs.get(username)
+        if prefs is not None:
+            return prefs
         stored = await self.host.storage.get_archive_prefs(self.host.domain, username)
-        if stored is None:
-            return mam.Prefs(self.config.default)
-        return mam.Prefs(stored.default, stored.always, stored.never)
+        prefs = mam.Prefs(self.config.default) if stored is None else \
+            mam.Prefs(stored.default, stored.always, stored.never)
+        if self.host.user_sessions(username):
+            self._cached_prefs[username] = prefs
+        return prefs
+
+    def unbound(self, event: SessionEvent) -> None:
+        username = event.session.jid.local
+        if not self.host.user_sessions(username):
+            self._cached_prefs.pop(username, None)
 
     # -- queries --------------------------------------------------------------------------
     async def query(self, event) -> bool:
@@ -301,6 +317,7 @@ class Mam(Module):
         await self.host.storage.set_archive_prefs(
             self.host.domain, event.from_.local,
             ArchivePrefs(prefs.default, prefs.always, prefs.never))
+        self._cached_prefs[event.from_.local] = prefs
         await event.reply(mam.prefs_element(prefs))
         return True
 

@@ -7,14 +7,14 @@ history import IQ, an account's archive deleted with it, and retention."""
 import asyncio
 import itertools
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 from slixmpp.xmlstream import ET
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from tests.harness import XferdProcess, ask, login, nothing_more, round_trip
+from tests.harness import XferdProcess, ask, login, round_trip
 
 MAM = "urn:xmpp:mam:2"
 RSM = "http://jabber.org/protocol/rsm"

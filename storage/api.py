@@ -10,6 +10,7 @@ Users are addressed by ``(host, username)`` with both parts already prepared
 
 from __future__ import annotations
 
+import base64
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterable, Mapping, Protocol
@@ -331,10 +332,19 @@ class PortableStore(Protocol):
         (and nothing written) if the account exists or left a tombstone."""
 
 
+_random = bytearray()
+
+
 def new_archive_id() -> str:
     """A fresh archive id: 16 URL-safe characters, 96 random bits —
-    unpredictable and never reused (XEP-0313 §3.1)."""
-    return secrets.token_urlsafe(12)
+    unpredictable and never reused (XEP-0313 §3.1). The random bytes are
+    taken from the system 4 KiB at a time (one system call per ~340 ids:
+    it was a tenth of the cost of archiving a message)."""
+    if len(_random) < 12:
+        _random.extend(secrets.token_bytes(4096))
+    chunk = bytes(_random[:12])
+    del _random[:12]
+    return base64.urlsafe_b64encode(chunk).decode()
 
 
 @dataclass

@@ -390,3 +390,18 @@ async def test_retention_deletes_old_entries(make_server):
     _, got, _ = await query(a)
     assert [body for _, body, _ in got] == ["0.5 days"]
     await a.close()
+
+
+async def test_switched_off(make_server):
+    server = make_server(mam={"enabled": False})
+    ann, bob = users(server)
+    a, b = await logged_in(server, ann, bob)
+    a.make_message(mto=bob, mbody="unrecorded", mtype="chat").send()
+    got = (await next_message(b)).xml
+    assert got.find(f"{{{SID}}}stanza-id") is None
+    assert (await query(a))[0] == "service-unavailable"
+    a.register_plugin("xep_0030")
+    info = await a.plugin["xep_0030"].get_info(jid=ann)
+    assert MAM not in info["disco_info"]["features"]
+    for client in (a, b):
+        await client.close()

@@ -162,6 +162,15 @@ class StreamManagementConfig:
 
 
 @dataclass
+class MamConfig:
+    """XEP-0313 message archives (server/modules/mam.py says what is kept and why)."""
+    enabled: bool = True            # XEP-0313 archives of one-to-one messages, XEP-0359 ids
+    default: str = "always"         # archiving for users who set no preference: always|roster|never
+    retention_days: int = 0         # entries older than this many days are deleted (0: kept)
+    max_page: int = 100             # results per query page at most (and without <max/>)
+
+
+@dataclass
 class HostConfig:
     cert: str = ""                  # PEM certificate; empty: generated in data_dir/certs
     key: str = ""                   # PEM private key
@@ -180,6 +189,7 @@ class Config:
     moved: MovedConfig = field(default_factory=MovedConfig)
     accountxfer: AccountXferConfig = field(default_factory=AccountXferConfig)
     stream_management: StreamManagementConfig = field(default_factory=StreamManagementConfig)
+    mam: MamConfig = field(default_factory=MamConfig)
     hosts: dict[str, HostConfig] = field(
         default_factory=lambda: {"localhost": HostConfig()})
     source: str = "<built-in defaults>"
@@ -205,10 +215,12 @@ _SECTION_TYPES = {"server": ServerConfig, "storage": StorageConfig, "c2s": C2SCo
                   "s2s": S2SConfig, "auth": AuthConfig, "registration": RegistrationConfig,
                   "im": IMConfig,
                   "moved": MovedConfig, "accountxfer": AccountXferConfig,
-                  "stream_management": StreamManagementConfig}
+                  "stream_management": StreamManagementConfig,
+                  "mam": MamConfig}
 _CHOICES = {("server", "log_level"): ("debug", "info", "warning", "error"),
             ("storage", "synchronous"): ("full", "normal"),
-            ("moved", "old_contact"): ("remove", "keep")}
+            ("moved", "old_contact"): ("remove", "keep"),
+            ("mam", "default"): ("always", "roster", "never")}
 _ROUTE_TLS = ("starttls", "direct", "none")
 
 
@@ -361,7 +373,8 @@ _LIMITS.update(dict.fromkeys(("max_failures", "max_failures_per_ip", "failure_wi
 _LIMITS.update({"offline_max_bytes": 1, "private_max_fragments": 1, "private_max_bytes": 1,
                 "pep_max_nodes": 1, "pep_max_item_bytes": 1, "pep_max_bytes": 1,
                 "roster_max_name": 1, "roster_max_group": 1, "roster_max_groups": 1,
-                "subscription_max_status": 0, "subscription_max_request": 256})
+                "subscription_max_status": 0, "subscription_max_request": 256,
+                "retention_days": 0, "max_page": 1})
 _LIMITS.update({"resume_timeout": 1, "max_resume_timeout": 1, "max_unacked": 1,
                 "max_unacked_bytes": 1024, "max_hibernating": 1, "ack_request_after": 1,
                 "ack_request_delay": 0.1})

@@ -27,8 +27,8 @@ log = logging.getLogger("xferd.hosts")
 
 #: Modules every host loads, in order (accountxfer too when enabled).
 DEFAULT_MODULES = ("disco", "ping", "version", "last", "register", "roster", "subscription",
-                   "presence", "message", "offline", "carbons", "private", "vcard", "caps", "pep",
-                   "blocking", "moved", "stream_management")
+                   "presence", "message", "offline", "mam", "carbons", "private", "vcard", "caps",
+                   "pep", "blocking", "moved", "stream_management")
 
 #: check the payload type of every event fired (the test servers do; it costs
 #: a look-up per event, so production does not)

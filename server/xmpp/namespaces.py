@@ -58,3 +58,7 @@ CHAT_MARKERS_NS = "urn:xmpp:chat-markers:0"                   # XEP-0333
 CONFERENCE_NS = "jabber:x:conference"                         # XEP-0249
 MUC_USER_NS = "http://jabber.org/protocol/muc#user"           # XEP-0045
 SM_NS = "urn:xmpp:sm:3"                                       # XEP-0198
+MAM_NS = "urn:xmpp:mam:2"                                     # XEP-0313
+MAM_EXTENDED_FEATURE = "urn:xmpp:mam:2#extended"
+RSM_NS = "http://jabber.org/protocol/rsm"                     # XEP-0059
+MAM_IMPORT_NS = "urn:xferd:mam-import:0"                      # history hand-over (xferd's own)

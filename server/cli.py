@@ -521,7 +521,8 @@ def cmd_export(conf, args) -> int:
         async def work(store):
             try:
                 return await pie.export_user(store, jid.domain, jid.local, Path(args.output),
-                                             dialect=args.dialect, first=first)
+                                             dialect=args.dialect, first=first,
+                                             note=lambda m: _stderr(f"export: {m}"))
             except LookupError as exc:
                 raise CommandError(str(exc)) from None
         what = str(jid)
@@ -537,7 +538,8 @@ def cmd_export(conf, args) -> int:
         async def work(store):
             return await pie.export_host(store, host, Path(args.output), dialect=args.dialect,
                                          first=first, progress=progress,
-                                         every=max(1, args.progress_every))
+                                         every=max(1, args.progress_every),
+                                         note=lambda m: _stderr(f"export: {m}"))
         what = host
     try:
         summary = asyncio.run(_with_storage(conf, work))
@@ -588,7 +590,8 @@ def cmd_import(conf, args) -> int:
                                      dry_run=args.dry_run,
                                      iterations=conf.auth.scram_iterations,
                                      warn=lambda m: _stderr(f"warning: {m}"),
-                                     progress=progress, every=max(1, args.progress_every))
+                                     progress=progress, every=max(1, args.progress_every),
+                                     note=_stderr)
     try:
         summary = asyncio.run(_with_storage(conf, work))
     except pie.PieError as exc:

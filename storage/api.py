@@ -11,7 +11,7 @@ Users are addressed by ``(host, username)`` with both parts already prepared
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, AsyncIterator, Iterable, Mapping, Protocol
 
 from server.xmpp.errors import StanzaError
 
@@ -330,8 +330,109 @@ class PortableStore(Protocol):
         (and nothing written) if the account exists or left a tombstone."""
 
 
+@dataclass
+class ArchivedMessage:
+    """One entry of a user's message archive (XEP-0313 §3.1)."""
+    id: str                      # archive id = XEP-0359 stanza-id, unique per user, URL-safe
+    timestamp: float             # Unix seconds UTC (original time for imported entries)
+    with_jid: str                # the other party's bare JID
+    stanza: str                  # the <message/> as XML text in jabber:client (no stanza-id by us)
+    source: str | None = None    # where an imported entry came from (e.g. "old@example.org")
+    source_id: str | None = None  # its id in that archive (re-import of the same is skipped)
+    with_resource: str | None = None   # the other party's resource, if the stanza had one
+
+
+@dataclass
+class ArchiveQuery:
+    """Which entries a XEP-0313 query asks for; every filter given applies.
+
+    The archive's order is (timestamp, insertion): an imported old entry sorts
+    before newer live ones. *after* and *before* hold archive ids (RSM
+    ``<after/>``/``<before/>``, the form's ``after-id``/``before-id``): only
+    entries strictly after each of *after* and before each of *before* match.
+    A page is the first *max* matching entries, or with *from_end* the last
+    *max* (RSM ``<before/>``); either way returned oldest first."""
+    with_jid: str | None = None          # bare JID of the other party
+    with_resource: str | None = None     # and, for a full JID, its resource
+    start: float | None = None           # timestamp >= start
+    end: float | None = None             # timestamp <= end
+    after: list[str] = field(default_factory=list)
+    before: list[str] = field(default_factory=list)
+    ids: list[str] | None = None         # only these entries
+    max: int = 100
+    from_end: bool = False
+    count: bool = False                  # also count every matching entry (RSM <count/>)
+
+
+@dataclass
+class ArchivePage:
+    """A query's answer: entries oldest first; *complete* when the page was not
+    cut by *max* (it reaches the end of the matches in the direction asked)."""
+    messages: list[ArchivedMessage]
+    complete: bool
+    count: int | None = None             # all matching entries, if asked
+
+
+class ArchiveItemNotFound(LookupError):
+    """An archive id a query is bounded by (or asks for) is not in the archive."""
+
+    def __init__(self, id: str):
+        super().__init__(id)
+        self.id = id
+
+
+@dataclass
+class ArchivePrefs:
+    """XEP-0441 archiving preferences: *default* is always | never | roster;
+    *always* and *never* hold bare JIDs."""
+    default: str
+    always: list[str] = field(default_factory=list)
+    never: list[str] = field(default_factory=list)
+
+
+class ArchiveStore(Protocol):
+    """Per-user message archives (XEP-0313) and archiving preferences."""
+
+    async def archive_message(self, host: str, username: str,
+                              entry: ArchivedMessage) -> bool:
+        """Add one live entry (``entry.id`` "" = assign a new id, written back
+        into *entry*); False (nothing written) if there is no such account."""
+
+    async def import_archive(self, host: str, username: str,
+                             entries: list[ArchivedMessage]) -> int:
+        """Add entries (original timestamps; entry.id "" = assign a new id);
+        skip any whose (source, source_id) or id the account already has; one
+        transaction; returns how many were added (0 if no such account)."""
+
+    def iter_archive(self, host: str, username: str, *,
+                     batch: int = 500) -> AsyncIterator[ArchivedMessage]:
+        """Every entry, oldest first (timestamp, then insertion), read *batch*
+        at a time (bounded memory)."""
+
+    async def query_archive(self, host: str, username: str,
+                            query: ArchiveQuery) -> ArchivePage:
+        """One page of the entries matching *query*, from one read snapshot.
+        Raises :class:`ArchiveItemNotFound` for an id of *after*, *before* or
+        *ids* the archive does not hold."""
+
+    async def archive_bounds(self, host: str, username: str
+                             ) -> tuple[ArchivedMessage, ArchivedMessage] | None:
+        """The first and last entries, or None if the archive is empty."""
+
+    async def expire_archive(self, before: float, *, limit: int = 1000) -> int:
+        """Delete up to *limit* entries (of any user) older than *before*,
+        oldest first; returns how many were deleted."""
+
+    async def get_archive_prefs(self, host: str, username: str) -> ArchivePrefs | None:
+        """The user's preferences, or None if never set."""
+
+    async def set_archive_prefs(self, host: str, username: str, prefs: ArchivePrefs) -> bool:
+        """Replace the user's preferences; False if there is no such account."""
+
+
 class Storage(AccountStore, RosterStore, OfflineStore, PrivateStore, VCardStore,
-              LastActivityStore, PepStore, BlockingStore, TransferStore, Protocol):
+              LastActivityStore, PepStore, BlockingStore, TransferStore, ArchiveStore,
+              Protocol):
     """Everything the server stores."""
 
     async def open(self) -> None: ...

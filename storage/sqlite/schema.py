@@ -176,6 +176,37 @@ MIGRATIONS: list[str] = [
             WHERE host = OLD.host AND username = OLD.username;
     END;
     """,
+    # 7: XEP-0313 message archives and XEP-0441 archiving preferences. Ordered
+    # by (timestamp, seq), seq being the insertion order: imported old entries
+    # sort before newer live ones. Indexed for a user's queries by time, by
+    # contact and by archive id, and by age alone for the retention expiry.
+    """
+    CREATE TABLE archive (
+        seq INTEGER PRIMARY KEY,                     -- insertion order
+        host TEXT NOT NULL, username TEXT NOT NULL,
+        id TEXT NOT NULL,                            -- archive id = XEP-0359 stanza-id
+        timestamp REAL NOT NULL,                     -- Unix time sent/received
+        with_jid TEXT NOT NULL,                      -- the other party's bare JID
+        with_resource TEXT,                          -- … and its resource, if any
+        stanza TEXT NOT NULL,                        -- the <message/>, jabber:client
+        source TEXT, source_id TEXT,                 -- set on imported entries
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    );
+    CREATE UNIQUE INDEX archive_by_id ON archive (host, username, id);
+    CREATE INDEX archive_by_time ON archive (host, username, timestamp, seq);
+    CREATE INDEX archive_by_with ON archive (host, username, with_jid, timestamp, seq);
+    CREATE UNIQUE INDEX archive_by_source ON archive (host, username, source, source_id)
+        WHERE source IS NOT NULL;
+    CREATE INDEX archive_by_age ON archive (timestamp);
+    CREATE TABLE archive_prefs (
+        host TEXT NOT NULL, username TEXT NOT NULL,
+        default_mode TEXT NOT NULL CHECK (default_mode IN ('always', 'never', 'roster')),
+        always TEXT NOT NULL DEFAULT '[]',           -- JSON list of bare JIDs
+        never TEXT NOT NULL DEFAULT '[]',
+        PRIMARY KEY (host, username),
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SYNCHRONOUS_MODES = ("full", "normal")

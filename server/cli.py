@@ -626,12 +626,14 @@ def _import_as(conf, args) -> int:
             else None
         if args.dry_run:
             rehomed = import_as.rehome(data, old, new)
+            rehomed.archived = sum(len(item.entries) for item in pie.iter_document(
+                args.file, warn=lambda _: None) if isinstance(item, pie.ArchiveBatch))
             for line in import_as.describe(rehomed, old, new, created=True):
                 _stderr(line.replace("imported", "would import", 1))
             return 0
 
         async def work(store):
-            return await import_as.import_as(store, old, new, data)
+            return await import_as.import_as(store, old, new, data, args.file, note=_stderr)
         rehomed, created = asyncio.run(_with_storage(conf, work))
     except pie.PieError as exc:
         raise CommandError(f"{exc} (nothing imported)") from None

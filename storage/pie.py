@@ -749,11 +749,9 @@ def _walk(path: Path, roots: tuple[str, ...], host: str | None, warn: Warn,
                 if (el.tag == pie_mam.RESULT and users_open == 1 and len(stack) >= 2
                         and stack[-1].tag == pie_mam.ARCHIVE and _pie(stack[-2], "user")):
                     # an archive entry: parsed now, dropped from the tree (flat memory)
-                    take = pending.append if archives and account is not None \
-                        else (lambda entry: None)
                     try:
                         if archives and account is not None:
-                            pie_mam.read_archive(stack[-1], account, where, warn, take)
+                            pie_mam.read_entry(el, account, where, warn, pending.append)
                         else:
                             el.clear()
                             stack[-1].remove(el)

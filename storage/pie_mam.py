@@ -37,7 +37,7 @@ there, so importing the same file twice adds nothing the second time.
 from __future__ import annotations
 
 import re
-from typing import AsyncIterator, Callable, Iterable
+from typing import AsyncIterator, Callable
 
 from lxml import etree
 
@@ -145,39 +145,20 @@ def parse_result(result, account: JID) -> ArchivedMessage:
         source=str(account), source_id=source_id, with_resource=other_jid.resource)
 
 
-def read_archive(archive, account: JID, where: Callable, warn: Warn,
-                 take: Callable[[ArchivedMessage], None]) -> int:
-    """Parse the ``<result/>`` children *archive* holds now, pass each entry
-    to *take*, and drop them from the tree (the caller calls this as each one
-    ends, so the tree stays small); returns how many were taken."""
-    taken = 0
-    for result in list(archive):
-        if not isinstance(result.tag, str):
-            archive.remove(result)
-            continue
-        if result.tag != RESULT:
-            warn(f"{where(result)}: skipped <{etree.QName(result).localname}/> in the archive")
-        else:
-            try:
-                entry = parse_result(result, account)
-            except LookupError as exc:
-                warn(f"{where(result)}: skipped archive entry: {exc.args[0]}")
-            except ValueError as exc:
-                exc.line = result.sourceline
-                raise
-            else:
-                take(entry)
-                taken += 1
+def read_entry(result, account: JID, where: Callable, warn: Warn,
+               take: Callable[[ArchivedMessage], None]) -> None:
+    """Parse the ``<result/>`` *result* of *account*'s archive, just ended,
+    pass its entry to *take* (a bad one raises ValueError with ``line``, one
+    that cannot be kept is skipped with a warning) and drop it from its parent,
+    so the tree stays small. Only this element: the parser may have read the
+    start of the next one already."""
+    try:
+        take(parse_result(result, account))
+    except LookupError as exc:
+        warn(f"{where(result)}: skipped archive entry: {exc.args[0]}")
+    except ValueError as exc:
+        exc.line = result.sourceline
+        raise
+    finally:
         result.clear()
-        archive.remove(result)
-    return taken
-
-
-async def store_batches(store, host: str, username: str,
-                        batches: Iterable[list[ArchivedMessage]]) -> int:
-    """``import_archive`` each batch (one transaction each); how many were added."""
-    added = 0
-    for batch in batches:
-        if batch:
-            added += await store.import_archive(host, username, batch)
-    return added
+        result.getparent().remove(result)

@@ -34,9 +34,11 @@ writes); Prosody's pending request written without a namespace, its extra
 account fields as attributes and its ``<query version>`` (both ignored), and
 PEP forms listing unset options with no value.
 Message archives (``urn:xmpp:pie:0#mam``, as Prosody writes them) travel
-too, streamed entry by entry: storage/pie_mam.py. What xferd cannot keep
-(privacy rules other than blocking, SCRAM-SHA-512 keys) is skipped with a warning; so is an account left
-without usable credentials. The blocklist travels as XEP-0191 §7 has it: a
+too, streamed entry by entry (storage/pie_mam.py): import is then three
+passes, the third adding the archives of the accounts the second created.
+What xferd cannot keep (privacy rules other than blocking, SCRAM-SHA-512
+keys) is skipped with a warning; so is an account left without usable
+credentials. The blocklist travels as XEP-0191 §7 has it: a
 default privacy list of JIDs denied everything.
 """
 
@@ -187,7 +189,7 @@ def user_element(host: str, username: str, data: UserData, *,
     return user
 
 
-def _create(path: Path):
+def create_file(path: Path):
     """Open *path* for writing, readable by its owner only (XEP-0227 §6)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)                 # an existing file keeps its mode otherwise
@@ -269,7 +271,7 @@ async def export_user(store, host: str, username: str, path: Path, *,
     if data is None:
         raise LookupError(f"{username}@{host} does not exist")
     summary = Summary()
-    with _create(Path(path)) as out, etree.xmlfile(out, encoding="utf-8") as xf:
+    with create_file(Path(path)) as out, etree.xmlfile(out, encoding="utf-8") as xf:
         xf.write_declaration()
         with xf.element(_q(PIE_NS, "server-data"), nsmap={None: PIE_NS}):
             with xf.element(_q(PIE_NS, "host"), {"jid": host}):
@@ -315,13 +317,13 @@ async def export_host(store, host: str, directory: Path, *,
         users_dir = directory / user_filename(host)[:-4]
         users_dir.mkdir(mode=0o700, exist_ok=True)
         host_file = users_dir.name + ".xml"
-    with _create(directory / "main.xml") as out, etree.xmlfile(out, encoding="utf-8") as xf:
+    with create_file(directory / "main.xml") as out, etree.xmlfile(out, encoding="utf-8") as xf:
         xf.write_declaration()
         with xf.element(_q(PIE_NS, "server-data"), nsmap={None: PIE_NS, "xi": XI_NS}):
             xf.write("\n", _include(quote(host_file)), "\n")
     usernames = await store.list_users(host)
     summary = Summary()
-    with _create(directory / host_file) as out, etree.xmlfile(out, encoding="utf-8") as xf:
+    with create_file(directory / host_file) as out, etree.xmlfile(out, encoding="utf-8") as xf:
         xf.write_declaration()
         with xf.element(_q(PIE_NS, "host"), {"jid": host}, nsmap={None: PIE_NS, "xi": XI_NS}):
             for username in usernames:
@@ -336,7 +338,7 @@ async def export_host(store, host: str, directory: Path, *,
                                                          dialect, archive_progress)
                 else:
                     name = user_filename(username)
-                    with _create(users_dir / name) as user_out, \
+                    with create_file(users_dir / name) as user_out, \
                             etree.xmlfile(user_out, encoding="utf-8") as user_xf:
                         user_xf.write_declaration()
                         summary.archived += await write_user(user_xf, store, host, username,
@@ -869,3 +871,29 @@ async def import_archives(store, path, accounts: set[tuple[str, str]], iteration
         if note and seen // every > before // every:
             note(f"import: {counted(seen, 'archived message')} of {username}@{host}")
     return added
+
+
+async def import_history(store, path, *, hosts, dry_run: bool = False, warn: Warn,
+                         note: Callable[[str], None] | None = None) -> tuple[int, list[str]]:
+    """Only the message archives of the document at *path*, into the accounts
+    of this server that exist (``xferd import --history-only``); the others
+    are reported and left out. Checked whole first, as :func:`import_file`.
+    Returns (entries added, or with *dry_run* entries found, and the accounts)."""
+    found: dict[tuple[str, str], int] = {}
+    for item in iter_document(path, warn=warn):
+        if isinstance(item, ArchiveBatch):
+            key = (item.host, item.username)
+            found[key] = found.get(key, 0) + len(item.entries)
+        elif item[0] not in hosts:
+            raise PieError(path, None, f"host {item[0]} is not served by this server "
+                                       f"(hosts: {', '.join(hosts)})")
+    accounts = set()
+    for host, username in found:
+        if await store.user_exists(host, username):
+            accounts.add((host, username))
+        else:
+            warn(f"{username}@{host} does not exist here: its archive is left out")
+    names = sorted(f"{username}@{host}" for host, username in accounts)
+    if dry_run:
+        return sum(found[key] for key in accounts), names
+    return await import_archives(store, path, accounts, note=note), names

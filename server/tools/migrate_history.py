@@ -90,6 +90,7 @@ class HistoryCopy:
         self.opts, self.state, self.old, self.new = opts, state, old, new
         self.progress = state.data.setdefault("history", {})
         self.copied = self.progress.get("copied", 0)     # handed over, this run and before
+        self.copied_before = self.copied
         self.added = 0
         self.skipped = 0
         self.reported = self.copied // PROGRESS_EVERY
@@ -138,7 +139,8 @@ class HistoryCopy:
             await self.hand_over()
             log.info("history: %d messages copied (%d new here, %d already there, %d not "
                      "the account's) in %.1f s", self.copied, self.added,
-                     self.copied - self.added, self.skipped, time.monotonic() - started)
+                     self.copied - self.copied_before - self.added, self.skipped,
+                     time.monotonic() - started)
         else:
             path = self.file()
             log.info("history: %s does not take history over XMPP (no %s): writing the "

@@ -80,6 +80,8 @@ _HASH_SIZES = {"SCRAM-SHA-1": hashlib.sha1().digest_size,
 
 #: ejabberd's hash names in ``password='scram:HASH,…'``
 _LEGACY_HASHES = {"sha": "SCRAM-SHA-1", "sha256": "SCRAM-SHA-256", "sha512": "SCRAM-SHA-512"}
+#: said of an account without usable credentials (not a concern of --history-only)
+NO_CREDENTIALS = "has no credentials xferd can use"
 #: the privacy list our blocklist is exported as (ejabberd's mod_blocking name)
 BLOCKLIST_NAME = "Blocked contacts"
 
@@ -649,7 +651,7 @@ def parse_user(user, host: str, path, warn: Warn, *, iterations: int = 4096
         raise PieError(path, getattr(exc, "line", None) or user.sourceline,
                        f"user {user.get('name')!r}: {exc}") from None
     if not data.credentials:
-        warn(f"{where(user)}: {username}@{host} has no credentials xferd can use: nobody can "
+        warn(f"{where(user)}: {username}@{host} {NO_CREDENTIALS}: nobody can "
              f"log in until `xferd passwd {username}@{host}`")
     for name in items:
         if name not in nodes:
@@ -880,7 +882,8 @@ async def import_history(store, path, *, hosts, dry_run: bool = False, warn: War
     are reported and left out. Checked whole first, as :func:`import_file`.
     Returns (entries added, or with *dry_run* entries found, and the accounts)."""
     found: dict[tuple[str, str], int] = {}
-    for item in iter_document(path, warn=warn):
+    # the accounts are there already: a file holding only archives is what is expected
+    for item in iter_document(path, warn=lambda m: NO_CREDENTIALS in m or warn(m)):
         if isinstance(item, ArchiveBatch):
             key = (item.host, item.username)
             found[key] = found.get(key, 0) + len(item.entries)

@@ -126,11 +126,13 @@ def main(argv: list[str]) -> int:
                 started = time.monotonic()
                 done = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True)
                 took = time.monotonic() - started
-                lines = [line for line in done.stderr.splitlines() if "history" in line]
+                lines = [line.split("xferd.migrate: ", 1)[1]
+                         for line in done.stderr.splitlines()
+                         if "xferd.migrate: history: " in line]
                 if done.returncode:
                     raise SystemExit(f"migrate failed ({done.returncode}):\n{done.stderr}")
                 print(f"{run}: xferd migrate --history took {took:.2f} s; "
-                      f"{lines[-1].split('] ', 1)[-1] if lines else 'no history line'}")
+                      f"{lines[-1] if lines else 'no history line'}")
                 if run == "first run":
                     rate = total / took
         finally:

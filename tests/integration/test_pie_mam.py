@@ -79,6 +79,14 @@ async def test_archive_export_import_and_import_as(make_server, tmp_path):
     assert first.find(f"{{{CLIENT}}}message").get("from") == "alice@localhost/phone"
     assert first.findtext(f"{{{CLIENT}}}message/{{{CLIENT}}}body") == "hello 1 & <ok>"
 
+    # a host export (one file per user) carries it the same way
+    host_dir = tmp_path / "host"
+    done = old.cli("export", "--host", "localhost", "-o", str(host_dir))
+    assert done.returncode == 0, done.stderr
+    in_host = etree.parse(str(host_dir / "localhost" / "alice.xml")).getroot()
+    assert [r.get("id") for r in in_host.iterfind(f".//{{{MAM}}}result")] == \
+        [e.id for e in original]
+
     new = make_server(start=False)
     dry = new.cli("import", "--init", str(path), "--dry-run")
     assert dry.returncode == 0, dry.stderr

@@ -10,12 +10,18 @@ Two Prosody accounts chat (Prosody archives every message for both); then
 (b) it moves to another Prosody account: Prosody does not take history over
     XMPP, so the tool writes a XEP-0227 file, which Prosody's own
     ``prosody-migrator`` (xep0227 driver, store ``archive-archive``) loads, and
-    a MAM client on the new Prosody account sees the conversation.
+    a MAM client on the new Prosody account sees the conversation;
+(c) ``xferd export --user`` of an account with an archive goes into Prosody
+    the same way (accounts and archive): the user logs in to Prosody with the
+    old password and its MAM client sees every message, in order, with the
+    xferd archive's ids and timestamps.
 """
 
 import pytest
 
 from storage import pie
+from storage.api import ArchivedMessage
+from storage.sqlite import SQLiteStorage
 from tests.harness import login
 from tests.interop.conftest import federating_xferd
 from tests.interop.test_prosody_migrate import run_migrate
@@ -151,3 +157,37 @@ async def test_history_for_a_server_without_import_is_a_file_prosody_loads(
         await client.close()
     assert [s[:4] for s in seen] == moved(history, new)
     assert prosody_mam.errors() == [], prosody_mam.errors()
+
+
+async def test_xferd_export_with_an_archive_loads_into_prosody(prosody_mam, make_server,
+                                                               tmp_path):
+    require_migrator()
+    ann, contact = f"ann@{PROSODY_DOMAIN}", "zoe@elsewhere.example"
+    server = make_server(domains=(PROSODY_DOMAIN,), start=False)
+    server.adduser(ann, "ann-pw")
+    store = SQLiteStorage(server.data_dir / "xferd.sqlite")
+    await store.open()
+    try:
+        await store.import_archive(PROSODY_DOMAIN, "ann", [ArchivedMessage(
+            "", 1_700_000_000.0 + 60 * n, contact,
+            f"<message xmlns='jabber:client' type='chat' "
+            + (f"from='{ann}/pc' to='{contact}'" if n % 2 else f"from='{contact}/x' to='{ann}'")
+            + f"><body>note {n}</body></message>") for n in range(MESSAGES)])
+        kept = [e async for e in store.iter_archive(PROSODY_DOMAIN, "ann")]
+    finally:
+        await store.close()
+    files = tmp_path / "export"
+    files.mkdir()
+    done = server.cli("export", "--user", ann, "-o", str(files / f"{ann}.xml"))
+    assert done.returncode == 0, done.stderr
+    # --keep-going: see the test above (the host's own archive)
+    run_migrator(tmp_path, files, {"type": "xep0227", "hosts": {PROSODY_DOMAIN: [
+        "accounts", "archive-archive"]}}, {"type": "internal", "path": prosody_mam.data_dir},
+        "--keep-going")
+    client = await login(prosody_mam, f"{ann}/r", "ann-pw", client_cls=MamClient)
+    try:
+        seen = await conversation(client)
+    finally:
+        await client.close()
+    assert seen == [(ann if n % 2 else contact, contact if n % 2 else ann, f"note {n}",
+                     e.timestamp, e.id) for n, e in enumerate(kept)]

@@ -87,20 +87,20 @@ async def write_archive(xf, entries: AsyncIterator[ArchivedMessage],
     """Write ``<archive/>`` with every entry of *entries* into the open
     ``etree.xmlfile`` *xf* (nothing when there are none); returns how many.
     ``progress(n)`` is called every *every* entries."""
+    entries = aiter(entries)
+    entry = await anext(entries, None)
+    if entry is None:
+        return 0
     written = 0
-    archive = None
-    async for entry in entries:
-        if archive is None:
-            xf.write("\n")
-            archive = xf.element(ARCHIVE, nsmap={None: PIE_MAM_NS})
-            archive.__enter__()
-        xf.write("\n", result_element(entry))
-        written += 1
-        if progress and written % every == 0:
-            progress(written)
-    if archive is not None:
+    xf.write("\n")
+    with xf.element(ARCHIVE, nsmap={None: PIE_MAM_NS}):
+        while entry is not None:
+            xf.write("\n", result_element(entry))
+            written += 1
+            if progress and written % every == 0:
+                progress(written)
+            entry = await anext(entries, None)
         xf.write("\n")
-        archive.__exit__(None, None, None)
     return written
 
 

@@ -92,7 +92,8 @@ class HistoryCopy:
         self.copied = self.progress.get("copied", 0)     # handed over, this run and before
         self.copied_before = self.copied
         self.added = 0
-        self.skipped = 0
+        self.skipped = 0                                 # neither from nor to the account
+        self.refused = 0                                 # refused by the new server
         self.reported = self.copied // PROGRESS_EVERY
 
     async def offered(self) -> bool:
@@ -138,9 +139,9 @@ class HistoryCopy:
         if await self.target_imports():
             await self.hand_over()
             log.info("history: %d messages copied (%d new here, %d already there, %d not "
-                     "the account's) in %.1f s", self.copied, self.added,
-                     self.copied - self.copied_before - self.added, self.skipped,
-                     time.monotonic() - started)
+                     "the account's, %d refused) in %.1f s", self.copied, self.added,
+                     self.copied - self.copied_before - self.added - self.skipped
+                     - self.refused, self.skipped, self.refused, time.monotonic() - started)
         else:
             path = self.file()
             log.info("history: %s does not take history over XMPP (no %s): writing the "
@@ -186,13 +187,32 @@ class HistoryCopy:
     async def _store(self, results: list[ArchivedResult]) -> None:
         items = self._rehomed(results)
         for start in range(0, len(items), IMPORT_MAX):
-            self.added += await import_page(self.new, str(self.opts.old),
-                                            items[start:start + IMPORT_MAX])
+            chunk = items[start:start + IMPORT_MAX]
+            try:
+                self.added += await import_page(self.new, str(self.opts.old), chunk)
+            except IQError as exc:
+                if exc.condition != "bad-request":
+                    raise
+                await self._one_by_one(chunk)
         # the whole page is in: a rerun continues after its last message
         self.progress["last"] = results[-1].id
         self._count(len(results))
         self.progress["copied"] = self.copied
         self.state.checkpoint()
+
+    async def _one_by_one(self, chunk: list[ArchivedResult]) -> None:
+        """The new server refused a request: the whole request is refused for
+        one bad message (a timestamp ahead of its clock, say), so each goes
+        alone, and the ones it refuses are left out and named in the log."""
+        for item in chunk:
+            try:
+                self.added += await import_page(self.new, str(self.opts.old), [item])
+            except IQError as exc:
+                if exc.condition != "bad-request":
+                    raise
+                self.refused += 1
+                log.warning("history: %s refused message %s (%s): left out", self.opts.new,
+                            item.id, exc.text or exc.condition)
 
     async def write_file(self, path: Path) -> None:
         """The archive as a XEP-0227 document for the new account, entry by entry."""

@@ -10,10 +10,12 @@ import --history-only`` loads; moving away from it copies no history.
 """
 
 import json
+import time
 from types import SimpleNamespace
 
 import pytest
 
+from storage.api import ArchivedMessage
 from storage.sqlite import SQLiteStorage
 from tests.harness import XferdProcess, login
 from tests.integration.test_migrate import run_migrate
@@ -33,7 +35,7 @@ def world(tmp_path_factory):
                           overrides={"mam": {"enabled": False}}),
     }
     for proc in servers.values():
-        for user in ("old", "carol", "new", "next"):
+        for user in ("old", "carol", "new", "next", "odd"):
             proc.adduser(f"{user}@{proc.domains[0]}", "pw")
         proc.start()                # no s2s needed: nobody has contacts to ask
     yield SimpleNamespace(**servers)
@@ -153,3 +155,36 @@ async def test_an_old_server_without_mam_has_no_history_to_copy(world, tmp_path)
     assert code == 0, out + err
     assert "history: old@c.test offers no message archive (urn:xmpp:mam:2): nothing to copy" \
         in err, err
+
+
+async def test_messages_the_new_server_refuses_are_left_out_and_named(world, tmp_path):
+    """odd@a.test's archive (written straight into storage) holds a message
+    dated tomorrow, which the new server refuses, and one that is neither from
+    nor to the account, which cannot be the new account's: the others move."""
+    now = time.time()
+    rows = [(now - 3600, "odd@a.test/r", "dan@a.test", "first"),
+            (now + 86400, "dan@a.test/r", "odd@a.test", "from tomorrow"),
+            (now - 1800, "eve@x.test/r", "dan@a.test", "not odd's"),
+            (now - 60, "dan@a.test/r", "odd@a.test/r", "last")]
+    store = SQLiteStorage(world.a.data_dir / "xferd.sqlite")
+    await store.open()
+    try:
+        await store.import_archive("a.test", "odd", [ArchivedMessage(
+            "", stamp, "dan@a.test", f"<message xmlns='jabber:client' from='{sender}' "
+            f"to='{to}' type='chat'><body>{body}</body></message>")
+            for stamp, sender, to, body in rows])
+    finally:
+        await store.close()
+    code, out, err = await run_migrate(world, "odd@a.test", "odd@b.test", tmp_path,
+                                       "--history", "--wait", "0", "--no-statement")
+    assert code == 0, out + err
+    assert "history: 4 messages copied (2 new here, 0 already there, 1 not the account's, " \
+        "1 refused)" in err, err
+    assert "history: odd@b.test refused message" in err
+    client = await login(world.b, "odd@b.test/r", "pw", client_cls=MamClient)
+    try:
+        seen = await conversation(client)
+    finally:
+        await client.close()
+    assert [s[:3] for s in seen] == [("odd@b.test", "dan@a.test", "first"),
+                                     ("dan@a.test", "odd@b.test", "last")]

@@ -8,7 +8,8 @@ one a second, a body of ~60 characters) straight through the storage API
 ``xferd migrate --history`` runs as a user would run it and is timed, wall clock,
 from start to exit; the new account's archive is counted afterwards (it must
 hold all N), and the run is repeated to show that a second run finds the
-history done. Prints one line per run and the rate.
+history done. Prints one line per run, the peak memory of the migrate process
+and the rate.
 
     scripts/history-timing [N]
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -135,6 +137,9 @@ def main(argv: list[str]) -> int:
                       f"{lines[-1] if lines else 'no history line'}")
                 if run == "first run":
                     rate = total / took
+                    # the largest child waited for so far: the migrate run (adduser is smaller)
+                    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+                    print(f"peak memory (RSS) of xferd migrate: {peak:.0f} MB")
         finally:
             for proc, _ in procs.values():
                 proc.terminate()

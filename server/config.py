@@ -149,6 +149,14 @@ class AccountXferConfig:
 
 
 @dataclass
+class MamConfig:
+    enabled: bool = True            # XEP-0313 archives of one-to-one messages, XEP-0359 ids
+    default: str = "always"         # archiving for users who set no preference: always|roster|never
+    retention_days: int = 0         # entries older than this many days are deleted (0: kept)
+    max_page: int = 100             # results per query page at most (and without <max/>)
+
+
+@dataclass
 class HostConfig:
     cert: str = ""                  # PEM certificate; empty: generated in data_dir/certs
     key: str = ""                   # PEM private key
@@ -166,6 +174,7 @@ class Config:
     im: IMConfig = field(default_factory=IMConfig)
     moved: MovedConfig = field(default_factory=MovedConfig)
     accountxfer: AccountXferConfig = field(default_factory=AccountXferConfig)
+    mam: MamConfig = field(default_factory=MamConfig)
     hosts: dict[str, HostConfig] = field(
         default_factory=lambda: {"localhost": HostConfig()})
     source: str = "<built-in defaults>"
@@ -190,10 +199,12 @@ class Config:
 _SECTION_TYPES = {"server": ServerConfig, "storage": StorageConfig, "c2s": C2SConfig,
                   "s2s": S2SConfig, "auth": AuthConfig, "registration": RegistrationConfig,
                   "im": IMConfig,
-                  "moved": MovedConfig, "accountxfer": AccountXferConfig}
+                  "moved": MovedConfig, "accountxfer": AccountXferConfig,
+                  "mam": MamConfig}
 _CHOICES = {("server", "log_level"): ("debug", "info", "warning", "error"),
             ("storage", "synchronous"): ("full", "normal"),
-            ("moved", "old_contact"): ("remove", "keep")}
+            ("moved", "old_contact"): ("remove", "keep"),
+            ("mam", "default"): ("always", "roster", "never")}
 _ROUTE_TLS = ("starttls", "direct", "none")
 
 
@@ -346,7 +357,8 @@ _LIMITS.update(dict.fromkeys(("max_failures", "max_failures_per_ip", "failure_wi
 _LIMITS.update({"offline_max_bytes": 1, "private_max_fragments": 1, "private_max_bytes": 1,
                 "pep_max_nodes": 1, "pep_max_item_bytes": 1, "pep_max_bytes": 1,
                 "roster_max_name": 1, "roster_max_group": 1, "roster_max_groups": 1,
-                "subscription_max_status": 0, "subscription_max_request": 256})
+                "subscription_max_status": 0, "subscription_max_request": 256,
+                "retention_days": 0, "max_page": 1})
 
 
 def _check_limits(instance, source: str, section: str) -> None:

@@ -28,7 +28,7 @@ log = logging.getLogger("xferd.hosts")
 #: Modules every host loads, in order (accountxfer too when enabled).
 DEFAULT_MODULES = ("disco", "ping", "version", "last", "register", "roster", "subscription",
                    "presence", "message", "offline", "private", "vcard", "caps", "pep",
-                   "blocking", "moved")
+                   "blocking", "moved", "mam")
 
 #: check the payload type of every event fired (the test servers do; it costs
 #: a look-up per event, so production does not)

@@ -51,6 +51,8 @@ ITESTS = [
     "test_disco.TestDisco.test_features",                          # XEP-0030
     "test_ibb.TestIBB.test_ibb",                                   # XEP-0047, client to client
     "test_last_activity.TestLastActivity.test_activity",           # XEP-0012
+    "test_mam.TestMAM.test_mam_iterate",                           # XEP-0313
+    "test_mam.TestMAM.test_mam_retrieve",                          # XEP-0313
     "test_pep.TestPEP.test_pep_private",                           # XEP-0163/0223
     "test_pep.TestPEP.test_pep_public",                            # XEP-0163/0222
     "test_ping.TestPing.test_ping",                                # XEP-0199
@@ -82,8 +84,6 @@ NOT_RUN = {
         "(and the itest skips itself unless CI=woodpecker)",
     "test_httpupload.TestHTTPUpload.test_httpupload":
         "needs an HTTP File Upload service (XEP-0363) and aiohttp: xferd has neither",
-    "test_mam.TestMAM.test_mam_iterate": "needs a message archive (XEP-0313 MAM): xferd has none",
-    "test_mam.TestMAM.test_mam_retrieve": "needs a message archive (XEP-0313 MAM): xferd has none",
     "test_moderate.TestModerate.test_moderate_msg":
         "needs a MUC service with moderation (XEP-0045, XEP-0425): xferd has none",
     "test_muc.TestMUC.test_initial_join": _MUC,

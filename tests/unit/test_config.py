@@ -72,7 +72,8 @@ def test_default_file_documents_every_key():
     for section, cls in (("server", cfg.ServerConfig), ("storage", cfg.StorageConfig),
                          ("c2s", cfg.C2SConfig), ("s2s", cfg.S2SConfig),
                          ("auth", cfg.AuthConfig), ("im", cfg.IMConfig),
-                         ("moved", cfg.MovedConfig), ("accountxfer", cfg.AccountXferConfig)):
+                         ("moved", cfg.MovedConfig), ("accountxfer", cfg.AccountXferConfig),
+                         ("mam", cfg.MamConfig)):
         assert f"[{section}]" in text
         for f in dataclasses.fields(cls):
             if f.name == "routes":                    # a table of its own

@@ -28,10 +28,19 @@ Scenarios (--scenarios, comma-separated; default all but soak):
              only with mod_auto_moved installed) and XEP-0015 (xferd transfer,
              xferd only): wall time until every contact's roster shows the new
              JID.
+  archive    xferd only: one user with --archive N archived messages (default
+             1,000,000) — disk size, fill rate, and MAM query times (first
+             page, a contact's last page, the last page, after an id in the
+             middle, with+start/end, a count, the metadata). Only when named.
   soak       --soak-clients sessions (default 2000) on a fresh server carry a
              paced --soak-rate msgs/s (default 1000) for --soak-seconds
              (default 600); the server's RSS is read every 5 s: growth after
              the first minute, delivered/sent, paced latency. Only when named.
+
+--mam-off also runs a third server in the login/messages phase: xferd with
+[mam] enabled = false, in the same repeats (column "xferd MAM off"), so
+that the cost of archiving every message (two archive writes per message,
+one per party) reads off the same run. Prosody runs without mod_mam.
 
 login/messages (and the roster fetch) are repeated (--repeats, default 3; the
 servers alternate) and reported as median with the min–max spread, because a
@@ -68,19 +77,23 @@ from pathlib import Path
 
 from lxml import etree
 
-from . import chart, idle, login, messages, migration, prosody_server, report, roster, soak
+from . import (archive, chart, idle, login, messages, migration, prosody_server, report,
+               roster, soak)
 from .procs import raise_fd_limit
 from .prosody_server import ProsodyServer
 from .seed import plain
 from .xferd_server import XferdServer, limits_off, xferd_version
 
-SCENARIOS = ("login", "messages", "idle", "roster", "migration", "soak")
-DEFAULT_SCENARIOS = SCENARIOS[:-1]      # the soak runs only when asked for: it takes minutes
+SCENARIOS = ("login", "messages", "idle", "roster", "migration", "soak", "archive")
+#: the soak and the archive run only when asked for: they take minutes
+DEFAULT_SCENARIOS = SCENARIOS[:-2]
 PASSWORD = login.PASSWORD
 QUICK = {"clients": 200, "messages": 50, "pace_seconds": 2.0, "idle": 500, "roster": 1000,
-         "contacts": 200}
+         "contacts": 200, "archive": 100000}
 FULL = {"clients": 500, "messages": 100, "pace_seconds": 10.0, "idle": 10000, "roster": 5000,
-        "contacts": 2000}
+        "contacts": 2000, "archive": 1000000}
+#: the name of the MAM-off xferd in the results
+NO_MAM = "xferd-mam-off"
 INSTALL_HINT = ("Install it (Debian/Ubuntu: apt-get install prosody prosody-modules) or pass "
                 "--no-prosody to measure xferd alone.")
 
@@ -121,6 +134,10 @@ def parse_args(argv):
                    help=f"roster items (default {FULL['roster']})")
     p.add_argument("--contacts", type=int, metavar="C",
                    help=f"contacts of the moving account (default {FULL['contacts']})")
+    p.add_argument("--archive", type=int, metavar="N",
+                   help=f"archived messages of the archive scenario (default {FULL['archive']:,})")
+    p.add_argument("--mam-off", action="store_true",
+                   help="also run xferd with MAM off in the login/messages phase")
     p.add_argument("--repeats", type=int, default=3,
                    help="repeats of login/messages/roster (default 3)")
     p.add_argument("--iterations", type=int,
@@ -139,7 +156,7 @@ def parse_args(argv):
     p.add_argument("--chart", metavar="FILE", help="write the PNG chart here")
     args = p.parse_args(argv)
     size = QUICK if args.quick else FULL
-    for key in ("clients", "messages", "pace_seconds", "idle", "roster", "contacts"):
+    for key in ("clients", "messages", "pace_seconds", "idle", "roster", "contacts", "archive"):
         if getattr(args, key) is None:
             setattr(args, key, size[key])
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -149,7 +166,7 @@ def parse_args(argv):
     if args.clients < 2:
         p.error("--clients must be at least 2")
     if min(args.repeats, args.idle, args.roster, args.contacts, args.messages,
-           args.idle_cycles) < 1:
+           args.idle_cycles, args.archive) < 1:
         p.error("--repeats, --idle, --idle-cycles, --roster, --contacts and --messages "
                 "must be at least 1")
     if args.soak_clients < 2 or args.soak_rate <= 0 or args.soak_seconds <= 0:
@@ -165,6 +182,8 @@ class Bench:
         self.args, self.tmp, self.iterations = args, tmp, iterations
         self.kinds = ["xferd"] + ([] if args.no_prosody else ["prosody"])
         self.results: dict = {"xferd": {"version": xferd_version()}}
+        if args.mam_off:                # in the core phase only
+            self.results[NO_MAM] = {"version": xferd_version()}
         if "prosody" in self.kinds:
             self.results["prosody"] = {"version": prosody_server.version() or "unknown"}
         self.failed = False
@@ -173,6 +192,8 @@ class Bench:
         folder = self.tmp / f"{name}-{kind}"
         if kind == "xferd":
             return XferdServer(folder, self.iterations)
+        if kind == NO_MAM:
+            return XferdServer(folder, self.iterations, overrides={"mam": {"enabled": False}})
         return ProsodyServer(folder, self.iterations)
 
     def failure(self, kind: str, section: str, server, exc: BaseException) -> None:
@@ -187,8 +208,9 @@ class Bench:
         args = self.args
         chosen = set(args.scenarios)
         servers = {}
+        kinds = self.kinds + ([NO_MAM] if args.mam_off else [])
         try:
-            for kind in self.kinds:
+            for kind in kinds:
                 server = self.make(kind, "core")
                 seeded = plain(server.domain, login.users(args.clients)) \
                     if chosen & {"login", "messages"} else []
@@ -199,7 +221,7 @@ class Bench:
                 servers[kind] = server
             for server in servers.values():
                 server.wait_ready()
-            runs: dict = {kind: {} for kind in self.kinds}
+            runs: dict = {kind: {} for kind in kinds}
             phases = []
             if chosen & {"login", "messages"}:
                 sections = [x for x in ("login", "messages") if x in chosen]
@@ -210,7 +232,7 @@ class Bench:
                 phases.append((self.roster_repeat, ["roster"]))
             for phase, sections in phases:
                 for r in range(args.repeats):
-                    order = self.kinds if r % 2 == 0 else self.kinds[::-1]
+                    order = kinds if r % 2 == 0 else kinds[::-1]
                     for kind in order:
                         server = servers[kind]
                         print(f"{kind}: {'/'.join(sections)}, repeat {r + 1}/{args.repeats} "
@@ -223,7 +245,7 @@ class Bench:
                             continue
                         for section, value in figures.items():
                             runs[kind].setdefault(section, []).append(value)
-            for kind in self.kinds:
+            for kind in kinds:
                 for section, values in runs[kind].items():
                     if "skipped" not in self.results[kind].get(section, {}):
                         self.results[kind][section] = report.summarise(values)
@@ -254,6 +276,18 @@ class Bench:
 
     async def roster_repeat(self, server) -> dict:
         return {"roster": await roster.measure(server, PASSWORD, self.args.roster)}
+
+    # -- a large archive: xferd only ------------------------------------------------------------
+    def archive(self) -> None:
+        server = None
+        try:
+            print(f"xferd: archive, {self.args.archive:,} messages", file=sys.stderr)
+            self.results["xferd"]["archive"] = archive.run(
+                lambda: self.make("xferd", "archive"), PASSWORD, self.args.archive)
+        except Exception as exc:                      # noqa: BLE001 — reported, run goes on
+            self.failure("xferd", "archive", server, exc)
+        if "prosody" in self.kinds:
+            self.results["prosody"]["archive"] = {"skipped": "xferd only"}
 
     # -- idle connections: a fresh server each --------------------------------------------------
     def idle(self) -> None:
@@ -382,7 +416,8 @@ def main(argv=None) -> int:
         bench = Bench(args, Path(tmp), iterations)
         timings = {}
         for group, chosen in (("core", {"login", "messages", "roster"}), ("idle", {"idle"}),
-                              ("migration", {"migration"}), ("soak", {"soak"})):
+                              ("migration", {"migration"}), ("soak", {"soak"}),
+                              ("archive", {"archive"})):
             if chosen & set(args.scenarios):
                 t = time.monotonic()
                 try:
@@ -408,6 +443,7 @@ def main(argv=None) -> int:
             "idle_cycles": args.idle_cycles, "soak_clients": args.soak_clients,
             "soak_rate": args.soak_rate, "soak_seconds": args.soak_seconds,
             "roster_items": args.roster, "contacts": args.contacts,
+            "archive_messages": args.archive, "mam_off_server": args.mam_off,
             "mechanism": "SCRAM-SHA-1", "iterations": iterations,
             "prosody_default_iterations": prosody_iterations,
             "prosody_default_iterations_source": iterations_source,

@@ -50,6 +50,16 @@ FIGURES = [
     ("transfer.half_updated_s", "XEP-0015: half of them updated", "s", "lower"),
     ("transfer.updated", "XEP-0015: contacts updated", "", "-"),
     ("transfer.tool_s", "XEP-0015: xferd transfer run", "s", "-"),
+    ("archive.messages", "archive: messages of one user", "", "-"),
+    ("archive.db_mb", "archive: database size", "MB", "-"),
+    ("archive.fill_msgs_per_s", "archive: import rate", "msgs/s", "-"),
+    ("archive.first_page_ms", "archive: first page (100)", "ms", "-"),
+    ("archive.last_page_ms", "archive: last page (<before/>)", "ms", "-"),
+    ("archive.with_last_page_ms", "archive: one contact's last page", "ms", "-"),
+    ("archive.after_id_middle_ms", "archive: page after an id mid-way", "ms", "-"),
+    ("archive.with_start_end_middle_ms", "archive: with+start/end mid-way", "ms", "-"),
+    ("archive.with_count_ms", "archive: count of one contact's", "ms", "-"),
+    ("archive.metadata_ms", "archive: metadata", "ms", "-"),
     ("soak.sessions", "soak: sessions", "", "-"),
     ("soak.delivered", "soak: messages delivered", "", "-"),
     ("soak.p99_ms", "soak: paced latency p99", "ms", "lower"),
@@ -162,7 +172,7 @@ def _cell(figures: dict, key: str) -> str:
 
 def table(document: dict) -> str:
     results, ratio = document["results"], document["ratios"]
-    servers = [s for s in ("xferd", "prosody") if s in results]
+    servers = [s for s in ("xferd", "xferd-mam-off", "prosody") if s in results]
     head = ["figure", "unit", *servers] + (["xferd/prosody", "better"] if ratio else [])
     rows = [head]
     for key, label, unit, better in FIGURES:

@@ -11,7 +11,11 @@ Two Prosody accounts chat (Prosody archives every message for both); then
     XMPP, so the tool writes a XEP-0227 file, which Prosody's own
     ``prosody-migrator`` (xep0227 driver, store ``archive-archive``) loads, and
     a MAM client on the new Prosody account sees the conversation;
-(c) ``xferd export --user`` of an account with an archive goes into Prosody
+(c) Prosody's own XEP-0227 export (``prosody-migrator`` internal → xep0227,
+    stores ``accounts`` and ``archive-archive``) is imported by ``xferd
+    import``: the account logs in to xferd and its MAM client sees the same
+    conversation as on Prosody, ids and timestamps included;
+(d) ``xferd export --user`` of an account with an archive goes into Prosody
     the same way (accounts and archive): the user logs in to Prosody with the
     old password and its MAM client sees every message, in order, with the
     xferd archive's ids and timestamps.
@@ -191,3 +195,26 @@ async def test_xferd_export_with_an_archive_loads_into_prosody(prosody_mam, make
         await client.close()
     assert seen == [(ann if n % 2 else contact, contact if n % 2 else ann, f"note {n}",
                      e.timestamp, e.id) for n, e in enumerate(kept)]
+
+
+async def test_prosody_export_with_an_archive_imports_into_xferd(prosody_mam, history,
+                                                                 make_server, tmp_path):
+    require_migrator()
+    files = tmp_path / "xep0227"
+    files.mkdir()
+    # accounts first: the xep0227 driver appends archive entries to an existing user file only
+    run_migrator(tmp_path, files, {"type": "internal", "path": prosody_mam.data_dir,
+                                   "hosts": {PROSODY_DOMAIN: ["accounts", "archive-archive"]}},
+                 {"type": "xep0227"})
+    server = make_server(domains=(PROSODY_DOMAIN,), start=False)
+    done = server.cli("import", "--init", str(files / f"{OLD}.xml"))
+    assert done.returncode == 0, done.stderr
+    assert f"imported 1 user (" in done.stderr and f"{MESSAGES} archived messages)" \
+        in done.stderr, done.stderr
+    server.start()
+    client = await login(server, f"{OLD}/r", "pw", client_cls=MamClient,
+                         mechanism="SCRAM-SHA-1")
+    try:
+        assert await conversation(client) == history
+    finally:
+        await client.close()

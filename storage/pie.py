@@ -705,6 +705,24 @@ def _account(name: str | None, host: str | None) -> JID | None:
         return None                       # parse_user reports it when the user ends
 
 
+def _archive_child(el, archive, user, account: JID | None, path: Path, warn: Warn,
+                   pending: list[ArchivedMessage]) -> None:
+    """A child of a user's ``<archive/>``, just ended: with *account* (the
+    archives are wanted), an entry is parsed into *pending* and anything else
+    skipped with a warning; either way it leaves the tree, so memory stays flat."""
+    if account is None or el.tag != pie_mam.RESULT:
+        if account is not None:
+            warn(f"{_where(path, el)}: skipped <{etree.QName(el).localname}/> in the archive")
+        el.clear()
+        archive.remove(el)
+        return
+    try:
+        pie_mam.read_entry(el, account, lambda e: _where(path, e), warn, pending.append)
+    except ValueError as exc:
+        raise PieError(path, getattr(exc, "line", None) or el.sourceline,
+                       f"user {user.get('name')!r}: {exc}") from None
+
+
 def _walk(path: Path, roots: tuple[str, ...], host: str | None, warn: Warn,
           iterations: int, open_files: set, archives: bool):
     real = path.resolve()
@@ -720,7 +738,6 @@ def _walk(path: Path, roots: tuple[str, ...], host: str | None, warn: Warn,
     users_open = 0                      # <user/> elements on the stack (a user's insides
     account: JID | None = None          # are read by parse_user, not here; the archive
     pending: list[ArchivedMessage] = []  # by pie_mam as each entry ends)
-    where = lambda el: _where(path, el)          # noqa: E731
     try:
         for event, el in context:
             if event == "start":
@@ -750,18 +767,10 @@ def _walk(path: Path, roots: tuple[str, ...], host: str | None, warn: Warn,
             is_user = _pie(el, "user")
             users_open -= is_user
             if users_open:
-                if (el.tag == pie_mam.RESULT and users_open == 1 and len(stack) >= 2
-                        and stack[-1].tag == pie_mam.ARCHIVE and _pie(stack[-2], "user")):
-                    # an archive entry: parsed now, dropped from the tree (flat memory)
-                    try:
-                        if archives and account is not None:
-                            pie_mam.read_entry(el, account, where, warn, pending.append)
-                        else:
-                            el.clear()
-                            stack[-1].remove(el)
-                    except ValueError as exc:
-                        raise PieError(path, getattr(exc, "line", None) or el.sourceline,
-                                       f"user {stack[-2].get('name')!r}: {exc}") from None
+                if (users_open == 1 and len(stack) >= 2 and stack[-1].tag == pie_mam.ARCHIVE
+                        and _pie(stack[-2], "user")):
+                    _archive_child(el, stack[-1], stack[-2], account if archives else None,
+                                   path, warn, pending)
                     if len(pending) >= pie_mam.BATCH:
                         yield ArchiveBatch(host, account.local, pending)
                         pending = []

@@ -144,6 +144,21 @@ async def test_a_bad_entry_stops_the_import_before_anything_is_written(make_serv
     assert server.cli("users").stdout.split() == []
 
 
+def test_what_cannot_be_an_entry_of_the_account_is_skipped_with_a_warning(tmp_path):
+    from storage import pie
+    path = tmp_path / "odd.xml"
+    foreign = _result(2).replace("to='dora@localhost'", "to='zed@localhost'")
+    _document(path, _result(1) + "<note xmlns='urn:example'>hi</note>" + foreign + _result(3))
+    warnings = []
+    entries = [e for item in pie.iter_document(path, warn=warnings.append)
+               if isinstance(item, pie.ArchiveBatch) for e in item.entries]
+    assert [e.source_id for e in entries] == ["id-1", "id-3"]
+    assert [w.split(": ", 1)[1] for w in warnings] == [
+        "skipped <note/> in the archive",
+        "skipped archive entry: archived message from 'eve@example.org/x' to "
+        "'zed@localhost' is not dora@localhost's"]
+
+
 #: reads the document named in argv[1]: prints entries seen and peak RSS growth (KiB)
 _PROBE = """
 import resource, sys

@@ -43,21 +43,18 @@ from lxml import etree
 
 from server.xmpp import timestamps
 from server.xmpp.jid import JID, JIDError
-from server.xmpp.namespaces import CLIENT_NS, DELAY_NS, PIE_MAM_NS
+from server.xmpp.namespaces import (CLIENT_NS, DELAY_NS, FORWARD_NS, MAM_NS, PIE_MAM_NS,
+                                    STANZA_ID_NS)
 from server.xmpp.stanza import from_text, to_text
 
 from .api import ArchivedMessage
-
-MAM_NS = "urn:xmpp:mam:2"                   # XEP-0313
-FORWARD_NS = "urn:xmpp:forward:0"           # XEP-0297
-SID_NS = "urn:xmpp:sid:0"                   # XEP-0359
 
 ARCHIVE = f"{{{PIE_MAM_NS}}}archive"
 RESULT = f"{{{MAM_NS}}}result"
 FORWARDED = f"{{{FORWARD_NS}}}forwarded"
 DELAY = f"{{{DELAY_NS}}}delay"
 MESSAGE = f"{{{CLIENT_NS}}}message"
-STANZA_ID = f"{{{SID_NS}}}stanza-id"
+STANZA_ID = f"{{{STANZA_ID_NS}}}stanza-id"
 
 #: entries per storage transaction (import) and per storage read (export)
 BATCH = 500

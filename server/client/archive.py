@@ -23,15 +23,10 @@ from typing import AsyncIterator
 
 from ..xmpp import timestamps
 from ..xmpp.jid import JID, JIDError
-from ..xmpp.namespaces import CLIENT_NS, DELAY_NS
+from ..xmpp.namespaces import DELAY_NS, DISCO_INFO_NS, FORWARD_NS, MAM_NS, RSM_NS
+from ..xmpp.namespaces import MAM_IMPORT_NS as IMPORT_NS
 from ..xmpp.stanza import E, MESSAGE, iq, new_id, sub
 from .connection import Connection, IQError
-
-MAM_NS = "urn:xmpp:mam:2"                       # XEP-0313
-RSM_NS = "http://jabber.org/protocol/rsm"       # XEP-0059
-FORWARD_NS = "urn:xmpp:forward:0"               # XEP-0297
-DISCO_INFO_NS = "http://jabber.org/protocol/disco#info"
-IMPORT_NS = "urn:xferd:mam-import:0"            # xferd's history import
 
 #: results asked for per page (the server may send fewer)
 PAGE_SIZE = 100
@@ -184,5 +179,5 @@ async def import_page(client: Connection, source: str, items: list[ArchivedResul
     return int(added)
 
 
-__all__ = ["ArchiveError", "ArchivedResult", "CLIENT_NS", "IMPORT_NS", "MAM_NS", "Page",
+__all__ = ["ArchiveError", "ArchivedResult", "IMPORT_NS", "MAM_NS", "Page",
            "count", "features", "import_page", "page", "pages", "result_element"]

@@ -59,7 +59,6 @@ log = logging.getLogger("xferd.migrate")
 
 #: a progress line every this many messages
 PROGRESS_EVERY = 1000
-SID_NS = "urn:xmpp:sid:0"
 
 
 def default_file(state_path: Path, old: JID, new: JID) -> Path:
@@ -71,7 +70,7 @@ def rehome(item: ArchivedResult, old: JID, new: JID) -> ArchivedResult | None:
     """*item* for the new account (module docstring); None if it is neither
     from nor to the old account (no archive of the new one could hold it)."""
     message = rehome_message(item.message, old, new)
-    for sid in message.findall(f"{{{SID_NS}}}stanza-id"):
+    for sid in message.findall(pie_mam.STANZA_ID):
         if sid.get("by") in (str(old), str(new)):
             message.remove(sid)
     ends = set()

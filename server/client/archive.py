@@ -26,7 +26,7 @@ from ..xmpp.jid import JID, JIDError
 from ..xmpp.namespaces import DELAY_NS, DISCO_INFO_NS, FORWARD_NS, MAM_NS, RSM_NS
 from ..xmpp.namespaces import MAM_IMPORT_NS as IMPORT_NS
 from ..xmpp.stanza import E, MESSAGE, iq, new_id, sub
-from .connection import Connection, IQError
+from .connection import ClientError, Connection, IQError
 
 #: results asked for per page (the server may send fewer)
 PAGE_SIZE = 100
@@ -36,8 +36,11 @@ PAGE_LIMIT = 1000
 IMPORT_MAX = 100
 
 
-class ArchiveError(Exception):
+class ArchiveError(ClientError):
     """The archive's answers do not make sense (no progress, a page too big)."""
+
+    def __init__(self, text: str):
+        super().__init__("archive-error", text)
 
 
 @dataclass

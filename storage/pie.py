@@ -853,7 +853,10 @@ async def import_file(store, path, *, hosts, dry_run: bool = False, iterations: 
             summary.skipped += 1
             summary.skipped_users.append(jid)
             summary.warnings += 1
-            warn(f"{jid} already exists (or was deleted after moving): skipped")
+            history = archived.get((host, username), 0)
+            warn(f"{jid} already exists (or was deleted after moving): skipped"
+                 + (f" (`xferd import --history-only` adds its {history} archived "
+                    "messages)" if history else ""))
         if progress and (summary.users + summary.skipped) % every == 0:
             progress(summary.users + summary.skipped)
     if not dry_run and any(archived.get(key) for key in created_users):

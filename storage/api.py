@@ -10,6 +10,7 @@ Users are addressed by ``(host, username)`` with both parts already prepared
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterable, Mapping, Protocol
 
@@ -330,6 +331,12 @@ class PortableStore(Protocol):
         (and nothing written) if the account exists or left a tombstone."""
 
 
+def new_archive_id() -> str:
+    """A fresh archive id: 16 URL-safe characters, 96 random bits —
+    unpredictable and never reused (XEP-0313 §3.1)."""
+    return secrets.token_urlsafe(12)
+
+
 @dataclass
 class ArchivedMessage:
     """One entry of a user's message archive (XEP-0313 §3.1)."""
@@ -397,6 +404,12 @@ class ArchiveStore(Protocol):
                               entry: ArchivedMessage) -> bool:
         """Add one live entry (``entry.id`` "" = assign a new id, written back
         into *entry*); False (nothing written) if there is no such account."""
+
+    async def archive_messages(self, host: str,
+                               entries: list[tuple[str, ArchivedMessage]]) -> int:
+        """Add live entries of several users, ``(username, entry)``, in one
+        transaction (ids as :meth:`archive_message`); those of accounts that do
+        not exist are skipped; returns how many were added."""
 
     async def import_archive(self, host: str, username: str,
                              entries: list[ArchivedMessage]) -> int:

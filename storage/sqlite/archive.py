@@ -5,28 +5,24 @@ Entries are ordered by ``(timestamp, seq)``; every bound of a query is a
 range on one of the indexes of schema version 7 (by time, or by contact then
 time), so a page costs a few index steps however large the archive
 (``scripts/bench --scenarios archive`` measures a million entries). Ids are
-96 random bits, URL-safe: unpredictable and never reused (XEP-0313 §3.1).
+``storage.api.new_archive_id``'s: unpredictable and never reused (XEP-0313 §3.1).
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 from typing import AsyncIterator
 
 from ..api import (ArchivedMessage, ArchiveItemNotFound, ArchivePage, ArchivePrefs,
-                   ArchiveQuery)
+                   ArchiveQuery, new_archive_id)
 from .engine import _all, _one
 
 _USER = "host = ? AND username = ?"
 _COLUMNS = "id, timestamp, with_jid, stanza, source, source_id, with_resource"
-_INSERT = ("INSERT OR IGNORE INTO archive (host, username, id, timestamp, with_jid, "
-           "with_resource, stanza, source, source_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
-
-
-def new_archive_id() -> str:
-    """A fresh archive id: 16 URL-safe characters (96 random bits)."""
-    return secrets.token_urlsafe(12)
+_INSERT_COLUMNS = ("INSERT OR IGNORE INTO archive (host, username, id, timestamp, with_jid, "
+                   "with_resource, stanza, source, source_id)")
+_INSERT = f"{_INSERT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_SELECT = f"{_INSERT_COLUMNS} SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?"
 
 
 class ArchiveMixin:
@@ -34,13 +30,20 @@ class ArchiveMixin:
 
     async def archive_message(self, host: str, username: str,
                               entry: ArchivedMessage) -> bool:
-        entry.id = entry.id or new_archive_id()
+        return await self.archive_messages(host, [(username, entry)]) == 1
+
+    async def archive_messages(self, host: str,
+                               entries: list[tuple[str, ArchivedMessage]]) -> int:
+        for _, entry in entries:
+            entry.id = entry.id or new_archive_id()
+        rows = [(*_row(host, username, e), host, username) for username, e in entries]
 
         def write(db):
-            if not _one(db, f"SELECT 1 FROM accounts WHERE {_USER}", (host, username)):
-                return False
-            db.execute(_INSERT, _row(host, username, entry))
-            return True
+            before = db.total_changes
+            # one statement for them all; an entry of an account that is gone is skipped
+            db.executemany(f"{_INSERT_SELECT} WHERE EXISTS (SELECT 1 FROM accounts WHERE "
+                           f"{_USER})", rows)
+            return db.total_changes - before
         return await self._write(write)
 
     async def import_archive(self, host: str, username: str,

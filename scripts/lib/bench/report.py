@@ -59,6 +59,7 @@ FIGURES = [
     ("archive.after_id_middle_ms", "archive: page after an id mid-way", "ms", "-"),
     ("archive.with_start_end_middle_ms", "archive: with+start/end mid-way", "ms", "-"),
     ("archive.with_count_ms", "archive: count of one contact's", "ms", "-"),
+    ("archive.count_all_ms", "archive: count of all", "ms", "-"),
     ("archive.metadata_ms", "archive: metadata", "ms", "-"),
     ("soak.sessions", "soak: sessions", "", "-"),
     ("soak.delivered", "soak: messages delivered", "", "-"),

@@ -198,6 +198,10 @@ def _parser() -> argparse.ArgumentParser:
         "anything is written; existing accounts are skipped.", database=True, init=True)
     imp.add_argument("file", type=configuration.caller_path, help="the document (main.xml of a host export, or a single file)")
     imp.add_argument("--dry-run", action="store_true", help="check the file, write nothing")
+    imp.add_argument("--history-only", action="store_true",
+                     help="add the message archives in the file to the accounts here that "
+                          "exist already (e.g. the file of xferd migrate --history); "
+                          "nothing else is imported")
     progress_every(imp)
     import_as_arguments(imp)
 
@@ -521,7 +525,8 @@ def cmd_export(conf, args) -> int:
         async def work(store):
             try:
                 return await pie.export_user(store, jid.domain, jid.local, Path(args.output),
-                                             dialect=args.dialect, first=first)
+                                             dialect=args.dialect, first=first,
+                                             note=lambda m: _stderr(f"export: {m}"))
             except LookupError as exc:
                 raise CommandError(str(exc)) from None
         what = str(jid)
@@ -537,7 +542,8 @@ def cmd_export(conf, args) -> int:
         async def work(store):
             return await pie.export_host(store, host, Path(args.output), dialect=args.dialect,
                                          first=first, progress=progress,
-                                         every=max(1, args.progress_every))
+                                         every=max(1, args.progress_every),
+                                         note=lambda m: _stderr(f"export: {m}"))
         what = host
     try:
         summary = asyncio.run(_with_storage(conf, work))
@@ -576,9 +582,13 @@ def cmd_import(conf, args) -> int:
     problem = import_as.check_arguments(args)
     if problem:
         raise CommandError(problem)
+    if args.history_only and args.as_jid is not None:
+        raise CommandError("--history-only does not go with --as")
     if args.as_jid is not None:
         return _import_as(conf, args)
     started = time.monotonic()
+    if args.history_only:
+        return _import_history(conf, args, started)
 
     def progress(done: int) -> None:
         _stderr(f"import: {counted(done, 'user')}")
@@ -588,7 +598,8 @@ def cmd_import(conf, args) -> int:
                                      dry_run=args.dry_run,
                                      iterations=conf.auth.scram_iterations,
                                      warn=lambda m: _stderr(f"warning: {m}"),
-                                     progress=progress, every=max(1, args.progress_every))
+                                     progress=progress, every=max(1, args.progress_every),
+                                     note=_stderr)
     try:
         summary = asyncio.run(_with_storage(conf, work))
     except pie.PieError as exc:
@@ -604,6 +615,27 @@ def cmd_import(conf, args) -> int:
                 "only (as "
                 "Prosody and ejabberd keep them): they log in with SCRAM-SHA-1 or PLAIN, and "
                 "their first PLAIN login (or xferd passwd) adds SCRAM-SHA-256")
+    return 0
+
+
+def _import_history(conf, args, started: float) -> int:
+    """``xferd import FILE --history-only``: archives into existing accounts."""
+    from storage import pie
+
+    async def work(store):
+        return await pie.import_history(store, args.file, hosts=list(conf.hosts),
+                                        dry_run=args.dry_run,
+                                        warn=lambda m: _stderr(f"warning: {m}"), note=_stderr)
+    try:
+        added, accounts = asyncio.run(_with_storage(conf, work))
+    except pie.PieError as exc:
+        raise CommandError(f"{exc} (nothing imported)") from None
+    except OSError as exc:
+        raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    verb = "would add" if args.dry_run else "added"
+    _stderr(f"{verb} {counted(added, 'archived message')} to "
+            f"{counted(len(accounts), 'account')} ({', '.join(accounts) or 'none'}) "
+            f"in {time.monotonic() - started:.1f} s")
     return 0
 
 
@@ -623,12 +655,14 @@ def _import_as(conf, args) -> int:
             else None
         if args.dry_run:
             rehomed = import_as.rehome(data, old, new)
+            rehomed.archived = sum(len(item.entries) for item in pie.iter_document(
+                args.file, warn=lambda _: None) if isinstance(item, pie.ArchiveBatch))
             for line in import_as.describe(rehomed, old, new, created=True):
                 _stderr(line.replace("imported", "would import", 1))
             return 0
 
         async def work(store):
-            return await import_as.import_as(store, old, new, data)
+            return await import_as.import_as(store, old, new, data, args.file, note=_stderr)
         rehomed, created = asyncio.run(_with_storage(conf, work))
     except pie.PieError as exc:
         raise CommandError(f"{exc} (nothing imported)") from None

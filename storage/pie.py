@@ -33,9 +33,12 @@ SCRAM values base64-encoded twice, its legacy namespace and ``password='scram:�
 writes); Prosody's pending request written without a namespace, its extra
 account fields as attributes and its ``<query version>`` (both ignored), and
 PEP forms listing unset options with no value.
-What xferd cannot keep (privacy rules other than blocking, MAM archives,
-SCRAM-SHA-512 keys) is skipped with a warning; so is an account left
-without usable credentials. The blocklist travels as XEP-0191 §7 has it: a
+Message archives (``urn:xmpp:pie:0#mam``, as Prosody writes them) travel
+too, streamed entry by entry (storage/pie_mam.py): import is then three
+passes, the third adding the archives of the accounts the second created.
+What xferd cannot keep (privacy rules other than blocking, SCRAM-SHA-512
+keys) is skipped with a warning; so is an account left without usable
+credentials. The blocklist travels as XEP-0191 §7 has it: a
 default privacy list of JIDs denied everything.
 """
 
@@ -58,7 +61,7 @@ from server.wording import counted
 from server.xmpp import timestamps
 from server.xmpp.jid import JID, JIDError, nameprep
 from server.xmpp.namespaces import (
-    CLIENT_NS, DATA_NS, DELAY_NS, PIE_MAM_NS, PIE_NS, PRIVACY_NS, PRIVATE_NS, PUBSUB_NS,
+    CLIENT_NS, DATA_NS, DELAY_NS, PIE_NS, PRIVACY_NS, PRIVATE_NS, PUBSUB_NS,
     ROSTER_NS, VCARD_NS, XI_NS)
 from server.xmpp.namespaces import PIE_LEGACY_NS as LEGACY_NS      # ejabberd, older Prosody
 from server.xmpp.namespaces import PIE_SCRAM_NS as SCRAM_NS
@@ -69,16 +72,16 @@ from server.xmpp.sasl import MECHANISMS_SCRAM, ScramCredentials, make_all_creden
 from server.xmpp.sasl import portable_salt
 from server.xmpp.stanza import from_text, to_text
 
-from . import pie_ejabberd
-from .api import SUBSCRIPTIONS, PepItem, PepNode, RosterItem, UserData
+from . import pie_ejabberd, pie_mam
+from .api import SUBSCRIPTIONS, ArchivedMessage, PepItem, PepNode, RosterItem, UserData
 
 _HASH_SIZES = {"SCRAM-SHA-1": hashlib.sha1().digest_size,
                "SCRAM-SHA-256": hashlib.sha256().digest_size}
 
 #: ejabberd's hash names in ``password='scram:HASH,…'``
 _LEGACY_HASHES = {"sha": "SCRAM-SHA-1", "sha256": "SCRAM-SHA-256", "sha512": "SCRAM-SHA-512"}
-#: user data that XEP-0227 carries and xferd has no store for: skipped with a warning
-_NOT_KEPT = {f"{{{PIE_MAM_NS}}}archive": "message archive (XEP-0313)"}
+#: said of an account without usable credentials (not a concern of --history-only)
+NO_CREDENTIALS = "has no credentials xferd can use"
 #: the privacy list our blocklist is exported as (ejabberd's mod_blocking name)
 BLOCKLIST_NAME = "Blocked contacts"
 
@@ -188,7 +191,7 @@ def user_element(host: str, username: str, data: UserData, *,
     return user
 
 
-def _create(path: Path):
+def create_file(path: Path):
     """Open *path* for writing, readable by its owner only (XEP-0227 §6)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)                 # an existing file keeps its mode otherwise
@@ -208,6 +211,7 @@ class Summary:
     pep_items: int = 0
     warnings: int = 0
     blocked: int = 0
+    archived: int = 0           # archived messages (XEP-0313), storage/pie_mam.py
     #: exported accounts with a salt Prosody's SQL storage cuts: (JID, mechanisms)
     zero_byte_salts: list[tuple[str, list[str]]] = field(default_factory=list)
     sha1_only: int = 0          # accounts with SCRAM-SHA-1 keys only (Prosody keeps no others)
@@ -232,23 +236,53 @@ class Summary:
                 f"{counted(self.offline, 'offline message')}, "
                 f"{counted(self.private, 'private fragment')}, {counted(self.vcards, 'vCard')}, "
                 f"{counted(self.pep_nodes, 'PEP node')} with {counted(self.pep_items, 'item')}, "
-                f"{counted(self.blocked, 'blocked JID')})")
+                f"{counted(self.blocked, 'blocked JID')}, "
+                f"{counted(self.archived, 'archived message')})")
+
+
+async def write_user(xf, store, host: str, username: str, user, dialect: str,
+                     archive_progress: Callable[[int], None] | None = None) -> int:
+    """Write the ``<user/>`` element *user* into *xf*, followed inside it by
+    the account's message archive read from *store* entry by entry
+    (storage/pie_mam.py); returns how many archived messages were written.
+    The ejabberd dialect carries no archive (ejabberd's import has no such part)."""
+    with xf.element(user.tag, dict(user.attrib), nsmap={None: PIE_NS}):
+        for child in user:
+            xf.write("\n", child)
+        written = 0
+        if dialect != pie_ejabberd.DIALECT and hasattr(store, "iter_archive"):
+            written = await pie_mam.write_archive(
+                xf, store.iter_archive(host, username, batch=pie_mam.BATCH),
+                progress=archive_progress)
+        xf.write("\n")
+    return written
+
+
+def _archive_progress(progress, jid: str):
+    """An archive progress callback naming the account, if there is *progress*."""
+    return (lambda n: progress(f"{jid}: {counted(n, 'archived message')}")) if progress else None
 
 
 async def export_user(store, host: str, username: str, path: Path, *,
                       dialect: str = pie_ejabberd.STANDARD,
-                      first: str = "SCRAM-SHA-1") -> Summary:
-    """One account as a self-contained document: server-data → host → user."""
+                      first: str = "SCRAM-SHA-1",
+                      note: Callable[[str], None] | None = None) -> Summary:
+    """One account as a self-contained document: server-data → host → user.
+    ``note(text)`` is told of the archive's progress (long archives)."""
     data = await store.export_user(host, username)
     if data is None:
         raise LookupError(f"{username}@{host} does not exist")
     summary = Summary()
-    with _create(Path(path)) as out, etree.xmlfile(out, encoding="utf-8") as xf:
+    with create_file(Path(path)) as out, etree.xmlfile(out, encoding="utf-8") as xf:
         xf.write_declaration()
         with xf.element(_q(PIE_NS, "server-data"), nsmap={None: PIE_NS}):
             with xf.element(_q(PIE_NS, "host"), {"jid": host}):
-                xf.write("\n", user_element(host, username, data, dialect=dialect, first=first),
-                         "\n")
+                xf.write("\n")
+                summary.archived += await write_user(
+                    xf, store, host, username,
+                    user_element(host, username, data, dialect=dialect, first=first), dialect,
+                    _archive_progress(note, f"{username}@{host}"))
+                xf.write("\n")
             xf.write("\n")
     note_zero_byte_salts(summary, host, username, data)
     summary.count(data)
@@ -270,7 +304,7 @@ def user_filename(username: str) -> str:
 async def export_host(store, host: str, directory: Path, *,
                       dialect: str = pie_ejabberd.STANDARD, first: str = "SCRAM-SHA-1",
                       progress: Callable[[int, int], None] | None = None,
-                      every: int = 1000) -> Summary:
+                      every: int = 1000, note: Callable[[str], None] | None = None) -> Summary:
     """A whole host in the XInclude layout under *directory*.
 
     XEP-0227 §5: ``main.xml`` → ``<host>.xml`` → one file per user. Dialect
@@ -285,13 +319,13 @@ async def export_host(store, host: str, directory: Path, *,
         users_dir = directory / user_filename(host)[:-4]
         users_dir.mkdir(mode=0o700, exist_ok=True)
         host_file = users_dir.name + ".xml"
-    with _create(directory / "main.xml") as out, etree.xmlfile(out, encoding="utf-8") as xf:
+    with create_file(directory / "main.xml") as out, etree.xmlfile(out, encoding="utf-8") as xf:
         xf.write_declaration()
         with xf.element(_q(PIE_NS, "server-data"), nsmap={None: PIE_NS, "xi": XI_NS}):
             xf.write("\n", _include(quote(host_file)), "\n")
     usernames = await store.list_users(host)
     summary = Summary()
-    with _create(directory / host_file) as out, etree.xmlfile(out, encoding="utf-8") as xf:
+    with create_file(directory / host_file) as out, etree.xmlfile(out, encoding="utf-8") as xf:
         xf.write_declaration()
         with xf.element(_q(PIE_NS, "host"), {"jid": host}, nsmap={None: PIE_NS, "xi": XI_NS}):
             for username in usernames:
@@ -299,14 +333,18 @@ async def export_host(store, host: str, directory: Path, *,
                 if data is None:
                     continue                     # deleted while we were exporting
                 element = user_element(host, username, data, dialect=dialect, first=first)
+                archive_progress = _archive_progress(note, f"{username}@{host}")
                 if users_dir is None:
-                    xf.write("\n", element)
+                    xf.write("\n")
+                    summary.archived += await write_user(xf, store, host, username, element,
+                                                         dialect, archive_progress)
                 else:
                     name = user_filename(username)
-                    with _create(users_dir / name) as user_out, \
+                    with create_file(users_dir / name) as user_out, \
                             etree.xmlfile(user_out, encoding="utf-8") as user_xf:
                         user_xf.write_declaration()
-                        user_xf.write(element)
+                        summary.archived += await write_user(user_xf, store, host, username,
+                                                             element, dialect, archive_progress)
                     xf.write("\n", _include(quote(f"{users_dir.name}/{name}")))
                 summary.count(data)
                 summary.lacking_first += first not in data.credentials
@@ -604,9 +642,8 @@ def parse_user(user, host: str, path, warn: Warn, *, iterations: int = 4096
                         items.setdefault(name, []).append(
                             PepItem(item.get("id") or str(len(items.get(name, ()))),
                                     to_text(payload[0])))
-            elif tag in _NOT_KEPT:
-                warn(f"{where(child)}: skipped {_describe(child)} of {username}@{host}, the "
-                     f"{_NOT_KEPT[tag]} with {len(child)} entries: xferd has no such store")
+            elif tag == pie_mam.ARCHIVE:
+                pass                     # read entry by entry as it was parsed (_walk)
             else:
                 warn(f"{where(child)}: skipped unknown element {_describe(child)} "
                      f"of {username}@{host}")
@@ -614,7 +651,7 @@ def parse_user(user, host: str, path, warn: Warn, *, iterations: int = 4096
         raise PieError(path, getattr(exc, "line", None) or user.sourceline,
                        f"user {user.get('name')!r}: {exc}") from None
     if not data.credentials:
-        warn(f"{where(user)}: {username}@{host} has no credentials xferd can use: nobody can "
+        warn(f"{where(user)}: {username}@{host} {NO_CREDENTIALS}: nobody can "
              f"log in until `xferd passwd {username}@{host}`")
     for name in items:
         if name not in nodes:
@@ -637,14 +674,57 @@ def _include_path(path: Path, el) -> Path:
     return path.parent / relative
 
 
+@dataclass
+class ArchiveBatch:
+    """Up to ``pie_mam.BATCH`` archived messages of one account, in file order."""
+    host: str
+    username: str
+    entries: list[ArchivedMessage]
+
+
 def iter_users(path, *, warn: Warn, iterations: int = 4096,
                ) -> Iterator[tuple[str, str, UserData]]:
-    """(host, username, data) for every user of the document at *path*, streaming."""
-    yield from _walk(Path(path), ("server-data",), None, warn, iterations, set())
+    """(host, username, data) for every user of the document at *path*,
+    streaming; message archives are passed over unread."""
+    for item in _walk(Path(path), ("server-data",), None, warn, iterations, set(), False):
+        if not isinstance(item, ArchiveBatch):
+            yield item
+
+
+def iter_document(path, *, warn: Warn, iterations: int = 4096,
+                  ) -> Iterator[tuple[str, str, UserData] | ArchiveBatch]:
+    """As :func:`iter_users`, and each account's archive too: its
+    :class:`ArchiveBatch` items come before the account's own tuple."""
+    yield from _walk(Path(path), ("server-data",), None, warn, iterations, set(), True)
+
+
+def _account(name: str | None, host: str | None) -> JID | None:
+    try:
+        return JID.parse(f"{name or ''}@{host}") if host else None
+    except JIDError:
+        return None                       # parse_user reports it when the user ends
+
+
+def _archive_child(el, archive, user, account: JID | None, path: Path, warn: Warn,
+                   pending: list[ArchivedMessage]) -> None:
+    """A child of a user's ``<archive/>``, just ended: with *account* (the
+    archives are wanted), an entry is parsed into *pending* and anything else
+    skipped with a warning; either way it leaves the tree, so memory stays flat."""
+    if account is None or el.tag != pie_mam.RESULT:
+        if account is not None:
+            warn(f"{_where(path, el)}: skipped <{etree.QName(el).localname}/> in the archive")
+        el.clear()
+        archive.remove(el)
+        return
+    try:
+        pie_mam.read_entry(el, account, lambda e: _where(path, e), warn, pending.append)
+    except ValueError as exc:
+        raise PieError(path, getattr(exc, "line", None) or el.sourceline,
+                       f"user {user.get('name')!r}: {exc}") from None
 
 
 def _walk(path: Path, roots: tuple[str, ...], host: str | None, warn: Warn,
-          iterations: int, open_files: set) -> Iterator[tuple[str, str, UserData]]:
+          iterations: int, open_files: set, archives: bool):
     real = path.resolve()
     if real in open_files:
         raise PieError(path, None, "xi:include loop")
@@ -656,11 +736,15 @@ def _walk(path: Path, roots: tuple[str, ...], host: str | None, warn: Warn,
                               remove_comments=True, remove_pis=True)
     stack: list = []
     users_open = 0                      # <user/> elements on the stack (a user's insides
-    try:                                # are read by parse_user, not here)
+    account: JID | None = None          # are read by parse_user, not here; the archive
+    pending: list[ArchivedMessage] = []  # by pie_mam as each entry ends)
+    try:
         for event, el in context:
             if event == "start":
                 is_user = _pie(el, "user")
                 users_open += is_user
+                if is_user and users_open == 1:
+                    account = _account(el.get("name"), host)
                 if users_open > is_user:
                     stack.append(el)
                     continue
@@ -683,19 +767,31 @@ def _walk(path: Path, roots: tuple[str, ...], host: str | None, warn: Warn,
             is_user = _pie(el, "user")
             users_open -= is_user
             if users_open:
+                if (users_open == 1 and len(stack) >= 2 and stack[-1].tag == pie_mam.ARCHIVE
+                        and _pie(stack[-2], "user")):
+                    _archive_child(el, stack[-1], stack[-2], account if archives else None,
+                                   path, warn, pending)
+                    if len(pending) >= pie_mam.BATCH:
+                        yield ArchiveBatch(host, account.local, pending)
+                        pending = []
                 continue                                  # parsed with its user
             parent = stack[-1] if stack else None
             if is_user:
                 if host is None:
                     raise PieError(path, el.sourceline, "<user/> outside of <host/>")
                 username, data = parse_user(el, host, path, warn, iterations=iterations)
+                if pending:
+                    yield ArchiveBatch(host, username, pending)
+                    pending = []
                 yield host, username, data
             elif el.tag == _q(XI_NS, "include") and parent is not None:
                 target = _include_path(path, el)
                 if _pie(parent, "server-data"):
-                    yield from _walk(target, ("host",), None, warn, iterations, open_files)
+                    yield from _walk(target, ("host",), None, warn, iterations, open_files,
+                                     archives)
                 elif _pie(parent, "host"):
-                    yield from _walk(target, ("user",), host, warn, iterations, open_files)
+                    yield from _walk(target, ("user",), host, warn, iterations, open_files,
+                                     archives)
             elif parent is not None and not _pie(el, "host"):
                 warn(f"{_where(path, el)}: skipped unknown element "
                      f"<{etree.QName(el).localname}/> in <{etree.QName(parent).localname}/>")
@@ -711,26 +807,37 @@ def _walk(path: Path, roots: tuple[str, ...], host: str | None, warn: Warn,
 
 async def import_file(store, path, *, hosts, dry_run: bool = False, iterations: int = 4096,
                       warn: Warn, progress: Callable[[int], None] | None = None,
-                      every: int = 1000) -> Summary:
+                      every: int = 1000, note: Callable[[str], None] | None = None,
+                      ) -> Summary:
     """Import every user of the document at *path* into *store*.
 
     Pass 1 checks the whole document (raising :class:`PieError`) and writes
     nothing; unless *dry_run*, pass 2 creates each new account with all its
-    data in one transaction. Existing accounts are skipped with a warning.
+    data in one transaction, and pass 3 adds the message archives of the
+    accounts pass 2 created, ``pie_mam.BATCH`` entries per transaction
+    (``note(text)`` tells how far it got). Existing accounts are skipped with
+    a warning, their archive too.
     """
     checked = Summary()
     warnings = []
 
-    def note(message: str) -> None:
+    def noted(message: str) -> None:
         warnings.append(message)
         warn(message)
 
-    for host, username, data in iter_users(path, warn=note, iterations=iterations):
+    archived: dict[tuple[str, str], int] = {}
+    for item in iter_document(path, warn=noted, iterations=iterations):
+        if isinstance(item, ArchiveBatch):
+            key = (item.host, item.username)
+            archived[key] = archived.get(key, 0) + len(item.entries)
+            continue
+        host, username, data = item
         if host not in hosts:
             raise PieError(path, None, f"host {host} is not served by this server "
                                        f"(hosts: {', '.join(hosts)})")
         checked.count(data)
     summary = Summary(warnings=len(warnings))
+    created_users: set[tuple[str, str]] = set()
     for host, username, data in iter_users(path, warn=lambda _: None, iterations=iterations):
         jid = f"{username}@{host}"
         if dry_run:
@@ -740,11 +847,68 @@ async def import_file(store, path, *, hosts, dry_run: bool = False, iterations: 
             created = await store.import_user(host, username, data)
         if created:
             summary.count(data)
+            summary.archived += archived.get((host, username), 0)
+            created_users.add((host, username))
         else:
             summary.skipped += 1
             summary.skipped_users.append(jid)
             summary.warnings += 1
-            warn(f"{jid} already exists (or was deleted after moving): skipped")
+            history = archived.get((host, username), 0)
+            warn(f"{jid} already exists (or was deleted after moving): skipped"
+                 + (f" (`xferd import --history-only` adds its {history} archived "
+                    "messages)" if history else ""))
         if progress and (summary.users + summary.skipped) % every == 0:
             progress(summary.users + summary.skipped)
+    if not dry_run and any(archived.get(key) for key in created_users):
+        summary.archived = await import_archives(store, path, created_users, iterations,
+                                                 note=note)
     return summary
+
+
+async def import_archives(store, path, accounts: set[tuple[str, str]], iterations: int = 4096,
+                          *, rehome: Callable[[ArchivedMessage], ArchivedMessage] | None = None,
+                          into: tuple[str, str] | None = None,
+                          note: Callable[[str], None] | None = None,
+                          every: int = 10000) -> int:
+    """Store the archives of *accounts* ((host, username) pairs) from the
+    document at *path* (checked before), batch by batch; *rehome* changes each
+    entry on the way and *into* names the account they go to instead (``import
+    --as``). Returns how many entries were added (re-imported ones are not)."""
+    added = seen = 0
+    for item in iter_document(path, warn=lambda _: None, iterations=iterations):
+        if not isinstance(item, ArchiveBatch) or (item.host, item.username) not in accounts:
+            continue
+        entries = [rehome(e) for e in item.entries] if rehome else item.entries
+        host, username = into or (item.host, item.username)
+        added += await store.import_archive(host, username, entries)
+        before, seen = seen, seen + len(entries)
+        if note and seen // every > before // every:
+            note(f"import: {counted(seen, 'archived message')} of {username}@{host}")
+    return added
+
+
+async def import_history(store, path, *, hosts, dry_run: bool = False, warn: Warn,
+                         note: Callable[[str], None] | None = None) -> tuple[int, list[str]]:
+    """Only the message archives of the document at *path*, into the accounts
+    of this server that exist (``xferd import --history-only``); the others
+    are reported and left out. Checked whole first, as :func:`import_file`.
+    Returns (entries added, or with *dry_run* entries found, and the accounts)."""
+    found: dict[tuple[str, str], int] = {}
+    # the accounts are there already: a file holding only archives is what is expected
+    for item in iter_document(path, warn=lambda m: NO_CREDENTIALS in m or warn(m)):
+        if isinstance(item, ArchiveBatch):
+            key = (item.host, item.username)
+            found[key] = found.get(key, 0) + len(item.entries)
+        elif item[0] not in hosts:
+            raise PieError(path, None, f"host {item[0]} is not served by this server "
+                                       f"(hosts: {', '.join(hosts)})")
+    accounts = set()
+    for host, username in found:
+        if await store.user_exists(host, username):
+            accounts.add((host, username))
+        else:
+            warn(f"{username}@{host} does not exist here: its archive is left out")
+    names = sorted(f"{username}@{host}" for host, username in accounts)
+    if dry_run:
+        return sum(found[key] for key in accounts), names
+    return await import_archives(store, path, accounts, note=note), names

@@ -224,8 +224,11 @@ class ProsodyProcess(PeerFiles):
 
     def __init__(self, workdir: Path, domain: str = PROSODY_DOMAIN, *,
                  dns_port: int | None = None, settings: dict | None = None,
-                 sql: bool = False):
+                 sql: bool = False, modules: tuple[str, ...] = ()):
         self.workdir = workdir
+        #: loaded besides MODULES, e.g. ("mam",): Prosody's mod_mam archiving every
+        #: one-to-one message, kept for ever (archive_expires_after "never")
+        self.modules = MODULES + [m for m in modules if m not in MODULES]
         self.domain = domain
         self.dns_port = dns_port
         self.c2s_port = free_port()
@@ -253,8 +256,10 @@ class ProsodyProcess(PeerFiles):
         # debug: read beside xferd's trace when an interop test fails
         settings = prosody_server.settings(
             self.workdir, data_dir=self.data_dir, log_path=self.log_path, log_level="debug",
-            c2s_port=self.c2s_port, s2s_port=self.s2s_port, modules=MODULES, s2s_timeout=20,
-            dns_port=self.dns_port)
+            c2s_port=self.c2s_port, s2s_port=self.s2s_port, modules=self.modules,
+            s2s_timeout=20, dns_port=self.dns_port)
+        if "mam" in self.modules:
+            settings.update(archive_expires_after="never", default_archive_policy=True)
         if self.database is not None:
             settings.update(storage="sql", sql={"driver": "SQLite3", "database": self.database})
         settings.update(self.settings)

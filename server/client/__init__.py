@@ -8,7 +8,8 @@ load generator)::
     await client.close()
 
 ``connection.py`` negotiates and dispatches, ``account.py`` holds the
-requests on one's own account, ``resolve.py`` finds the server (SRV).
+requests on one's own account, ``archive.py`` reads one's message archive
+(XEP-0313) and hands it to an xferd, ``resolve.py`` finds the server (SRV).
 """
 
 from .account import Client, DiscoItem, RosterItem

@@ -13,7 +13,12 @@ not a restore, so the data is re-homed by :func:`rehome`:
 * pending inbound requests are dropped: they asked for the old JID;
 * offline messages, private XML and the vCard are kept, messages readdressed;
 * PEP nodes are kept except the moved statement (``urn:xmpp:moved:1``): it
-  belongs to the old account, and the new one has not moved.
+  belongs to the old account, and the new one has not moved;
+* the message archive (storage/pie_mam.py) is kept, entry by entry: the old
+  JID, bare or full, in each archived message's ``from``/``to`` becomes the
+  new one (the resource kept), contacts' JIDs stay as they are; timestamps
+  and ids are kept and each entry is marked as imported from the old account
+  (:func:`rehome_entry`; ``xferd migrate --history`` rewrites the same way).
 
 ``--outreach`` then tells the contacts, through this server, which must be
 running: it logs in to the new account (the old password, from
@@ -37,12 +42,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from storage import pie
-from storage.api import RosterItem, UserData
+from storage.api import ArchivedMessage, RosterItem, UserData
 
 from ..config import caller_path
 from ..io.tls import default_cert_paths
 from ..wording import counted
-from ..xmpp.jid import JID
+from ..xmpp.jid import JID, JIDError
 from ..xmpp.namespaces import MOVED_NS
 from ..xmpp.outreach import STATEMENT_NODE, Plan, plan_outreach
 from ..xmpp.stanza import from_text, to_text
@@ -62,6 +67,7 @@ class Rehomed:
     statement: bool                    # the export states the move to the new JID
     dropped_pending: list[str] = field(default_factory=list)
     dropped_statement: bool = False
+    archived: int = 0                  # archived messages added to the new account
 
 
 def rehome(data: UserData, old: JID, new: JID) -> Rehomed:
@@ -81,6 +87,38 @@ def rehome(data: UserData, old: JID, new: JID) -> Rehomed:
     return Rehomed(moved, plan, statement, list(data.pending_in), dropped_statement)
 
 
+def rehome_jid(text: str | None, old: JID, new: JID) -> str | None:
+    """*text* with the account *old* replaced by *new* (a full JID keeps its
+    resource); any other JID, or one that does not parse, as it was."""
+    if not text:
+        return text
+    try:
+        jid = JID.parse(text)
+    except JIDError:
+        return text
+    if jid.bare != old:
+        return text
+    return str(JID(new.local, new.domain, jid.resource))
+
+
+def rehome_message(message, old: JID, new: JID):
+    """The ``<message/>`` element *message* changed in place: *old* in its
+    ``from`` and ``to`` becomes *new* (contacts untouched); returned."""
+    for attr in ("from", "to"):
+        value = message.get(attr)
+        if value is not None:
+            message.set(attr, rehome_jid(value, old, new))
+    return message
+
+
+def rehome_entry(entry: ArchivedMessage, old: JID, new: JID) -> ArchivedMessage:
+    """An archive entry of *old* as one of *new*: the stanza readdressed,
+    ``with`` too if it was the account itself (a note to self); the rest kept."""
+    stanza = to_text(rehome_message(from_text(entry.stanza), old, new))
+    with_jid = rehome_jid(entry.with_jid, old, new)
+    return replace(entry, stanza=stanza, with_jid=with_jid)
+
+
 def _states_move_to(payload: str, new: JID) -> bool:
     moved = from_text(payload)
     return (moved.tag == f"{{{MOVED_NS}}}moved"
@@ -98,7 +136,10 @@ def _readdress(stanza: str, old: JID, new: JID) -> str:
 def read_single_user(path, warn) -> tuple[JID, UserData]:
     """The one account in the export at *path* (checked whole; PieError if bad)."""
     found = []
-    for host, username, data in pie.iter_users(path, warn=warn):
+    for item in pie.iter_document(path, warn=warn):     # archive entries checked, not kept
+        if isinstance(item, pie.ArchiveBatch):
+            continue
+        host, username, data = item
         found.append((JID(username, host), data))
         if len(found) > 1:
             break
@@ -109,11 +150,18 @@ def read_single_user(path, warn) -> tuple[JID, UserData]:
     return found[0]
 
 
-async def import_as(store, old: JID, new: JID, data: UserData) -> tuple[Rehomed, bool]:
+async def import_as(store, old: JID, new: JID, data: UserData, path=None,
+                    note=None) -> tuple[Rehomed, bool]:
     """Store *data* of *old* as the new account *new* (≠ *old*, checked by the
-    caller; plan_outreach refuses it too); (rehomed, created)."""
+    caller; plan_outreach refuses it too), and then the archive *old* has in
+    the export at *path*, if given; (rehomed, created)."""
     rehomed = rehome(data, old, new)
     created = await store.import_user(new.domain, new.local, rehomed.data)
+    if created and path is not None:
+        rehomed.archived = await pie.import_archives(
+            store, path, {(old.domain, old.local)},
+            rehome=lambda entry: rehome_entry(entry, old, new),
+            into=(new.domain, new.local), note=note)
     return rehomed, created
 
 
@@ -123,7 +171,8 @@ def describe(rehomed: Rehomed, old: JID, new: JID, created: bool) -> list[str]:
     lines = [f"imported {old} as {new}: {counted(len(plan.items), 'roster item')} "
              f"(subscriptions reset to none), {counted(len(data.offline), 'offline message')}, "
              f"{counted(len(data.private), 'private fragment')}, "
-             f"{'a vCard' if data.vcard else 'no vCard'}, {counted(len(data.pep), 'PEP node')}"
+             f"{'a vCard' if data.vcard else 'no vCard'}, {counted(len(data.pep), 'PEP node')}, "
+             f"{counted(rehomed.archived, 'archived message')}"
              if created else
              f"{new} already exists: nothing imported (the outreach can still be sent)"]
     if created and rehomed.dropped_pending:

@@ -32,9 +32,15 @@ each logged with progress:
    subscription to restore) and ``skipped`` — the watch and the states are
    server/tools/outcomes.py's, shared with ``xferd transfer``.
 
+With ``--history``, the message archive follows between steps 6 and 7
+(server/tools/migrate_history.py): paged over XEP-0313 and handed to the
+new account's own archive when the new server is xferd, else written to a
+XEP-0227 file for the new server's administrator.
+
 Resumable: a JSON state file records finished steps and per-contact
-outreach; a rerun skips what is done. Contacts that failed are tried again,
-and contacts added to the old roster since are copied and asked.
+outreach (and how far the history got); a rerun skips what is done.
+Contacts that failed are tried again, and contacts added to the old roster
+since are copied and asked.
 ``--dry-run`` logs in, reads, prints the plan and changes nothing.
 Exit status: 0 when every contact is auto-updated, approved or waiting;
 1 if any failed (or the run broke off); 2 on usage and login errors.
@@ -54,6 +60,7 @@ from pathlib import Path
 
 from ..client import Client, ClientError, IQError
 from ..config import caller_path
+from .migrate_history import HistoryCopy
 from .outcomes import APPROVED, AUTO, Answers, note, outcome, subscribed_to, watch
 from .two_accounts import (LoginFailed, TwoAccounts, UsageError, account,
                            add_connection_arguments, login, login_both, login_failed,
@@ -102,6 +109,8 @@ class Options(TwoAccounts):
     dry_run: bool = False
     statement: bool = True
     wait: float = 10.0
+    history: bool = False              # --history: server/tools/migrate_history.py
+    history_file: Path | None = None
 
     @classmethod
     def from_args(cls, args) -> "Options":
@@ -111,8 +120,12 @@ class Options(TwoAccounts):
         if args.wait < 0:
             raise UsageError("--wait must not be negative")
         state = Path(args.state) if args.state else default_state_path(old, new)
+        if args.history_file and not args.history:
+            raise UsageError("--history-file goes with --history")
         return cls(old, new, **TwoAccounts.connection_fields(args), state_path=state,
-                   dry_run=args.dry_run, statement=not args.no_statement, wait=args.wait)
+                   dry_run=args.dry_run, statement=not args.no_statement, wait=args.wait,
+                   history=args.history,
+                   history_file=Path(args.history_file) if args.history_file else None)
 
 
 def add_arguments(parser) -> None:
@@ -131,6 +144,14 @@ def add_arguments(parser) -> None:
                         help="do not publish the moved statement on the old account")
     parser.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
                         help="how long to watch for answers from contacts (default 10)")
+    parser.add_argument("--history", action="store_true",
+                        help="copy the message archive (XEP-0313) too: into the new "
+                             "account's archive when the new server is xferd, else into a "
+                             "XEP-0227 file for its administrator")
+    parser.add_argument("--history-file", metavar="FILE", type=caller_path,
+                        help="with --history, for a new server that is not xferd: write the "
+                             "archive here (default: beside the state file, "
+                             "xferd-history-OLD-NEW.xml)")
 
 
 def run(args) -> int:
@@ -203,13 +224,21 @@ class Migration:
         log.info("old account: %d roster items, %s, %d private fragment(s), %d PEP node(s)",
                  len(roster), "a vCard" if vcard is not None else "no vCard",
                  len(private), len(pep))
+        history = HistoryCopy(self.opts, self.state, self.old, self.new) \
+            if self.opts.history else None
         if self.opts.dry_run:
             print_plan(plan, vcard, private, pep, self.opts)
+            if history is not None:
+                print(f"  history: {await history.plan()}")
             return 0
         await self.copy_roster(plan)
         await self.copy_vcard(vcard)
         await self.copy_private(private)
         await self.copy_pep(pep)
+        if history is not None:
+            # between the steps: the old session is still open (closed after step 7)
+            log.info("[history] copying the message archive of %s", self.opts.old)
+            await history.run()
         await self.publish_statement(plan)
         # done with the old account: its session asked for the roster (step 2)
         # and would be sent a push for every contact that drops the old JID

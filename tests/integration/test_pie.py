@@ -223,7 +223,8 @@ async def test_ejabberd_dialect_export_is_read_back_by_xferd(make_server, tmp_pa
     done = new.cli("import", str(out / "main.xml"))
     assert done.returncode == 0, done.stderr
     assert "imported 3 users (2 roster items, 1 pending subscription, 1 offline message, " \
-           "1 private fragment, 1 vCard, 1 PEP node with 1 item, 1 blocked JID)" \
+           "1 private fragment, 1 vCard, 1 PEP node with 1 item, 1 blocked JID, " \
+           "0 archived messages)" \
            in done.stderr, done.stderr
     assert not [line for line in done.stderr.splitlines() if line.startswith("warning:")]
     for name, mechanism in (("alice", "SCRAM-SHA-256"), ("bob", "SCRAM-SHA-1")):

@@ -67,8 +67,8 @@ def require_migrator() -> None:
         pytest.skip(message)
 
 
-def run_migrator(workdir, xep0227_dir, source: dict, target: dict) -> str:
-    """``prosody-migrator input output`` with *source*/*target* store configs.
+def run_migrator(workdir, xep0227_dir, source: dict, target: dict, *options: str) -> str:
+    """``prosody-migrator [options] input output`` with *source*/*target* store configs.
 
     The xep0227 driver's directory is *xep0227_dir* (see the module docstring).
     """
@@ -79,8 +79,9 @@ def run_migrator(workdir, xep0227_dir, source: dict, target: dict) -> str:
         interpreter = shlex.split(script.readline()[2:])           # "#!/usr/bin/env lua5.4"
     preamble = ("setmetatable(_G, { __newindex = function(t, k, v) "
                 f"if k == 'CFG_DATADIR' then v = {lua(xep0227_dir)} end rawset(t, k, v) end }})")
-    done = subprocess.run([*interpreter, "-e", preamble, program, "--root", "--config",
-                           str(config), "input", "output"], cwd=workdir, capture_output=True,
+    done = subprocess.run([*interpreter, "-e", preamble, program, "--root", *options,
+                           "--config", str(config), "input", "output"], cwd=workdir,
+                          capture_output=True,
                           text=True, timeout=60, env=_env(workdir))
     assert done.returncode == 0 and "Done!" in done.stderr, done.stdout + done.stderr
     return done.stderr

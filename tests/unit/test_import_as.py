@@ -72,3 +72,43 @@ def test_statement_left_out_and_recognised_only_for_the_new_jid():
     assert [n.node for n, _ in here.data.pep] == ["http://jabber.org/protocol/nick"]
     elsewhere = rehome(_data(statement_to="alice@third.example"), OLD, NEW)
     assert not elsewhere.statement and elsewhere.dropped_statement
+
+
+# -- the archive: rehome_jid / rehome_entry ---------------------------------------------------
+
+def test_only_the_accounts_own_jid_is_readdressed():
+    from server.tools.import_as import rehome_jid
+    assert rehome_jid("alice@old.example", OLD, NEW) == "alice@new.example"
+    assert rehome_jid("Alice@OLD.example/phone", OLD, NEW) == "alice@new.example/phone"
+    for other in ("bob@old.example/r", "alice@else.example", "old.example",
+                  "alice@old.example.org", None, ""):
+        assert rehome_jid(other, OLD, NEW) == other
+    assert rehome_jid("not a jid@@", OLD, NEW) == "not a jid@@"
+
+
+def test_an_archived_message_keeps_everything_but_the_old_address():
+    from server.tools.import_as import rehome_entry
+    from storage.api import ArchivedMessage
+    sent = ArchivedMessage("id1", 5.5, "bob@old.example",
+                           "<message xmlns='jabber:client' from='alice@old.example/phone' "
+                           "to='bob@old.example' id='x'><body>alice@old.example</body>"
+                           "<reply xmlns='urn:xmpp:reply:0' to='bob@old.example/r'/></message>",
+                           source="alice@old.example", source_id="id1", with_resource=None)
+    moved = rehome_entry(sent, OLD, NEW)
+    message = from_text(moved.stanza)
+    assert (message.get("from"), message.get("to"), message.get("id")) == \
+        ("alice@new.example/phone", "bob@old.example", "x")
+    assert message.findtext("{jabber:client}body") == "alice@old.example"   # text untouched
+    assert (moved.id, moved.timestamp, moved.with_jid, moved.source, moved.source_id) == \
+        ("id1", 5.5, "bob@old.example", "alice@old.example", "id1")
+    received = ArchivedMessage("", 6.0, "bob@old.example",
+                               "<message xmlns='jabber:client' from='bob@old.example/r' "
+                               "to='alice@old.example'><body>hi</body></message>")
+    assert from_text(rehome_entry(received, OLD, NEW).stanza).get("to") == "alice@new.example"
+    note = ArchivedMessage("", 7.0, "alice@old.example",
+                           "<message xmlns='jabber:client' from='alice@old.example/a' "
+                           "to='alice@old.example/b'><body>note</body></message>")
+    to_self = rehome_entry(note, OLD, NEW)
+    assert to_self.with_jid == "alice@new.example"
+    assert (from_text(to_self.stanza).get("from"), from_text(to_self.stanza).get("to")) == \
+        ("alice@new.example/a", "alice@new.example/b")

@@ -305,10 +305,18 @@ def test_prosody_user_file(tmp_path):
         ("current", f"<nick xmlns=\"{NICK}\">Ally</nick>")]
     avatar, avatar_items = nodes[AVATAR]
     assert (avatar.access_model, avatar.max_items, avatar_items) == ("open", pie.MAX_ITEMS, [])
-    # extended attributes and the roster version pass silently; only the archive is reported
-    assert warnings == [
-        f"{path}:1: skipped <archive xmlns='urn:xmpp:pie:0#mam'/> of alice@prosody.test, the "
-        "message archive (XEP-0313) with 1 entries: xferd has no such store"]
+    # extended attributes and the roster version pass silently
+    assert warnings == []
+    # the archive entry (storage/pie_mam.py): id, stamp, the other party, marked as imported
+    [batch] = [item for item in pie.iter_document(path, warn=warnings.append)
+               if isinstance(item, pie.ArchiveBatch)]
+    [entry] = batch.entries
+    assert (batch.host, batch.username, warnings) == ("prosody.test", "alice", [])
+    assert (entry.id, entry.timestamp, entry.with_jid, entry.with_resource, entry.source,
+            entry.source_id) == ("a1", timestamps.parse("2025-01-02T03:04:05Z"),
+                                 "carol@example.net", "x", "alice@prosody.test", "a1")
+    assert entry.stanza.startswith("<message xmlns=\"jabber:client\" type=\"chat\" "
+                                   "to=\"alice@prosody.test\" from=\"carol@example.net/x\">")
 
 
 @pytest.mark.parametrize("mechanism", ["scram-sha-1", "SCRAM-SHA-1-PLUS"])

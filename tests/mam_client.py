@@ -1,0 +1,43 @@
+"""A slixmpp client that reads its account's archive with slixmpp's own XEP-0313
+plugin (xep_0313 over xep_0059 RSM): what a MAM client sees of a conversation."""
+
+from __future__ import annotations
+
+from slixmpp import JID
+
+from tests.harness import Client
+
+#: per page: below Prosody's limit of 50, so a long archive takes several pages
+PAGE = 40
+
+
+class MamClient(Client):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for plugin in ("xep_0030", "xep_0059", "xep_0297", "xep_0203", "xep_0313"):
+            self.register_plugin(plugin)
+
+
+def replace_account(jid: str, old: str, new: str) -> str:
+    return new if jid == old else jid
+
+
+async def conversation(client: MamClient) -> list[tuple[str, str, str, float, str]]:
+    """The whole archive, oldest first: (from bare, to bare, body, stamp, archive id)."""
+    seen = []
+    async for message in client.plugin["xep_0313"].iterate(rsm={"max": PAGE}):
+        forwarded = message["mam_result"]["forwarded"]
+        inner = forwarded["stanza"]
+        seen.append((JID(inner["from"]).bare, JID(inner["to"]).bare, inner["body"],
+                     forwarded["delay"]["stamp"].timestamp(), message["mam_result"]["id"]))
+    return seen
+
+
+async def chat(sender, recipient, recipient_jid: str, body: str) -> None:
+    """*sender* sends *body* to *recipient_jid*; returns once *recipient* has it
+    (so it is in both archives, and the next message comes after it)."""
+    sender.send_message(mto=recipient_jid, mbody=body, mtype="chat")
+    while True:
+        got = await recipient.messages.get()
+        if got["body"] == body:
+            return

@@ -80,8 +80,7 @@ that the tool can tell an xferd server)::
     </import></iq>
     → <iq type='result'><imported xmlns='urn:xferd:mam-import:0' count='N'/></iq>
 
-It is safe because it gives nobody anything they could not already do:
-only a bound resource of the account, addressing its own bare JID (or no
+Why it is safe: only a bound resource of the account, addressing its own bare JID (or no
 ``to``), may add to that account's archive — a user can only write history
 into their own archive, which only they can read; every message must have
 the account's bare JID as ``from`` or ``to`` (else ``<bad-request/>`` and
@@ -92,6 +91,10 @@ in one transaction; stanza-ids of the old archive, or claiming to be of
 the new one, are removed and new ids given, so imported entries cannot
 take or forge ids. Entries keep ``source``/``source_id``: a resent batch is
 skipped (N counts only the new ones), and they stay marked as imported.
+What it does allow: an account can put into its own archive a message it
+never received ("from bob", dated last year). Only that account ever reads
+it, as it could type the same text into a note to itself; nothing reaches
+anybody else, and the entry stays marked as imported in storage.
 """
 
 from __future__ import annotations

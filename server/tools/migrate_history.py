@@ -18,9 +18,9 @@ dropped. Then:
   received (from or to its bare JID); timestamps in the future are refused;
   every entry keeps its original time and is stored marked as imported (its
   source account and id there), which also makes a resent entry a no-op.
-  Nobody can add to anyone else's history, and what an account adds to its
-  own it could have written there as a client anyway, apart from the
-  timestamps, which are real ones from its old server.
+  Nobody can add to anyone else's history; an account could put into its own
+  archive a message it never received, which only it ever reads and which
+  stays marked as imported.
 * **any other server**: a XEP-0227 file of the archive (storage/pie_mam.py,
   Prosody's form) for the new account, created readable by its owner only, to
   give to the new server's administrator (Prosody: ``prosody-migrator`` with

@@ -547,3 +547,67 @@ async def test_a_restart_keeps_the_messages_of_a_hibernating_session(make_server
     assert await next_body(fay) == "do not lose me"
     await fay.close()
     await proxy.close()
+
+
+class ArchiveClient(Client):
+    """A client with message carbons and a MAM reader (slixmpp's plugins)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for plugin in ("xep_0030", "xep_0059", "xep_0297", "xep_0280", "xep_0313"):
+            self.register_plugin(plugin)
+        #: the carbons slixmpp's plugin took (it does not report them as messages)
+        self.carbons: asyncio.Queue = asyncio.Queue()
+        self.add_event_handler("carbon_received", lambda m: self.carbons.put_nowait(m.xml))
+        self.add_event_handler("carbon_sent", lambda m: self.carbons.put_nowait(m.xml))
+
+
+def stanza_id(xml, by: str) -> str | None:
+    found = [e.get("id") for e in xml.iter("{urn:xmpp:sid:0}stanza-id") if e.get("by") == by]
+    return found[0] if found else None
+
+
+async def test_a_rerouted_message_is_archived_and_copied_once(server):
+    """Archive and carbons see a message once: the other resources got a
+    received carbon of it when it reached the phone; after the phone's cut the
+    desk gets the message itself, with the same stanza-id, and the tablet
+    (negative priority: never a bare-JID receiver) no second carbon; the
+    user's archive holds it once, under that id."""
+    user = new_user(server, "ida")
+    u_jid = f"{user}@localhost"
+    proxy = await Proxy.start(server.c2s_port)
+    desk = await login(server, f"{u_jid}/desk", "pw", client_cls=ArchiveClient)
+    desk.send_presence(ppriority=0)
+    await desk.plugin["xep_0280"].enable(timeout=10)
+    tablet = await login(server, f"{u_jid}/tablet", "pw", client_cls=ArchiveClient)
+    tablet.send_presence(ppriority=-1)
+    await tablet.plugin["xep_0280"].enable(timeout=10)
+    phone = await bound(server, user, "phone", port=proxy.port)
+    phone.send(f"<enable xmlns='{SM}'/><presence><priority>5</priority></presence>")
+    await phone.expect("enabled")
+    bob = await login(server, "bob@localhost/r", "bob-pass")
+    await harness.round_trip(desk)                    # the phone's presence reached desk
+    while not desk.presences.empty():
+        desk.presences.get_nowait()
+    bob.send_message(mto=u_jid, mbody="only once", mtype="chat")
+    original = await phone.expect("message")
+    carbon = await asyncio.wait_for(desk.carbons.get(), 10)
+    assert carbon.find("{urn:xmpp:carbons:2}received") is not None
+    archive_id = stanza_id(original, u_jid)
+    assert archive_id and stanza_id(carbon, u_jid) == archive_id
+    assert stanza_id(await asyncio.wait_for(tablet.carbons.get(), 10), u_jid) == archive_id
+    proxy.cut()
+    rerouted = await asyncio.wait_for(desk.messages.get(), 10)
+    assert rerouted["body"] == "only once"
+    assert rerouted.xml.find("{urn:xmpp:carbons:2}received") is None
+    assert stanza_id(rerouted.xml, u_jid) == archive_id
+    await nothing_more(desk, presences=False)
+    await nothing_more(tablet, presences=False)
+    assert desk.carbons.empty() and tablet.carbons.empty()     # no second carbon
+    found = [(m["mam_result"]["id"], m["mam_result"]["forwarded"]["stanza"]["body"])
+             async for m in desk.plugin["xep_0313"].iterate(rsm={"max": 10})]
+    assert found == [(archive_id, "only once")]
+    await bob.close()
+    await desk.close()
+    await tablet.close()
+    await proxy.close()

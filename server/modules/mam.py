@@ -14,10 +14,14 @@ as they passed through the server:
   what the client gets, the carbons and what offline storage keeps carry it;
 - outgoing, on ``pre-message`` at priority 20 (after blocking at 100, so a
   blocked message is not kept), for the sender, whether the recipient is
-  local or remote. That id is *not* added to the sent stanza (§3.2: "MUST NOT
-  include the <stanza-id/> element in messages addressed to JIDs that do not
-  have permissions to access the archive"); stanza-ids by the sender's own
-  JID are removed from it. A message to one's own account is stored once
+  local or remote. The sender's archive id is put on the stanza for the
+  sent carbons (priority 10) to copy — a client that shows a message it sent
+  from another device finds it in the archive by that id, and does not show
+  it twice (Prosody does the same) — and taken off again at priority 5,
+  before the message leaves (§3.2: "MUST NOT include the <stanza-id/>
+  element in messages addressed to JIDs that do not have permissions to
+  access the archive"); stanza-ids by the sender's own JID that the client
+  put there are removed first. A message to one's own account is stored once
   (§7.1.1), as sent, and carries its id to the receiving resource.
 - Events tagged ``redelivered`` (a message of a session that died unacked,
   which stream management routes again) are ignored: they were archived.
@@ -159,6 +163,7 @@ class Mam(Module):
         return [Hook("message/bare", self.incoming, priority=20),
                 Hook("message/full", self.incoming, priority=20),
                 Hook("pre-message", self.outgoing, priority=20),
+                Hook("pre-message", self.sent_on, priority=5),
                 *(iq(kind, "self", ns, name, handler) for kind, ns, name, handler in own),
                 *others,
                 Hook("resource-unbind", self.unbound),
@@ -192,8 +197,20 @@ class Mam(Module):
             return False
         target = event.to or owner
         archive_id = await self._archive(owner.local, target, stanza)
-        if archive_id is not None and target.bare == owner:
-            mam.add_stanza_id(stanza, archive_id, str(owner))    # the owner's own resource
+        if archive_id is not None:
+            # for the user's own eyes: the sent carbons (priority 10) copy it;
+            # ``sent_on`` takes it off again before the message leaves
+            mam.add_stanza_id(stanza, archive_id, str(owner))
+        return False
+
+    def sent_on(self, event) -> bool:
+        """After the sent carbons (priority 5 < 10): the sender's archive id
+        goes no further than the sender's own resources (§3.2)."""
+        if event.origin is not None and "redelivered" not in event.tags:
+            owner = event.from_.bare
+            target = event.to or owner
+            if target.bare != owner:                 # a note to oneself keeps it
+                mam.strip_stanza_ids(event.stanza, str(owner))
         return False
 
     async def _archive(self, username: str, other: JID, stanza) -> str | None:

@@ -48,6 +48,8 @@ class CarbonClient(Client):
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0297")
         self.register_plugin("xep_0280")
+        self.register_plugin("xep_0059")
+        self.register_plugin("xep_0313")
         self.stanzas: asyncio.Queue = asyncio.Queue()
         self.register_handler(Callback("every message", MatchXPath(f"{{{CLIENT}}}message"),
                                        lambda msg: self.stanzas.put_nowait(msg.xml)))
@@ -197,6 +199,40 @@ async def test_received_and_sent_carbons_reach_the_other_enabled_resources(two):
     assert [body(m) for m in taken(desk)] == ["after disable"]
     assert taken(phone) == [] and taken(old) == []
     await close(desk, phone, old, carol)
+
+
+def stanza_ids(stanza) -> dict[str, str]:
+    """XEP-0359 ids anywhere in *stanza*: by → id."""
+    return {e.get("by"): e.get("id") for e in stanza.iter("{urn:xmpp:sid:0}stanza-id")}
+
+
+async def test_copies_carry_the_users_archive_id(two):
+    """A carbon carries the id the message has in the user's own archive
+    (XEP-0313/XEP-0359), so a client that later pages through the archive
+    recognises it: received and sent copies alike. The sender's id never
+    reaches the recipient, who gets an id of its own archive."""
+    a, _ = two
+    desk = await online(a, "alice@a.test/desk", priority=5)
+    phone = await online(a, "alice@a.test/phone", priority=0)
+    carol = await online(a, "carol@a.test/home", carbons=False)
+    message(desk, "carol@a.test", "sent from the desk")
+    message(carol, "alice@a.test", "received at the desk")
+    await settle(carol)
+    await settle(desk, phone, via=carol)
+    [got] = taken(carol)
+    assert list(stanza_ids(got)) == ["carol@a.test"]
+    copies = {}
+    for carbon in taken(phone):
+        direction = "sent" if carbon.find(f"{{{CARBONS}}}sent") is not None else "received"
+        copies[body(carbon_of(carbon, "alice@a.test", "phone", direction))] = stanza_ids(carbon)
+    [original] = taken(desk)
+    assert set(copies) == {"sent from the desk", "received at the desk"}
+    assert copies["received at the desk"] == stanza_ids(original)
+    archive = {m["mam_result"]["forwarded"]["stanza"]["body"]: m["mam_result"]["id"]
+               async for m in phone.plugin["xep_0313"].iterate(rsm={"max": 50})}
+    for text, ids in copies.items():
+        assert ids == {"alice@a.test": archive[text]}
+    await close(desk, phone, carol)
 
 
 async def test_which_messages_are_copied(two):

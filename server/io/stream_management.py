@@ -51,10 +51,11 @@ import time
 from typing import TYPE_CHECKING
 
 from ..core.events import SessionEvent
-from ..xmpp import sm
+from ..xmpp import sm, timestamps
 from ..xmpp.errors import StreamError
 from ..xmpp.negotiation import Phase
-from ..xmpp.stanza import STANZA_TAGS, local_name
+from ..xmpp.namespaces import DELAY_NS
+from ..xmpp.stanza import STANZA_TAGS, from_text, local_name, sub
 from ..xmpp.stream import serialize
 
 if TYPE_CHECKING:
@@ -323,7 +324,8 @@ class ManagedSession:
         old._adopt(self)
         old.send(sm.resumed(previd, old.sm.handled))
         for item in old.sm.unacked:         # §5: what the client did not get, again
-            old.send_raw(item.text)
+            old.send_raw(_stamped(item, old.host.domain, old.content_ns)
+                         if item.kind == "message" else item.text)
         if old.sm.unacked:
             old.sm.request(old)
         log.info("%r: session resumed on %r (%d stanzas sent again)", old, self,
@@ -378,6 +380,27 @@ class ManagedSession:
 TAKEOVER_TIMEOUT = 10.0
 
 _tasks: set[asyncio.Task] = set()
+
+
+#: how a queued stanza's text is parsed back: inside the stream's namespaces
+_WRAP = ("<w xmlns='{}' xmlns:stream='http://etherx.jabber.org/streams'>", "</w>")
+_DELAY = f"{{{DELAY_NS}}}delay"
+
+
+def _stamped(item: "sm.Sent", domain: str, content_ns: str) -> str:
+    """A message sent again after a resumption, with a XEP-0203 ``<delay/>``
+    of when it was first sent (unless it has one of ours: an offline message
+    keeps the time it was stored), as Prosody's mod_smacks does: the client
+    shows when the message came, not when the connection came back."""
+    try:
+        stanza = from_text(_WRAP[0].format(content_ns) + item.text + _WRAP[1])[0]
+    except Exception:                       # our own serialisation: should not happen
+        log.exception("a queued message was not re-read: sent again as it was")
+        return item.text
+    if any(d.get("from") == domain for d in stanza.findall(_DELAY)):
+        return item.text
+    sub(stanza, _DELAY, {"from": domain, "stamp": timestamps.format(item.at)})
+    return serialize(stanza, stream_ns=content_ns)
 
 
 def _spawn(coro) -> None:

@@ -269,8 +269,9 @@ async def next_body(client, timeout=10) -> str:
 
 async def test_a_resumed_session_gets_what_was_sent_while_it_was_gone(server):
     """slixmpp with XEP-0198: the connection is cut; messages and a contact's
-    presence change sent meanwhile arrive once it resumes, nothing twice,
-    and the session is the same (presence, roster interest)."""
+    presence change sent meanwhile arrive once it resumes (a message with the
+    time it was first sent), nothing twice, and the session is the same
+    (presence, roster interest)."""
     user, friend = new_user(server, "ann"), new_user(server, "ben")
     u_jid, f_jid = f"{user}@localhost", f"{friend}@localhost"
     proxy = await Proxy.start(server.c2s_port)
@@ -301,7 +302,11 @@ async def test_a_resumed_session_gets_what_was_sent_while_it_was_gone(server):
     resumed = asyncio.ensure_future(ann.wait_until("session_resumed", 10))
     ann.connect("127.0.0.1", proxy.port)
     await resumed
-    assert await next_body(ann) == "two"
+    two = await asyncio.wait_for(ann.messages.get(), 10)
+    assert two["body"] == "two"
+    # stamped with the time it was first sent, not when it came again
+    [delay] = two.xml.findall("{urn:xmpp:delay}delay")
+    assert delay.get("from") == "localhost" and delay.get("stamp").endswith("Z")
     update = await ann.next_presence(sender=f_jid)
     assert update["show"] == "away" and update["status"] == "lunch"
     assert await next_body(ann) == "three"

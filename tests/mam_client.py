@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from slixmpp import JID
 
-from tests.harness import Client
+from tests.harness import Client, login
 
 #: per page: below Prosody's limit of 50, so a long archive takes several pages
 PAGE = 40
@@ -41,3 +41,27 @@ async def chat(sender, recipient, recipient_jid: str, body: str) -> None:
         got = await recipient.messages.get()
         if got["body"] == body:
             return
+
+
+async def converse(server, first: str, second: str, count: int, first_speaks) -> list:
+    """Make the accounts *first* and *second* (bare JIDs, password ``pw``) on
+    *server*, and let them exchange *count* chat messages: message n is sent
+    by *first* when ``first_speaks(n)``, else by *second*, with the body
+    ``"<sender's local part> n"``. Returns *first*'s archive as
+    :func:`conversation` reads it."""
+    for jid in (first, second):
+        server.adduser(jid, "pw")
+    one = await login(server, f"{first}/r", "pw", client_cls=MamClient)
+    two = await login(server, f"{second}/r", "pw", client_cls=MamClient)
+    try:
+        for client in (one, two):
+            client.send_presence()
+        for n in range(count):
+            if first_speaks(n):
+                await chat(one, two, second, f"{first.split('@')[0]} {n}")
+            else:
+                await chat(two, one, first, f"{second.split('@')[0]} {n}")
+        return await conversation(one)
+    finally:
+        await one.close()
+        await two.close()

@@ -15,7 +15,7 @@ from tests.ejabberd import EJABBERD_DOMAIN, EjabberdProcess, require_ejabberd
 from tests.harness import login
 from tests.interop.conftest import federating_xferd
 from tests.interop.test_prosody_migrate import run_migrate
-from tests.mam_client import MamClient, chat, conversation, replace_account
+from tests.mam_client import MamClient, conversation, converse, replace_account
 from tests.prosody import XFERD_DOMAIN
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(240)]
@@ -44,22 +44,7 @@ def xferd(dns, ejabberd_mam, tmp_path_factory):
 
 
 async def test_ejabberd_history_moves_to_xferd(ejabberd_mam, xferd, tmp_path):
-    for jid in (OLD, ELI):
-        ejabberd_mam.adduser(jid, "pw")
-    old = await login(ejabberd_mam, f"{OLD}/r", "pw", client_cls=MamClient)
-    eli = await login(ejabberd_mam, f"{ELI}/r", "pw", client_cls=MamClient)
-    try:
-        for client in (old, eli):
-            client.send_presence()
-        for n in range(MESSAGES):
-            if n % 2:
-                await chat(old, eli, ELI, f"old {n}")
-            else:
-                await chat(eli, old, OLD, f"eli {n}")
-        history = await conversation(old)
-    finally:
-        await old.close()
-        await eli.close()
+    history = await converse(ejabberd_mam, OLD, ELI, MESSAGES, lambda n: n % 2)
     assert [h[2] for h in history] == [f"{'old' if n % 2 else 'eli'} {n}"
                                        for n in range(MESSAGES)]
 

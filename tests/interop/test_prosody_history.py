@@ -30,7 +30,7 @@ from tests.harness import login
 from tests.interop.conftest import federating_xferd
 from tests.interop.test_prosody_migrate import run_migrate
 from tests.interop.test_prosody_pie import require_migrator, run_migrator
-from tests.mam_client import MamClient, chat, conversation, replace_account
+from tests.mam_client import MamClient, conversation, converse, replace_account
 from tests.prosody import PROSODY_DOMAIN, XFERD_DOMAIN, ProsodyProcess, require_prosody
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(240)]
@@ -72,23 +72,8 @@ async def history(prosody_mam):
 
 
 async def _chat(prosody_mam):
-    for jid in (OLD, PAT):
-        prosody_mam.adduser(jid, "pw")
-    old = await login(prosody_mam, f"{OLD}/r", "pw", client_cls=MamClient)
-    pat = await login(prosody_mam, f"{PAT}/r", "pw", client_cls=MamClient)
-    try:
-        for client in (old, pat):
-            client.send_presence()
-        for n in range(MESSAGES):
-            if n % 3:
-                await chat(old, pat, PAT, f"from old {n}")
-            else:
-                await chat(pat, old, OLD, f"from pat {n}")
-        seen = await conversation(old)
-    finally:
-        await old.close()
-        await pat.close()
-    assert len(seen) == MESSAGES and seen[0][:3] == (PAT, OLD, "from pat 0"), seen[:3]
+    seen = await converse(prosody_mam, OLD, PAT, MESSAGES, lambda n: n % 3)
+    assert len(seen) == MESSAGES and seen[0][:3] == (PAT, OLD, "pat 0"), seen[:3]
     return seen
 
 

@@ -600,12 +600,7 @@ def cmd_import(conf, args) -> int:
                                      warn=lambda m: _stderr(f"warning: {m}"),
                                      progress=progress, every=max(1, args.progress_every),
                                      note=_stderr)
-    try:
-        summary = asyncio.run(_with_storage(conf, work))
-    except pie.PieError as exc:
-        raise CommandError(f"{exc} (nothing imported)") from None
-    except OSError as exc:
-        raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    summary = _run_import(conf, args.file, work)
     verb = "would import" if args.dry_run else "imported"
     _stderr(f"{verb} {summary.text()}; {counted(summary.skipped, 'existing account')} "
             f"skipped, {counted(summary.warnings, 'warning')}, "
@@ -618,6 +613,18 @@ def cmd_import(conf, args) -> int:
     return 0
 
 
+def _run_import(conf, file, work):
+    """Run an import's *work* on the storage; a bad or unreadable *file* is
+    the command's error (nothing was imported)."""
+    from storage import pie
+    try:
+        return asyncio.run(_with_storage(conf, work))
+    except pie.PieError as exc:
+        raise CommandError(f"{exc} (nothing imported)") from None
+    except OSError as exc:
+        raise CommandError(f"cannot read {file}: {exc.strerror or exc}") from None
+
+
 def _import_history(conf, args, started: float) -> int:
     """``xferd import FILE --history-only``: archives into existing accounts."""
     from storage import pie
@@ -626,12 +633,7 @@ def _import_history(conf, args, started: float) -> int:
         return await pie.import_history(store, args.file, hosts=list(conf.hosts),
                                         dry_run=args.dry_run,
                                         warn=lambda m: _stderr(f"warning: {m}"), note=_stderr)
-    try:
-        added, accounts = asyncio.run(_with_storage(conf, work))
-    except pie.PieError as exc:
-        raise CommandError(f"{exc} (nothing imported)") from None
-    except OSError as exc:
-        raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    added, accounts = _run_import(conf, args.file, work)
     verb = "would add" if args.dry_run else "added"
     _stderr(f"{verb} {counted(added, 'archived message')} to "
             f"{counted(len(accounts), 'account')} ({', '.join(accounts) or 'none'}) "

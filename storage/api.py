@@ -456,8 +456,9 @@ class ArchiveStore(Protocol):
         """The first and last entries, or None if the archive is empty."""
 
     async def expire_archive(self, before: float, *, limit: int = 1000) -> int:
-        """Delete up to *limit* entries (of any user) older than *before*,
-        oldest first; returns how many were deleted."""
+        """Delete up to *limit* entries (of any users) older than *before*,
+        each archive's oldest first (no holes, XEP-0313 §3.1); returns how
+        many were deleted: fewer than *limit* when none is left."""
 
     async def get_archive_prefs(self, host: str, username: str) -> ArchivePrefs | None:
         """The user's preferences, or None if never set."""

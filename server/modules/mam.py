@@ -49,6 +49,11 @@ just sent or got. The price: after a crash (losing at most the last 50 ms
 of entries), or when the disk is full, a message may have been delivered with an id whose entry was never committed
 (logged); it is then missing from the history, as it would be on a server
 that archived nothing. Prosody's archive writes are not synced at all.
+A message between two local users is written out as text once: the
+recipient's entry takes the text of the sender's (``_reusable_text``) when
+it is still the same stanza with the same children — on its way from
+``pre-message`` to ``message/*`` a message only loses children (forged
+carbons, stanza-ids in the recipient's name), never gains or edits any.
 
 Queries (§4), on the user's own bare JID only (another user's archive is
 ``<forbidden/>``, §8): a query set streams ``<message><result><forwarded>``
@@ -150,6 +155,9 @@ class Mam(Module):
         self._cached_prefs: dict[str, mam.Prefs] = {}
         #: username → the batch holding the user's last queued entry
         self._last_batch: dict[str, asyncio.Future] = {}
+        #: the message last archived as sent, its number of children and its
+        #: text, for its recipient's entry (see _reusable_text)
+        self._sent: tuple | None = None
 
     def hooks(self):
         if not self.config.enabled:
@@ -180,11 +188,12 @@ class Mam(Module):
                 getattr(getattr(event.origin, "jid", None), "bare", None) == owner:
             return False                # a note to self: archived (and tagged) as sent
         mam.strip_stanza_ids(stanza, str(owner))
-        if sender is None or not mam.should_archive(stanza):
+        text = self._reusable_text(stanza)
+        if sender is None or (text is None and not mam.should_archive(stanza)):
             return False
-        archive_id = await self._archive(owner.local, sender, stanza)
-        if archive_id is not None:
-            mam.add_stanza_id(stanza, archive_id, str(owner))
+        entry = await self._archive(owner.local, sender, stanza, text)
+        if entry is not None:
+            mam.add_stanza_id(stanza, entry.id, str(owner))
         return False
 
     async def outgoing(self, event) -> bool:
@@ -196,11 +205,14 @@ class Mam(Module):
         if not mam.should_archive(stanza):
             return False
         target = event.to or owner
-        archive_id = await self._archive(owner.local, target, stanza)
-        if archive_id is not None:
-            # for the user's own eyes: the sent carbons (priority 10) copy it;
-            # ``sent_on`` takes it off again before the message leaves
-            mam.add_stanza_id(stanza, archive_id, str(owner))
+        entry = await self._archive(owner.local, target, stanza)
+        if entry is None:
+            return False
+        if target.bare != owner:
+            self._sent = (stanza, len(stanza), entry.stanza)
+        # for the user's own eyes: the sent carbons (priority 10) copy it;
+        # ``sent_on`` takes it off again before the message leaves
+        mam.add_stanza_id(stanza, entry.id, str(owner))
         return False
 
     def sent_on(self, event) -> bool:
@@ -213,19 +225,31 @@ class Mam(Module):
                 mam.strip_stanza_ids(event.stanza, str(owner))
         return False
 
-    async def _archive(self, username: str, other: JID, stanza) -> str | None:
-        """Queue *stanza* for *username*'s archive if their preferences want
-        messages with *other*; its archive id, or None. The write is not
-        awaited (module docstring, "Writes"); a query of that user waits for it."""
+    async def _archive(self, username: str, other: JID, stanza,
+                       text: str | None = None) -> ArchivedMessage | None:
+        """Queue *stanza* (written out as *text*, if given) for *username*'s
+        archive if their preferences want messages with *other*; the entry
+        (with its archive id), or None. The write is not awaited (module
+        docstring, "Writes"); a query of that user waits for it."""
         if not await self._wants(username, other):
             return None
         if len(self._batch) >= MAX_QUEUED:
             # storage is behind (a stalled disk): wait rather than hold ever more
             await asyncio.shield(self._batch_done)
         entry = ArchivedMessage(new_archive_id(), time.time(), str(other.bare),
-                                to_text(stanza), with_resource=other.resource)
+                                to_text(stanza) if text is None else text,
+                                with_resource=other.resource)
         self._queue(username, entry)
-        return entry.id
+        return entry
+
+    def _reusable_text(self, stanza) -> str | None:
+        """The text of the entry last written for *stanza*, if it is still
+        the same (module docstring, "Writes"): then it is also a message to
+        archive. Each text is used once more at most."""
+        sent, self._sent = self._sent, None
+        if sent is not None and sent[0] is stanza and sent[1] == len(stanza):
+            return sent[2]
+        return None
 
     def _queue(self, username: str, entry: ArchivedMessage) -> None:
         """Add *entry* to the next batch; start the writer if it is idle."""

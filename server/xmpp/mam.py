@@ -51,7 +51,7 @@ STANZA_ID = f"{{{STANZA_ID_NS}}}stanza-id"
 #: the fields of our query form (§4.1.1), besides FORM_TYPE
 FIELDS = {"with": "jid-single", "start": "text-single", "end": "text-single",
           "before-id": "text-single", "after-id": "text-single", "ids": "list-multi"}
-#: longest archive id a client may name (ours have 16 characters)
+#: longest archive id a client may name (ours have 20 characters)
 MAX_ID_LENGTH = 256
 DEFAULTS = ("always", "never", "roster")
 
@@ -138,6 +138,8 @@ def prefs_rule(prefs: Prefs, target: JID) -> str:
     """always | never | roster for a message to or from *target* (XEP-0441
     §4: a listed full JID matches as is, a bare one any resource; ``never``
     wins over ``always``)."""
+    if not prefs.never and not prefs.always:
+        return prefs.default            # most users list nobody
     full, bare = str(target), str(target.bare)
     for candidate in (full, bare):
         if candidate in prefs.never:

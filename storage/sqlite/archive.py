@@ -2,10 +2,14 @@
 :class:`storage.api.ArchiveStore`.
 
 Entries are ordered by ``(timestamp, seq)``; every bound of a query is a
-range on one of the indexes of schema version 7 (by time, or by contact then
-time), so a page costs a few index steps however large the archive
-(``scripts/bench --scenarios archive`` measures a million entries). Ids are
-``storage.api.new_archive_id``'s: unpredictable and never reused (XEP-0313 §3.1).
+range on one of the indexes of schema version 7 (a user's entries by time,
+or by contact then time), so a page costs a few index steps however large
+the archive (``scripts/bench --scenarios archive`` measures a million
+entries). A user's archive is keyed by an integer, ``archive_users.uid``,
+made with the first entry written for an existing account and deleted with
+the account. Ids are ``storage.api.new_archive_id``'s: unpredictable, never
+reused, and in creation order, so that ``archive_by_id`` grows at its end
+(schema version 7 says why that matters).
 """
 
 from __future__ import annotations
@@ -19,14 +23,17 @@ from .engine import _all, _in_read_transaction, _one
 
 _USER = "host = ? AND username = ?"
 _COLUMNS = "id, timestamp, with_jid, stanza, source, source_id, with_resource"
-_INSERT_COLUMNS = ("INSERT OR IGNORE INTO archive (host, username, id, timestamp, with_jid, "
-                   "with_resource, stanza, source, source_id)")
-_INSERT = f"{_INSERT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_INSERT_SELECT = f"{_INSERT_COLUMNS} SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?"
+_INSERT = ("INSERT OR IGNORE INTO archive (uid, id, timestamp, with_jid, with_resource, "
+           "stanza, source, source_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+#: users looked up by one statement
+_USERS_AT_ONCE = 500
 
 
 class ArchiveMixin:
     """Per-user archives and their preferences, over the engine."""
+
+    #: the uid the last expiry run stopped at (where the next one begins)
+    _expiry_from = 0
 
     async def archive_message(self, host: str, username: str,
                               entry: ArchivedMessage) -> bool:
@@ -36,13 +43,13 @@ class ArchiveMixin:
                                entries: list[tuple[str, ArchivedMessage]]) -> int:
         for _, entry in entries:
             entry.id = entry.id or new_archive_id()
-        rows = [(*_row(host, username, e), host, username) for username, e in entries]
 
         def write(db):
+            # an entry of an account that is gone is skipped
+            uids = _archive_keys(db, host, {username for username, _ in entries})
             before = db.total_changes
-            # one statement for them all; an entry of an account that is gone is skipped
-            db.executemany(f"{_INSERT_SELECT} WHERE EXISTS (SELECT 1 FROM accounts WHERE "
-                           f"{_USER})", rows)
+            db.executemany(_INSERT, [_row(uids[username], e) for username, e in entries
+                                     if username in uids])
             return db.total_changes - before
         return await self._write(write)
 
@@ -50,14 +57,14 @@ class ArchiveMixin:
                              entries: list[ArchivedMessage]) -> int:
         for entry in entries:
             entry.id = entry.id or new_archive_id()
-        rows = [_row(host, username, e) for e in entries]
 
         def write(db):
-            if not _one(db, f"SELECT 1 FROM accounts WHERE {_USER}", (host, username)):
+            uid = _archive_keys(db, host, [username]).get(username)
+            if uid is None:
                 return 0
             before = db.total_changes
             # OR IGNORE: a known id or (source, source_id) is skipped (unique indexes)
-            db.executemany(_INSERT, rows)
+            db.executemany(_INSERT, [_row(uid, e) for e in entries])
             return db.total_changes - before
         return await self._write(write)
 
@@ -65,10 +72,7 @@ class ArchiveMixin:
                            batch: int = 500) -> AsyncIterator[ArchivedMessage]:
         after = (float("-inf"), -1)
         while True:
-            rows = await self._all(
-                f"SELECT seq, {_COLUMNS} FROM archive WHERE {_USER} AND timestamp >= ? "
-                "AND (timestamp > ? OR seq > ?) ORDER BY timestamp, seq LIMIT ?",
-                (host, username, after[0], after[0], after[1], batch))
+            rows = await self._read(_page_after, host, username, after, batch)
             for row in rows:
                 yield _entry(row[1:])
             if len(rows) < batch:
@@ -78,7 +82,7 @@ class ArchiveMixin:
     async def query_archive(self, host: str, username: str,
                             query: ArchiveQuery) -> ArchivePage:
         def read(db):
-            where, params = _where(db, host, username, query)
+            where, params = _where(db, _archive_key(db, host, username), query)
             order = "DESC" if query.from_end else ""
             # a few ids: look each up rather than walk the user's whole archive
             table = "archive INDEXED BY archive_by_id" if query.ids is not None else "archive"
@@ -102,18 +106,27 @@ class ArchiveMixin:
     async def archive_bounds(self, host: str, username: str
                              ) -> tuple[ArchivedMessage, ArchivedMessage] | None:
         def read(db):
-            ends = [_one(db, f"SELECT {_COLUMNS} FROM archive WHERE {_USER} "
-                             f"ORDER BY timestamp {way}, seq {way} LIMIT 1", (host, username))
+            uid = _archive_key(db, host, username)
+            ends = [_one(db, f"SELECT {_COLUMNS} FROM archive WHERE uid = ? "
+                             f"ORDER BY timestamp {way}, seq {way} LIMIT 1", (uid,))
                     for way in ("", "DESC")]
             return None if ends[0] is None else (_entry(ends[0]), _entry(ends[1]))
         return await self._snapshot(read)
 
     async def expire_archive(self, before: float, *, limit: int = 1000) -> int:
+        """Each user's oldest entries first, found through the user's index by
+        time (an index of all entries by age cost every write). The users are
+        taken in uid order from where the last call stopped and round to it
+        again, so fewer than *limit* deleted means that none is left."""
         def write(db):
-            cur = db.execute("DELETE FROM archive WHERE seq IN (SELECT seq FROM archive "
-                             "WHERE timestamp < ? ORDER BY timestamp LIMIT ?)",
-                             (before, limit))
-            return cur.rowcount
+            start = self._expiry_from
+            found = _expired(db, before, "u.uid >= ?", start, limit)
+            if len(found) < limit and start:
+                found += _expired(db, before, "u.uid < ?", start, limit - len(found))
+            if found:
+                self._expiry_from = found[-1][0]
+                db.executemany("DELETE FROM archive WHERE seq = ?", [(s,) for _, s in found])
+            return len(found)
         return await self._write(write)
 
     async def get_archive_prefs(self, host: str, username: str) -> ArchivePrefs | None:
@@ -135,9 +148,54 @@ class ArchiveMixin:
         return await self._write(write)
 
 
-def _row(host: str, username: str, e: ArchivedMessage) -> tuple:
-    return (host, username, e.id, e.timestamp, e.with_jid, e.with_resource, e.stanza,
-            e.source, e.source_id)
+def _archive_keys(db, host: str, usernames) -> dict[str, int]:
+    """username → uid of those of *usernames* whose account exists; a user's
+    first entry makes the key (in the caller's transaction)."""
+    names = list(usernames)
+    found: dict[str, int] = {}
+    for i in range(0, len(names), _USERS_AT_ONCE):
+        chunk = names[i:i + _USERS_AT_ONCE]
+        found.update(_all(db, f"SELECT username, uid FROM archive_users WHERE host = ? AND "
+                              f"username IN ({', '.join('?' * len(chunk))})", (host, *chunk)))
+    for username in names:
+        if username not in found:
+            cur = db.execute("INSERT INTO archive_users (host, username) SELECT ?, ? "
+                             f"WHERE EXISTS (SELECT 1 FROM accounts WHERE {_USER})",
+                             (host, username, host, username))
+            if cur.rowcount == 1:
+                found[username] = cur.lastrowid
+    return found
+
+
+def _expired(db, before: float, users: str, uid: int, limit: int) -> list[tuple[int, int]]:
+    """(uid, seq) of up to *limit* entries older than *before* of the *users*
+    (a condition on ``u.uid``), each user's oldest first. CROSS JOIN: SQLite
+    then loops over the users and looks up each one's old entries; a plain
+    JOIN let it walk the whole index by time instead."""
+    return _all(db, "SELECT a.uid, a.seq FROM archive_users u CROSS JOIN archive a "
+                    "ON a.uid = u.uid "
+                    f"WHERE {users} AND a.timestamp < ? ORDER BY a.uid, a.timestamp, a.seq "
+                    "LIMIT ?", (uid, before, limit))
+
+
+def _archive_key(db, host: str, username: str) -> int | None:
+    """The user's uid, None if nothing was ever archived for them (then
+    ``uid = ?`` matches nothing)."""
+    row = _one(db, f"SELECT uid FROM archive_users WHERE {_USER}", (host, username))
+    return None if row is None else row[0]
+
+
+def _page_after(db, host: str, username: str, after: tuple[float, int], batch: int):
+    """*batch* entries (with their seq first) after the position *after*."""
+    ts, seq = after
+    return _all(db, f"SELECT seq, {_COLUMNS} FROM archive WHERE uid = ? AND timestamp >= ? "
+                    "AND (timestamp > ? OR seq > ?) ORDER BY timestamp, seq LIMIT ?",
+                (_archive_key(db, host, username), ts, ts, seq, batch))
+
+
+def _row(uid: int, e: ArchivedMessage) -> tuple:
+    return (uid, e.id, e.timestamp, e.with_jid, e.with_resource, e.stanza, e.source,
+            e.source_id)
 
 
 def _entry(row) -> ArchivedMessage:
@@ -145,19 +203,18 @@ def _entry(row) -> ArchivedMessage:
     return ArchivedMessage(id_, timestamp, with_jid, stanza, source, source_id, with_resource)
 
 
-def _position(db, host: str, username: str, id_: str) -> tuple[float, int]:
+def _position(db, uid: int | None, id_: str) -> tuple[float, int]:
     """(timestamp, seq) of the entry *id_*, or :class:`ArchiveItemNotFound`."""
-    row = _one(db, f"SELECT timestamp, seq FROM archive WHERE {_USER} AND id = ?",
-               (host, username, id_))
+    row = _one(db, "SELECT timestamp, seq FROM archive WHERE id = ? AND uid = ?", (id_, uid))
     if row is None:
         raise ArchiveItemNotFound(id_)
     return row
 
 
-def _where(db, host: str, username: str, q: ArchiveQuery) -> tuple[str, list]:
+def _where(db, uid: int | None, q: ArchiveQuery) -> tuple[str, list]:
     """The WHERE clause of *q* and its parameters; each bound is a range on
     ``(timestamp, seq)``, which the by-time and by-contact indexes serve."""
-    clauses, params = [_USER], [host, username]
+    clauses, params = ["uid = ?"], [uid]
     if q.with_jid is not None:
         clauses.append("with_jid = ?")
         params.append(q.with_jid)
@@ -171,16 +228,16 @@ def _where(db, host: str, username: str, q: ArchiveQuery) -> tuple[str, list]:
         clauses.append("timestamp <= ?")
         params.append(q.end)
     for id_ in q.after:
-        ts, seq = _position(db, host, username, id_)
+        ts, seq = _position(db, uid, id_)
         clauses.append("timestamp >= ? AND (timestamp > ? OR seq > ?)")
         params += [ts, ts, seq]
     for id_ in q.before:
-        ts, seq = _position(db, host, username, id_)
+        ts, seq = _position(db, uid, id_)
         clauses.append("timestamp <= ? AND (timestamp < ? OR seq < ?)")
         params += [ts, ts, seq]
     if q.ids is not None:
         for id_ in q.ids:
-            _position(db, host, username, id_)
+            _position(db, uid, id_)
         clauses.append(f"id IN ({', '.join('?' * len(q.ids))})")
         params += q.ids
     return " AND ".join(clauses), params

@@ -176,28 +176,39 @@ MIGRATIONS: list[str] = [
             WHERE host = OLD.host AND username = OLD.username;
     END;
     """,
-    # 7: XEP-0313 message archives and XEP-0441 archiving preferences. Ordered
-    # by (timestamp, seq), seq being the insertion order: imported old entries
-    # sort before newer live ones. Indexed for a user's queries by time, by
-    # contact and by archive id, and by age alone for the retention expiry.
+    # 7: XEP-0313 message archives and XEP-0441 archiving preferences. An
+    # entry is ordered by (timestamp, seq), seq being the insertion order:
+    # imported old entries sort before newer live ones. Each user's archive
+    # has an integer key (archive_users.uid), so the indexes do not repeat
+    # host and username. What one entry costs to write is mostly the index
+    # pages it dirties, each written to the WAL and checkpointed whole: the
+    # table and archive_by_id (ids begin with their creation time, see
+    # storage.api.new_archive_id) grow at their ends, where a batch shares a
+    # few pages; the indexes of one user's order by time (its queries, and
+    # the retention expiry, oldest first per user) and by contact are the
+    # two that take a page per user of a batch.
     """
+    CREATE TABLE archive_users (
+        uid INTEGER PRIMARY KEY,
+        host TEXT NOT NULL, username TEXT NOT NULL,
+        UNIQUE (host, username),
+        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+    );
     CREATE TABLE archive (
         seq INTEGER PRIMARY KEY,                     -- insertion order
-        host TEXT NOT NULL, username TEXT NOT NULL,
+        uid INTEGER NOT NULL REFERENCES archive_users ON DELETE CASCADE,
         id TEXT NOT NULL,                            -- archive id = XEP-0359 stanza-id
         timestamp REAL NOT NULL,                     -- Unix time sent/received
         with_jid TEXT NOT NULL,                      -- the other party's bare JID
         with_resource TEXT,                          -- … and its resource, if any
         stanza TEXT NOT NULL,                        -- the <message/>, jabber:client
-        source TEXT, source_id TEXT,                 -- set on imported entries
-        FOREIGN KEY (host, username) REFERENCES accounts ON DELETE CASCADE
+        source TEXT, source_id TEXT                  -- set on imported entries
     );
-    CREATE UNIQUE INDEX archive_by_id ON archive (host, username, id);
-    CREATE INDEX archive_by_time ON archive (host, username, timestamp, seq);
-    CREATE INDEX archive_by_with ON archive (host, username, with_jid, timestamp, seq);
-    CREATE UNIQUE INDEX archive_by_source ON archive (host, username, source, source_id)
+    CREATE UNIQUE INDEX archive_by_id ON archive (id, uid);
+    CREATE INDEX archive_by_time ON archive (uid, timestamp, seq);
+    CREATE INDEX archive_by_with ON archive (uid, with_jid, timestamp, seq);
+    CREATE UNIQUE INDEX archive_by_source ON archive (uid, source, source_id)
         WHERE source IS NOT NULL;
-    CREATE INDEX archive_by_age ON archive (timestamp);
     CREATE TABLE archive_prefs (
         host TEXT NOT NULL, username TEXT NOT NULL,
         default_mode TEXT NOT NULL CHECK (default_mode IN ('always', 'never', 'roster')),

@@ -95,6 +95,22 @@ async def test_expiry_deletes_oldest_first_in_bounded_runs(ann):
     assert [m.timestamp async for m in ann.iter_archive(H, "ann")] == [1004.0]
 
 
+async def test_expiry_goes_round_the_users_oldest_first_each(ann):
+    await ann.create_user(H, "bob", make_all_credentials("pw", iterations=4096))
+    for user in ("ann", "bob"):
+        for n in range(4):
+            await ann.archive_message(H, user, msg(n))
+    assert await ann.expire_archive(1002.5, limit=4) == 4
+    # a run stops anywhere, but never leaves a hole in an archive
+    left = {user: [m.timestamp async for m in ann.iter_archive(H, user)]
+            for user in ("ann", "bob")}
+    assert left == {"ann": [1003.0], "bob": [1001.0, 1002.0, 1003.0]}
+    assert await ann.expire_archive(1002.5, limit=4) == 6 - 4
+    assert await ann.expire_archive(1002.5, limit=4) == 0
+    for user in ("ann", "bob"):
+        assert [m.timestamp async for m in ann.iter_archive(H, user)] == [1003.0]
+
+
 async def test_preferences_and_deleting_the_account_takes_the_archive(ann, tmp_path):
     assert await ann.get_archive_prefs(H, "ann") is None
     prefs = ArchivePrefs("roster", always=["b@x", "a@x", "a@x"], never=["c@x"])

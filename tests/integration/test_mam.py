@@ -150,6 +150,10 @@ async def test_both_sides_are_archived_with_the_stanza_id_the_recipient_got(serv
     assert [r["mam_result"]["forwarded"]["stanza"]["body"] for r in results] == ["hello bob"]
     assert results[0]["mam_result"]["id"] == ids[0][1]
     assert results[0]["mam_result"]["forwarded"]["stanza"]["from"] == f"{ann}/{a.boundjid.resource}"
+    # bob's copy is the message as bob got it: without the forged id, which ann's
+    # copy (written out first, for her archive) still had
+    kept = results[0]["mam_result"]["forwarded"]["stanza"].xml
+    assert kept.find(f"{{{SID}}}stanza-id") is None
     assert page.xml.find(f"{{{MAM}}}fin").get("complete") == "true"
 
     error, mine, _ = await query(a)

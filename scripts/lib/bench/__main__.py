@@ -37,10 +37,15 @@ Scenarios (--scenarios, comma-separated; default all but soak):
              (default 600); the server's RSS is read every 5 s: growth after
              the first minute, delivered/sent, paced latency. Only when named.
 
---mam-off also runs a third server in the login/messages phase: xferd with
-[mam] enabled = false, in the same repeats (column "xferd MAM off"), so
-that the cost of archiving every message (two archive writes per message,
-one per party) reads off the same run. Prosody runs without mod_mam.
+Message archiving: xferd archives every one-to-one message for both
+parties (XEP-0313, on by default), and so does the benchmark's Prosody: it
+loads mod_mam (default_archive_policy = true, archive_expires_after =
+"never", in its internal storage like the rest), so that the ratios compare
+two archiving servers. The report lists Prosody's modules. --mam-off also
+runs xferd with [mam] enabled = false and Prosody without mod_mam in the
+login/messages phase, in the same repeats (columns "xferd-mam-off",
+"prosody-mam-off", and their ratio), so that what archiving costs each
+server reads off the same run.
 
 login/messages (and the roster fetch) are repeated (--repeats, default 3; the
 servers alternate) and reported as median with the min–max spread, because a
@@ -92,8 +97,9 @@ QUICK = {"clients": 200, "messages": 50, "pace_seconds": 2.0, "idle": 500, "rost
          "contacts": 200, "archive": 100000}
 FULL = {"clients": 500, "messages": 100, "pace_seconds": 10.0, "idle": 10000, "roster": 5000,
         "contacts": 2000, "archive": 1000000}
-#: the name of the MAM-off xferd in the results
+#: the names of the MAM-off xferd and Prosody in the results
 NO_MAM = "xferd-mam-off"
+PROSODY_NO_MAM = "prosody-mam-off"
 INSTALL_HINT = ("Install it (Debian/Ubuntu: apt-get install prosody prosody-modules) or pass "
                 "--no-prosody to measure xferd alone.")
 
@@ -137,7 +143,8 @@ def parse_args(argv):
     p.add_argument("--archive", type=int, metavar="N",
                    help=f"archived messages of the archive scenario (default {FULL['archive']:,})")
     p.add_argument("--mam-off", action="store_true",
-                   help="also run xferd with MAM off in the login/messages phase")
+                   help="also run xferd with MAM off and Prosody without mod_mam in the "
+                        "login/messages phase")
     p.add_argument("--repeats", type=int, default=3,
                    help="repeats of login/messages/roster (default 3)")
     p.add_argument("--iterations", type=int,
@@ -186,6 +193,11 @@ class Bench:
             self.results[NO_MAM] = {"version": xferd_version()}
         if "prosody" in self.kinds:
             self.results["prosody"] = {"version": prosody_server.version() or "unknown"}
+        #: the kinds of the core phase: the MAM-off pair too with --mam-off
+        self.core_kinds = self.kinds + ([NO_MAM] if args.mam_off else [])
+        if args.mam_off and "prosody" in self.kinds:
+            self.results[PROSODY_NO_MAM] = dict(self.results["prosody"])
+            self.core_kinds.append(PROSODY_NO_MAM)
         self.failed = False
 
     def make(self, kind: str, name: str):
@@ -194,7 +206,7 @@ class Bench:
             return XferdServer(folder, self.iterations)
         if kind == NO_MAM:
             return XferdServer(folder, self.iterations, overrides={"mam": {"enabled": False}})
-        return ProsodyServer(folder, self.iterations)
+        return ProsodyServer(folder, self.iterations, mam=kind != PROSODY_NO_MAM)
 
     def failure(self, kind: str, section: str, server, exc: BaseException) -> None:
         self.failed = True
@@ -208,7 +220,7 @@ class Bench:
         args = self.args
         chosen = set(args.scenarios)
         servers = {}
-        kinds = self.kinds + ([NO_MAM] if args.mam_off else [])
+        kinds = self.core_kinds
         try:
             for kind in kinds:
                 server = self.make(kind, "core")
@@ -429,6 +441,7 @@ def main(argv=None) -> int:
                 timings[group] = round(time.monotonic() - t, 1)
 
     ratios, spreads = report.ratios(bench.results)
+    mam_off_ratios, mam_off_spreads = report.ratios(bench.results, NO_MAM, PROSODY_NO_MAM)
     document = {
         "benchmark": "xferd scripts/bench",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
@@ -449,11 +462,18 @@ def main(argv=None) -> int:
             "prosody_default_iterations_source": iterations_source,
             "tls": "STARTTLS", "transport": "loopback TCP", "fd_limit": fds,
             "prosody_network_backend": None if args.no_prosody else "epoll",
+            "prosody_modules": None if args.no_prosody else prosody_server.modules(mam=True),
+            "prosody_mam_settings": None if args.no_prosody else prosody_server.MAM_SETTINGS,
+            "prosody_mam_off_modules": (prosody_server.modules(mam=False)
+                                        if args.mam_off and not args.no_prosody else None),
             "xferd_limits_off": limits_off(),
         },
         "results": bench.results,
         "ratios": ratios,
         "ratio_spread": spreads,
+        # with --mam-off: xferd-mam-off / prosody-mam-off
+        "ratios_mam_off": mam_off_ratios,
+        "ratio_spread_mam_off": mam_off_spreads,
     }
     print(report.table(document))
     json_path, chart_path = output_paths(args, started)

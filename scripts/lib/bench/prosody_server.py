@@ -14,6 +14,13 @@ ones) and ``DATA/<host>/roster/<user>.dat`` (a Lua table, written here). Host an
 user names are encoded the way ``util/datamanager.lua`` does (every
 non-alphanumeric byte as ``%xx``).
 
+Message archiving: like xferd (whose ``[mam]`` is on by default), the
+benchmark's Prosody loads ``mod_mam`` (:data:`MAM_SETTINGS`): every one-to-one
+chat archived for both parties unless the user says otherwise, and kept, in
+the same ``internal`` storage as the rest (Prosody 0.12 appends each entry
+to a file per user: open, write, close, no fsync). ``mam=False`` leaves it out, for
+the comparison with an xferd whose MAM is off (``scripts/bench --mam-off``).
+
 The network backend is set to ``epoll`` explicitly (the 0.12 default; ``select``
 would stop near FD_SETSIZE = 1024 connections), and the process inherits the
 benchmark's raised RLIMIT_NOFILE.
@@ -42,6 +49,16 @@ FALLBACK_ITERATIONS = 10000
 #: Federation adds "dialback" (Prosody takes the list as a set: the order does not matter)
 MODULES = ["roster", "saslauth", "tls", "disco", "ping", "private", "pep",
            "blocklist", "version", "time", "uptime", "vcard"]
+#: mod_mam's settings when it is loaded: archive one-to-one chats of users who
+#: set no preference (xferd's ``[mam] default = "always"``; Prosody's default
+#: too, said here to be plain) and never expire them (xferd's ``retention_days
+#: = 0``; Prosody's default deletes after a week)
+MAM_SETTINGS = {"default_archive_policy": True, "archive_expires_after": "never"}
+
+
+def modules(*, mam: bool, s2s: bool = False, extra: list[str] = ()) -> list[str]:
+    """The modules a benchmark Prosody loads (see :data:`MODULES`)."""
+    return MODULES + (["mam"] if mam else []) + (["dialback"] if s2s else []) + list(extra)
 
 
 def installed() -> bool:
@@ -187,7 +204,8 @@ class ProsodyServer(ServerProcess):
 
     def __init__(self, workdir: Path, iterations: int, *, domains: tuple[str, ...] = (DOMAIN,),
                  s2s: bool = False, dns_port: int | None = None,
-                 extra_modules: list[str] = (), plugin_paths: list[Path] = ()):
+                 extra_modules: list[str] = (), plugin_paths: list[Path] = (),
+                 mam: bool = True):
         from server.io.tls import generate_self_signed
 
         self.workdir = workdir
@@ -195,6 +213,7 @@ class ProsodyServer(ServerProcess):
         self.domains = domains
         self.domain = domains[0]
         self.s2s = s2s
+        self.modules = modules(mam=mam, s2s=s2s, extra=extra_modules)
         # Prosody cannot report what a port-0 bind got: free ports, chosen here
         self.c2s_port = free_port()
         self.s2s_port = free_port()
@@ -207,9 +226,10 @@ class ProsodyServer(ServerProcess):
             generate_self_signed(domain, self.cert(domain), self._key(domain))
         found = settings(workdir, data_dir=self.data_dir, log_path=self.log_path,
                          log_level="warn", c2s_port=self.c2s_port, s2s_port=self.s2s_port,
-                         modules=MODULES + (["dialback"] if s2s else []) + list(extra_modules),
-                         network_backend="epoll", iterations=iterations,
+                         modules=self.modules, network_backend="epoll", iterations=iterations,
                          plugin_paths=plugin_paths, dns_port=dns_port)
+        if mam:
+            found.update(MAM_SETTINGS)
         hosts = {d: {"certificate": self.cert(d), "key": self._key(d)} for d in domains}
         self.config.write_text(config_text(found, hosts, "Written by scripts/bench for one run."))
 

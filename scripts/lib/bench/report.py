@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import statistics
 
+from .prosody_server import lua
+
 #: (section.figure, label, unit, better) for every figure the table shows, in order.
 #: better: "higher"/"lower" is better for the server (charted); "-" is context only.
 FIGURES = [
@@ -123,10 +125,10 @@ def _spread(figures: dict, dotted: str):
     return ((figures.get(section) or {}).get("spread") or {}).get(key)
 
 
-def ratios(results: dict) -> tuple[dict, dict]:
-    """xferd / Prosody of every figure both have (medians), and the ratio's range over
-    the repeats (xferd min / Prosody max … xferd max / Prosody min)."""
-    x, p = results.get("xferd"), results.get("prosody")
+def ratios(results: dict, ours: str = "xferd", theirs: str = "prosody") -> tuple[dict, dict]:
+    """xferd / Prosody (*ours* / *theirs*) of every figure both have (medians), and the
+    ratio's range over the repeats (xferd min / Prosody max … xferd max / Prosody min)."""
+    x, p = results.get(ours), results.get(theirs)
     out: dict = {}
     ranges: dict = {}
     if not x or not p:
@@ -173,16 +175,22 @@ def _cell(figures: dict, key: str) -> str:
 
 def table(document: dict) -> str:
     results, ratio = document["results"], document["ratios"]
-    servers = [s for s in ("xferd", "xferd-mam-off", "prosody") if s in results]
-    head = ["figure", "unit", *servers] + (["xferd/prosody", "better"] if ratio else [])
+    off_ratio = document.get("ratios_mam_off") or {}
+    servers = [s for s in ("xferd", "prosody", "xferd-mam-off", "prosody-mam-off")
+               if s in results]
+    head = ["figure", "unit", *servers] + (["xferd/prosody"] if ratio else []) + \
+        (["MAM off: x/p"] if off_ratio else []) + (["better"] if ratio or off_ratio else [])
     rows = [head]
     for key, label, unit, better in FIGURES:
         if all(get(results[s], key) is None for s in servers):
             continue
         row = [label, unit, *(_cell(results[s], key) for s in servers)]
-        if ratio:
-            r = get(ratio, key)
-            row += [f"{r:.2f}×" if r is not None else "—", better]
+        for shown in (ratio, off_ratio):
+            if shown:
+                r = get(shown, key)
+                row.append(f"{r:.2f}×" if r is not None else "—")
+        if ratio or off_ratio:
+            row.append(better)
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = []
@@ -201,6 +209,14 @@ def table(document: dict) -> str:
     title = (f"xferd benchmark — {', '.join(p['scenarios'])}; SCRAM-SHA-1 × {p['iterations']} "
              f"iterations, {document['machine']['cpu_count']} CPUs; medians over "
              f"{p['repeats']} repeats (min–max)")
+    modules = p.get("prosody_modules")
+    if modules:
+        settings = ", ".join(f"{k} = {lua(v)}"
+                             for k, v in (p.get("prosody_mam_settings") or {}).items())
+        title += f"\nProsody modules: {', '.join(modules)}" + \
+            (f" (mam: {settings}; storage internal)" if "mam" in modules else "")
+        if p.get("prosody_mam_off_modules"):
+            title += "\nprosody-mam-off: the same without mam; xferd-mam-off: [mam] enabled = false"
     return "\n".join([title, "", *lines, *([""] + notes if notes else [])])
 
 

@@ -357,6 +357,7 @@ class ManagedSession:
         for name in ("reader", "writer", "parser", "secure", "ip", "_counted", "bucket",
                      "_throttled", "_input_at", "lang", "stream_id", "header_sent"):
             setattr(self, name, getattr(new, name))
+        self.tracer.label = f"{new.tracer.label} {self.jid}"    # the trace names the new socket
         new._counted = None
         if new._timeout is not None:
             new._timeout.cancel()

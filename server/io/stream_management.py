@@ -51,11 +51,10 @@ import time
 from typing import TYPE_CHECKING
 
 from ..core.events import SessionEvent
-from ..xmpp import sm, timestamps
+from ..xmpp import sm
 from ..xmpp.errors import StreamError
 from ..xmpp.negotiation import Phase
-from ..xmpp.namespaces import DELAY_NS
-from ..xmpp.stanza import STANZA_TAGS, from_text, local_name, sub
+from ..xmpp.stanza import STANZA_TAGS, local_name, stamp_delay
 from ..xmpp.stream import serialize
 
 if TYPE_CHECKING:
@@ -383,24 +382,17 @@ TAKEOVER_TIMEOUT = 10.0
 _tasks: set[asyncio.Task] = set()
 
 
-#: how a queued stanza's text is parsed back: inside the stream's namespaces
-_WRAP = ("<w xmlns='{}' xmlns:stream='http://etherx.jabber.org/streams'>", "</w>")
-_DELAY = f"{{{DELAY_NS}}}delay"
-
-
 def _stamped(item: "sm.Sent", domain: str, content_ns: str) -> str:
     """A message sent again after a resumption, with a XEP-0203 ``<delay/>``
     of when it was first sent (unless it has one of ours: an offline message
     keeps the time it was stored), as Prosody's mod_smacks does: the client
     shows when the message came, not when the connection came back."""
     try:
-        stanza = from_text(_WRAP[0].format(content_ns) + item.text + _WRAP[1])[0]
+        stanza = sm.reread(item, content_ns)
     except Exception:                       # our own serialisation: should not happen
         log.exception("a queued message was not re-read: sent again as it was")
         return item.text
-    if any(d.get("from") == domain for d in stanza.findall(_DELAY)):
-        return item.text
-    sub(stanza, _DELAY, {"from": domain, "stamp": timestamps.format(item.at)})
+    stamp_delay(stanza, domain, item.at)
     return serialize(stanza, stream_ns=content_ns)
 
 

@@ -55,10 +55,8 @@ import logging
 from ..core.events import SessionEvent
 from ..core.locks import KeyedLocks
 from ..core.module import Hook, Module
-from ..xmpp import timestamps
 from ..xmpp.hints import OfflineAction, offline_decision
-from ..xmpp.namespaces import DELAY_NS
-from ..xmpp.stanza import from_text, sub, to_text
+from ..xmpp.stanza import from_text, stamp_delay, to_text
 
 FEATURE = "msgoffline"
 
@@ -140,9 +138,7 @@ class Offline(Module):
                     if session.closing:
                         break           # keep the rest for the next login
                     stanza = from_text(message.stanza)
-                    if not _stamped_by(stanza, host.domain):
-                        sub(stanza, f"{{{DELAY_NS}}}delay",
-                            {"from": host.domain, "stamp": timestamps.format(message.stored_at)})
+                    stamp_delay(stanza, host.domain, message.stored_at)
                     session.send(stanza)
                     sent.append(message.id)
                 del page
@@ -150,14 +146,6 @@ class Offline(Module):
                     return
                 await host.storage.delete_offline(host.domain, username, sent)
                 after = sent[-1]
-
-
-def _stamped_by(stanza, domain: str) -> bool:
-    """Does *stanza* carry a ``<delay/>`` of ours already? (A message that a
-    session left unacknowledged is stamped with the time it was first sent
-    before it comes here: that is the older, truer time. A client cannot
-    put one there: c2s removes a delay that claims to be ours.)"""
-    return any(d.get("from") == domain for d in stanza.findall(f"{{{DELAY_NS}}}delay"))
 
 
 async def _drained(session) -> bool:

@@ -49,25 +49,20 @@ import logging
 from ..core.events import Lifecycle
 from ..core.module import Hook, Module
 from ..core.router import StanzaEvent
-from ..xmpp import timestamps
+from ..xmpp import sm
 from ..xmpp.errors import StanzaError
 from ..xmpp.hints import OfflineAction, message_type, offline_decision
 from ..xmpp.jid import JID, JIDError
-from ..xmpp.namespaces import DELAY_NS, SM_NS
-from ..xmpp.stanza import error_reply, from_text, sub
+from ..xmpp.namespaces import CARBONS_NS, CLIENT_NS, MAM_NS, SM_NS
+from ..xmpp.stanza import error_reply, stamp_delay
 
 log = logging.getLogger("xferd.sm")
 
 #: ended resumable sessions whose id and count we remember (see the docstring)
 EXPIRED_KEPT = 1000
 
-_CARBONS_NS = "urn:xmpp:carbons:2"
-_MAM_NS = "urn:xmpp:mam:2"
-_NOT_MESSAGES = (f"{{{_CARBONS_NS}}}sent", f"{{{_CARBONS_NS}}}received",
-                 f"{{{_MAM_NS}}}result")
-_DELAY = f"{{{DELAY_NS}}}delay"
-#: how a queued stanza's text is parsed back: inside the stream's namespaces
-_WRAP = ("<w xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>", "</w>")
+#: copies of messages the user has elsewhere (XEP-0280 carbons, XEP-0313 results)
+_NOT_MESSAGES = (f"{{{CARBONS_NS}}}sent", f"{{{CARBONS_NS}}}received", f"{{{MAM_NS}}}result")
 
 
 class StreamManagement(Module):
@@ -123,7 +118,7 @@ class StreamManagement(Module):
             if item.kind == "presence":
                 continue
             try:
-                stanza = from_text(_WRAP[0] + item.text + _WRAP[1])[0]
+                stanza = sm.reread(item, CLIENT_NS)
             except Exception:               # our own serialisation: should not happen
                 log.exception("%r: unacknowledged stanza not re-read", session)
                 continue
@@ -151,8 +146,7 @@ class StreamManagement(Module):
         host = self.host
         bare = session.jid.bare
         stanza.set("to", str(bare))
-        if not any(d.get("from") == host.domain for d in stanza.findall(_DELAY)):
-            sub(stanza, _DELAY, {"from": host.domain, "stamp": timestamps.format(sent_at)})
+        stamp_delay(stanza, host.domain, sent_at)
         try:
             sender = JID.parse(stanza.get("from")) if stanza.get("from") else None
         except JIDError:

@@ -22,8 +22,8 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass
 
-from .namespaces import SM_NS, STANZA_ERRORS_NS
-from .stanza import E, sub
+from .namespaces import SM_NS, STANZA_ERRORS_NS, STREAMS_NS
+from .stanza import E, from_text, sub
 
 MODULUS = 2 ** 32
 
@@ -78,6 +78,14 @@ class Sent:
     text: str             # as written on the stream
     at: float             # Unix time it was first sent
     kind: str             # "message", "presence" or "iq"
+
+
+def reread(sent: Sent, content_ns: str):
+    """The element of a queued stanza: its text was written inside the
+    stream, without the stream's namespace declarations, so it is parsed
+    inside them again."""
+    wrapper = f"<w xmlns='{content_ns}' xmlns:stream='{STREAMS_NS}'>{sent.text}</w>"
+    return from_text(wrapper)[0]
 
 
 class Unacked:

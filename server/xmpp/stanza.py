@@ -12,7 +12,9 @@ import secrets
 from lxml import etree
 
 from .errors import StanzaError
-from .namespaces import CLIENT_NS, STANZA_ERRORS_NS, STREAM_ERRORS_NS, STREAMS_NS, XML_NS
+from . import timestamps
+from .namespaces import (CLIENT_NS, DELAY_NS, STANZA_ERRORS_NS, STREAM_ERRORS_NS, STREAMS_NS,
+                         XML_NS)
 
 _C = f"{{{CLIENT_NS}}}"
 IQ = _C + "iq"
@@ -123,6 +125,17 @@ def to_text(el) -> str:
 def from_text(text: str):
     """Parse XML text written by :func:`to_text` (no DTD, no entities)."""
     return etree.fromstring(text.encode(), _STORED)
+
+
+def stamp_delay(stanza, domain: str, when: float) -> None:
+    """Add a XEP-0203 ``<delay from='domain' stamp='when'/>`` unless *stanza*
+    carries one of *domain*'s already: the first stamp a server gave is the
+    older, truer time (a message stored offline, or re-sent by stream
+    management, keeps the time it was first stored or sent). A client cannot
+    put one there: c2s removes a delay that claims to be the server's."""
+    tag = f"{{{DELAY_NS}}}delay"
+    if not any(d.get("from") == domain for d in stanza.findall(tag)):
+        sub(stanza, tag, {"from": domain, "stamp": timestamps.format(when)})
 
 
 def stream_error(condition: str, text: str | None = None):

@@ -21,7 +21,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from ..xmpp import timestamps
+from ..xmpp import mam, timestamps
 from ..xmpp.jid import JID, JIDError
 from ..xmpp.namespaces import DELAY_NS, DISCO_INFO_NS, FORWARD_NS, MAM_NS, RSM_NS
 from ..xmpp.namespaces import MAM_IMPORT_NS as IMPORT_NS
@@ -158,11 +158,7 @@ async def count(client: Connection) -> int | None:
 
 def result_element(item: ArchivedResult):
     """*item* as a XEP-0313 ``<result/>`` for the import IQ (message copied)."""
-    result = E(f"{{{MAM_NS}}}result", {"id": item.id})
-    forwarded = sub(result, f"{{{FORWARD_NS}}}forwarded")
-    sub(forwarded, f"{{{DELAY_NS}}}delay", {"stamp": item.stamp})
-    forwarded.append(copy.deepcopy(item.message))
-    return result
+    return mam.result_element(item.id, item.stamp, copy.deepcopy(item.message))
 
 
 async def import_page(client: Connection, source: str, items: list[ArchivedResult],

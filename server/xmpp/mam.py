@@ -285,14 +285,22 @@ def query_form():
 
 # -- answers -------------------------------------------------------------------------------
 
+def result_element(archive_id: str, stamp: str, message, queryid: str | None = None):
+    """``<result id><forwarded><delay stamp/><message/></forwarded></result>``
+    (§4.2), with *message* appended as it is: what a query answers and what
+    the history import carries."""
+    result = E(_MAM + "result", {"queryid": queryid, "id": archive_id})
+    forwarded = sub(result, f"{{{FORWARD_NS}}}forwarded")
+    sub(forwarded, f"{{{DELAY_NS}}}delay", {"stamp": stamp})
+    forwarded.append(message)
+    return result
+
+
 def result_message(*, to: str, from_: str, queryid: str | None, archive_id: str,
                    timestamp: float, message):
     """One result (§4.2): ``<message><result><forwarded><delay/><message/>``."""
     out = E(f"{{{CLIENT_NS}}}message", {"to": to, "from": from_})
-    result = sub(out, _MAM + "result", {"queryid": queryid, "id": archive_id})
-    forwarded = sub(result, f"{{{FORWARD_NS}}}forwarded")
-    sub(forwarded, f"{{{DELAY_NS}}}delay", {"stamp": timestamps.format(timestamp)})
-    forwarded.append(message)
+    out.append(result_element(archive_id, timestamps.format(timestamp), message, queryid))
     return out
 
 

@@ -51,6 +51,7 @@ from storage.pie_mam import parse_result
 from ..client import Client, IQError
 from ..client.archive import (IMPORT_MAX, IMPORT_NS, MAM_NS, ArchivedResult, count, features,
                               import_page, pages)
+from ..xmpp import mam
 from ..xmpp.jid import JID, JIDError
 from ..xmpp.namespaces import PIE_NS
 from .import_as import rehome_message
@@ -70,9 +71,8 @@ def rehome(item: ArchivedResult, old: JID, new: JID) -> ArchivedResult | None:
     """*item* for the new account (module docstring); None if it is neither
     from nor to the old account (no archive of the new one could hold it)."""
     message = rehome_message(item.message, old, new)
-    for sid in message.findall(pie_mam.STANZA_ID):
-        if sid.get("by") in (str(old), str(new)):
-            message.remove(sid)
+    for by in (old, new):
+        mam.strip_stanza_ids(message, str(by))
     ends = set()
     for attr in ("from", "to"):
         try:
@@ -239,12 +239,8 @@ class HistoryCopy:
 def _entry(item: ArchivedResult, new: JID) -> ArchivedMessage | None:
     """An archive entry of *new* for the file, through the file's own reader
     (so what is written is what an import will read); None for one it would skip."""
-    result = etree.Element(f"{{{pie_mam.MAM_NS}}}result", {"id": item.id})
-    forwarded = etree.SubElement(result, pie_mam.FORWARDED)
-    etree.SubElement(forwarded, pie_mam.DELAY, {"stamp": item.stamp})
-    forwarded.append(item.message)
     try:
-        entry = parse_result(result, new)
+        entry = parse_result(mam.result_element(item.id, item.stamp, item.message), new)
     except LookupError as exc:
         log.warning("history: left out %s: %s", item.id, exc.args[0])
         return None

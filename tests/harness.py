@@ -48,6 +48,21 @@ def unused_port() -> int:
     return sock.getsockname()[1]
 
 
+def old_database(path, version: int, username: str):
+    """A data file as an xferd of schema *version* left it (the first
+    *version* migrations, each in its transaction as storage runs them) with
+    the account *username*@localhost; the open ``sqlite3`` connection is
+    returned for the caller to add rows, commit and close."""
+    import sqlite3
+    from storage.sqlite import MIGRATIONS
+    db = sqlite3.connect(path)
+    for number, script in enumerate(MIGRATIONS[:version], start=1):
+        db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    db.execute("INSERT INTO accounts (host, username, created_at) VALUES ('localhost', ?, 0)",
+               (username,))
+    return db
+
+
 def _toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -9,6 +9,7 @@ import pytest
 from server.xmpp.sasl import make_all_credentials
 from storage.api import ArchivedMessage, ArchiveItemNotFound, ArchivePrefs, ArchiveQuery
 from storage.sqlite import MIGRATIONS, SQLiteStorage
+from tests.harness import old_database
 
 H = "localhost"
 
@@ -130,10 +131,7 @@ async def test_preferences_and_deleting_the_account_takes_the_archive(ann, tmp_p
 
 async def test_a_database_from_before_the_archive_is_migrated(tmp_path):
     path = tmp_path / "old.sqlite"
-    db = sqlite3.connect(path)
-    for number, script in enumerate(MIGRATIONS[:6], start=1):
-        db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
-    db.execute("INSERT INTO accounts VALUES ('localhost', 'ann', 0)")
+    db = old_database(path, 6, "ann")
     db.commit()
     db.close()
     store = SQLiteStorage(path)

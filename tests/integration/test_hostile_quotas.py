@@ -19,8 +19,8 @@ from slixmpp.xmlstream.matcher import MatcherId
 
 from server.xmpp.sasl import make_all_credentials
 from storage.api import RosterItem, UserData
-from storage.sqlite import MIGRATIONS, SQLiteStorage
-from tests.harness import login, round_trip
+from storage.sqlite import SQLiteStorage
+from tests.harness import login, old_database, round_trip
 
 pytestmark = pytest.mark.hostile
 
@@ -481,10 +481,7 @@ async def test_the_offline_byte_count_follows_every_writer(tmp_path):
     deletion and an XEP-0227 import, and a file of the previous schema gets
     its total from the messages it holds."""
     path = tmp_path / "old.sqlite"
-    db = sqlite3.connect(path)
-    for number, script in enumerate(MIGRATIONS[:5], start=1):
-        db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
-    db.execute("INSERT INTO accounts (host, username, created_at) VALUES ('localhost', 'old', 0)")
+    db = old_database(path, 5, "old")
     db.executemany("INSERT INTO offline_messages (host, username, stanza, stored_at) "
                    "VALUES ('localhost', 'old', ?, 0)", [("<message>é</message>",)] * 3)
     db.commit()

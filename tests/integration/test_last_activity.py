@@ -4,7 +4,6 @@ user's presence (§3), queries to a resource (§4), persistence of the logout
 across a restart, and the storage under it."""
 
 import asyncio
-import sqlite3
 import time
 
 import pytest
@@ -13,7 +12,7 @@ import slixmpp
 from server.xmpp.sasl import make_all_credentials
 from storage.api import LastActivity
 from storage.sqlite import MIGRATIONS, SQLiteStorage
-from tests.harness import ask, login
+from tests.harness import ask, login, old_database
 
 LAST = "jabber:iq:last"
 INFO = "http://jabber.org/protocol/disco#info"
@@ -226,10 +225,7 @@ async def test_a_file_of_the_previous_schema_is_migrated(tmp_path):
     """A data file written before last activity existed gets the table, and
     what it held is still there."""
     path = tmp_path / "old.sqlite"
-    db = sqlite3.connect(path)
-    for number, script in enumerate(MIGRATIONS[:4], start=1):
-        db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
-    db.execute("INSERT INTO accounts (host, username, created_at) VALUES ('localhost', 'old', 0)")
+    db = old_database(path, 4, "old")
     db.commit()
     db.close()
     store = SQLiteStorage(path)
